@@ -1,0 +1,116 @@
+"""The plugin contract shared by built-in and drop-in probes and alerts.
+
+Plain async functions registered by name (as blackbox_exporter's ProbeFn): a probe
+checks targets once and never raises; the scheduler enforces the timeout. An alert
+reacts to one event and must be idempotent.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Literal
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    group: str
+    service: str
+
+
+@dataclass
+class Result:
+    ok: bool
+    summary: str
+    detail: str = ""
+    latency_s: float = 0.0
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One alert to deliver; `hosts` are the failing hosts (mon's summary line)."""
+
+    type: Literal["alert", "upalert", "startupalert", "trap"]
+    group: str
+    service: str
+    hosts: tuple[str, ...]
+    summary: str
+    detail: str
+    time: float
+    args: tuple[str, ...] = ()
+    description: str = ""
+    retval: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+HostProbe = Callable[[Target, Params], Awaitable[Result]]
+GroupProbe = Callable[[list[Target], Params], Awaitable[dict[str, Result]]]
+AlertFn = Callable[[AlertEvent, Params], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Monitor:
+    name: str
+    fn: Callable[..., Awaitable[Any]]
+    scope: Literal["host", "group"]
+    origin: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    fn: AlertFn
+    origin: str
+
+
+class PluginError(Exception):
+    """A plugin that cannot be registered; the message names file and line."""
+
+
+MONITORS: dict[str, Monitor] = {}
+ALERTS: dict[str, Alert] = {}
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    try:
+        return f"{inspect.getsourcefile(fn)}:{inspect.getsourcelines(fn)[1]}"
+    except (OSError, TypeError):
+        return getattr(fn, "__module__", "?")
+
+
+def _check(fn: Callable[..., Any], kind: str, name: str) -> None:
+    if not inspect.iscoroutinefunction(fn):
+        raise PluginError(f"{_origin(fn)}: {kind} {name!r} must be an async function")
+    if len(inspect.signature(fn).parameters) != 2:
+        raise PluginError(f"{_origin(fn)}: {kind} {name!r} must take exactly (target, params)")
+
+
+def monitor(name: str, scope: Literal["host", "group"] = "host") -> Callable[[Any], Any]:
+    """Register a probe. scope="host": fn(target, params) -> Result, once per host;
+    scope="group": fn(targets, params) -> {host: Result}, once for all hosts."""
+
+    def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        _check(fn, "monitor", name)
+        if name in MONITORS and MONITORS[name].fn is not fn:
+            raise PluginError(f"{_origin(fn)}: monitor {name!r} already defined at {MONITORS[name].origin}")
+        MONITORS[name] = Monitor(name, fn, scope, _origin(fn))
+        return fn
+
+    return deco
+
+
+def alert(name: str) -> Callable[[AlertFn], AlertFn]:
+    """Register an alert: fn(event, params) -> None."""
+
+    def deco(fn: AlertFn) -> AlertFn:
+        _check(fn, "alert", name)
+        if name in ALERTS and ALERTS[name].fn is not fn:
+            raise PluginError(f"{_origin(fn)}: alert {name!r} already defined at {ALERTS[name].origin}")
+        ALERTS[name] = Alert(name, fn, _origin(fn))
+        return fn
+
+    return deco

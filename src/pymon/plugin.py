@@ -71,8 +71,18 @@ class PluginError(Exception):
     """A plugin that cannot be registered; the message names file and line."""
 
 
-MONITORS: dict[str, Monitor] = {}
-ALERTS: dict[str, Alert] = {}
+@dataclass
+class Registry:
+    monitors: dict[str, Monitor] = field(default_factory=dict)
+    alerts: dict[str, Alert] = field(default_factory=dict)
+
+    def copy(self) -> "Registry":
+        return Registry(dict(self.monitors), dict(self.alerts))
+
+
+# The decorators register into `current`; the loader swaps in a fresh copy of the
+# built-ins while it imports drop-ins, so a failed reload leaves the old set intact.
+current = Registry()
 
 
 def _origin(fn: Callable[..., Any]) -> str:
@@ -95,9 +105,12 @@ def monitor(name: str, scope: Literal["host", "group"] = "host") -> Callable[[An
 
     def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         _check(fn, "monitor", name)
-        if name in MONITORS and MONITORS[name].fn is not fn:
-            raise PluginError(f"{_origin(fn)}: monitor {name!r} already defined at {MONITORS[name].origin}")
-        MONITORS[name] = Monitor(name, fn, scope, _origin(fn))
+        old = current.monitors.get(name)
+        if old is not None and old.fn is not fn:
+            raise PluginError(f"{_origin(fn)}: monitor {name!r} already defined at {old.origin}")
+        if scope not in ("host", "group"):
+            raise PluginError(f"{_origin(fn)}: monitor {name!r}: scope must be 'host' or 'group'")
+        current.monitors[name] = Monitor(name, fn, scope, _origin(fn))
         return fn
 
     return deco
@@ -108,9 +121,10 @@ def alert(name: str) -> Callable[[AlertFn], AlertFn]:
 
     def deco(fn: AlertFn) -> AlertFn:
         _check(fn, "alert", name)
-        if name in ALERTS and ALERTS[name].fn is not fn:
-            raise PluginError(f"{_origin(fn)}: alert {name!r} already defined at {ALERTS[name].origin}")
-        ALERTS[name] = Alert(name, fn, _origin(fn))
+        old = current.alerts.get(name)
+        if old is not None and old.fn is not fn:
+            raise PluginError(f"{_origin(fn)}: alert {name!r} already defined at {old.origin}")
+        current.alerts[name] = Alert(name, fn, _origin(fn))
         return fn
 
     return deco

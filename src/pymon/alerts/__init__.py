@@ -1,0 +1,3 @@
+"""Built-in alerts; each module registers itself on import."""
+
+from . import log  # noqa: F401

@@ -1,0 +1,100 @@
+"""Running one check of one service: native probes with a hard timeout, or a
+legacy monitor script through mon's exec protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import legacy
+from .config import Config, ServiceSpec
+from .plugin import Monitor, Result, Target
+from .plugins import Plugins
+from .state import ServiceState
+
+
+@dataclass
+class Check:
+    results: dict[str, Result]
+    output: str | None = None  # legacy monitors only: their stdout
+    retval: int | None = None
+
+
+def _timeout_result(timeout: float) -> Result:
+    return Result(False, f"timeout after {timeout:g}s", latency_s=timeout)
+
+
+async def _guard(coro: object, timeout: float) -> object:
+    try:
+        return await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]
+    except asyncio.TimeoutError:
+        return _timeout_result(timeout)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a probe that raises costs one failed check
+        return Result(False, f"probe error: {type(e).__name__}: {e}")
+
+
+async def run_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceState) -> Check:
+    hosts = cfg.hosts(svc)
+    found = plugins.monitor(svc.monitor.name)
+    if found is None:
+        return Check({h: Result(False, f"monitor {svc.monitor.name!r} not found") for h in hosts})
+    if isinstance(found, Path):
+        return await _run_legacy(cfg, svc, st, found, hosts)
+    return await _run_native(found, svc, hosts)
+
+
+async def _run_native(mon: Monitor, svc: ServiceSpec, hosts: list[str]) -> Check:
+    params = dict(svc.monitor.params)
+    params.setdefault("timeout", svc.timeout)
+    if svc.monitor.args:
+        params.setdefault("argv", list(svc.monitor.args))
+    targets = [Target(h, svc.group, svc.name) for h in hosts]
+    if mon.scope == "group":
+        start = time.monotonic()
+        res = await _guard(mon.fn(targets, params), svc.timeout)
+        if isinstance(res, Result):  # timeout or error: every host failed the same way
+            return Check({h: res for h in hosts})
+        if not isinstance(res, dict):
+            bad = Result(False, f"probe error: {mon.name} returned {type(res).__name__}, not a dict")
+            return Check({h: bad for h in hosts})
+        lat = time.monotonic() - start
+        return Check({h: res.get(h) or Result(False, "no result from probe", latency_s=lat) for h in hosts})
+    results = await asyncio.gather(*(_guard(mon.fn(t, params), svc.timeout) for t in targets))
+    return Check({h: r if isinstance(r, Result) else
+                  Result(False, f"probe error: {mon.name} returned {type(r).__name__}, not a Result")
+                  for h, r in zip(hosts, results)})
+
+
+async def _run_legacy(cfg: Config, svc: ServiceSpec, st: ServiceState, script: Path,
+                      hosts: list[str]) -> Check:
+    env = legacy.monitor_env(svc.group, svc.name, svc.description, cfg.statedir, Path(cfg.file).parent,
+                             svc.env, mon_state_env(st))
+    run = await legacy.run(legacy.mon_argv(script, svc.monitor.args, hosts), env, svc.timeout)
+    if run.error:
+        output, rc = run.error, 127
+    elif run.timed_out:
+        output, rc = f"timeout after {svc.timeout:g}s", 124
+    else:
+        output, rc = run.output, run.retval
+    summary = output.split("\n", 1)[0]
+    if rc == 0:
+        res = Result(True, summary, latency_s=run.duration_s)
+        return Check({h: res for h in hosts}, output, 0)
+    words = set(summary.split())
+    named = [h for h in hosts if h in words]
+    failing = set(named or hosts)  # a summary naming no host: the whole group failed
+    bad = Result(False, summary or f"exit {rc}", output, run.duration_s)
+    good = Result(True, "", latency_s=run.duration_s)
+    return Check({h: bad if h in failing else good for h in hosts}, output, rc if rc > 0 else 255)
+
+
+def mon_state_env(st: ServiceState) -> dict[str, float | str]:
+    return {
+        "MON_LAST_SUMMARY": st.last_summary, "MON_LAST_OUTPUT": st.last_output,
+        "MON_LAST_FAILURE": st.last_failure, "MON_FIRST_FAILURE": st.first_failure,
+        "MON_LAST_SUCCESS": st.last_success,
+    }

@@ -1,0 +1,92 @@
+"""The `pymon` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+from . import __version__, logs
+from .config import SCHEMA, ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pymon", description="Health-monitor daemon for LVS directors.")
+    p.add_argument("--version", action="version", version=f"pymon {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def with_config(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("-c", "--config", required=True, help="pymon YAML config")
+        return sp
+
+    for sp in (with_config("run", "run the daemon"), sub.add_parser("demo", help="run the example in etc/")):
+        sp.add_argument("--log-format", choices=("json", "console"), default="json")
+        sp.add_argument("--log-level", choices=tuple(logs.LEVELS), default="info")
+    with_config("check-config", "validate a config and exit (status 2 when invalid)")
+    tp = with_config("test", "run one check now and print the result (exit 0 ok, 1 failed)")
+    tp.add_argument("group")
+    tp.add_argument("service")
+    sub.add_parser("schema", help="print the config's JSON Schema")
+    sub.choices["demo"].add_argument("-c", "--config", default=None, help="default: the bundled etc/pymon.yaml")
+    a = p.parse_args(argv)
+    try:
+        return _COMMANDS[a.cmd](a)
+    except ConfigError as e:
+        for line in e.problems:
+            print(line, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(a: argparse.Namespace) -> int:
+    from .daemon import Daemon, load_all
+
+    cfg, plugins = load_all(a.config)
+    log = logs.setup(a.log_format, a.log_level)
+    return asyncio.run(Daemon(a.config, log, cfg, plugins).run())
+
+
+def _check_config(a: argparse.Namespace) -> int:
+    from .daemon import load_all
+
+    cfg, _ = load_all(a.config)
+    print(f"{a.config}: OK ({len(cfg.hostgroups)} hostgroups, {len(cfg.services)} services)")
+    return 0
+
+
+def _test(a: argparse.Namespace) -> int:
+    from .checks import run_check
+    from .daemon import load_all
+    from .state import ServiceState
+
+    cfg, plugins = load_all(a.config)
+    svc = cfg.services.get((a.group, a.service))
+    if svc is None:
+        print(f"{a.config}: no service {a.group}:{a.service} "
+              f"(have: {', '.join(f'{g}:{s}' for g, s in cfg.services)})", file=sys.stderr)
+        return 2
+    st = ServiceState(svc)
+    check = asyncio.run(run_check(cfg, plugins, svc, st))
+    st.observe(time.time(), check.results, check.output, check.retval)
+    for host, res in check.results.items():
+        print(f"{host:<24} {'ok  ' if res.ok else 'FAIL'} {res.latency_s * 1000:8.1f} ms  {res.summary}")
+    print(f"{a.group}:{a.service}: {'ok' if st.status == 'ok' else 'FAILED: ' + st.last_summary}")
+    return 0 if st.status == "ok" else 1
+
+
+def _schema(a: argparse.Namespace) -> int:
+    print(json.dumps(SCHEMA, indent=2))
+    return 0
+
+
+def _demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return asyncio.run(run_demo(a.config, a.log_format, a.log_level))
+
+
+_COMMANDS = {"run": _run, "check-config": _check_config, "test": _test, "schema": _schema, "demo": _demo}

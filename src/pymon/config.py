@@ -1,0 +1,424 @@
+"""The YAML config: its JSON Schema, its validation, and the model it becomes.
+
+One schema serves both `pymon schema` (editor completion) and the shape checks, so
+the two cannot drift; what a schema cannot say (undefined groups, unknown plugins,
+period syntax, durations) is checked afterwards. Every problem is collected and
+reported at once as `FILE:LINE:COL: msg`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import jsonschema
+
+from . import yamlsrc
+from .period import Period, PeriodError, parse_period
+
+DURATION = r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)?\s*)+$"
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 1}
+
+_duration = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION}],
+             "description": "seconds, or a mon-style duration such as 30s, 5m, 1h, 1d"}
+_argv = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": ["string", "number"]}, "minItems": 1}]}
+_plugin = {"anyOf": [_argv, {"type": "object", "required": ["name"],
+                             "properties": {"name": {"type": "string"}}}]}
+_alerts = {"type": "array", "items": _plugin}
+_period = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "period": {"type": "string", "description": "Time::Period spec, e.g. wd {Mon-Fri} hr {9am-5pm}"},
+        "alert": _alerts, "upalert": _alerts, "startupalert": _alerts,
+        "alertevery": {"anyOf": [_duration, {"type": "string"}],
+                       "description": "DURATION [strict|observe_detail|summary]"},
+        "alertafter": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}],
+                       "description": "N, 'N DURATION' or 'DURATION'"},
+        "numalerts": {"type": "integer", "minimum": 0},
+        "no_comp_alerts": {"type": "boolean"},
+    },
+}
+_service = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["monitor"],
+    "properties": {
+        "interval": _duration, "failure_interval": _duration, "timeout": _duration,
+        "randskew": _duration,
+        "monitor": _plugin,
+        "exclude_hosts": {"type": "array", "items": {"type": "string"}},
+        "exclude_period": {"type": "string"},
+        "depend": {"type": "array", "items": {"type": "string", "pattern": r"^[^:\s]+:[^:\s]+$"}},
+        "dep_behavior": {"enum": ["a", "m"]},
+        "description": {"type": "string"},
+        "env": {"type": "object", "additionalProperties": {"type": ["string", "number"]}},
+        "fall": {"type": "integer", "minimum": 1},
+        "rise": {"type": "integer", "minimum": 1},
+        "periods": {"type": "array", "items": _period},
+    },
+}
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "pymon configuration",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "globals": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "mondir": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                "alertdir": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                "statedir": {"type": "string"},
+                "maxprocs": {"type": "integer", "minimum": 0, "description": "max concurrent checks, 0 = unlimited"},
+                "randstart": _duration,
+                "alert_timeout": _duration,
+                "dep_behavior": {"enum": ["a", "m"]},
+            },
+        },
+        "hostgroups": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+        "watch": {
+            "type": "object",
+            "additionalProperties": {"type": "object", "additionalProperties": _service},
+        },
+    },
+}
+
+
+class ConfigError(Exception):
+    """All problems of one config; each line is `FILE:LINE:COL: msg`."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_duration(v: Any) -> float:
+    """mon durations: `30s`, `5m`, `1h30m`, bare numbers are seconds."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    s = str(v).strip()
+    if not re.fullmatch(DURATION, s):
+        raise ValueError(f"bad duration {v!r} (use e.g. 30s, 5m, 1h)")
+    return sum(float(n) * _UNITS[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)\s*(ms|s|m|h|d|w)?", s))
+
+
+def argv_of(v: Any) -> list[str]:
+    """A plugin given as a string is split like a shell would, but never run by one."""
+    if isinstance(v, str):
+        return shlex.split(v)
+    return [str(x) for x in v]
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A monitor or alert reference: `name` plus argv (legacy) or params (native)."""
+
+    name: str
+    args: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    exit_range: tuple[int, int] | None = None
+
+
+@dataclass
+class PeriodSpec:
+    period: Period | None
+    label: str
+    alert: list[PluginSpec] = field(default_factory=list)
+    upalert: list[PluginSpec] = field(default_factory=list)
+    startupalert: list[PluginSpec] = field(default_factory=list)
+    alertevery: float = 0.0
+    alertevery_strict: bool = False
+    observe_detail: bool = False
+    ignore_summary: bool = False
+    alertafter_consec: int | None = None
+    alertafter: int | None = None
+    alertafterival: float | None = None
+    numalerts: int = 0
+    no_comp_alerts: bool = False
+
+
+@dataclass
+class ServiceSpec:
+    group: str
+    name: str
+    monitor: PluginSpec
+    interval: float = 60.0
+    failure_interval: float | None = None
+    timeout: float = 30.0
+    randskew: float = 0.0
+    exclude_hosts: list[str] = field(default_factory=list)
+    exclude_period: Period | None = None
+    depend: list[tuple[str, str]] = field(default_factory=list)
+    dep_behavior: str = "m"
+    description: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    fall: int = 1
+    rise: int = 1
+    periods: list[PeriodSpec] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.group, self.name)
+
+
+@dataclass
+class Config:
+    file: str
+    mondir: list[Path]
+    alertdir: list[Path]
+    statedir: Path
+    maxprocs: int
+    randstart: float
+    alert_timeout: float
+    hostgroups: dict[str, list[str]]
+    services: dict[tuple[str, str], ServiceSpec]
+
+    def hosts(self, svc: ServiceSpec) -> list[str]:
+        return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
+
+
+# Resolvers are passed in so this module stays free of plugin loading (pure).
+Resolver = Callable[[str], bool]
+
+
+def load_config(path: str | os.PathLike[str], *, known_monitor: Resolver | None = None,
+                known_alert: Resolver | None = None) -> Config:
+    file = str(path)
+    try:
+        text = Path(file).read_text()
+    except OSError as e:
+        raise ConfigError([f"{file}:1:1: cannot read config: {e.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{file}:1:1: config is not UTF-8 text"]) from None
+    return parse_config(text, file, known_monitor=known_monitor, known_alert=known_alert)
+
+
+def parse_config(text: str, file: str, *, known_monitor: Resolver | None = None,
+                 known_alert: Resolver | None = None) -> Config:
+    try:
+        src = yamlsrc.load(text, file)
+    except yamlsrc.YamlError as e:
+        raise ConfigError([str(e)]) from None
+    problems = _schema_problems(src)
+    if problems:
+        raise ConfigError(problems)
+    return _Builder(src, known_monitor, known_alert).build()
+
+
+def _schema_problems(src: yamlsrc.Source) -> list[str]:
+    out: list[tuple[tuple[int, int], str]] = []
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    for err in validator.iter_errors(src.data):
+        path = tuple(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = set(err.schema.get("properties", {}))
+            for k in err.instance:
+                if k not in allowed:
+                    where = src.where(path + (k,), key=True)
+                    hint = f" (expected one of: {', '.join(sorted(allowed))})" if allowed else ""
+                    out.append((_pos(where), f"{where}: unknown key {k!r}{hint}"))
+            continue
+        where = src.where(path)
+        out.append((_pos(where), f"{where}: {_message(err)}"))
+    return [m for _, m in sorted(out)]
+
+
+def _pos(where: str) -> tuple[int, int]:
+    _, line, col = where.rsplit(":", 2)
+    return int(line), int(col)
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    name = ".".join(str(p) for p in err.absolute_path) or "config"
+    if err.validator == "anyOf":
+        return f"{name}: {err.instance!r} is not valid here ({_describe(err.schema)})"
+    if err.validator == "type":
+        return f"{name}: expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}"
+    if err.validator == "required":
+        return f"{name}: {err.message}"
+    if err.validator == "pattern" and err.schema.get("pattern") == DURATION:
+        return f"{name}: bad duration {err.instance!r} (use e.g. 30s, 5m, 1h)"
+    return f"{name}: {err.message}"
+
+
+def _describe(schema: dict[str, Any]) -> str:
+    if schema is _duration or schema.get("description", "").startswith("seconds"):
+        return "expected a duration such as 30s, 5m, 1h"
+    if schema is _plugin or schema is _argv:
+        return "expected 'name args...', a list [name, args...] or a mapping with 'name'"
+    return schema.get("description", "wrong type")
+
+
+class _Builder:
+    def __init__(self, src: yamlsrc.Source, known_monitor: Resolver | None, known_alert: Resolver | None):
+        self.src = src
+        self.known_monitor = known_monitor
+        self.known_alert = known_alert
+        self.problems: list[tuple[tuple[int, int], str]] = []
+        self.base = Path(src.file).resolve().parent
+
+    def err(self, path: yamlsrc.Path, msg: str) -> None:
+        where = self.src.where(path)
+        self.problems.append((_pos(where), f"{where}: {msg}"))
+
+    def duration(self, path: yamlsrc.Path, v: Any, default: float) -> float:
+        if v is None:
+            return default
+        try:
+            return parse_duration(v)
+        except ValueError as e:
+            self.err(path, str(e))
+            return default
+
+    def period(self, path: yamlsrc.Path, spec: str | None) -> Period | None:
+        if spec is None or not str(spec).strip():
+            return None
+        try:
+            return parse_period(str(spec))
+        except PeriodError as e:
+            self.err(path, f"bad period {spec!r}: {e}")
+            return None
+
+    def dirs(self, v: Any, default: str) -> list[Path]:
+        items = [v] if isinstance(v, str) else (v or [default])
+        return [(self.base / os.path.expanduser(d)).resolve() for d in items]
+
+    def build(self) -> Config:
+        data = self.src.data
+        g = data.get("globals") or {}
+        groups: dict[str, list[str]] = {k: list(v) for k, v in (data.get("hostgroups") or {}).items()}
+        services: dict[tuple[str, str], ServiceSpec] = {}
+        dep_default = g.get("dep_behavior", "m")
+        for group, svcs in (data.get("watch") or {}).items():
+            if group not in groups:
+                self.err(("watch", group), f"watch {group!r}: no such hostgroup")
+            for name, raw in (svcs or {}).items():
+                path = ("watch", group, name)
+                services[(group, name)] = self.service(path, group, str(name), raw, dep_default)
+        for svc in services.values():
+            for i, (dg, ds) in enumerate(svc.depend):
+                if (dg, ds) not in services:
+                    self.err(("watch", svc.group, svc.name, "depend", i), f"depend: no such service {dg}:{ds}")
+            for i, h in enumerate(svc.exclude_hosts):
+                if h not in groups.get(svc.group, []):
+                    self.err(("watch", svc.group, svc.name, "exclude_hosts", i),
+                             f"exclude_hosts: {h!r} is not in hostgroup {svc.group!r}")
+        if self.problems:
+            raise ConfigError([m for _, m in sorted(self.problems)])
+        statedir = g.get("statedir") or os.environ.get("STATE_DIRECTORY") or "/var/lib/pymon"
+        return Config(
+            file=self.src.file,
+            mondir=self.dirs(g.get("mondir"), "monitors"),
+            alertdir=self.dirs(g.get("alertdir"), "alerts"),
+            statedir=(self.base / statedir).resolve(),
+            maxprocs=int(g.get("maxprocs", 0)),
+            randstart=self.duration(("globals", "randstart"), g.get("randstart"), 0.0),
+            alert_timeout=self.duration(("globals", "alert_timeout"), g.get("alert_timeout"), 60.0),
+            hostgroups=groups,
+            services=services,
+        )
+
+    def plugin(self, path: yamlsrc.Path, v: Any, kind: str) -> PluginSpec:
+        exit_range = None
+        if isinstance(v, dict):
+            params = {k: x for k, x in v.items() if k not in ("name", "exit")}
+            name = str(v["name"])
+            args: list[str] = []
+            if "exit" in v:
+                exit_range = self.exit_range(path, str(v["exit"]))
+        else:
+            argv = argv_of(v)
+            if not argv:
+                self.err(path, f"{kind}: empty")
+                return PluginSpec("?")
+            m = re.fullmatch(r"exit\s*=\s*(.+)", argv[0], re.I)
+            if m and kind == "alert":
+                exit_range = self.exit_range(path, m.group(1))
+                argv = argv[1:]
+                if not argv:
+                    self.err(path, "alert: exit=N-M needs an alert name after it")
+                    return PluginSpec("?")
+            name, args, params = argv[0], argv[1:], {}
+        known = self.known_monitor if kind == "monitor" else self.known_alert
+        if known is not None and not known(name):
+            self.err(path, f"unknown {kind} {name!r} (not built in and not found in the {kind} dirs)")
+        return PluginSpec(name, tuple(args), params, exit_range)
+
+    def exit_range(self, path: yamlsrc.Path, s: str) -> tuple[int, int] | None:
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", s.strip())
+        if not m:
+            self.err(path, f"bad exit range {s!r} (use N or N-M)")
+            return None
+        lo = int(m.group(1))
+        return (lo, int(m.group(2) or lo))
+
+    def service(self, path: yamlsrc.Path, group: str, name: str, raw: dict[str, Any], dep_default: str) -> ServiceSpec:
+        interval = self.duration(path + ("interval",), raw.get("interval"), 60.0)
+        timeout = self.duration(path + ("timeout",), raw.get("timeout"), min(30.0, max(interval, 1.0)))
+        fi = raw.get("failure_interval")
+        depend = [tuple(d.split(":", 1)) for d in raw.get("depend", [])]
+        svc = ServiceSpec(
+            group=group, name=name,
+            monitor=self.plugin(path + ("monitor",), raw["monitor"], "monitor"),
+            interval=interval,
+            failure_interval=None if fi is None else self.duration(path + ("failure_interval",), fi, interval),
+            timeout=timeout,
+            randskew=self.duration(path + ("randskew",), raw.get("randskew"), 0.0),
+            exclude_hosts=list(raw.get("exclude_hosts", [])),
+            exclude_period=self.period(path + ("exclude_period",), raw.get("exclude_period")),
+            depend=[(g, s) for g, s in depend],
+            dep_behavior=raw.get("dep_behavior", dep_default),
+            description=raw.get("description", ""),
+            env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
+            fall=raw.get("fall", 1), rise=raw.get("rise", 1),
+        )
+        if interval <= 0:
+            self.err(path + ("interval",), "interval must be greater than 0")
+        for i, p in enumerate(raw.get("periods") or [{}]):
+            svc.periods.append(self.period_spec(path + ("periods", i), p, i))
+        return svc
+
+    def period_spec(self, path: yamlsrc.Path, p: dict[str, Any], i: int) -> PeriodSpec:
+        label = str(p.get("period") or f"period{i}")
+        ps = PeriodSpec(period=self.period(path + ("period",), p.get("period")), label=label)
+        for kind in ("alert", "upalert", "startupalert"):
+            setattr(ps, kind, [self.plugin(path + (kind, j), a, "alert") for j, a in enumerate(p.get(kind, []))])
+        if "alertevery" in p:
+            words = str(p["alertevery"]).split()
+            ps.alertevery = self.duration(path + ("alertevery",), words[0], 0.0)
+            for w in words[1:]:
+                if w == "strict":
+                    ps.alertevery_strict = True
+                elif w == "observe_detail":
+                    ps.observe_detail = True
+                elif w == "summary":
+                    ps.ignore_summary = True
+                else:
+                    self.err(path + ("alertevery",), f"alertevery: unknown option {w!r} (strict, observe_detail, summary)")
+        if "alertafter" in p:
+            self.alertafter(path + ("alertafter",), p["alertafter"], ps)
+        ps.numalerts = p.get("numalerts", 0)
+        ps.no_comp_alerts = p.get("no_comp_alerts", False)
+        return ps
+
+    def alertafter(self, path: yamlsrc.Path, v: Any, ps: PeriodSpec) -> None:
+        """mon's three forms: `N` consecutive, `N T` within T, `T` failing for T."""
+        words = str(v).split()
+        if len(words) == 1 and words[0].isdigit():
+            ps.alertafter_consec = int(words[0])
+        elif len(words) == 2 and words[0].isdigit():
+            ps.alertafter = int(words[0])
+            ps.alertafterival = self.duration(path, words[1], 0.0)
+        elif len(words) == 1:
+            ps.alertafterival = self.duration(path, words[0], 0.0)
+        else:
+            self.err(path, f"alertafter: expected N, 'N DURATION' or 'DURATION', got {v!r}")

@@ -1,0 +1,173 @@
+"""The daemon: wires config → scheduler → checks → state machine → alerts, and
+handles signals (SIGTERM/SIGINT stop, SIGHUP reload with the old config kept on error)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import alerting, plugins as plugins_mod
+from .checks import Check, run_check
+from .config import Config, ConfigError, ServiceSpec, load_config
+from .plugins import Plugins
+from .scheduler import Scheduler
+from .state import Fire, ServiceState
+
+ALERT_DRAIN_S = 10.0
+
+
+def load_all(path: str) -> tuple[Config, Plugins]:
+    """Config and plugins together: the plugin dirs come from the config, and the
+    config's monitor/alert names are only valid once the plugins are known."""
+    first = load_config(path)
+    found = plugins_mod.load(first.mondir, first.alertdir)
+    try:
+        cfg = load_config(path, known_monitor=lambda n: found.monitor(n) is not None,
+                          known_alert=lambda n: found.alert(n) is not None)
+    except ConfigError as e:
+        raise ConfigError(found.errors + e.problems) from None
+    if found.errors:
+        raise ConfigError(found.errors)
+    return cfg, found
+
+
+@dataclass
+class Daemon:
+    path: str
+    log: Any
+    cfg: Config | None = None
+    plugins: Plugins | None = None
+
+    def __post_init__(self) -> None:
+        self.states: dict[tuple[str, str], ServiceState] = {}
+        self.stopping = asyncio.Event()
+        self.alert_tasks: set[asyncio.Task[None]] = set()
+        self.sched: Scheduler | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def run(self) -> int:
+        if self.cfg is None:
+            self.cfg, self.plugins = load_all(self.path)
+        self._log_loaded("config.loaded")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self.sched = Scheduler(self.cfg.maxprocs, self.log)
+        now = time.time()
+        for key, svc in self.cfg.services.items():
+            st = self.states[key] = ServiceState(svc)
+            self._fire(st, st.startup(now), now)
+            self._schedule(svc)
+        self.log.info("daemon.started", services=len(self.cfg.services))
+        await self.stopping.wait()
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        self.log.info("daemon.stopping")
+        if self.sched:
+            await self.sched.close()
+        if self.alert_tasks:
+            done, pending = await asyncio.wait(self.alert_tasks, timeout=ALERT_DRAIN_S)
+            for t in pending:
+                t.cancel()
+            if pending:
+                self.log.warning("daemon.alerts_abandoned", count=len(pending))
+        self.log.info("daemon.stopped")
+
+    def request_reload(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> bool:
+        self.log.info("reload.started", file=self.path)
+        try:
+            cfg, found = await asyncio.get_running_loop().run_in_executor(None, load_all, self.path)
+        except ConfigError as e:
+            self.log.error("config.invalid", file=self.path, problems=e.problems,
+                           action="keeping the running config")
+            return False
+        old = self.cfg
+        assert old is not None and self.sched is not None
+        self.cfg, self.plugins = cfg, found
+        if cfg.maxprocs != old.maxprocs:
+            self.sched.sem = asyncio.Semaphore(cfg.maxprocs) if cfg.maxprocs else None
+        for key in list(self.states):
+            if key not in cfg.services:
+                self.sched.stop(key)
+                del self.states[key]
+        for key, svc in cfg.services.items():
+            st = self.states.get(key)
+            if st is None:
+                self.states[key] = ServiceState(svc)
+                self._schedule(svc)
+            elif st.spec != svc or old.hostgroups.get(svc.group) != cfg.hostgroups.get(svc.group):
+                st.rebind(svc)
+                for h in set(st.hosts) - set(cfg.hosts(svc)):
+                    del st.hosts[h]
+                self._schedule(svc)
+        self._log_loaded("config.reloaded")
+        return True
+
+    def _log_loaded(self, event: str) -> None:
+        assert self.cfg is not None and self.plugins is not None
+        self.log.info(event, file=self.path, hostgroups=len(self.cfg.hostgroups),
+                      services=len(self.cfg.services),
+                      monitors=sorted(self.plugins.registry.monitors), alerts=sorted(self.plugins.registry.alerts))
+
+    # -- one service ------------------------------------------------------------
+
+    def _schedule(self, svc: ServiceSpec) -> None:
+        assert self.cfg is not None and self.sched is not None
+        delay = self.sched.rng.uniform(0, self.cfg.randstart) if self.cfg.randstart else 0.0
+        key = svc.key
+        self.sched.start(key, delay, lambda lag: self.check_once(key, lag), svc.randskew)
+
+    def dep_ok(self, svc: ServiceSpec) -> bool:
+        return all(self.states[d].status != "fail" for d in svc.depend if d in self.states)
+
+    async def check_once(self, key: tuple[str, str], lag: float = 0.0) -> float:
+        """Run one check of a service and act on it; returns the interval to the next."""
+        assert self.cfg is not None and self.plugins is not None
+        st = self.states[key]
+        svc = st.spec
+        cfg, plugins = self.cfg, self.plugins
+        now = time.time()
+        fields = dict(group=svc.group, service=svc.name)
+        if svc.exclude_period is not None and svc.exclude_period.contains(now):
+            self.log.debug("check.skipped", **fields, reason="exclude_period")
+            return svc.interval
+        dep_ok = self.dep_ok(svc)
+        if not dep_ok and svc.dep_behavior == "m":
+            self.log.info("check.skipped", **fields, reason="dependency failing")
+            return svc.interval
+        start = time.monotonic()
+        check: Check = await run_check(cfg, plugins, svc, st)
+        if st is not self.states.get(key):
+            return svc.interval  # removed by a reload while it ran
+        now = time.time()
+        for host, res in check.results.items():
+            self.log.debug("check.result", **fields, host=host, ok=res.ok, summary=res.summary,
+                           latency_s=round(res.latency_s, 4))
+        out = st.observe(now, check.results, check.output, check.retval, dep_ok)
+        self.log.info("check.done", **fields, ok=st.status == "ok", failing=st.failing_hosts,
+                      duration_s=round(time.monotonic() - start, 4), lag_s=round(lag, 4))
+        for ch in out.hosts:
+            self.log.info("host.state", **fields, host=ch.host, state="up" if ch.up else "down",
+                          summary=ch.result.summary)
+        if out.status_changed:
+            self.log.info("service.state", **fields, state=st.status, summary=st.last_summary)
+        self._fire(st, out.fires, now)
+        return svc.failure_interval if st.status == "fail" and svc.failure_interval else svc.interval
+
+    def _fire(self, st: ServiceState, fires: list[Fire], now: float) -> None:
+        assert self.cfg is not None and self.plugins is not None
+        for fire in fires:
+            task = asyncio.get_running_loop().create_task(
+                alerting.deliver(self.cfg, self.plugins, st, fire, now, self.log))
+            self.alert_tasks.add(task)
+            task.add_done_callback(self.alert_tasks.discard)

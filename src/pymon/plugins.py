@@ -1,0 +1,118 @@
+"""Finding monitors and alerts: built-ins, drop-in `*.py` files, legacy executables.
+
+Lookup order for a name: an executable of that name in the drop-in dirs (an
+operator's own script always wins), then a registered plugin (built-in or drop-in
+`*.py`). A broken drop-in is reported as `FILE:LINE: msg` and never takes the
+daemon down; world-writable dirs or files are refused, since anything there runs
+with the daemon's privileges.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import stat
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import plugin
+from .plugin import Alert, Monitor, Registry
+
+_seq = itertools.count()
+
+
+@dataclass
+class Plugins:
+    registry: Registry
+    mondirs: list[Path]
+    alertdirs: list[Path]
+    errors: list[str] = field(default_factory=list)
+
+    def executable(self, name: str, dirs: list[Path]) -> Path | None:
+        if "/" in name:
+            return None
+        for d in dirs:
+            p = d / name
+            if p.is_file() and os.access(p, os.X_OK) and not _world_writable(p):
+                return p
+        return None
+
+    def monitor(self, name: str) -> Path | Monitor | None:
+        return self.executable(name, self.mondirs) or self.registry.monitors.get(name)
+
+    def alert(self, name: str) -> Path | Alert | None:
+        return self.executable(name, self.alertdirs) or self.registry.alerts.get(name)
+
+
+def builtins() -> Registry:
+    """Import the built-in probes and alerts once; they register themselves."""
+    if not plugin.current.monitors:
+        for mod in ("pymon.probes", "pymon.alerts"):
+            try:
+                importlib.import_module(mod)
+            except ModuleNotFoundError as e:
+                if e.name != mod:
+                    raise
+    return plugin.current
+
+
+def load(mondirs: list[Path], alertdirs: list[Path]) -> Plugins:
+    base = builtins()
+    fresh = base.copy()
+    errors: list[str] = []
+    saved, plugin.current = plugin.current, fresh
+    try:
+        for d in dict.fromkeys(mondirs + alertdirs):
+            errors += _load_dir(d)
+    finally:
+        plugin.current = saved
+    return Plugins(fresh, mondirs, alertdirs, errors)
+
+
+def _world_writable(p: Path) -> bool:
+    try:
+        return bool(p.stat().st_mode & stat.S_IWOTH) and not p.is_symlink()
+    except OSError:
+        return False
+
+
+def _load_dir(d: Path) -> list[str]:
+    if not d.is_dir():
+        return []
+    if _world_writable(d):
+        return [f"{d}:0: plugin directory is world-writable; refusing to load anything from it (chmod o-w)"]
+    errors = []
+    for f in sorted(d.glob("*.py")):
+        if _world_writable(f):
+            errors.append(f"{f}:0: plugin file is world-writable; refusing to load it (chmod o-w)")
+            continue
+        err = _import(f)
+        if err:
+            errors.append(err)
+    return errors
+
+
+def _import(f: Path) -> str | None:
+    name = f"pymon_dropin_{f.stem}_{next(_seq)}"
+    spec = importlib.util.spec_from_file_location(name, f)
+    if spec is None or spec.loader is None:
+        return f"{f}:0: cannot load as a Python module"
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except plugin.PluginError as e:
+        return str(e)
+    except SyntaxError as e:
+        return f"{f}:{e.lineno or 0}: syntax error: {e.msg}"
+    except BaseException as e:  # noqa: BLE001 - anything a plugin throws is its error, not ours
+        if isinstance(e, (KeyboardInterrupt,)):
+            raise
+        line = next((fr.lineno for fr in reversed(traceback.extract_tb(e.__traceback__))
+                     if fr.filename == str(f)), 0)
+        return f"{f}:{line}: cannot load plugin: {type(e).__name__}: {e}"
+    finally:
+        sys.modules.pop(name, None)
+    return None

@@ -1,0 +1,66 @@
+"""Timing of checks on asyncio: no drift, no overlap, bounded concurrency.
+
+Each service's next start is its previous *scheduled* start + interval, so lag never
+accumulates; a run that overran its interval starts the next one at once instead of
+bursting to catch up. `maxprocs` queues checks (never drops them) and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, Awaitable, Callable, Hashable
+
+Job = Callable[[float], Awaitable[float]]  # (start lag in s) -> seconds until the next run
+
+
+class Scheduler:
+    def __init__(self, maxprocs: int, log: Any, rng: random.Random | None = None):
+        self.sem = asyncio.Semaphore(maxprocs) if maxprocs > 0 else None
+        self.log = log
+        self.rng = rng or random.Random()
+        self.tasks: dict[Hashable, asyncio.Task[None]] = {}
+        self.waiting = 0
+
+    def start(self, key: Hashable, delay: float, job: Job, skew: float = 0.0) -> None:
+        self.stop(key)
+        self.tasks[key] = asyncio.get_running_loop().create_task(self._loop(key, delay, job, skew))
+
+    def stop(self, key: Hashable) -> None:
+        task = self.tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self, key: Hashable, delay: float, job: Job, skew: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            interval = await self._run(key, job, due)
+            due += max(interval + (self.rng.uniform(-skew, skew) if skew else 0.0), 0.001)
+            due = max(due, loop.time())
+
+    async def _run(self, key: Hashable, job: Job, due: float) -> float:
+        loop = asyncio.get_running_loop()
+        if self.sem is None:
+            return await job(loop.time() - due)
+        if self.sem.locked():
+            self.waiting += 1
+            self.log.warning("scheduler.throttled", service=":".join(map(str, key)) if isinstance(key, tuple)
+                             else str(key), queued=self.waiting)
+            try:
+                async with self.sem:
+                    self.waiting -= 1
+                    return await job(loop.time() - due)
+            except asyncio.CancelledError:
+                self.waiting = max(0, self.waiting - 1)
+                raise
+        async with self.sem:
+            return await job(loop.time() - due)

@@ -1,0 +1,371 @@
+"""Tests for pymon.period: fixed-time tables, error reporting, and a differential
+test against the real Perl Time::Period (the behaviour we must reproduce)."""
+
+from __future__ import annotations
+
+import calendar
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pymon.period import Period, PeriodError, parse_period
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _utc() -> Iterator[None]:
+    """Period.contains reads local time, like Perl; pin it to UTC for the whole module
+    (module scope, because hypothesis refuses function-scoped fixtures)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "UTC")
+        time.tzset()
+        yield
+    time.tzset()
+
+
+def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> int:
+    return calendar.timegm((y, mo, d, h, mi, s))
+
+
+# ---------------------------------------------------------------- fixed times
+
+# 2024-03-04 is a Monday; 2024 is a leap year.
+MON_0859 = utc(2024, 3, 4, 8, 59, 59)
+MON_0900 = utc(2024, 3, 4, 9)
+MON_1659 = utc(2024, 3, 4, 16, 59, 59)
+MON_1700 = utc(2024, 3, 4, 17)
+SAT_1200 = utc(2024, 3, 9, 12)
+SUN_0300 = utc(2024, 3, 10, 3)
+FRI_2330 = utc(2024, 3, 8, 23, 30)
+TUE_0130 = utc(2024, 3, 5, 1, 30)
+JAN_05 = utc(2024, 1, 5, 12)
+JAN_11 = utc(2024, 1, 11, 12)
+DEC_31 = utc(2024, 12, 31, 12)  # yday 366 in a leap year
+
+TABLE = [
+    ("", MON_0859, True),
+    ("   ", SAT_1200, True),
+    ("none", MON_0900, False),
+    (" NoNe ", MON_0900, False),
+    ("wd {Mon-Fri} hr {9am-5pm}", MON_0859, False),
+    ("wd {Mon-Fri} hr {9am-5pm}", MON_0900, True),
+    ("wd {Mon-Fri} hr {9am-5pm}", MON_1659, True),  # "5pm" is the whole 17:xx hour...
+    ("wd {Mon-Fri} hr {9am-5pm}", MON_1700, True),
+    ("wd {Mon-Fri} hr {9am-4pm}", MON_1700, False),  # ...so 9am-4pm means 9:00-16:59
+    ("wd {Mon-Fri} hr {9am-5pm}", SAT_1200, False),
+    ("wd {Sun-Sat}", SAT_1200, True),
+    ("wd {Sun-Sat}", SUN_0300, True),
+    ("wd {1-7}", SUN_0300, True),
+    ("wd {1}", SUN_0300, True),  # 1 is Sunday
+    ("wd {2}", MON_0900, True),
+    ("wd {Fri-Mon}", SAT_1200, True),  # wraps
+    ("wd {Fri-Mon}", SUN_0300, True),
+    ("wd {Fri-Mon}", MON_0900, True),
+    ("wd {Fri-Mon}", TUE_0130, False),
+    ("wday {monday wednesday}", MON_0900, True),
+    ("WD {MON}", MON_0900, True),
+    ("hr {12am-7am}", SUN_0300, True),
+    ("hr {12am-7am}", SAT_1200, False),
+    ("hr {12am}", utc(2024, 3, 4, 0, 30), True),
+    ("hr {12pm}", SAT_1200, True),
+    ("hr {12noon}", SAT_1200, True),
+    ("hr {10pm-2am}", FRI_2330, True),
+    ("hr {10pm-2am}", TUE_0130, True),
+    ("hr {10pm-2am}", SAT_1200, False),
+    ("hour {0-23}", SAT_1200, True),
+    ("yd {1-10}", JAN_05, True),
+    ("yd {1-10}", JAN_11, False),
+    ("yd {366}", DEC_31, True),
+    ("yday {5}", JAN_05, True),
+    ("md {1-7}", JAN_05, True),
+    ("mday {31}", DEC_31, True),
+    ("mo {Nov-Feb}", JAN_05, True),  # winter wraps
+    ("mo {Nov-Feb}", MON_0900, False),
+    ("month {january}", JAN_05, True),
+    ("mo {Jan Feb}, mo {Nov Dec}", DEC_31, True),
+    ("mo {Jan Feb} mo {Nov Dec}", DEC_31, True),  # same scale twice: ORed
+    ("mo {3} wd {sat}", SAT_1200, True),
+    ("mo {4} wd {sat}", SAT_1200, False),  # different scales: ANDed
+    ("wd {Mon Wed Fri} hr {9am-4pm}, wd {Tue Thu} hr {9am-2pm}", TUE_0130, False),
+    ("wd {Mon Wed Fri} hr {9am-4pm}, wd {Tue Thu} hr {1am-2pm}", TUE_0130, True),
+    ("min {0-29}", TUE_0130, False),
+    ("minute {30-59}", TUE_0130, True),
+    ("sec {0-4 10-14}", MON_0900, True),
+    ("second {50-10}", MON_0859, True),  # :59 is in a wrapping range
+    ("second {50-10}", MON_0859 - 30, False),
+    ("sec {50 - 10}", MON_0859, True),
+    ("yr {2024}", MON_0900, True),
+    ("year {24}", MON_0900, True),  # 2-digit years take the current century
+    ("yr {99-2020}", MON_0900, True),  # 2099-2020: years never wrap, they are swapped
+    ("yr {1970-2023}", MON_0900, False),
+    ("wk {1}", utc(2024, 3, 2), True),  # Mar 1-2 2024 (Fri, Sat) are week 1
+    ("wk {2}", utc(2024, 3, 3), True),  # the week changes on Sunday
+    ("wk {1}", utc(2024, 9, 1), True),  # ...but not when the 1st is a Sunday
+    ("week {6}", utc(2024, 3, 31), True),
+    ("hr {}", SAT_1200, False),  # empty list: valid, never matches
+    (",", SAT_1200, False),  # only separators: valid, never matches
+    ("hr {12},", SAT_1200, True),  # trailing comma ignored
+]
+
+
+@pytest.mark.parametrize(("spec", "t", "expected"), TABLE)
+def test_table(spec: str, t: int, expected: bool) -> None:
+    assert parse_period(spec).contains(t) is expected
+
+
+def test_second_wraps_past_59() -> None:
+    assert parse_period("sec {50-10}").contains(MON_0900 + 5)
+    assert parse_period("sec {50-10}").contains(MON_0859)
+
+
+def test_period_is_value_object() -> None:
+    p = parse_period("wd {Mon-Fri}")
+    assert p == Period("wd {Mon-Fri}")
+    assert hash(p) == hash(Period("wd {Mon-Fri}"))
+    assert p.spec == "wd {Mon-Fri}"
+    assert "wd {Mon-Fri}" in repr(p)
+    with pytest.raises(PeriodError):
+        Period("hr {25}")
+
+
+def test_uses_local_time() -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "IST-5:30")
+        time.tzset()
+        try:
+            # 03:45 UTC is 09:15 in IST.
+            assert parse_period("hr {9am} min {15}").contains(utc(2024, 3, 4, 3, 45))
+        finally:
+            mp.undo()
+            time.tzset()
+    assert not parse_period("hr {9am}").contains(utc(2024, 3, 4, 3, 45))
+
+
+# ---------------------------------------------------------------- bad specs
+
+BAD = [
+    # spec, piece of the message, offset
+    ("hr {25}", "bad hour value '25'", 4),
+    ("hr {13pm}", "bad hour value '13pm'", 4),
+    ("hr {1noon}", "bad hour value '1noon'", 4),
+    ("hr {noon}", "bad hour value 'noon'", 4),
+    ("hrs {1}", "unknown scale 'hrs'", 0),
+    ("wd {Mon-Fri} h {1}", "unknown scale 'h'", 13),
+    ("wd {Mon-Fri", "unbalanced braces", 0),
+    ("wd Mon-Fri", "expected 'scale {range ...}'", 0),
+    ("wd {Mon} hr {1} x", "text outside", 0),
+    ("{1}", "unknown scale ''", 0),
+    ("hr {1}, , wd {1}", "empty sub-period", 8),
+    ("hr {1-}", "bad hour range '1-'", 4),
+    ("mo {0}", "bad month value '0'", 4),
+    ("mo {1-13}", "bad month value '13'", 4),
+    ("mo {ja}", "bad month value 'ja'", 4),
+    ("wd {1-8}", "bad wday value '8'", 4),
+    ("wday {mo tu xx}", "bad wday value 'xx'", 12),
+    ("wk {7}", "bad week value '7'", 4),
+    ("yd {367}", "bad yday value '367'", 4),
+    ("yd {0-5}", "bad yday value '0'", 4),
+    ("md {32}", "bad mday value '32'", 4),
+    ("min {60}", "bad minute value '60'", 5),
+    ("sec {1.5}", "bad second value '1.5'", 5),
+    ("yr {1969}", "bad year value '1969'", 4),
+    ("yr {20-1900}", "bad year value '1900'", 4),
+    ("  hr {1}, bogus", "'bogus'", 10),
+    ("hr {0-23}, garbage", "'garbage'", 11),  # Perl would only notice at 0 of 24 hours
+    ("wd {mon - - fri}", "bad wday range '-'", 8),
+]
+
+
+@pytest.mark.parametrize(("spec", "message", "offset"), BAD)
+def test_bad_spec(spec: str, message: str, offset: int) -> None:
+    with pytest.raises(PeriodError) as info:
+        parse_period(spec)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+    assert info.value.offset == offset
+    assert isinstance(info.value, ValueError)
+
+
+# ---------------------------------------------------------------- Perl oracle
+
+PERL_ORACLE = r"""
+use strict; no warnings; use Time::Period;
+$| = 1;
+while (my $line = <STDIN>) {
+    chomp $line;
+    my ($hex, $t) = split /\t/, $line;
+    print inPeriod($t, pack("H*", $hex)), "\n";
+}
+"""
+
+Oracle = Callable[[list[tuple[str, int]]], list[int]]
+
+
+@pytest.fixture(scope="module")
+def perl() -> Iterator[Oracle]:
+    """One long-running perl process answering "hex(spec)\\ttime" lines with inPeriod's result."""
+    if shutil.which("perl") is None:
+        pytest.skip("perl is not installed")
+    probe = subprocess.run(["perl", "-MTime::Period", "-e1"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("Perl module Time::Period is missing (apt-get install libtime-period-perl)")
+    proc = subprocess.Popen(
+        ["perl", "-e", PERL_ORACLE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True, env={**os.environ, "TZ": "UTC"},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def ask(cases: list[tuple[str, int]]) -> list[int]:
+        out: list[int] = []
+        for i in range(0, len(cases), 500):  # answers stay well below a pipe buffer
+            chunk = cases[i:i + 500]
+            proc.stdin.write("".join(f"{s.encode().hex()}\t{t}\n" for s, t in chunk))
+            proc.stdin.flush()
+            out += [int(proc.stdout.readline()) for _ in chunk]
+        return out
+
+    yield ask
+    proc.stdin.close()
+    proc.wait(timeout=10)
+
+
+def pymon_says(spec: str, t: int) -> int:
+    """pymon's answer in inPeriod's terms (1 / 0 / -1).
+
+    Perl validates lazily: it returns 1 as soon as a sub-period matches and never
+    looks at the rest, so for a spec we reject Perl still says 1 when a sub-period
+    *before* the bad one (which PeriodError.offset points into) matches."""
+    try:
+        return int(parse_period(spec).contains(t))
+    except PeriodError as e:
+        cut = spec.rfind(",", 0, e.offset)
+        return 1 if cut >= 0 and parse_period(spec[:cut]).contains(t) else -1
+
+
+def check(perl: Oracle, cases: list[tuple[str, int]]) -> None:
+    for (spec, t), want in zip(cases, perl(cases), strict=True):
+        assert pymon_says(spec, t) == want, f"spec={spec!r} t={t} ({time.asctime(time.gmtime(t))})"
+
+
+SCALES = {
+    "yr": ["year", "yr"], "mo": ["month", "mo"], "wk": ["week", "wk"], "yd": ["yday", "yd"],
+    "md": ["mday", "md"], "wd": ["wday", "wd"], "hr": ["hour", "hr"],
+    "min": ["minute", "min"], "sec": ["second", "sec"],
+}
+BAD_SCALES = ["", "h", "hrs", "days", "mins", "weekday", "y", "minutes", "m"]
+MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+          "January", "FEBRUARY", "Sept", "ju", "janx", "j", "mayday"]
+DAYS = ["su", "mo", "tu", "we", "th", "fr", "sa", "Sun", "Monday", "tues", "Thursday", "satan",
+        "m", "xx", "wed"]
+ODD = ["", "-", "_", "a", "x1", "1a", "5_", "+5", "5.0", ".5e1", "1e2", "3.18e2", "1.5", "0x5",
+       "inf", "nan", "00", "007", "0", "99999999999999999999", "2.0000000000000004", "1-2-3",
+       "jan-x-feb", "mo--fr", "{", "}", ",", "none", "12 pm", "1 - 2", "5 -", "- 5"]
+
+ws = st.sampled_from(["", "", "", " ", " ", "  ", "\t", "\n", " \n "])
+ws1 = st.sampled_from([" ", " ", " ", "  ", "\t", "\n", " \r\n"])
+
+
+def case(s: str, flip: bool) -> str:
+    return s.upper() if flip else s
+
+
+def values(code: str) -> st.SearchStrategy[str]:
+    nums = {"yr": st.one_of(st.integers(0, 110), st.integers(1960, 2110)),
+            "mo": st.integers(0, 13), "wk": st.integers(0, 7), "yd": st.integers(0, 367),
+            "md": st.integers(0, 32), "wd": st.integers(0, 8), "hr": st.integers(0, 25),
+            "min": st.integers(0, 61), "sec": st.integers(0, 61)}[code].map(str)
+    good = [nums, nums]
+    if code == "mo":
+        good.append(st.sampled_from(MONTHS))
+    if code == "wd":
+        good.append(st.sampled_from(DAYS))
+    if code == "hr":
+        good.append(st.builds("{}{}".format, st.integers(0, 14),
+                              st.sampled_from(["am", "pm", "noon", "AM", "Pm", "am", "pm"])))
+    return st.one_of(*good, st.sampled_from(ODD))
+
+
+@st.composite
+def tokens(draw: st.DrawFn, code: str) -> str:
+    v = values(code)
+    kind = draw(st.integers(0, 3))
+    if kind <= 1:
+        return draw(v)
+    return draw(v) + draw(ws) + "-" + draw(ws) + draw(v)
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> str:
+    code = draw(st.sampled_from(list(SCALES)))
+    name = draw(st.one_of(st.sampled_from(SCALES[code]), st.sampled_from(SCALES[code]),
+                          st.sampled_from(SCALES[code]), st.sampled_from(BAD_SCALES)))
+    name = case(name, draw(st.booleans()) and draw(st.booleans()))
+    toks = draw(st.lists(tokens(code), min_size=0, max_size=4))
+    sep = draw(ws1)
+    return f"{name}{draw(ws)}{{{draw(ws)}{sep.join(toks)}{draw(ws)}}}"
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> str:
+    subs = draw(st.lists(st.lists(blocks(), min_size=1, max_size=3).map(" ".join),
+                         min_size=1, max_size=3))
+    spec = "".join(s + (draw(ws) + "," + draw(ws) if i < len(subs) - 1 else "")
+                   for i, s in enumerate(subs))
+    spec = draw(ws) + spec + draw(st.sampled_from(["", "", "", ",", " , ", ",,", " "]))
+    # Occasionally mangle it: insert or delete a character.
+    for _ in range(draw(st.integers(0, 2)) if draw(st.integers(0, 3)) == 0 else 0):
+        i = draw(st.integers(0, len(spec)))
+        if draw(st.booleans()):
+            spec = spec[:i] + draw(st.sampled_from(list("{}-, \n_ax1"))) + spec[i:]
+        else:
+            spec = spec[:i] + spec[i + 1:]
+    return spec
+
+
+raw_specs = st.text(alphabet="{}-, \t\nhrwdmoyskn0123456789apu", max_size=24)
+# 1970 .. 2099, plus the edges of days, months and years a random time rarely hits.
+times = st.one_of(
+    st.integers(0, 4102444799),
+    st.builds(lambda y, m, d, s: utc(y, m, 1, 0, 0, 0) + d * 86400 + s,
+              st.integers(1970, 2099), st.integers(1, 12), st.integers(-1, 30),
+              st.sampled_from([0, 59, 3599, 43200, 86399])),
+)
+TIMES_PER_SPEC = 4
+
+
+@settings(max_examples=550, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=st.one_of(specs(), specs(), specs(), raw_specs),
+       ts=st.lists(times, min_size=TIMES_PER_SPEC, max_size=TIMES_PER_SPEC))
+def test_matches_perl(perl: Oracle, spec: str, ts: list[int]) -> None:
+    """>= 2200 (spec, time) cases per run, valid and invalid, compared with Perl."""
+    check(perl, [(spec, t) for t in ts])
+
+
+CORPUS = [s for s, _, _ in TABLE] + [s for s, _, _ in BAD] + [
+    "wd {Fri-Mon} hr {10pm-2am}", "yd {318a}", "yd {+5}", "yd {.5e1}", "yd {5.0}",
+    "yd {2.0000000000000004}", "yd {1.0000000000000002}", "yd {a}", "mo {nov-x-dec}",
+    "wd {satan-tu}", "hr {13am}", "hr {0pm}", "hr {0am-12noon}", "hr {22}}wd{",
+    "hr {22\nxyz}", "hr {} wd {2}", "hr {21 -22 -23}", "yr {99-1972}", "yr {70-99}",
+    "yr {00-69}", "wk {2-5}", "wk {5-2}", "wk {1-6}", "md {25-5}", "yd {300-60}",
+    "hr{1}wd{2}", "hr {1}\nwd {2}", "hr\n{1}", "\n hr {1} \n", "hr {1_}", "hr {_}",
+    ", hr {1}", "hr {1} ,, ", "NONE", "none, hr {1}", "hr {1}, none", "hr {1}}",
+]
+
+
+def test_matches_perl_corpus(perl: Oracle) -> None:
+    """Known tricky specs against Perl at fixed pseudo-random times (reproducible)."""
+    rng = random.Random(1997)
+    ts = [rng.randrange(0, 4102444800) for _ in range(40)]
+    check(perl, [(s, t) for s in CORPUS for t in ts])
+
+
+def test_oracle_sees_real_perl(perl: Oracle) -> None:
+    """Guard against a silently broken oracle (e.g. always answering 1)."""
+    assert perl([("hr {1}", utc(2024, 1, 1, 1)), ("hr {1}", utc(2024, 1, 1, 2)),
+                 ("hr {x}", 0), ("", 0), ("none", 0)]) == [1, 0, -1, 1, 0]

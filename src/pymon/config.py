@@ -239,6 +239,8 @@ def _pos(where: str) -> tuple[int, int]:
 
 def _message(err: jsonschema.ValidationError) -> str:
     name = ".".join(str(p) for p in err.absolute_path) or "config"
+    if err.validator == "anyOf" and err.schema is _duration:
+        return f"{name}: bad duration {err.instance!r} (use e.g. 30s, 5m, 1h)"
     if err.validator == "anyOf":
         return f"{name}: {err.instance!r} is not valid here ({_describe(err.schema)})"
     if err.validator == "type":
@@ -251,8 +253,6 @@ def _message(err: jsonschema.ValidationError) -> str:
 
 
 def _describe(schema: dict[str, Any]) -> str:
-    if schema is _duration or schema.get("description", "").startswith("seconds"):
-        return "expected a duration such as 30s, 5m, 1h"
     if schema is _plugin or schema is _argv:
         return "expected 'name args...', a list [name, args...] or a mapping with 'name'"
     return schema.get("description", "wrong type")
@@ -266,8 +266,8 @@ class _Builder:
         self.problems: list[tuple[tuple[int, int], str]] = []
         self.base = Path(src.file).resolve().parent
 
-    def err(self, path: yamlsrc.Path, msg: str) -> None:
-        where = self.src.where(path)
+    def err(self, path: yamlsrc.Path, msg: str, key: bool = False) -> None:
+        where = self.src.where(path, key=key)
         self.problems.append((_pos(where), f"{where}: {msg}"))
 
     def duration(self, path: yamlsrc.Path, v: Any, default: float) -> float:
@@ -300,7 +300,7 @@ class _Builder:
         dep_default = g.get("dep_behavior", "m")
         for group, svcs in (data.get("watch") or {}).items():
             if group not in groups:
-                self.err(("watch", group), f"watch {group!r}: no such hostgroup")
+                self.err(("watch", group), f"watch {group!r}: no such hostgroup", key=True)
             for name, raw in (svcs or {}).items():
                 path = ("watch", group, name)
                 services[(group, name)] = self.service(path, group, str(name), raw, dep_default)

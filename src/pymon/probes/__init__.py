@@ -1,0 +1,56 @@
+"""Built-in native probes; importing this package registers them in `pymon.plugin.MONITORS`.
+
+    http       http.py       HTTP(S) status/header/body/certificate check, per host
+    tcp        tcp.py        connect (+ send/expect banner), per host
+    telnet     tcp.py        tcp with port 23, expect 'login:', IAC negotiation refused
+    dns        dns.py        group: query each server; optional SOA serial agreement
+    fping      icmp.py       group: ICMP echo to all hosts at once
+    freespace  freespace.py  local filesystem free space / inodes
+
+Param validation contract (for the config loader)
+-------------------------------------------------
+Every probe module exposes `CHECKS: dict[str, Callable[[params], list[str]]]`, one
+entry per monitor name it registers. A checker returns every problem it finds in the
+params as one-line messages (empty list: valid); it never raises. Unknown keys are
+errors, so typos in the config surface at load time. `check_params(name, params)`
+below is the single entry point; for a drop-in plugin without CHECKS it returns [].
+
+Where a probe accepts mon's command-line options (http, tcp/telnet, freespace), the
+params may carry `argv: [...]` (the options as mon's monitor script took them, without
+host names; the scheduler passes a service's monitor args that way); explicit keys
+given next to `argv` override what it sets. The other probes report `argv` as an error.
+The scheduler also fills in `timeout` from the service's timeout when it is not set.
+
+At run time a probe re-validates and, rather than raising, returns
+Result(ok=False, summary="bad params: ...") for every host. Probes never raise; each
+takes a `timeout` param (seconds) bounding its own I/O, beside the scheduler's hard
+timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pymon import plugin
+from pymon.plugin import Params, Registry
+from pymon.probes import dns, freespace, http, icmp, tcp
+
+CHECKS: dict[str, Callable[[Params], list[str]]] = {
+    **http.CHECKS, **tcp.CHECKS, **dns.CHECKS, **icmp.CHECKS, **freespace.CHECKS,
+}
+
+
+def check_params(name: str, params: Params, registry: Registry | None = None) -> list[str]:
+    """Problems in `params` for monitor `name`; [] if valid or if it has no checker.
+
+    A drop-in's checker is `CHECKS[name]` in the module that defines its function."""
+    mon = (registry or plugin.current).monitors.get(name)
+    if mon is None or mon.fn.__module__.startswith("pymon.probes."):
+        return CHECKS[name](params) if name in CHECKS else []
+    checks = getattr(mon.fn, "__globals__", {}).get("CHECKS")
+    if isinstance(checks, dict) and callable(checks.get(name)):
+        return list(checks[name](params))
+    return []
+
+
+__all__ = ["CHECKS", "check_params", "dns", "freespace", "http", "icmp", "tcp"]

@@ -1,0 +1,357 @@
+"""`http`: one HTTP(S) request per real server, judged on status, headers, body and cert.
+
+Why these choices:
+- A fresh connection per check (unless `keepalive: true`) because a director must know
+  that the server still *accepts* connections, not that an old socket still works.
+- The body read is bounded (`max_body`) so a misbehaving server cannot make the
+  monitor buffer megabytes for every check; redirects are off by default because a
+  redirect to a login or error page would otherwise hide the real status.
+- The peer certificate is captured during the handshake (see `_CaptureSSLObject`)
+  because aiohttp releases the connection before the caller can look at it when the
+  whole response already arrived.
+
+Params (all optional): method GET|HEAD, scheme http|https, port (80/443), path "/",
+host_header (virtual host; also SNI), verify (true), status (int, list, "200-399" or
+"2xx"; default "200-399"), body_regex, header {Name: regex}, max_body (65536),
+redirects (false, true or max hops), cert_days, keepalive (false), agent, timeout (10),
+argv (mon's http.monitor options, see `from_mon_args`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+import ssl
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from pymon import __version__
+from pymon.plugin import Params, Result, Target, monitor
+from pymon.probes._common import (
+    ParamError,
+    ParamReader,
+    bad_params,
+    checker,
+    compile_regex,
+    describe,
+    first_line,
+    fmt_s,
+    parse_opts,
+)
+
+DEFAULT_MAX_BODY = 64 * 1024
+DEFAULT_STATUS = "200-399"
+
+
+@dataclass(frozen=True)
+class StatusSpec:
+    """Accepted status codes as inclusive ranges, plus the text the user wrote."""
+
+    ranges: tuple[tuple[int, int], ...]
+    text: str
+
+    def __contains__(self, code: int) -> bool:
+        return any(lo <= code <= hi for lo, hi in self.ranges)
+
+
+@dataclass(frozen=True)
+class HttpParams:
+    method: str
+    scheme: str
+    port: int
+    path: str
+    host_header: str | None
+    verify: bool
+    status: StatusSpec
+    body_regex: re.Pattern[str] | None
+    header: tuple[tuple[str, re.Pattern[str]], ...]
+    max_body: int
+    redirects: int
+    cert_days: int | None
+    keepalive: bool
+    agent: str
+    timeout: float
+
+
+def _status_range(item: Any) -> tuple[int, int] | None:
+    if isinstance(item, int) and not isinstance(item, bool):
+        return (item, item) if 100 <= item <= 599 else None
+    if not isinstance(item, str):
+        return None
+    s = item.strip().lower()
+    if re.fullmatch(r"[1-5]xx", s):
+        return int(s[0]) * 100, int(s[0]) * 100 + 99
+    m = re.fullmatch(r"(\d{3})\s*-\s*(\d{3})", s)
+    if m and int(m[1]) <= int(m[2]):
+        return int(m[1]), int(m[2])
+    return (int(s), int(s)) if re.fullmatch(r"\d{3}", s) else None
+
+
+def parse_status(value: Any) -> StatusSpec:
+    """200, [200, 204], "200-399", "2xx", or a list mixing them."""
+    items = value if isinstance(value, list) else [value]
+    ranges = [_status_range(i) for i in items]
+    if not items or None in ranges:
+        raise ValueError(f"status: expected a code, list or range like 200-399, got {value!r}")
+    text = ",".join(str(i) for i in items)
+    return StatusSpec(tuple(r for r in ranges if r), text)
+
+
+def from_mon_args(argv: list[str]) -> Params:
+    """mon's `http.monitor -p port -t timeout -u url -a agent -m regex` as params."""
+    opts = parse_opts(argv, {"-p": "port", "-t": "timeout", "-u": "path", "-a": "agent", "-m": "body_regex"},
+                      "http.monitor")
+    out: Params = dict(opts)
+    url = opts.get("path")
+    if url and "://" in url:
+        parts = urlsplit(url)
+        out["scheme"] = parts.scheme
+        if parts.port and "port" not in opts:
+            out["port"] = parts.port
+        out["path"] = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return out
+
+
+def _parse(params: Params) -> HttpParams:
+    base = from_mon_args(params["argv"]) if params.get("argv") is not None else {}
+    r = ParamReader(params, base, argv=True)
+    scheme = r.string("scheme", "http", ("http", "https"))
+    path = r.string("path", "/")
+    if path is not None and not path.startswith("/"):
+        r.error(f"path: must start with '/', got {path!r}")
+    status = DEFAULT_STATUS
+    try:
+        status_spec = parse_status(r.raw("status", status))
+    except ValueError as e:
+        r.error(str(e))
+        status_spec = parse_status(status)
+    headers: list[tuple[str, re.Pattern[str]]] = []
+    raw_headers = r.raw("header", {})
+    if not isinstance(raw_headers, dict):
+        r.error(f"header: expected a mapping of header name to regex, got {raw_headers!r}")
+    else:
+        for name, pattern in raw_headers.items():
+            rx = compile_regex(f"header {name}", str(pattern), r.errors)
+            if rx is not None:
+                headers.append((str(name), rx))
+    redirects = r.raw("redirects", False)
+    if isinstance(redirects, bool):
+        redirects = 10 if redirects else 0
+    elif not isinstance(redirects, int) or redirects < 0:
+        r.error(f"redirects: expected true, false or a number of hops, got {redirects!r}")
+        redirects = 0
+    cfg = HttpParams(
+        method=r.string("method", "GET", ("GET", "HEAD"), upper=True),
+        scheme=scheme,
+        port=r.port("port", 443 if scheme == "https" else 80),
+        path=path,
+        host_header=r.string("host_header", None),
+        verify=r.boolean("verify", True),
+        status=status_spec,
+        body_regex=r.regex("body_regex"),
+        header=tuple(headers),
+        max_body=r.number("max_body", DEFAULT_MAX_BODY, integer=True, lo=0),
+        redirects=redirects,
+        cert_days=r.number("cert_days", None, integer=True, lo=0),
+        keepalive=r.boolean("keepalive", False),
+        agent=r.string("agent", f"pymon/{__version__}"),
+        timeout=r.timeout(),
+    )
+    if cfg.cert_days is not None and cfg.scheme != "https":
+        r.error("cert_days: needs scheme: https")
+    if cfg.body_regex is not None and cfg.method == "HEAD":
+        r.error("body_regex: a HEAD response has no body")
+    r.finish()
+    return cfg
+
+
+check_params = checker(_parse)
+CHECKS = {"http": check_params}
+
+
+# --- TLS: cached contexts (loading the CA store costs ~20 ms) and peer-cert capture ---
+
+_PEER_CERTS: contextvars.ContextVar[list[bytes]] = contextvars.ContextVar("pymon_http_peer_certs")
+
+
+class _CaptureSSLObject(ssl.SSLObject):
+    """Records the DER peer certificate into the current check's list at handshake."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        sink = _PEER_CERTS.get(None)
+        der = self.getpeercert(binary_form=True)
+        if sink is not None and der:
+            sink.append(der)
+
+
+@lru_cache(maxsize=2)
+def _ssl_context(verify: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.sslobject_class = _CaptureSSLObject
+    return ctx
+
+
+def _cert_not_after(der: bytes) -> float:
+    from cryptography import x509  # only needed when cert_days is set
+
+    return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+
+
+# --- sessions: throwaway by default, shared per (loop, host, params) with keepalive ---
+
+_SESSIONS: dict[tuple[int, str, HttpParams], tuple[aiohttp.ClientSession, list[bytes]]] = {}
+
+
+def _new_session(cfg: HttpParams) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(force_close=not cfg.keepalive, limit=0, ttl_dns_cache=None)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+
+
+def _shared_session(host: str, cfg: HttpParams) -> tuple[aiohttp.ClientSession, list[bytes]]:
+    loop = asyncio.get_running_loop()
+    key = (id(loop), host, cfg)
+    entry = _SESSIONS.get(key)
+    if entry is None or entry[0].closed or entry[0].connector is None:
+        entry = (_new_session(cfg), [])
+        _SESSIONS[key] = entry
+    return entry
+
+
+async def close_sessions() -> None:
+    """Close the keepalive sessions of the running loop (call at shutdown/reload)."""
+    loop_id = id(asyncio.get_running_loop())
+    for key in [k for k in _SESSIONS if k[0] == loop_id]:
+        session, _ = _SESSIONS.pop(key)
+        await session.close()
+
+
+def _url(host: str, cfg: HttpParams) -> str:
+    bracketed = f"[{host}]" if ":" in host else host
+    return f"{cfg.scheme}://{bracketed}:{cfg.port}{cfg.path}"
+
+
+def _describe_client_error(e: BaseException, cfg: HttpParams, host: str) -> str:
+    if isinstance(e, aiohttp.ClientConnectorCertificateError):
+        err = e.certificate_error
+        return f"certificate verify failed: {getattr(err, 'verify_message', None) or err}"
+    if isinstance(e, aiohttp.ClientSSLError):
+        return f"TLS error: {first_line(str(getattr(e, 'os_error', e)))}"
+    dns_error = getattr(aiohttp, "ClientConnectorDNSError", ())
+    if dns_error and isinstance(e, dns_error):
+        return f"cannot resolve {host}"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return describe(e.os_error, cfg.timeout, host)
+    if isinstance(e, aiohttp.TooManyRedirects):
+        return f"more than {cfg.redirects} redirects"
+    if isinstance(e, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    if isinstance(e, aiohttp.ClientPayloadError):
+        return f"bad response body: {first_line(str(e))}"
+    if isinstance(e, aiohttp.ClientResponseError):
+        return f"bad response: {first_line(e.message)}"
+    return describe(e, cfg.timeout, host)
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = await resp.content.read(limit - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def _judge(cfg: HttpParams, resp: aiohttp.ClientResponse, body: bytes | None,
+           certs: list[bytes]) -> tuple[bool, str]:
+    if resp.status not in cfg.status:
+        sep = "expected" if len(cfg.status.ranges) == 1 and cfg.status.ranges[0][0] == cfg.status.ranges[0][1] else "not in"
+        return False, f"status {resp.status} {sep} {cfg.status.text}"
+    for name, rx in cfg.header:
+        values = resp.headers.getall(name, [])
+        if not values:
+            return False, f"header {name} missing"
+        if not any(rx.search(v) for v in values):
+            return False, f"header {name} {values[0]!r} does not match {rx.pattern!r}"
+    if cfg.body_regex is not None:
+        text = (body or b"").decode(resp.charset or "utf-8", errors="replace")
+        if not cfg.body_regex.search(text):
+            return False, f"body does not match {cfg.body_regex.pattern!r}"
+    if cfg.cert_days is not None:
+        if not certs:
+            return False, "no peer certificate"
+        left = _cert_not_after(certs[-1]) - time.time()
+        if left < 0:
+            return False, f"certificate expired {int(-left // 86400)} days ago"
+        days = int(left // 86400)
+        if days < cfg.cert_days:
+            return False, f"certificate expires in {days} day{'s' if days != 1 else ''}"
+        return True, f"status {resp.status}, certificate valid {days} more days"
+    return True, f"status {resp.status}"
+
+
+async def check(target: Target, cfg: HttpParams) -> Result:
+    """One request; every failure becomes a Result. Exposed for callers with parsed params."""
+    certs: list[bytes] = []
+    _PEER_CERTS.set(certs)
+    if cfg.keepalive:
+        session, last_certs = _shared_session(target.host, cfg)
+    else:
+        session, last_certs = _new_session(cfg), []
+    headers = {"User-Agent": cfg.agent}
+    kwargs: dict[str, Any] = {}
+    if cfg.host_header:
+        headers["Host"] = cfg.host_header
+        if cfg.scheme == "https":
+            kwargs["server_hostname"] = cfg.host_header.rsplit(":", 1)[0] if "]" not in cfg.host_header else None
+    if cfg.scheme == "https":
+        kwargs["ssl"] = _ssl_context(cfg.verify)
+    start = time.monotonic()
+    detail = ""
+    try:
+        async with asyncio.timeout(cfg.timeout):
+            try:
+                async with session.request(
+                    cfg.method, _url(target.host, cfg), headers=headers,
+                    allow_redirects=cfg.redirects > 0, max_redirects=max(cfg.redirects, 1),
+                    timeout=aiohttp.ClientTimeout(total=cfg.timeout), **kwargs,
+                ) as resp:
+                    body = None
+                    want_body = cfg.method != "HEAD" and (cfg.body_regex is not None or resp.status not in cfg.status)
+                    if want_body:
+                        body = await _read_bounded(resp, cfg.max_body)
+                    if certs:
+                        last_certs[:] = certs
+                    ok, summary = _judge(cfg, resp, body, certs or last_certs)
+                    if not ok and body:
+                        detail = body[:500].decode("utf-8", errors="replace")
+                    return Result(ok=ok, summary=summary, detail=detail,
+                                  latency_s=time.monotonic() - start, value=float(resp.status))
+            finally:
+                if not cfg.keepalive:
+                    await session.close()
+    except (asyncio.TimeoutError, TimeoutError):
+        return Result(ok=False, summary=f"timeout after {fmt_s(cfg.timeout)}", latency_s=time.monotonic() - start)
+    except Exception as e:  # probes never raise
+        return Result(ok=False, summary=_describe_client_error(e, cfg, target.host),
+                      detail=repr(e), latency_s=time.monotonic() - start)
+
+
+@monitor("http")
+async def http(target: Target, params: Params) -> Result:
+    """HTTP(S) check of one host; see the module docstring for params."""
+    try:
+        cfg = _parse(params)
+    except ValueError as e:
+        return bad_params(e)
+    return await check(target, cfg)

@@ -1,0 +1,266 @@
+"""The running daemon as a user meets it: JSON logs, schedule, timeouts, maxprocs,
+drop-in plugins, SIGHUP reload (bad config keeps the old one), SIGTERM stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# A drop-in probe: records each start time per host, and behaves as the host name says.
+PROBE = '''
+import asyncio, time, os
+from pymon.plugin import monitor, Result
+
+@monitor("rec")
+async def rec(target, params):
+    with open(os.path.join(params["dir"], "starts"), "a") as f:
+        f.write(f"{target.service} {target.host} {time.time():.4f}\\n")
+    if target.host.startswith("slow"):
+        await asyncio.sleep(float(params.get("sleep", 5)))
+    if target.host.startswith("raise"):
+        raise RuntimeError("kaboom")
+    flag = os.path.join(params["dir"], "down-" + target.host)
+    if os.path.exists(flag):
+        return Result(False, "flagged down")
+    return Result(True, "fine")
+'''
+
+
+class Daemon:
+    def __init__(self, cfg: Path):
+        self.proc = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cfg)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.raw.append(line)
+            self.events.append(json.loads(line))  # every stdout line must be JSON
+
+    def wait(self, pred, timeout: float = 15) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        end = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < end:
+            for e in self.events[seen:]:
+                if pred(e):
+                    return e
+            seen = len(self.events)
+            time.sleep(0.05)
+        raise AssertionError(f"no matching event in {timeout}s; got {[e['event'] for e in self.events][-30:]}")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=30)
+        self._t.join(5)
+        return rc
+
+
+def setup(tmp: Path, watch: str, groups: str = "g: [h1, h2]", glob: str = "") -> Path:
+    mondir = tmp / "monitors"
+    mondir.mkdir(exist_ok=True)
+    (mondir / "rec.py").write_text(PROBE)
+    cfg = tmp / "pymon.yaml"
+    cfg.write_text(f"globals: {{mondir: {mondir}, alertdir: {tmp}, statedir: {tmp}{glob}}}\n"
+                   f"hostgroups: {{{groups}}}\nwatch:\n{watch}")
+    return cfg
+
+
+def starts(tmp: Path, service: str) -> list[float]:
+    f = tmp / "starts"
+    if not f.exists():
+        return []
+    return [float(t) for s, _, t in (ln.split() for ln in f.read_text().splitlines()) if s == service]
+
+
+@pytest.fixture
+def daemons():  # type: ignore[no-untyped-def]
+    running: list[Daemon] = []
+    yield running
+    for d in running:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def test_json_logs_state_changes_and_alerts(tmp_path: Path, daemons: list[Daemon]) -> None:
+    cfg = setup(tmp_path, f"""  g:
+    s:
+      interval: 0.3s
+      monitor: {{name: rec, dir: "{tmp_path}"}}
+      periods: [{{alert: [log], upalert: [log]}}]
+""")
+    d = Daemon(cfg)
+    daemons.append(d)
+    d.wait(lambda e: e["event"] == "daemon.started")
+    d.wait(lambda e: e["event"] == "check.done" and e["ok"])
+    (tmp_path / "down-h2").touch()
+    e = d.wait(lambda e: e["event"] == "host.state" and e["state"] == "down")
+    assert e["host"] == "h2" and e["summary"] == "flagged down"
+    a = d.wait(lambda e: e["event"] == "alert.log")
+    assert a["type"] == "alert" and a["hosts"] == ["h2"] and a["summary"] == "h2"
+    (tmp_path / "down-h2").unlink()
+    d.wait(lambda e: e["event"] == "alert.log" and e["type"] == "upalert")
+    d.wait(lambda e: e["event"] == "service.state" and e["state"] == "ok")
+    assert d.stop() == 0
+    assert d.events[-1]["event"] == "daemon.stopped"
+    assert all({"event", "level", "timestamp"} <= e.keys() for e in d.events)
+
+
+def test_schedule_does_not_drift_and_never_overlaps(tmp_path: Path, daemons: list[Daemon]) -> None:
+    cfg = setup(tmp_path, f"""  g:
+    fast:
+      interval: 0.2s
+      exclude_hosts: [slowhost]
+      monitor: {{name: rec, dir: "{tmp_path}"}}
+    slow:
+      interval: 0.2s
+      timeout: 0.5s
+      exclude_hosts: [h1]
+      monitor: {{name: rec, dir: "{tmp_path}", sleep: 0.45}}
+""", groups="g: [h1, slowhost]")
+    d = Daemon(cfg)
+    daemons.append(d)
+    time.sleep(3.2)
+    d.stop()
+    fast = starts(tmp_path, "fast")
+    assert len(fast) >= 14
+    # no drift: the n-th run starts at first + n*interval (within scheduling jitter)
+    for n, t in enumerate(fast):
+        assert abs(t - (fast[0] + n * 0.2)) < 0.08, (n, t - fast[0])
+    # a run that takes longer than its interval never overlaps itself
+    slow = [float(ln.split()[2]) for ln in (tmp_path / "starts").read_text().splitlines()
+            if ln.startswith("slow slowhost")]
+    gaps = [b - a for a, b in zip(slow, slow[1:])]
+    assert gaps and min(gaps) >= 0.44, gaps
+
+
+def test_timeout_is_a_failure_with_summary(tmp_path: Path, daemons: list[Daemon]) -> None:
+    cfg = setup(tmp_path, f"""  g:
+    s:
+      interval: 5s
+      timeout: 0.5s
+      monitor: {{name: rec, dir: "{tmp_path}"}}
+""", groups="g: [slow1, raise1, h1]")
+    d = Daemon(cfg)
+    daemons.append(d)
+    downs = {}
+    for _ in range(2):
+        e = d.wait(lambda e: e["event"] == "host.state" and e["state"] == "down" and e["host"] not in downs)
+        downs[e["host"]] = e["summary"]
+    assert downs == {"slow1": "timeout after 0.5s", "raise1": "probe error: RuntimeError: kaboom"}
+    done = d.wait(lambda e: e["event"] == "check.done")
+    assert done["failing"] == ["raise1", "slow1"] and done["duration_s"] < 1.5
+    d.stop()
+
+
+def test_maxprocs_queues_and_logs(tmp_path: Path, daemons: list[Daemon]) -> None:
+    watch = "".join(f"""    s{i}:
+      interval: 1s
+      timeout: 2s
+      monitor: {{name: rec, dir: "{tmp_path}", sleep: 0.3}}
+""" for i in range(4))
+    cfg = setup(tmp_path, "  g:\n" + watch, groups="g: [slow]", glob=", maxprocs: 1")
+    d = Daemon(cfg)
+    daemons.append(d)
+    d.wait(lambda e: e["event"] == "scheduler.throttled")
+    time.sleep(1.5)
+    d.stop()
+    runs = sorted(float(ln.split()[2]) for ln in (tmp_path / "starts").read_text().splitlines())
+    # one at a time: starts at least 0.3 s apart, and every service got to run (none dropped)
+    assert all(b - a >= 0.28 for a, b in zip(runs, runs[1:])), runs
+    assert {ln.split()[0] for ln in (tmp_path / "starts").read_text().splitlines()} == {"s0", "s1", "s2", "s3"}
+
+
+def test_sighup_reload_keeps_state_and_rejects_bad_config(tmp_path: Path, daemons: list[Daemon]) -> None:
+    body = f"""  g:
+    s:
+      interval: 0.3s
+      monitor: {{name: rec, dir: "{tmp_path}"}}
+      periods: [{{alert: [log], upalert: [log], alertevery: 1h}}]
+"""
+    cfg = setup(tmp_path, body)
+    (tmp_path / "down-h1").touch()
+    d = Daemon(cfg)
+    daemons.append(d)
+    d.wait(lambda e: e["event"] == "alert.log")
+    good = cfg.read_text()
+    # garbage: logged, old config keeps running
+    cfg.write_text("watch: [this is not\n")
+    d.proc.send_signal(signal.SIGHUP)
+    bad = d.wait(lambda e: e["event"] == "config.invalid")
+    assert bad["problems"][0].startswith(f"{cfg}:") and bad["action"] == "keeping the running config"
+    n = len(starts(tmp_path, "s"))
+    time.sleep(1.0)
+    assert len(starts(tmp_path, "s")) > n, "checks stopped after a bad reload"
+    # a valid change: a new service appears; the failing service keeps its state,
+    # so no second down alert (alertevery 1h) and the upalert still comes
+    cfg.write_text(good + f"""    t:
+      interval: 0.3s
+      monitor: {{name: rec, dir: "{tmp_path}"}}
+""")
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait(lambda e: e["event"] == "config.reloaded")
+    d.wait(lambda e: e["event"] == "check.done" and e["service"] == "t")
+    (tmp_path / "down-h1").unlink()
+    d.wait(lambda e: e["event"] == "alert.log" and e["type"] == "upalert")
+    d.stop()
+    alerts = [e for e in d.events if e["event"] == "alert.log"]
+    assert [a["type"] for a in alerts] == ["alert", "upalert"]
+
+
+def test_many_sighups(tmp_path: Path, daemons: list[Daemon]) -> None:
+    cfg = setup(tmp_path, f"""  g:
+    s:
+      interval: 0.2s
+      monitor: {{name: rec, dir: "{tmp_path}"}}
+""")
+    d = Daemon(cfg)
+    daemons.append(d)
+    d.wait(lambda e: e["event"] == "daemon.started")
+    for _ in range(50):
+        d.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.01)
+    time.sleep(1.0)
+    n = len(starts(tmp_path, "s"))
+    time.sleep(0.6)
+    assert len(starts(tmp_path, "s")) > n
+    assert d.stop() == 0
+
+
+def test_broken_dropin_is_a_located_error(tmp_path: Path) -> None:
+    cfg = setup(tmp_path, "  g:\n    s: {monitor: rec}\n")
+    (tmp_path / "monitors" / "bad.py").write_text("import os\n\nx = 1 +\n")
+    (tmp_path / "monitors" / "clash.py").write_text(
+        "from pymon.plugin import monitor\n\n@monitor('rec')\nasync def rec(t, p):\n    pass\n")
+    (tmp_path / "monitors" / "sig.py").write_text(
+        "from pymon.plugin import monitor\n\n@monitor('sig')\ndef sig(t):\n    pass\n")
+    (tmp_path / "monitors" / "boom.py").write_text("\n\nraise ImportError('no driver')\n")
+    r = subprocess.run([sys.executable, "-m", "pymon", "check-config", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = r.stderr
+    assert f"{tmp_path}/monitors/bad.py:3: syntax error" in err
+    assert f"{tmp_path}/monitors/boom.py:3: cannot load plugin: ImportError: no driver" in err
+    assert "clash.py:3: monitor 'rec' already defined at" in err or "rec.py" in err
+    assert f"{tmp_path}/monitors/sig.py:3: monitor 'sig' must be an async function" in err
+
+
+def test_world_writable_plugin_dir_is_refused(tmp_path: Path) -> None:
+    cfg = setup(tmp_path, "  g:\n    s: {monitor: rec}\n")
+    (tmp_path / "monitors").chmod(0o777)
+    r = subprocess.run([sys.executable, "-m", "pymon", "check-config", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "world-writable" in r.stderr

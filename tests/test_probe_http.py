@@ -1,0 +1,383 @@
+"""The http probe against real aiohttp servers on loopback, plain and TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from pymon.plugin import Result, Target
+from pymon.probes import check_params
+from pymon.probes import http as probe
+
+T = Target("127.0.0.1", "web", "http")
+
+
+# --- servers -------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self) -> None:
+        self.peers: list[tuple[str, int]] = []
+        self.sni: list[str | None] = []
+        self.hosts: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+
+        async def root(req: web.Request) -> web.Response:
+            self.peers.append(req.transport.get_extra_info("peername")[:2])  # type: ignore[union-attr]
+            self.hosts.append(req.host)
+            return web.Response(text="all ok here\n", headers={"X-App": "pymon-test/1.2"})
+
+        async def status(req: web.Request) -> web.Response:
+            return web.Response(status=int(req.match_info["code"]), text="down for maintenance")
+
+        async def slow(req: web.Request) -> web.Response:
+            await asyncio.sleep(10)
+            return web.Response(text="late")
+
+        async def big(req: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse()
+            await resp.prepare(req)
+            chunk = b"x" * 65536
+            try:
+                for _ in range(800):  # 50 MiB, then the marker the probe must never see
+                    await resp.write(chunk)
+                await resp.write(b"END")
+            except (ConnectionResetError, ConnectionError):
+                pass
+            return resp
+
+        async def redirect(req: web.Request) -> web.Response:
+            raise web.HTTPFound("/")
+
+        async def vhost(req: web.Request) -> web.Response:
+            return web.Response(text=req.host)
+
+        app.router.add_get("/", root)
+        app.router.add_get("/status/{code}", status)
+        app.router.add_get("/slow", slow)
+        app.router.add_get("/big", big)
+        app.router.add_get("/redirect", redirect)
+        app.router.add_get("/vhost", vhost)
+        return app
+
+    async def start(self, hosts: list[str] | None = None, ssl_context: ssl.SSLContext | None = None,
+                    port: int = 0) -> "Server":
+        if ssl_context is not None:
+            ssl_context.sni_callback = lambda sock, name, ctx: self.sni.append(name)  # type: ignore[assignment,misc]
+        self.runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.2)
+        await self.runner.setup()
+        for h in hosts or ["127.0.0.1"]:
+            site = web.TCPSite(self.runner, h, port or self.port, ssl_context=ssl_context)
+            await site.start()
+            if not self.port:
+                self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+@pytest.fixture
+async def server():
+    s = await Server().start()
+    yield s
+    await s.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def check(server: Server, **params: object) -> Result:
+    return await probe.http(T, {"port": server.port, "timeout": 5, **params})
+
+
+# --- plain HTTP ----------------------------------------------------------------------
+
+
+async def test_ok(server: Server) -> None:
+    r = await check(server)
+    assert r.ok, r
+    assert r.summary == "status 200"
+    assert r.value == 200.0 and r.latency_s > 0
+
+
+async def test_connection_refused() -> None:
+    r = await probe.http(T, {"port": free_port(), "timeout": 2})
+    assert not r.ok and r.summary == "connection refused"
+
+
+async def test_timeout(server: Server) -> None:
+    start = time.monotonic()
+    r = await check(server, path="/slow", timeout=0.3)
+    assert not r.ok and r.summary == "timeout after 0.3s"
+    assert time.monotonic() - start < 2
+
+
+async def test_status_range_and_lists(server: Server) -> None:
+    r = await check(server, path="/status/503")
+    assert not r.ok and r.summary == "status 503 not in 200-399"
+    assert "maintenance" in r.detail
+    assert (await check(server, path="/status/503", status=503)).ok
+    assert (await check(server, path="/status/204", status=[200, 204])).ok
+    assert (await check(server, path="/status/404", status="4xx")).ok
+    r = await check(server, path="/status/500", status=[200, "300-302"])
+    assert r.summary == "status 500 not in 200,300-302"
+    r = await check(server, path="/status/201", status=200)
+    assert r.summary == "status 201 expected 200"
+
+
+async def test_body_regex(server: Server) -> None:
+    assert (await check(server, body_regex=r"^all ok")).ok
+    r = await check(server, body_regex="ok$x")
+    assert not r.ok and r.summary == "body does not match 'ok$x'"
+
+
+async def test_header_match(server: Server) -> None:
+    assert (await check(server, header={"X-App": r"^pymon-test/\d"})).ok
+    r = await check(server, header={"x-app": "^nginx"})
+    assert not r.ok and r.summary == "header x-app 'pymon-test/1.2' does not match '^nginx'"
+    r = await check(server, header={"X-Missing": "."})
+    assert not r.ok and r.summary == "header X-Missing missing"
+
+
+async def test_body_read_is_bounded(server: Server) -> None:
+    start = time.monotonic()
+    r = await check(server, path="/big", body_regex="END", max_body=1000)
+    assert not r.ok and r.summary == "body does not match 'END'"
+    assert len(r.detail) <= 500
+    assert (await check(server, path="/big", body_regex="^x{1000}")).ok
+    # the 50 MiB body is never read: both checks return long before it could be sent
+    assert time.monotonic() - start < 2
+
+
+async def test_redirects_off_by_default(server: Server) -> None:
+    assert (await check(server, path="/redirect")).summary == "status 302"
+    r = await check(server, path="/redirect", status=200)
+    assert not r.ok and r.summary == "status 302 expected 200"
+    r = await check(server, path="/redirect", status=200, redirects=True)
+    assert r.ok and r.summary == "status 200"
+
+
+async def test_host_header_and_head(server: Server) -> None:
+    r = await check(server, path="/vhost", host_header="www.example.test", body_regex=r"^www\.example\.test$")
+    assert r.ok, r
+    assert (await check(server, method="HEAD")).ok
+    assert (await check(server, method="head", path="/status/500")).summary == "status 500 not in 200-399"
+
+
+async def test_fresh_connection_unless_keepalive(server: Server) -> None:
+    for _ in range(3):
+        assert (await check(server)).ok
+    assert len(set(server.peers)) == 3
+    server.peers.clear()
+    try:
+        for _ in range(3):
+            assert (await check(server, keepalive=True)).ok
+        assert len(set(server.peers)) == 1
+    finally:
+        await probe.close_sessions()
+
+
+async def test_ipv6(server: Server) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    s6 = await Server().start(hosts=["::1"])
+    try:
+        r = await probe.http(Target("::1", "g", "s"), {"port": s6.port, "timeout": 2})
+        assert r.ok, r
+    finally:
+        await s6.stop()
+
+
+async def test_mon_args(server: Server) -> None:
+    argv = ["-p", str(server.port), "-t", "3", "-u", "/vhost", "-a", "mon/1.2", "-m", "127.0.0.1"]
+    assert probe.from_mon_args(argv) == {"port": str(server.port), "timeout": "3", "path": "/vhost",
+                                         "agent": "mon/1.2", "body_regex": "127.0.0.1"}
+    assert check_params("http", {"argv": argv}) == []
+    r = await probe.http(T, {"argv": argv})
+    assert r.ok, r
+    # explicit params override argv; the scheduler adds timeout itself
+    r = await probe.http(T, {"argv": argv, "path": "/status/500", "timeout": 2})
+    assert r.summary == "status 500 not in 200-399"
+    assert probe.from_mon_args(["-u", "https://x:8443/a?b=1"]) == {"path": "/a?b=1", "scheme": "https",
+                                                                  "port": 8443}
+
+
+async def test_bad_params_fail_without_raising() -> None:
+    assert check_params("http", {"status": "abc", "colour": 1, "scheme": "gopher", "body_regex": "("}) == [
+        "scheme: must be one of http, https, got 'gopher'",
+        "status: expected a code, list or range like 200-399, got 'abc'",
+        "body_regex: bad regex '(': missing ), unterminated subpattern at position 0",
+        "unknown param: colour",
+    ]
+    assert check_params("http", {"argv": ["-x"]}) == ["argv: http.monitor: option -x not recognized"]
+    assert check_params("http", {"cert_days": 10}) == ["cert_days: needs scheme: https"]
+    r = await probe.http(T, {"port": "eighty"})
+    assert not r.ok and r.summary == "bad params: port: expected an integer, got 'eighty'"
+
+
+async def test_hundred_hosts_concurrently() -> None:
+    hosts = [f"127.0.0.{i}" for i in range(1, 101)]
+    s = await Server().start(hosts=hosts)
+    try:
+        start = time.monotonic()
+        results = await asyncio.gather(*(probe.http(Target(h, "farm", "http"), {"port": s.port, "timeout": 5})
+                                         for h in hosts))
+        elapsed = time.monotonic() - start
+        assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
+        assert elapsed < 1.5, elapsed
+    finally:
+        await s.stop()
+
+
+# --- HTTPS ---------------------------------------------------------------------------
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_cert(tmp: Path, tag: str, not_before: dt.datetime, not_after: dt.datetime,
+              ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> ssl.SSLContext:
+    """A leaf for www.example.test and 127.0.0.1 signed by `ca`, as a server context."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("www.example.test"))
+        .issuer_name(ca[0].subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("www.example.test"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(ca[1], hashes.SHA256())
+    )
+    (tmp / f"{tag}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / f"{tag}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp / f"{tag}.pem", tmp / f"{tag}.key")
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    tmp = tmp_path_factory.mktemp("pki")
+    now = dt.datetime.now(dt.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("pymon test CA")).issuer_name(_name("pymon test CA"))
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=30)).not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    day = dt.timedelta(days=1)
+    return {
+        "ca": tmp / "ca.pem",
+        "good": make_cert(tmp, "good", now - day, now + 365 * day, (ca, key)),
+        "expired": make_cert(tmp, "expired", now - 10 * day, now - 2 * day - dt.timedelta(hours=1), (ca, key)),
+        "soon": make_cert(tmp, "soon", now - day, now + 3 * day + dt.timedelta(hours=1), (ca, key)),
+    }
+
+
+@pytest.fixture
+def trust_test_ca(pki: dict[str, object], monkeypatch: pytest.MonkeyPatch):
+    """Make the probe's verifying context trust the test CA (as if installed system-wide)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki["ca"]))
+    probe._ssl_context.cache_clear()
+    yield
+    monkeypatch.delenv("SSL_CERT_FILE")
+    probe._ssl_context.cache_clear()
+
+
+async def tls_server(pki: dict[str, object], which: str) -> Server:
+    return await Server().start(ssl_context=pki[which])  # type: ignore[arg-type]
+
+
+async def test_https_untrusted_cert_fails_verification(pki: dict[str, object]) -> None:
+    s = await tls_server(pki, "good")
+    try:
+        r = await probe.http(T, {"scheme": "https", "port": s.port, "timeout": 3})
+        assert not r.ok and r.summary.startswith("certificate verify failed: "), r
+        assert "self-signed" in r.summary or "local issuer" in r.summary
+        r = await probe.http(T, {"scheme": "https", "port": s.port, "timeout": 3, "verify": False})
+        assert r.ok, r
+    finally:
+        await s.stop()
+
+
+async def test_https_verified_with_sni(pki: dict[str, object], trust_test_ca: None) -> None:
+    s = await tls_server(pki, "good")
+    try:
+        params = {"scheme": "https", "port": s.port, "timeout": 3}
+        r = await probe.http(T, {**params, "host_header": "www.example.test", "path": "/vhost",
+                                 "body_regex": "^www.example.test$", "cert_days": 30})
+        assert r.ok, r
+        assert r.summary.startswith("status 200, certificate valid 36")
+        assert s.sni == ["www.example.test"]
+        # a name the certificate does not carry
+        r = await probe.http(T, {**params, "host_header": "other.example.test"})
+        assert not r.ok and r.summary.startswith("certificate verify failed: Hostname mismatch"), r
+    finally:
+        await s.stop()
+
+
+async def test_https_expired(pki: dict[str, object], trust_test_ca: None) -> None:
+    s = await tls_server(pki, "expired")
+    try:
+        params = {"scheme": "https", "port": s.port, "timeout": 3}
+        r = await probe.http(T, params)
+        assert not r.ok and r.summary == "certificate verify failed: certificate has expired"
+        r = await probe.http(T, {**params, "verify": False, "cert_days": 1})
+        assert not r.ok and r.summary == "certificate expired 2 days ago"
+        assert (await probe.http(T, {**params, "verify": False})).ok
+    finally:
+        await s.stop()
+
+
+async def test_https_expiring_soon(pki: dict[str, object], trust_test_ca: None) -> None:
+    s = await tls_server(pki, "soon")
+    try:
+        params = {"scheme": "https", "port": s.port, "timeout": 3}
+        r = await probe.http(T, {**params, "cert_days": 7})
+        assert not r.ok and r.summary == "certificate expires in 3 days"
+        assert (await probe.http(T, {**params, "cert_days": 3})).ok
+        assert (await probe.http(T, {**params, "cert_days": 7, "verify": False})).summary == \
+            "certificate expires in 3 days"
+        # a reused keepalive connection has no new handshake; the cert is remembered
+        for _ in range(2):
+            r = await probe.http(T, {**params, "cert_days": 7, "keepalive": True})
+            assert r.summary == "certificate expires in 3 days"
+        await probe.close_sessions()
+    finally:
+        await s.stop()
+
+
+async def test_tls_to_plain_server(server: Server) -> None:
+    r = await probe.http(T, {"scheme": "https", "port": server.port, "timeout": 3})
+    assert not r.ok and r.summary.startswith("TLS error"), r

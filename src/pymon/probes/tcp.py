@@ -143,8 +143,8 @@ async def _converse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     text = seen.decode("utf-8", errors="replace")
     if not seen:
         return Result(ok=False, summary=f"connection closed before {cfg.expect.pattern!r}")
-    why = "banner" if len(seen) < cfg.max_read else f"first {cfg.max_read} bytes"
-    return Result(ok=False, summary=f"{why} does not match {cfg.expect.pattern!r}", detail=text[:500])
+    why = "banner does" if len(seen) < cfg.max_read else f"first {cfg.max_read} bytes do"
+    return Result(ok=False, summary=f"{why} not match {cfg.expect.pattern!r}", detail=text[:500])
 
 
 async def check(target: Target, cfg: TcpParams) -> Result:

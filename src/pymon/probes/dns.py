@@ -158,10 +158,8 @@ def _serial(msg: dns.message.Message | None) -> int | None:
 
 def _compare_serials(out: dict[str, Result], msgs: dict[str, dns.message.Message | None]) -> None:
     serials = {h: s for h, s in ((h, _serial(m)) for h, m in msgs.items()) if s is not None}
-    if not serials:
-        return
-    newest = max(serials.values())
-    holder = next(h for h, s in serials.items() if s == newest)
+    newest = max(serials.values(), default=None)
+    holder = next((h for h, s in serials.items() if s == newest), "")
     for host, res in out.items():
         if not res.ok:
             continue

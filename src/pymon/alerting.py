@@ -49,8 +49,10 @@ async def deliver(cfg: Config, plugins: Plugins, st: ServiceState, fire: Fire, n
             return False
         log.info("alert.sent", **fields)
         return True
+    named = set(fire.summary.split())
+    hosts = st.failing_hosts if fire.kind == "alert" else [h for h in cfg.hostgroups[svc.group] if h in named]
     event = AlertEvent(
-        type=fire.kind, group=svc.group, service=svc.name, hosts=tuple(st.failing_hosts),
+        type=fire.kind, group=svc.group, service=svc.name, hosts=tuple(hosts),
         summary=fire.summary, detail=fire.output.split("\n", 1)[1] if "\n" in fire.output else "",
         time=now, args=fire.alert.args, description=svc.description, retval=fire.retval,
     )

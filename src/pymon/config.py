@@ -188,10 +188,11 @@ class Config:
 
 # Resolvers are passed in so this module stays free of plugin loading (pure).
 Resolver = Callable[[str], bool]
+ParamCheck = Callable[[str, dict[str, Any]], list[str]]
 
 
 def load_config(path: str | os.PathLike[str], *, known_monitor: Resolver | None = None,
-                known_alert: Resolver | None = None) -> Config:
+                known_alert: Resolver | None = None, monitor_params: ParamCheck | None = None) -> Config:
     file = str(path)
     try:
         text = Path(file).read_text()
@@ -199,11 +200,12 @@ def load_config(path: str | os.PathLike[str], *, known_monitor: Resolver | None 
         raise ConfigError([f"{file}:1:1: cannot read config: {e.strerror}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{file}:1:1: config is not UTF-8 text"]) from None
-    return parse_config(text, file, known_monitor=known_monitor, known_alert=known_alert)
+    return parse_config(text, file, known_monitor=known_monitor, known_alert=known_alert,
+                        monitor_params=monitor_params)
 
 
 def parse_config(text: str, file: str, *, known_monitor: Resolver | None = None,
-                 known_alert: Resolver | None = None) -> Config:
+                 known_alert: Resolver | None = None, monitor_params: ParamCheck | None = None) -> Config:
     try:
         src = yamlsrc.load(text, file)
     except yamlsrc.YamlError as e:
@@ -211,7 +213,7 @@ def parse_config(text: str, file: str, *, known_monitor: Resolver | None = None,
     problems = _schema_problems(src)
     if problems:
         raise ConfigError(problems)
-    return _Builder(src, known_monitor, known_alert).build()
+    return _Builder(src, known_monitor, known_alert, monitor_params).build()
 
 
 def _schema_problems(src: yamlsrc.Source) -> list[str]:
@@ -259,8 +261,10 @@ def _describe(schema: dict[str, Any]) -> str:
 
 
 class _Builder:
-    def __init__(self, src: yamlsrc.Source, known_monitor: Resolver | None, known_alert: Resolver | None):
+    def __init__(self, src: yamlsrc.Source, known_monitor: Resolver | None, known_alert: Resolver | None,
+                 monitor_params: ParamCheck | None):
         self.src = src
+        self.monitor_params = monitor_params
         self.known_monitor = known_monitor
         self.known_alert = known_alert
         self.problems: list[tuple[tuple[int, int], str]] = []
@@ -351,6 +355,10 @@ class _Builder:
         known = self.known_monitor if kind == "monitor" else self.known_alert
         if known is not None and not known(name):
             self.err(path, f"unknown {kind} {name!r} (not built in and not found in the {kind} dirs)")
+        elif kind == "monitor" and self.monitor_params is not None:
+            checked = dict(params, argv=args) if args else params
+            for problem in self.monitor_params(name, checked):
+                self.err(path, f"monitor {name}: {problem}")
         return PluginSpec(name, tuple(args), params, exit_range)
 
     def exit_range(self, path: yamlsrc.Path, s: str) -> tuple[int, int] | None:

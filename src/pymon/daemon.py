@@ -26,7 +26,8 @@ def load_all(path: str) -> tuple[Config, Plugins]:
     found = plugins_mod.load(first.mondir, first.alertdir)
     try:
         cfg = load_config(path, known_monitor=lambda n: found.monitor(n) is not None,
-                          known_alert=lambda n: found.alert(n) is not None)
+                          known_alert=lambda n: found.alert(n) is not None,
+                          monitor_params=found.monitor_problems)
     except ConfigError as e:
         raise ConfigError(found.errors + e.problems) from None
     if found.errors:
@@ -160,7 +161,8 @@ class Daemon:
             self.log.info("host.state", **fields, host=ch.host, state="up" if ch.up else "down",
                           summary=ch.result.summary)
         if out.status_changed:
-            self.log.info("service.state", **fields, state=st.status, summary=st.last_summary)
+            self.log.info("service.state", **fields, state=st.status,
+                          summary=st.last_summary if st.status == "fail" else "")
         self._fire(st, out.fires, now)
         return svc.failure_interval if st.status == "fail" and svc.failure_interval else svc.interval
 

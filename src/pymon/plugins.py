@@ -41,7 +41,20 @@ class Plugins:
         return None
 
     def monitor(self, name: str) -> Path | Monitor | None:
-        return self.executable(name, self.mondirs) or self.registry.monitors.get(name)
+        """`http.monitor` with no such script falls back to the native `http`,
+        which takes mon's options as `argv`."""
+        found = self.executable(name, self.mondirs) or self.registry.monitors.get(name)
+        if found is None and name.endswith(".monitor"):
+            found = self.registry.monitors.get(name.removesuffix(".monitor"))
+        return found
+
+    def monitor_problems(self, name: str, params: dict[str, object]) -> list[str]:
+        found = self.monitor(name)
+        if not isinstance(found, Monitor):
+            return []
+        from .probes import check_params
+
+        return check_params(found.name, params, self.registry)
 
     def alert(self, name: str) -> Path | Alert | None:
         return self.executable(name, self.alertdirs) or self.registry.alerts.get(name)

@@ -25,6 +25,7 @@ class HostState:
     consec_ok: int = 0
     since: float = 0.0
     last: Result | None = None
+    last_bad: Result | None = None  # why it is down, even after a first good result
     last_check: float = 0.0
 
     def observe(self, ok: bool, now: float, fall: int, rise: int) -> bool:
@@ -133,6 +134,8 @@ class ServiceState:
         for host, res in results.items():
             hs = self.hosts.setdefault(host, HostState())
             hs.last, hs.last_check = res, now
+            if not res.ok:
+                hs.last_bad = res
             if hs.observe(res.ok, now, self.spec.fall, self.spec.rise):
                 out.hosts.append(HostChange(host, res.ok, res))
         self.last_check = now
@@ -178,7 +181,7 @@ class ServiceState:
     def _native_output(self, failing: list[str]) -> str:
         lines = [" ".join(failing)]
         for h in failing:
-            last = self.hosts[h].last
+            last = self.hosts[h].last_bad
             lines.append(f"{h}: {last.summary if last else 'down'}")
         return "\n".join(lines) if failing else ""
 

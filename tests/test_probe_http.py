@@ -212,15 +212,22 @@ async def test_ipv6(server: Server) -> None:
 async def test_mon_args(server: Server) -> None:
     argv = ["-p", str(server.port), "-t", "3", "-u", "/vhost", "-a", "mon/1.2", "-m", "127.0.0.1"]
     assert probe.from_mon_args(argv) == {"port": str(server.port), "timeout": "3", "path": "/vhost",
-                                         "agent": "mon/1.2", "body_regex": "127.0.0.1"}
+                                         "agent": "mon/1.2", "body_regex": "127.0.0.1", "status": "100-599"}
     assert check_params("http", {"argv": argv}) == []
     r = await probe.http(T, {"argv": argv})
     assert r.ok, r
     # explicit params override argv; the scheduler adds timeout itself
-    r = await probe.http(T, {"argv": argv, "path": "/status/500", "timeout": 2})
-    assert r.summary == "status 500 not in 200-399"
+    r = await probe.http(T, {"argv": argv, "path": "/status/500", "body_regex": "maint", "timeout": 2})
+    assert r.ok, r  # as in mon, a -m match decides alone
+    r = await probe.http(T, {"argv": argv, "path": "/status/500", "status": "2xx", "timeout": 2})
+    assert r.summary == "status 500 not in 2xx"
+    # without -m, mon's good statuses: 200, 301, 302, 401
+    r = await probe.http(T, {"argv": ["-p", str(server.port), "-u", "/status/401", "-o"]})
+    assert r.ok, r
+    r = await probe.http(T, {"argv": ["-p", str(server.port), "-u", "/status/204"]})
+    assert r.summary == "status 204 not in 200,301,302,401"
     assert probe.from_mon_args(["-u", "https://x:8443/a?b=1"]) == {"path": "/a?b=1", "scheme": "https",
-                                                                  "port": 8443}
+                                                                  "port": 8443, "status": probe.MON_STATUS}
 
 
 async def test_bad_params_fail_without_raising() -> None:

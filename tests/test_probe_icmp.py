@@ -109,6 +109,20 @@ async def test_thresholds(netns: Ns) -> None:
     assert icmp._summary(icmp._parse({"count": 4}), [0.1, 0.2]).ok  # default: only total loss fails
 
 
+@needs_root_ip
+async def test_mon_args_and_only_all_down(netns: Ns) -> None:
+    assert icmp.from_mon_args(["-r", "1", "-t", "500", "-s", "250", "-a", "-T"]) == {
+        "count": 2, "wait": 0.5, "rtt": 250.0, "only_all_down": True}
+    assert check_params("fping", {"argv": ["-r", "x"]}) == [
+        "argv: fping.monitor: invalid literal for int() with base 10: 'x'"]
+    argv = ["-r", "1", "-t", "300", "-a"]
+    res = await probe(targets(netns.ok4, netns.drop4), {"argv": argv, "interval": 0.05})
+    assert res[netns.ok4].ok and res[netns.drop4].ok
+    assert res[netns.drop4].summary == "100% loss (0/2 received) (ignored: not all hosts down)"
+    res = await probe(targets(netns.drop4, netns.drop6), {"argv": argv, "interval": 0.05})
+    assert not any(r.ok for r in res.values())
+
+
 async def test_names_and_params() -> None:
     res = await probe(targets("no-such-host.invalid"), FAST)
     assert res["no-such-host.invalid"].summary == "cannot resolve no-such-host.invalid"

@@ -166,6 +166,16 @@ async def test_telnet_defaults_and_mon_args() -> None:
     assert not r.ok and r.summary == "bad params: port: required"
 
 
+async def test_telnet_mon_args() -> None:
+    assert probe.from_telnet_args(["-l", "/ogin:/i", "-p", "2323"]) == {"expect": "(?i)ogin:", "port": "2323"}
+    assert probe.from_telnet_args([]) == {"expect": "(?i)ogin:"}
+    async with Peer(banner(b"router LOGIN: ")) as p:
+        r = await probe.telnet(T, {"argv": ["-p", str(p.port), "-t", "2"]})
+        assert r.ok, r
+        r = await probe.telnet(T, {"argv": ["-p", str(p.port), "-t", "0.3", "-l", "/^Password/"]})
+        assert r.summary == "timeout after 0.3s waiting for '^Password'"
+
+
 def test_telnet_filter_split_sequences() -> None:
     f = TelnetFilter()
     data = bytes([ord("a"), IAC]) + bytes([DO]) + bytes([1, ord("b"), IAC, IAC, IAC, SB, 1, 2])

@@ -1,4 +1,4 @@
-"""Built-in native probes; importing this package registers them in `pymon.plugin.MONITORS`.
+"""Built-in native probes; importing this package registers them in `pymon.plugin.current`.
 
     http       http.py       HTTP(S) status/header/body/certificate check, per host
     tcp        tcp.py        connect (+ send/expect banner), per host
@@ -15,10 +15,10 @@ params as one-line messages (empty list: valid); it never raises. Unknown keys a
 errors, so typos in the config surface at load time. `check_params(name, params)`
 below is the single entry point; for a drop-in plugin without CHECKS it returns [].
 
-Where a probe accepts mon's command-line options (http, tcp/telnet, freespace), the
+Where a probe accepts mon's command-line options (http, tcp, telnet, fping, freespace), the
 params may carry `argv: [...]` (the options as mon's monitor script took them, without
 host names; the scheduler passes a service's monitor args that way); explicit keys
-given next to `argv` override what it sets. The other probes report `argv` as an error.
+given next to `argv` override what it sets. dns reports `argv` as an error.
 The scheduler also fills in `timeout` from the service's timeout when it is not set.
 
 At run time a probe re-validates and, rather than raising, returns

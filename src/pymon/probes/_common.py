@@ -34,7 +34,7 @@ class ParamError(ValueError):
 class ParamReader:
     """Typed access to a params dict that records errors and unknown keys."""
 
-    def __init__(self, params: Params, base: Params | None = None, argv: bool = False) -> None:
+    def __init__(self, params: Params, base: Params | None = None, argv: bool = True) -> None:
         """`base`: params derived from mon's argv, overridden by explicit keys; `argv`:
         whether this probe understands an `argv` key (else it is reported as unknown)."""
         if not isinstance(params, dict):
@@ -191,17 +191,28 @@ def describe(exc: BaseException, timeout: float | None = None, host: str = "") -
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def parse_opts(argv: Any, spec: dict[str, str], prog: str) -> dict[str, str]:
-    """getopt for mon's monitor command lines; `spec` maps '-x' to a param name."""
+def parse_opts(argv: Any, spec: dict[str, str], prog: str, flags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """getopt for mon's monitor command lines: `spec` maps '-x' (taking a value) to a
+    param name; each of `flags` ('-o') takes no value and maps to True under its own name."""
     import getopt
 
     if not isinstance(argv, (list, tuple)) or not all(isinstance(a, (str, int, float)) for a in argv):
         raise ParamError([f"argv: expected a list of strings, got {argv!r}"])
-    shortopts = "".join(f"{opt[1]}:" for opt in spec)
+    shortopts = "".join(f"{opt[1]}:" for opt in spec) + "".join(f[1] for f in flags)
     try:
         opts, rest = getopt.getopt([str(a) for a in argv], shortopts)
     except getopt.GetoptError as e:
         raise ParamError([f"argv: {prog}: {e}"]) from None
     if rest:
         raise ParamError([f"argv: {prog}: unexpected argument {rest[0]!r} (hosts come from the group)"])
-    return {spec[o]: v for o, v in opts}
+    return {spec.get(o, o): (v if o in spec else True) for o, v in opts}
+
+
+def perl_regex(text: str) -> str:
+    """mon's '/ogin:/i' regex arguments as a Python pattern ('(?i)ogin:')."""
+    import re as _re
+
+    m = _re.fullmatch(r"/(.*)/([imsx]*)", text, _re.S)
+    if not m:
+        return text
+    return (f"(?{m[2]})" if m[2] else "") + m[1]

@@ -48,7 +48,7 @@ class DnsParams:
 
 
 def _parse(params: Params) -> DnsParams:
-    r = ParamReader(params)
+    r = ParamReader(params, argv=False)
     name_text = r.string("name", None)
     qname = dns.name.root
     if name_text is None:

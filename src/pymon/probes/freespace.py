@@ -77,7 +77,7 @@ def from_mon_args(argv: list[str]) -> Params:
 
 def _parse(params: Params) -> FreespaceParams:
     base = from_mon_args(params["argv"]) if params.get("argv") is not None else {}
-    r = ParamReader(params, base, argv=True)
+    r = ParamReader(params, base)
     raw = r.raw("paths", None)
     out: list[tuple[str, tuple[Threshold, ...]]] = []
     if not isinstance(raw, dict) or not raw:

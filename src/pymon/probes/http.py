@@ -103,11 +103,19 @@ def parse_status(value: Any) -> StatusSpec:
     return StatusSpec(tuple(r for r in ranges if r), text)
 
 
+MON_STATUS = [200, 301, 302, 401]
+
+
 def from_mon_args(argv: list[str]) -> Params:
-    """mon's `http.monitor -p port -t timeout -u url -a agent -m regex` as params."""
+    """mon's `http.monitor [-p port] [-t secs] [-u url] [-a agent] [-m regex] [-o]` as params.
+
+    As in mon, the good statuses are 200, 301, 302 and 401, a `-m` match alone decides
+    (any status), and the default timeout is 30 s (the scheduler passes the service's).
+    Unlike mon, `-m` is searched in the body only, not in the headers. -o is ignored."""
     opts = parse_opts(argv, {"-p": "port", "-t": "timeout", "-u": "path", "-a": "agent", "-m": "body_regex"},
-                      "http.monitor")
-    out: Params = dict(opts)
+                      "http.monitor", flags=("-o",))
+    opts.pop("-o", None)
+    out: Params = {"status": "100-599" if "body_regex" in opts else MON_STATUS, **opts}
     url = opts.get("path")
     if url and "://" in url:
         parts = urlsplit(url)
@@ -120,7 +128,7 @@ def from_mon_args(argv: list[str]) -> Params:
 
 def _parse(params: Params) -> HttpParams:
     base = from_mon_args(params["argv"]) if params.get("argv") is not None else {}
-    r = ParamReader(params, base, argv=True)
+    r = ParamReader(params, base)
     scheme = r.string("scheme", "http", ("http", "https"))
     path = r.string("path", "/")
     if path is not None and not path.startswith("/"):

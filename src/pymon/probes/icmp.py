@@ -16,7 +16,9 @@ timeout and would otherwise cancel the group's check and lose every result), los
 reaches this, so by default only when every echo is lost, as mon's fping.monitor),
 rtt (ms; fail when the average round trip exceeds it), family (4 or 6, for names),
 privileged ("auto", true = raw sockets, false = datagram sockets), payload_size (56),
-concurrency (256 hosts in flight).
+concurrency (256 hosts in flight), only_all_down (false: when true, hosts fail only if
+every host of the group fails, mon's -a), argv (mon's fping.monitor options, see
+`from_mon_args`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import icmplib
 
 from pymon.plugin import Params, Result, Target, monitor
-from pymon.probes._common import ParamReader, bad_params, checker, describe
+from pymon.probes._common import ParamError, ParamReader, bad_params, checker, describe, parse_opts
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,32 @@ class PingParams:
     privileged: bool | None
     payload_size: int
     concurrency: int
+    only_all_down: bool
+
+
+def from_mon_args(argv: list[str]) -> Params:
+    """mon's `fping.monitor [-a] [-r retries] [-s msecs] [-t msecs] [-T]` as params:
+    -r N -> count N+1, -t -> wait (ms), -s -> rtt (ms), -a -> only_all_down; -T (traceroute
+    failed hosts) is ignored."""
+    opts = parse_opts(argv, {"-r": "retries", "-s": "rtt", "-t": "wait"}, "fping.monitor", flags=("-a", "-T"))
+    out: Params = {}
+    try:
+        if "retries" in opts:
+            out["count"] = int(opts["retries"]) + 1
+        if "wait" in opts:
+            out["wait"] = float(opts["wait"]) / 1000
+        if "rtt" in opts:
+            out["rtt"] = float(opts["rtt"])
+    except ValueError as e:
+        raise ParamError([f"argv: fping.monitor: {e}"]) from None
+    if opts.get("-a"):
+        out["only_all_down"] = True
+    return out
 
 
 def _parse(params: Params) -> PingParams:
-    r = ParamReader(params)
+    base = from_mon_args(params["argv"]) if params.get("argv") is not None else {}
+    r = ParamReader(params, base)
     family = r.number("family", None, integer=True)
     if family not in (None, 4, 6):
         r.error(f"family: must be 4 or 6, got {family!r}")
@@ -71,6 +95,7 @@ def _parse(params: Params) -> PingParams:
         privileged=priv,
         payload_size=r.number("payload_size", 56, integer=True, lo=0),
         concurrency=r.number("concurrency", 256, integer=True, positive=True),
+        only_all_down=r.boolean("only_all_down", False),
     )
     if cfg.timeout <= (cfg.count - 1) * cfg.interval:
         r.error(f"timeout: {cfg.timeout:g}s is too short for {cfg.count} echoes {cfg.interval:g}s apart")
@@ -141,4 +166,8 @@ async def fping(targets: list[Target], params: Params) -> dict[str, Result]:
     hosts = list(dict.fromkeys(t.host for t in targets))
     sem = asyncio.Semaphore(cfg.concurrency)
     results = await asyncio.gather(*(_ping(h, cfg, privileged, sem) for h in hosts))
+    if cfg.only_all_down and any(r.ok for r in results):
+        for r in results:
+            if not r.ok:
+                r.ok, r.summary = True, f"{r.summary} (ignored: not all hosts down)"
     return dict(zip(hosts, results))

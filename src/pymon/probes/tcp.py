@@ -9,7 +9,8 @@ so that servers waiting for an answer still print their prompt.
 Params: port (required for tcp), send (string sent after connect; YAML escapes such as
 "\\r\\n" apply), expect (regex searched in what the server sends, read until it
 matches, the server closes, `max_read` bytes (4096) arrive, or the timeout), timeout
-(10), argv (mon's `tcp.monitor -p PORT [-t SECS]`).
+(10), argv (mon's `tcp.monitor -p PORT [-t SECS]`; for telnet, telnet.monitor's
+`-p PORT -t SECS -l '/regex/'`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from pymon.plugin import Params, Result, Target, monitor
-from pymon.probes._common import ParamReader, bad_params, checker, describe, fmt_s, parse_opts
+from pymon.probes._common import ParamReader, bad_params, checker, describe, fmt_s, parse_opts, perl_regex
 
 IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
 
@@ -36,14 +37,21 @@ class TcpParams:
 
 
 def from_mon_args(argv: list[str]) -> Params:
-    """mon's `tcp.monitor -p PORT [-t SECS]` (also telnet.monitor's -p/-t)."""
+    """mon's `tcp.monitor -p PORT [-t SECS]`."""
     return parse_opts(argv, {"-p": "port", "-t": "timeout"}, "tcp.monitor")
+
+
+def from_telnet_args(argv: list[str]) -> Params:
+    """mon's `telnet.monitor [-p PORT] [-t SECS] [-l '/regex/']` (prompt default /ogin:/i)."""
+    opts = parse_opts(argv, {"-p": "port", "-t": "timeout", "-l": "expect"}, "telnet.monitor")
+    return {"expect": "(?i)ogin:", **opts, **({"expect": perl_regex(opts["expect"])} if "expect" in opts else {})}
 
 
 def _parser(telnet: bool):  # type: ignore[no-untyped-def]
     def parse(params: Params) -> TcpParams:
-        base = from_mon_args(params["argv"]) if params.get("argv") is not None else {}
-        r = ParamReader(params, base, argv=True)
+        mon_args = from_telnet_args if telnet else from_mon_args
+        base = mon_args(params["argv"]) if params.get("argv") is not None else {}
+        r = ParamReader(params, base)
         port = r.port("port", 23 if telnet else None)
         if port is None:
             r.error("port: required")

@@ -75,7 +75,7 @@ def _parse(params: Params) -> DnsParams:
         r.error(f"rcode: unknown rcode {rcode_text!r}")
     cfg = DnsParams(
         name=qname, rdtype=rdtype, rcode=rcode, answer=r.regex("answer"),
-        port=r.port("port", 53), recurse=r.boolean("recurse", True), tcp=r.boolean("tcp", False),
+        port=r.port("port", 53) or 53, recurse=r.boolean("recurse", True), tcp=r.boolean("tcp", False),
         timeout=r.timeout(), soa_serial_agree=soa,
     )
     r.finish()

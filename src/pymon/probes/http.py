@@ -157,7 +157,7 @@ def _parse(params: Params) -> HttpParams:
     cfg = HttpParams(
         method=r.string("method", "GET", ("GET", "HEAD"), upper=True),
         scheme=scheme,
-        port=r.port("port", 443 if scheme == "https" else 80),
+        port=r.port("port", 443 if scheme == "https" else 80) or 0,
         path=path,
         host_header=r.string("host_header", None),
         verify=r.boolean("verify", True),

@@ -156,6 +156,7 @@ BAD = [
     ("hr {1noon}", "bad hour value '1noon'", 4),
     ("hr {noon}", "bad hour value 'noon'", 4),
     ("hrs {1}", "unknown scale 'hrs'", 0),
+    ("minutes {1}", "unknown scale 'minutes'", 0),
     ("wd {Mon-Fri} h {1}", "unknown scale 'h'", 13),
     ("wd {Mon-Fri", "unbalanced braces", 0),
     ("wd Mon-Fri", "expected 'scale {range ...}'", 0),
@@ -219,19 +220,20 @@ def perl() -> Iterator[Oracle]:
         ["perl", "-e", PERL_ORACLE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True, env={**os.environ, "TZ": "UTC"},
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None and stdout is not None
 
     def ask(cases: list[tuple[str, int]]) -> list[int]:
         out: list[int] = []
         for i in range(0, len(cases), 500):  # answers stay well below a pipe buffer
             chunk = cases[i:i + 500]
-            proc.stdin.write("".join(f"{s.encode().hex()}\t{t}\n" for s, t in chunk))
-            proc.stdin.flush()
-            out += [int(proc.stdout.readline()) for _ in chunk]
+            stdin.write("".join(f"{s.encode().hex()}\t{t}\n" for s, t in chunk))
+            stdin.flush()
+            out += [int(stdout.readline()) for _ in chunk]
         return out
 
     yield ask
-    proc.stdin.close()
+    stdin.close()
     proc.wait(timeout=10)
 
 
@@ -384,6 +386,7 @@ CORPUS = [s for s, _, _ in TABLE] + [s for s, _, _ in BAD] + [
     "yr {00-69}", "wk {2-5}", "wk {5-2}", "wk {1-6}", "md {25-5}", "yd {300-60}",
     "hr{1}wd{2}", "hr {1}\nwd {2}", "hr\n{1}", "\n hr {1} \n", "hr {1_}", "hr {_}",
     ", hr {1}", "hr {1} ,, ", "NONE", "none, hr {1}", "hr {1}, none", "hr {1}}",
+    *(f"{name} {{1}}" for name in BAD_SCALES + ["Minute", "SEC", "Yday"]),
 ]
 
 

@@ -236,7 +236,9 @@ def _shared_session(host: str, cfg: HttpParams) -> tuple[aiohttp.ClientSession, 
 
 
 async def close_sessions() -> None:
-    """Close the keepalive sessions of the running loop (call at shutdown/reload)."""
+    """Close the keepalive sessions of the running loop. Call at shutdown and after a
+    config reload: sessions are keyed by (host, params), so ones whose params left the
+    config stay open until then."""
     loop_id = id(asyncio.get_running_loop())
     for key in [k for k in _SESSIONS if k[0] == loop_id]:
         session, _ = _SESSIONS.pop(key)

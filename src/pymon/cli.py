@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import replace
 
 from . import __version__, logs
 from .config import SCHEMA, ConfigError
@@ -22,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("-c", "--config", required=True, help="pymon YAML config")
         return sp
 
-    for sp in (with_config("run", "run the daemon"), sub.add_parser("demo", help="run the example in etc/")):
+    run_p = with_config("run", "run the daemon")
+    run_p.add_argument("--dry-run", action="store_true", help="never change IPVS; log what would change")
+    ip = with_config("ipvs", "run one round of checks, then print the wanted and the actual IPVS table")
+    ip.add_argument("--json", action="store_true")
+    for sp in (run_p, sub.add_parser("demo", help="run the example in etc/")):
         sp.add_argument("--log-format", choices=("json", "console"), default="json")
         sp.add_argument("--log-level", choices=tuple(logs.LEVELS), default="info")
     with_config("check-config", "validate a config and exit (status 2 when invalid)")
@@ -47,7 +52,7 @@ def _run(a: argparse.Namespace) -> int:
 
     cfg, plugins = load_all(a.config)
     log = logs.setup(a.log_format, a.log_level)
-    return asyncio.run(Daemon(a.config, log, cfg, plugins).run())
+    return asyncio.run(Daemon(a.config, log, cfg, plugins, dry_run=a.dry_run).run())
 
 
 def _check_config(a: argparse.Namespace) -> int:
@@ -78,6 +83,51 @@ def _test(a: argparse.Namespace) -> int:
     return 0 if st.status == "ok" else 1
 
 
+def _ipvs(a: argparse.Namespace) -> int:
+    from .daemon import load_all
+    from .ipvs import KernelIPVS
+    from .ipvs_table import IPVSError, format_ipvsadm
+    from .lvs import side_by_side, wanted_table
+
+    cfg, plugins = load_all(a.config)
+
+    async def main() -> tuple[str, str, list[str]]:
+        from .checks import run_check
+        from .state import ServiceState
+
+        watched = {vs.watch for vs in cfg.virtual_services}
+        # one round decides: no fall/rise debounce for a one-shot view
+        states = {k: ServiceState(replace(cfg.services[k], fall=1, rise=1)) for k in watched}
+        checks = await asyncio.gather(*(run_check(cfg, plugins, st.spec, st) for st in states.values()))
+        for st, check in zip(states.values(), checks):
+            st.observe(time.time(), check.results, check.output, check.retval)
+        kernel = KernelIPVS()
+        try:
+            actual = await kernel.read()
+            note = []
+        except IPVSError as e:
+            actual, note = {}, [f"(kernel: {e})"]
+        await kernel.close()
+
+        def health(w: tuple[str, str], h: str) -> bool | None:
+            hs = states[w].hosts.get(h)
+            return hs.up if hs else None
+
+        wanted, _ = wanted_table(cfg.virtual_services, health, actual)
+        notes = [f"{g}:{s} {h}: {'up' if hs.up else 'DOWN ' + (hs.last.summary if hs.last else '')}"
+                 for (g, s), st in states.items() for h, hs in st.hosts.items()]
+        return format_ipvsadm(wanted), "\n".join(note) or format_ipvsadm(actual), notes
+
+    wanted, actual, notes = asyncio.run(main())
+    if a.json:
+        print(json.dumps({"wanted": wanted.splitlines(), "actual": actual.splitlines(), "health": notes}))
+    else:
+        print(side_by_side(wanted, actual))
+        print()
+        print("\n".join(notes))
+    return 0
+
+
 def _schema(a: argparse.Namespace) -> int:
     print(json.dumps(SCHEMA, indent=2))
     return 0
@@ -89,4 +139,4 @@ def _demo(a: argparse.Namespace) -> int:
     return asyncio.run(run_demo(a.config, a.log_format, a.log_level))
 
 
-_COMMANDS = {"run": _run, "check-config": _check_config, "test": _test, "schema": _schema, "demo": _demo}
+_COMMANDS = {"run": _run, "ipvs": _ipvs, "check-config": _check_config, "test": _test, "schema": _schema, "demo": _demo}

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import jsonschema
 
 from . import yamlsrc
+from .ipvs_table import Dest, Service, ServiceKey
 from .period import Period, PeriodError, parse_period
 
 DURATION = r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)?\s*)+$"
@@ -62,6 +63,52 @@ _service = {
         "periods": {"type": "array", "items": _period},
     },
 }
+_SCHEDULERS = ["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"]
+_forwarding = {"enum": ["dr", "nat", "tun", "gate", "masq", "ipip", "g", "m", "i"]}
+_real_server = {"anyOf": [
+    {"type": "string", "description": "ADDRESS[:PORT]"},
+    {"type": "object", "additionalProperties": False, "required": ["address"], "properties": {
+        "address": {"type": "string", "description": "ADDRESS[:PORT]"},
+        "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+        "weight": {"type": "integer", "minimum": 0},
+        "forwarding": _forwarding,
+        "host": {"type": "string", "description": "the host's name in the watched hostgroup (default: address)"},
+    }},
+]}
+_virtual_service = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["watch", "real_servers"],
+    "properties": {
+        "name": {"type": "string"},
+        "vip": {"type": "string", "description": "VIP:PORT, [IPv6]:PORT"},
+        "fwmark": {"type": "integer", "minimum": 1},
+        "family": {"enum": [4, 6]},
+        "protocol": {"enum": ["tcp", "udp", "sctp"]},
+        "scheduler": {"enum": _SCHEDULERS},
+        "persistent": _duration,
+        "netmask": {"type": ["integer", "string"], "description": "persistence netmask: prefix length or dotted"},
+        "forwarding": _forwarding,
+        "weight": {"type": "integer", "minimum": 0, "description": "default real-server weight"},
+        "watch": {"type": "string", "pattern": r"^[^:\s]+:[^:\s]+$", "description": "GROUP:SERVICE driving health"},
+        "quiescent": {"type": "boolean"},
+        "sorry_server": {"type": "string", "description": "ADDRESS[:PORT] used while no real server is healthy"},
+        "quorum": {"type": "integer", "minimum": 0, "description": "minimum healthy weight"},
+        "hysteresis": {"type": "integer", "minimum": 0},
+        "quorum_alert": _alerts,
+        "real_servers": {"type": "array", "items": _real_server},
+    },
+}
+_ipvs = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "dry_run": {"type": "boolean", "description": "log the changes, never touch the kernel"},
+        "fallback": {"enum": ["error", "dry-run"], "description": "what to do when IPVS is unavailable"},
+        "cleanstop": {"type": "boolean", "description": "remove the virtual services on stop"},
+        "resync": _duration,
+    },
+}
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "pymon configuration",
@@ -89,6 +136,8 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": {"type": "object", "additionalProperties": _service},
         },
+        "virtual_services": {"type": "array", "items": _virtual_service},
+        "ipvs": _ipvs,
     },
 }
 
@@ -170,6 +219,56 @@ class ServiceSpec:
         return (self.group, self.name)
 
 
+@dataclass(frozen=True)
+class RealServerSpec:
+    host: str  # name in the watched hostgroup whose health drives it
+    dest: Dest  # weight here is the weight when healthy
+
+
+@dataclass
+class VirtualServiceSpec:
+    name: str
+    service: Service
+    watch: tuple[str, str]
+    reals: list[RealServerSpec]
+    quiescent: bool = False
+    sorry: Dest | None = None
+    quorum: int = 0
+    hysteresis: int = 0
+    quorum_alert: list[PluginSpec] = field(default_factory=list)
+
+
+@dataclass
+class IpvsOptions:
+    dry_run: bool = False
+    fallback: str = "error"
+    cleanstop: bool = False
+    resync: float = 10.0
+
+
+_FWD = {"dr": "dr", "gate": "dr", "g": "dr", "nat": "nat", "masq": "nat", "m": "nat",
+        "tun": "tun", "ipip": "tun", "i": "tun"}
+
+
+def split_hostport(text: str, default_port: int | None) -> tuple[str, int]:
+    """`1.2.3.4:80`, `[2001:db8::1]:80`, or a bare address taking `default_port`."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if port:
+        if not port.isdigit():
+            raise ValueError(f"bad port in {text!r}")
+        return host, int(port)
+    if default_port is None:
+        raise ValueError(f"{text!r} needs a port (ADDRESS:PORT)")
+    return host, default_port
+
+
 @dataclass
 class Config:
     file: str
@@ -181,6 +280,8 @@ class Config:
     alert_timeout: float
     hostgroups: dict[str, list[str]]
     services: dict[tuple[str, str], ServiceSpec]
+    virtual_services: list[VirtualServiceSpec] = field(default_factory=list)
+    ipvs: IpvsOptions = field(default_factory=IpvsOptions)
 
     def hosts(self, svc: ServiceSpec) -> list[str]:
         return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
@@ -188,11 +289,11 @@ class Config:
 
 # Resolvers are passed in so this module stays free of plugin loading (pure).
 Resolver = Callable[[str], bool]
-ParamCheck = Callable[[str, dict[str, Any]], list[str]]
+ParamCheck = Callable[[str, str, dict[str, Any]], list[str]]  # (kind, name, params)
 
 
 def load_config(path: str | os.PathLike[str], *, known_monitor: Resolver | None = None,
-                known_alert: Resolver | None = None, monitor_params: ParamCheck | None = None) -> Config:
+                known_alert: Resolver | None = None, plugin_problems: ParamCheck | None = None) -> Config:
     file = str(path)
     try:
         text = Path(file).read_text()
@@ -201,11 +302,11 @@ def load_config(path: str | os.PathLike[str], *, known_monitor: Resolver | None 
     except UnicodeDecodeError:
         raise ConfigError([f"{file}:1:1: config is not UTF-8 text"]) from None
     return parse_config(text, file, known_monitor=known_monitor, known_alert=known_alert,
-                        monitor_params=monitor_params)
+                        plugin_problems=plugin_problems)
 
 
 def parse_config(text: str, file: str, *, known_monitor: Resolver | None = None,
-                 known_alert: Resolver | None = None, monitor_params: ParamCheck | None = None) -> Config:
+                 known_alert: Resolver | None = None, plugin_problems: ParamCheck | None = None) -> Config:
     try:
         src = yamlsrc.load(text, file)
     except yamlsrc.YamlError as e:
@@ -213,7 +314,7 @@ def parse_config(text: str, file: str, *, known_monitor: Resolver | None = None,
     problems = _schema_problems(src)
     if problems:
         raise ConfigError(problems)
-    return _Builder(src, known_monitor, known_alert, monitor_params).build()
+    return _Builder(src, known_monitor, known_alert, plugin_problems).build()
 
 
 def _schema_problems(src: yamlsrc.Source) -> list[str]:
@@ -262,9 +363,9 @@ def _describe(schema: dict[str, Any]) -> str:
 
 class _Builder:
     def __init__(self, src: yamlsrc.Source, known_monitor: Resolver | None, known_alert: Resolver | None,
-                 monitor_params: ParamCheck | None):
+                 plugin_problems: ParamCheck | None):
         self.src = src
-        self.monitor_params = monitor_params
+        self.plugin_problems = plugin_problems
         self.known_monitor = known_monitor
         self.known_alert = known_alert
         self.problems: list[tuple[tuple[int, int], str]] = []
@@ -316,6 +417,19 @@ class _Builder:
                 if h not in groups.get(svc.group, []):
                     self.err(("watch", svc.group, svc.name, "exclude_hosts", i),
                              f"exclude_hosts: {h!r} is not in hostgroup {svc.group!r}")
+        vss = [self.virtual_service(("virtual_services", i), raw, groups, services)
+               for i, raw in enumerate(data.get("virtual_services") or [])]
+        seen: dict[ServiceKey, int] = {}
+        for i, vs in enumerate(vss):
+            if vs is not None and vs.service.key in seen:
+                self.err(("virtual_services", i), f"virtual service {vs.service.key} already defined "
+                         f"at virtual_services[{seen[vs.service.key]}]")
+            elif vs is not None:
+                seen[vs.service.key] = i
+        ip = data.get("ipvs") or {}
+        ipvs = IpvsOptions(dry_run=ip.get("dry_run", False), fallback=ip.get("fallback", "error"),
+                           cleanstop=ip.get("cleanstop", False),
+                           resync=self.duration(("ipvs", "resync"), ip.get("resync"), 10.0))
         if self.problems:
             raise ConfigError([m for _, m in sorted(self.problems)])
         statedir = g.get("statedir") or os.environ.get("STATE_DIRECTORY") or "/var/lib/pymon"
@@ -329,7 +443,64 @@ class _Builder:
             alert_timeout=self.duration(("globals", "alert_timeout"), g.get("alert_timeout"), 60.0),
             hostgroups=groups,
             services=services,
+            virtual_services=[vs for vs in vss if vs is not None],
+            ipvs=ipvs,
         )
+
+    def virtual_service(self, path: yamlsrc.Path, raw: dict[str, Any], groups: dict[str, list[str]],
+                        services: dict[tuple[str, str], ServiceSpec]) -> VirtualServiceSpec | None:
+        """ipvsadm's -A/-a as data; the ipvs_table constructors do the range checks."""
+        try:
+            if ("vip" in raw) == ("fwmark" in raw):
+                raise ValueError("give exactly one of vip (VIP:PORT) or fwmark")
+            if "vip" in raw:
+                addr, port = split_hostport(raw["vip"], None)
+                key = ServiceKey(raw.get("protocol", "tcp"), addr, port)
+            else:
+                key = ServiceKey(fwmark=raw["fwmark"], family=raw.get("family", 4))
+            netmask = raw.get("netmask")
+            if isinstance(netmask, str):
+                import ipaddress
+
+                netmask = ipaddress.ip_network(f"0.0.0.0/{netmask}" if "." in netmask else f"::/{netmask}").prefixlen
+            persistent = int(self.duration(path + ("persistent",), raw.get("persistent"), 0))
+            svc = Service(key, raw.get("scheduler", "wlc"), persistent, netmask)
+        except ValueError as e:
+            self.err(path, f"virtual service: {e}")
+            return None
+        group, _, sname = raw["watch"].partition(":")
+        if (group, sname) not in services:
+            self.err(path + ("watch",), f"watch: no such service {raw['watch']}")
+            return None
+        fwd = _FWD[raw.get("forwarding", "dr")]
+        weight = raw.get("weight", 1)
+        reals = []
+        for j, r in enumerate(raw["real_servers"]):
+            r = {"address": r} if isinstance(r, str) else r
+            try:
+                addr, port = split_hostport(r["address"], r.get("port", key.port or 0))
+                dest = Dest(addr, port, _FWD[r.get("forwarding", fwd)], r.get("weight", weight))
+            except ValueError as e:
+                self.err(path + ("real_servers", j), f"real server: {e}")
+                continue
+            host = r.get("host", addr)
+            if host not in groups.get(group, []):
+                self.err(path + ("real_servers", j), f"real server {host!r} is not a host of hostgroup {group!r} "
+                         f"(set host: to its name there)")
+            reals.append(RealServerSpec(host, dest))
+        sorry = None
+        if "sorry_server" in raw:
+            try:
+                addr, port = split_hostport(raw["sorry_server"], key.port or 0)
+                sorry = Dest(addr, port, fwd, 1)
+            except ValueError as e:
+                self.err(path + ("sorry_server",), f"sorry_server: {e}")
+        return VirtualServiceSpec(
+            name=raw.get("name", str(key)), service=svc, watch=(group, sname), reals=reals,
+            quiescent=raw.get("quiescent", False), sorry=sorry, quorum=raw.get("quorum", 0),
+            hysteresis=raw.get("hysteresis", 0),
+            quorum_alert=[self.plugin(path + ("quorum_alert", j), a, "alert")
+                          for j, a in enumerate(raw.get("quorum_alert", []))])
 
     def plugin(self, path: yamlsrc.Path, v: Any, kind: str) -> PluginSpec:
         exit_range = None
@@ -355,10 +526,10 @@ class _Builder:
         known = self.known_monitor if kind == "monitor" else self.known_alert
         if known is not None and not known(name):
             self.err(path, f"unknown {kind} {name!r} (not built in and not found in the {kind} dirs)")
-        elif kind == "monitor" and self.monitor_params is not None:
+        elif self.plugin_problems is not None:
             checked = dict(params, argv=args) if args else params
-            for problem in self.monitor_params(name, checked):
-                self.err(path, f"monitor {name}: {problem}")
+            for problem in self.plugin_problems(kind, name, checked):
+                self.err(path, f"{kind} {name}: {problem}")
         return PluginSpec(name, tuple(args), params, exit_range)
 
     def exit_range(self, path: yamlsrc.Path, s: str) -> tuple[int, int] | None:

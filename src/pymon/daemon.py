@@ -9,9 +9,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import alerting, plugins as plugins_mod
+from . import alerting, lvs, plugins as plugins_mod
 from .checks import Check, run_check
-from .config import Config, ConfigError, ServiceSpec, load_config
+from .config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
+from .plugin import Alert
 from .plugins import Plugins
 from .scheduler import Scheduler
 from .state import Fire, ServiceState
@@ -27,7 +28,7 @@ def load_all(path: str) -> tuple[Config, Plugins]:
     try:
         cfg = load_config(path, known_monitor=lambda n: found.monitor(n) is not None,
                           known_alert=lambda n: found.alert(n) is not None,
-                          monitor_params=found.monitor_problems)
+                          plugin_problems=found.problems)
     except ConfigError as e:
         raise ConfigError(found.errors + e.problems) from None
     if found.errors:
@@ -41,12 +42,15 @@ class Daemon:
     log: Any
     cfg: Config | None = None
     plugins: Plugins | None = None
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         self.states: dict[tuple[str, str], ServiceState] = {}
         self.stopping = asyncio.Event()
         self.alert_tasks: set[asyncio.Task[None]] = set()
         self.sched: Scheduler | None = None
+        self.lvs: lvs.LvsOwner | None = None
+        self.lvs_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -59,6 +63,8 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.sched = Scheduler(self.cfg.maxprocs, self.log)
+        if self.uses_lvs(self.cfg, self.plugins):
+            await self.start_lvs()
         now = time.time()
         for key, svc in self.cfg.services.items():
             st = self.states[key] = ServiceState(svc)
@@ -73,12 +79,18 @@ class Daemon:
         self.log.info("daemon.stopping")
         if self.sched:
             await self.sched.close()
+        if self.lvs_task:
+            self.lvs_task.cancel()
+            await asyncio.gather(self.lvs_task, return_exceptions=True)
         if self.alert_tasks:
             done, pending = await asyncio.wait(self.alert_tasks, timeout=ALERT_DRAIN_S)
             for t in pending:
                 t.cancel()
             if pending:
                 self.log.warning("daemon.alerts_abandoned", count=len(pending))
+        if self.lvs:
+            await self.lvs.stop()
+            lvs.OWNER = None
         self.log.info("daemon.stopped")
 
     def request_reload(self) -> None:
@@ -111,6 +123,11 @@ class Daemon:
                 for h in set(st.hosts) - set(cfg.hosts(svc)):
                     del st.hosts[h]
                 self._schedule(svc)
+        if self.lvs is None and self.uses_lvs(cfg, found):
+            await self.start_lvs()
+        elif self.lvs is not None:
+            self.lvs.vss = list(cfg.virtual_services)
+            await self.lvs.reconcile("reload")
         self._log_loaded("config.reloaded")
         return True
 
@@ -119,6 +136,38 @@ class Daemon:
         self.log.info(event, file=self.path, hostgroups=len(self.cfg.hostgroups),
                       services=len(self.cfg.services),
                       monitors=sorted(self.plugins.registry.monitors), alerts=sorted(self.plugins.registry.alerts))
+
+    # -- IPVS ------------------------------------------------------------------
+
+    @staticmethod
+    def uses_lvs(cfg: Config, found: Plugins) -> bool:
+        if cfg.virtual_services:
+            return True
+        specs = (a for svc in cfg.services.values() for p in svc.periods for a in p.alert + p.upalert)
+        return any(isinstance(x := found.alert(a.name), Alert) and x.name == "lvs" for a in specs)
+
+    async def start_lvs(self) -> None:
+        assert self.cfg is not None
+        backend, dry = await lvs.open_backend(self.cfg.ipvs, self.dry_run or self.cfg.ipvs.dry_run, self.log)
+        self.lvs = lvs.LvsOwner(self.cfg.ipvs, backend, self.log, dry, list(self.cfg.virtual_services),
+                                health=self.host_up, alert=self.quorum_alert)
+        lvs.OWNER = self.lvs
+        await self.lvs.reconcile("start")
+        self.lvs_task = asyncio.get_running_loop().create_task(self.lvs.run())
+
+    def host_up(self, watch: tuple[str, str], host: str) -> bool | None:
+        st = self.states.get(watch)
+        hs = st.hosts.get(host) if st else None
+        return hs.up if hs else None
+
+    def quorum_alert(self, vs: VirtualServiceSpec, ok: bool, healthy: int) -> None:
+        st = self.states.get(vs.watch)
+        if st is None:
+            return
+        what = "regained" if ok else "lost"
+        output = f"quorum {what} for {vs.name}\nhealthy weight {healthy}, quorum {vs.quorum}"
+        kind = "upalert" if ok else "alert"
+        self._fire(st, [Fire(kind, a, "quorum", output, 0 if ok else 1) for a in vs.quorum_alert], time.time())
 
     # -- one service ------------------------------------------------------------
 
@@ -160,6 +209,8 @@ class Daemon:
         for ch in out.hosts:
             self.log.info("host.state", **fields, host=ch.host, state="up" if ch.up else "down",
                           summary=ch.result.summary)
+        if out.hosts and self.lvs is not None:
+            self.lvs.poke()
         if out.status_changed:
             self.log.info("service.state", **fields, state=st.status,
                           summary=st.last_summary if st.status == "fail" else "")

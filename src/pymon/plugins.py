@@ -17,6 +17,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import plugin
 from .plugin import Alert, Monitor, Registry
@@ -48,16 +49,33 @@ class Plugins:
             found = self.registry.monitors.get(name.removesuffix(".monitor"))
         return found
 
-    def monitor_problems(self, name: str, params: dict[str, object]) -> list[str]:
-        found = self.monitor(name)
-        if not isinstance(found, Monitor):
-            return []
-        from .probes import check_params
+    def problems(self, kind: str, name: str, params: dict[str, Any]) -> list[str]:
+        """Param problems a native plugin can tell at load time (legacy scripts: none)."""
+        if kind == "monitor":
+            mon = self.monitor(name)
+            if not isinstance(mon, Monitor):
+                return []
+            from .probes import check_params
 
-        return check_params(found.name, params, self.registry)
+            return check_params(mon.name, params, self.registry)
+        found = self.alert(name)
+        if isinstance(found, Alert) and found.name == "lvs":
+            from .lvs import parse_lvs_args
+
+            try:
+                parse_lvs_args(list(params.get("argv", [])))
+            except ValueError as e:
+                return [str(e)]
+        return []
 
     def alert(self, name: str) -> Path | Alert | None:
-        return self.executable(name, self.alertdirs) or self.registry.alerts.get(name)
+        """`lvs.alert`/`ipvs.alert` with no such script means the built-in `lvs`."""
+        found = self.executable(name, self.alertdirs) or self.registry.alerts.get(name)
+        if found is None and name in ("lvs.alert", "ipvs.alert"):
+            found = self.registry.alerts.get("lvs")
+        elif found is None and name.endswith(".alert"):
+            found = self.registry.alerts.get(name.removesuffix(".alert"))
+        return found
 
 
 def builtins() -> Registry:

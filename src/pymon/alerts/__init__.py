@@ -1,3 +1,3 @@
 """Built-in alerts; each module registers itself on import."""
 
-from . import log  # noqa: F401
+from . import log, lvs  # noqa: F401

@@ -1,0 +1,257 @@
+"""The one owner of the kernel's IPVS table: wanted = config × health, applied as a diff.
+
+`wanted_table` and `quorum_step` are pure; `LvsOwner` does the I/O: it adopts what the
+kernel holds at start (a server not yet checked keeps its kernel entry, so a restart
+drops nothing), reconciles on every health change and reload, and re-reads the kernel
+every `resync` seconds to repair drift (someone ran `ipvsadm -C`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getopt
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Protocol
+
+from .config import IpvsOptions, VirtualServiceSpec, split_hostport, _FWD
+from .ipvs_table import Dest, IPVSError, MemoryTable, Op, Service, ServiceKey, Table, diff, format_ipvsadm
+
+Health = Callable[[tuple[str, str], str], "bool | None"]  # (group, service), host -> up? None = unknown
+
+
+class Backend(Protocol):
+    async def read(self) -> Table: ...
+    async def apply(self, ops: Any) -> list[str]: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Override:
+    """A real server set up or down by the classic `lvs.alert` arguments."""
+
+    service: Service
+    dest: Dest
+    up: bool
+    quiesce: bool = False
+
+
+def wanted_table(vss: list[VirtualServiceSpec], health: Health, actual: Table,
+                 overrides: dict[tuple[ServiceKey, tuple[str, int]], Override] | None = None
+                 ) -> tuple[Table, dict[str, int]]:
+    """The table the kernel should hold, and each virtual service's healthy weight."""
+    table: Table = {}
+    healthy: dict[str, int] = {}
+    for vs in vss:
+        have = actual.get(vs.service.key, (vs.service, {}))[1]
+        dests: dict[tuple[str, int], Dest] = {}
+        weight = 0
+        unknown = False
+        for rs in vs.reals:
+            up = health(vs.watch, rs.host)
+            if up is None:  # not checked yet: adopt what the kernel has
+                unknown = True
+                if rs.dest.key in have:
+                    dests[rs.dest.key] = have[rs.dest.key]
+                continue
+            if up:
+                dests[rs.dest.key] = rs.dest
+                weight += rs.dest.weight
+            elif vs.quiescent:
+                dests[rs.dest.key] = replace(rs.dest, weight=0)
+        if vs.sorry is not None and weight == 0 and not unknown:
+            dests[vs.sorry.key] = vs.sorry
+        table[vs.service.key] = (vs.service, dests)
+        healthy[vs.name] = weight
+    for (skey, dkey), ov in (overrides or {}).items():
+        svc, dests = table.get(skey) or actual.get(skey) or (ov.service, {})
+        dests = dict(dests)
+        if ov.up:
+            dests[dkey] = ov.dest
+        elif ov.quiesce:
+            dests[dkey] = replace(ov.dest, weight=0)
+        else:
+            dests.pop(dkey, None)
+        table[skey] = (svc, dests)
+    return table, healthy
+
+
+def quorum_step(has_quorum: bool, healthy: int, quorum: int, hysteresis: int) -> bool:
+    """keepalived's rule: lost below quorum - hysteresis, regained at quorum + hysteresis."""
+    if has_quorum:
+        return healthy >= quorum - hysteresis
+    return healthy >= quorum + hysteresis
+
+
+def parse_lvs_args(argv: list[str]) -> tuple[Service, Dest, str]:
+    """The classic lvs.alert options: -P proto -V VIP:PORT -R RIP[:PORT] -W weight -F fwd [-X down|quiesce]."""
+    try:
+        opts, rest = getopt.getopt(argv, "P:V:R:W:F:X:")
+    except getopt.GetoptError as e:
+        raise ValueError(f"lvs alert: {e}") from None
+    o = dict(opts)
+    if "-V" not in o or "-R" not in o:
+        raise ValueError("lvs alert: needs -V VIP:PORT and -R REALSERVER")
+    proto = o.get("-P", "tcp")
+    if o["-V"].isdigit() or proto in ("fwm", "fwmark"):
+        key = ServiceKey(fwmark=int(o["-V"]))
+        port = 0
+    else:
+        vip, port = split_hostport(o["-V"], None)
+        key = ServiceKey(proto, vip, port)
+    rip, rport = split_hostport(o["-R"], port)
+    fwd = _FWD.get(o.get("-F", "dr"))
+    if fwd is None:
+        raise ValueError(f"lvs alert: -F must be dr, nat or tun, not {o['-F']!r}")
+    action = o.get("-X", "down")
+    if action not in ("down", "quiesce"):
+        raise ValueError(f"lvs alert: -X must be down or quiesce, not {action!r}")
+    return Service(key), Dest(rip, rport, fwd, int(o.get("-W", "1"))), action  # type: ignore[arg-type]
+
+
+@dataclass
+class LvsOwner:
+    opts: IpvsOptions
+    backend: Backend
+    log: Any
+    dry_run: bool = False
+    vss: list[VirtualServiceSpec] = field(default_factory=list)
+    health: Health = lambda watch, host: None
+    alert: Callable[[VirtualServiceSpec, bool, int], None] = lambda vs, ok, w: None
+
+    def __post_init__(self) -> None:
+        self.overrides: dict[tuple[ServiceKey, tuple[str, int]], Override] = {}
+        self.quorum: dict[str, bool] = {}
+        self.wake = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self.last_wanted: Table = {}
+        self.last_actual: Table = {}
+        self.last_errors: list[str] = []
+        self.healthy: dict[str, int] = {}
+
+    @property
+    def owned(self) -> set[ServiceKey]:
+        return {vs.service.key for vs in self.vss} | {k for k, _ in self.overrides}
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    async def reconcile(self, reason: str) -> list[Op]:
+        """Read the kernel, compute the wanted table, apply the difference, log it."""
+        async with self.lock:
+            try:
+                actual = await self.backend.read()
+            except IPVSError as e:
+                self.log.error("ipvs.error", error=str(e), reason=reason)
+                self.last_errors = [str(e)]
+                return []
+            wanted, self.healthy = wanted_table(self.vss, self.health, actual, self.overrides)
+            ops = diff(wanted, actual, self.owned)
+            self.last_wanted, self.last_actual = wanted, actual
+            for op in ops:
+                self.log.info("ipvs.would_change" if self.dry_run else "ipvs.change", op=str(op), reason=reason)
+            errors = await self.backend.apply(ops) if ops else []
+            for err in errors:
+                self.log.error("ipvs.error", error=err, reason=reason)
+            if ops:
+                self.log.info("ipvs.table", dry_run=self.dry_run, table=format_ipvsadm(wanted).splitlines())
+            self.last_errors = errors
+            if ops and reason == "resync":
+                self.log.warning("ipvs.repaired", changes=len(ops) - len(errors),
+                                 note="the kernel table differed from what pymon set (drift)")
+            self.last_actual = await self._read_quiet() or actual
+            self._quorum()
+            return ops
+
+    async def _read_quiet(self) -> Table | None:
+        try:
+            return await self.backend.read()
+        except IPVSError:
+            return None
+
+    def _quorum(self) -> None:
+        for vs in self.vss:
+            if not vs.quorum:
+                continue
+            healthy = self.healthy.get(vs.name, 0)
+            old = self.quorum.get(vs.name, True)
+            new = quorum_step(old, healthy, vs.quorum, vs.hysteresis)
+            self.quorum[vs.name] = new
+            if new != old:
+                self.log.warning("ipvs.quorum", virtual_service=vs.name, state="regained" if new else "lost",
+                                 healthy_weight=healthy, quorum=vs.quorum)
+                self.alert(vs, new, healthy)
+
+    async def run(self) -> None:
+        """Reconcile whenever poked, and every `resync` seconds regardless."""
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.opts.resync)
+                reason = "health"
+            except asyncio.TimeoutError:
+                reason = "resync"
+            self.wake.clear()
+            await self.reconcile(reason)
+
+    async def set_override(self, service: Service, dest: Dest, up: bool, quiesce: bool) -> None:
+        self.overrides[(service.key, dest.key)] = Override(service, dest, up, quiesce)
+        await self.reconcile("lvs alert")
+
+    async def stop(self) -> None:
+        if self.opts.cleanstop and not self.dry_run:
+            async with self.lock:
+                try:
+                    actual = await self.backend.read()
+                except IPVSError as e:
+                    self.log.error("ipvs.error", error=str(e), reason="cleanstop")
+                else:
+                    ops = diff({}, actual, self.owned)
+                    for op in ops:
+                        self.log.info("ipvs.change", op=str(op), reason="cleanstop")
+                    for err in await self.backend.apply(ops):
+                        self.log.error("ipvs.error", error=err, reason="cleanstop")
+        await self.backend.close()
+
+    def render(self) -> str:
+        """Wanted and actual side by side, each in `ipvsadm -Ln` style."""
+        return side_by_side(format_ipvsadm(self.last_wanted), format_ipvsadm(self.last_actual))
+
+
+def side_by_side(left: str, right: str, titles: tuple[str, str] = ("WANTED (config x health)", "ACTUAL (kernel)")) -> str:
+    ll, rl = left.splitlines(), right.splitlines()
+    width = max([len(x) for x in ll] + [len(titles[0])]) + 3
+    rows = [f"{titles[0]:<{width}}{titles[1]}", f"{'-' * len(titles[0]):<{width}}{'-' * len(titles[1])}"]
+    for i in range(max(len(ll), len(rl))):
+        a = ll[i] if i < len(ll) else ""
+        b = rl[i] if i < len(rl) else ""
+        mark = "  " if a == b else "≠ "
+        rows.append(f"{a:<{width - 2}}{mark}{b}".rstrip())
+    return "\n".join(rows)
+
+
+async def open_backend(opts: IpvsOptions, dry_run: bool, log: Any) -> tuple[Backend, bool]:
+    """The kernel backend, or a MemoryTable seeded from the kernel when dry-running
+    (or when IPVS is unavailable and the config asks for `fallback: dry-run`)."""
+    from .ipvs import KernelIPVS
+
+    kernel = KernelIPVS()
+    try:
+        current = await kernel.read()
+    except IPVSError as e:
+        await kernel.close()
+        if dry_run or opts.fallback == "dry-run":
+            log.warning("ipvs.unavailable", error=str(e), action="dry-run: changes are only logged")
+            return MemoryTable(), True
+        log.error("ipvs.unavailable", error=str(e),
+                  action="will retry; checks and other alerts keep running (ipvs.fallback: dry-run to silence)")
+        return kernel, False
+    if dry_run:
+        await kernel.close()
+        log.info("ipvs.dry_run", note="changes are only logged", adopted=len(current))
+        return MemoryTable(current), True
+    log.info("ipvs.adopted", services=len(current),
+             dests=sum(len(d) for _, d in current.values()))
+    return kernel, False
+
+
+# The built-in `lvs` alert reaches the table through its one owner, set by the daemon.
+OWNER: LvsOwner | None = None

@@ -14,6 +14,7 @@ from .checks import Check, run_check
 from .config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
 from .plugin import Alert
 from .plugins import Plugins
+from .probes.http import close_sessions
 from .scheduler import Scheduler
 from .state import Fire, ServiceState
 
@@ -91,6 +92,7 @@ class Daemon:
         if self.lvs:
             await self.lvs.stop()
             lvs.OWNER = None
+        await close_sessions()
         self.log.info("daemon.stopped")
 
     def request_reload(self) -> None:
@@ -128,6 +130,7 @@ class Daemon:
         elif self.lvs is not None:
             self.lvs.vss = list(cfg.virtual_services)
             await self.lvs.reconcile("reload")
+        await close_sessions()  # keep-alive sessions may belong to params that changed
         self._log_loaded("config.reloaded")
         return True
 

@@ -173,6 +173,10 @@ class Dest:
             raise ValueError(f"port out of range: {self.port}")
         if not 0 <= self.weight < 2**31:
             raise ValueError(f"weight out of range: {self.weight}")
+        if self.lower_threshold < 0 or self.upper_threshold < 0:
+            raise ValueError("thresholds must be >= 0 (0: none)")
+        if self.lower_threshold > self.upper_threshold:
+            raise ValueError("lower threshold above upper threshold (the kernel refuses it)")
 
     @property
     def key(self) -> tuple[str, int]:
@@ -306,7 +310,8 @@ _ERRORS: dict[tuple[str, str, int], str] = {
 }
 _GENERIC_ERRORS: dict[int, str] = {
     errno.EPERM: "Permission denied (pymon must run as root or with CAP_NET_ADMIN)",
-    errno.EINVAL: "Invalid operation (address not unicast, bad value or module mismatch)",
+    errno.EINVAL: "Invalid argument (IPv4/IPv6 mix other than tunnel, bad address or value)",
+    errno.ERANGE: "Value out of range (weight, or lower threshold above upper)",
     errno.ENOPROTOOPT: "Protocol not available",
     errno.ENOMEM: "Memory allocation problem",
     errno.EOPNOTSUPP: "Operation not supported with IPv6",
@@ -423,6 +428,16 @@ class MemoryTable:
         await self.close()
 
 
+def _sched_flag_names(svc: Service) -> list[str]:
+    """ipvsadm's names for the scheduler flags (-b), in its order."""
+    if svc.scheduler in ("sh", "mh"):
+        names = [f"{svc.scheduler}-fallback", f"{svc.scheduler}-port", "flag-3"]
+    else:
+        names = ["flag-1", "flag-2", "flag-3"]
+    bits = (SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3)
+    return [n for n, b in zip(names, bits) if svc.flags & b]
+
+
 def _fmt_netmask(svc: Service) -> str | None:
     full = 128 if svc.key.family == 6 else 32
     if svc.netmask == full:
@@ -442,7 +457,11 @@ def format_ipvsadm(
     """The table as `ipvsadm -Ln` prints it (same order, columns and words).
 
     `conns` optionally gives (active, inactive) connection counts per real server;
-    they are 0 otherwise (the model does not carry counters).
+    they are 0 otherwise (the model does not carry counters). Services and real
+    servers are in numeric order (fwmark 0 first, family, protocol number, address,
+    port); ipvsadm means the same order but compares addresses by a wrapping u32
+    subtraction, so it differs from ipvsadm for addresses 2^31 or more apart
+    (ipvsadm lists 192.0.2.1 before 10.0.0.1).
     """
     lines = [
         f"IP Virtual Server version {version} (size={size})",
@@ -452,11 +471,14 @@ def format_ipvsadm(
     for key in sorted(table, key=ServiceKey.sort_key):
         svc, dests = table[key]
         if key.fwmark is not None:
-            name = f"FWM  {key.fwmark}"
+            name = f"FWM  {key.fwmark}" + (" IPv6" if key.family == 6 else "")
         else:
             assert key.protocol is not None and key.family is not None
-            name = f"{key.protocol.upper()}  {_addr_port(key.address, key.port, key.family)}"
+            name = f"{key.protocol.upper():<4} {_addr_port(key.address, key.port, key.family)}"
         line = f"{name} {svc.scheduler}"
+        sched_flags = _sched_flag_names(svc)
+        if sched_flags:
+            line += f" ({','.join(sched_flags)})"
         if svc.persistence:
             line += f" persistent {svc.persistence}"
             mask = _fmt_netmask(svc)

@@ -79,14 +79,9 @@ class Plugins:
 
 
 def builtins() -> Registry:
-    """Import the built-in probes and alerts once; they register themselves."""
-    if not plugin.current.monitors:
-        for mod in ("pymon.probes", "pymon.alerts"):
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as e:
-                if e.name != mod:
-                    raise
+    """The built-in probes and alerts register themselves when first imported."""
+    importlib.import_module("pymon.probes")
+    importlib.import_module("pymon.alerts")
     return plugin.current
 
 

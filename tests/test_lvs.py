@@ -211,3 +211,59 @@ def test_real_server_must_be_a_host_of_the_watched_group() -> None:
         """)
     with pytest.raises(ConfigError, match="not a host of hostgroup 'web'"):
         parse_config(text, "t.yaml")
+
+
+def test_daemon_dry_run_logs_table_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The real daemon, real HTTP backends, dry-run: the log shows the table following health."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backends = {h: subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", h],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for h in ("127.0.0.21", "127.0.0.22")}
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        globals: {{statedir: {tmp_path}, mondir: {tmp_path}, alertdir: {tmp_path}}}
+        hostgroups: {{web: [127.0.0.21, 127.0.0.22]}}
+        watch: {{web: {{http: {{monitor: {{name: http, port: {port}}}, interval: 0.3s, timeout: 1s}}}}}}
+        virtual_services:
+          - vip: 192.0.2.1:80
+            watch: web:http
+            forwarding: nat
+            real_servers: ["127.0.0.21:{port}", "127.0.0.22:{port}"]
+        ipvs: {{dry_run: true}}
+        """))
+    time.sleep(0.5)
+    d = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cfg)], stdout=subprocess.PIPE, text=True)
+    try:
+        lines: list[dict] = []
+        assert d.stdout is not None
+
+        def until(pred) -> dict:  # type: ignore[no-untyped-def]
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                e = json.loads(d.stdout.readline())
+                lines.append(e)
+                if pred(e):
+                    return e
+            raise AssertionError([x["event"] for x in lines])
+
+        until(lambda e: e["event"] == "ipvs.would_change" and "127.0.0.22" in e["op"])
+        backends["127.0.0.22"].terminate()
+        e = until(lambda e: e["event"] == "ipvs.would_change" and e["op"].startswith("del dest"))
+        assert e["op"] == f"del dest TCP 192.0.2.1:80 -> 127.0.0.22:{port}"
+    finally:
+        d.send_signal(signal.SIGTERM)
+        d.wait(10)
+        for b in backends.values():
+            b.kill()
+    adds = [x["op"] for x in lines if x["event"] == "ipvs.would_change" and x["op"].startswith("add dest")]
+    assert sorted(adds) == [f"add dest TCP 192.0.2.1:80 -> 127.0.0.21:{port} Masq weight 1",
+                            f"add dest TCP 192.0.2.1:80 -> 127.0.0.22:{port} Masq weight 1"]

@@ -59,14 +59,11 @@ class Plugins:
 
             return check_params(mon.name, params, self.registry)
         found = self.alert(name)
-        if isinstance(found, Alert) and found.name == "lvs":
-            from .lvs import parse_lvs_args
+        if not isinstance(found, Alert):
+            return []
+        from .alerts import check_params as check_alert_params
 
-            try:
-                parse_lvs_args(list(params.get("argv", [])))
-            except ValueError as e:
-                return [str(e)]
-        return []
+        return check_alert_params(found.name, params, self.registry)
 
     def alert(self, name: str) -> Path | Alert | None:
         """`lvs.alert`/`ipvs.alert` with no such script means the built-in `lvs`."""

@@ -1,3 +1,53 @@
-"""Built-in alerts; each module registers itself on import."""
+"""Built-in alerts; each module registers itself on import.
 
-from . import log, lvs  # noqa: F401
+    log       log.py      a structured log event (alert.log)
+    lvs       lvs.py      lvs.alert's options, applied through the IPVS owner
+    mail      mail.py     e-mail over SMTP (STARTTLS/TLS, AUTH); mail.alert's argv
+    webhook   webhook.py  JSON POST with bounded retries and backoff
+    file      file.py     append mon file.alert records
+
+Param validation is the probes' contract (see pymon/probes/__init__.py): a module
+exposes `CHECKS: {alert name: fn(params) -> [problem, ...]}`, and a drop-in alert may
+do the same in its own file. `check_params` is the single entry point the config
+loader uses (through Plugins.problems).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pymon import plugin
+from pymon.plugin import Params, Registry
+
+from . import file, log, lvs, mail, webhook  # noqa: F401
+
+
+def _check_lvs(params: Params) -> list[str]:
+    from pymon.lvs import parse_lvs_args
+
+    try:
+        parse_lvs_args(list(params.get("argv", [])))
+    except ValueError as e:
+        return [str(e)]
+    return []
+
+
+CHECKS: dict[str, Callable[[Params], list[str]]] = {
+    **mail.CHECKS, **webhook.CHECKS, **file.CHECKS, "lvs": _check_lvs,
+}
+
+
+def check_params(name: str, params: Params, registry: Registry | None = None) -> list[str]:
+    """Problems in `params` for alert `name`; [] if valid or if it has no checker.
+
+    A drop-in's checker is `CHECKS[name]` in the module that defines its function."""
+    found = (registry or plugin.current).alerts.get(name)
+    if found is None or found.fn.__module__.startswith("pymon.alerts."):
+        return CHECKS[name](params) if name in CHECKS else []
+    checks = getattr(found.fn, "__globals__", {}).get("CHECKS")
+    if isinstance(checks, dict) and callable(checks.get(name)):
+        try:
+            return [str(m) for m in checks[name](params)]
+        except Exception as e:  # noqa: BLE001 - a drop-in checker's bug is a config problem
+            return [f"{found.origin}: param checker raised {type(e).__name__}: {e}"]
+    return []

@@ -14,6 +14,7 @@ from .config import Config
 from .plugin import AlertEvent
 from .plugins import Plugins
 from .state import Fire, ServiceState
+from .watchdog import Running, labelled
 
 _MON_TYPE = {"alert": "failure", "upalert": "up", "startupalert": "startup"}
 _OPSTATUS = {"fail": "0", "ok": "1", "untested": "7"}
@@ -60,7 +61,8 @@ async def deliver(cfg: Config, plugins: Plugins, st: ServiceState, fire: Fire, n
     if fire.alert.args:
         params.setdefault("argv", list(fire.alert.args))
     try:
-        await asyncio.wait_for(found.fn(event, params), cfg.alert_timeout)
+        running = Running("alert", found.name, svc.group, svc.name)  # named by the loop watchdog
+        await asyncio.wait_for(labelled(found.fn(event, params), running), cfg.alert_timeout)
     except asyncio.TimeoutError:
         log.error("alert.failed", **ev, error=f"timeout after {cfg.alert_timeout:g}s",
                   duration_s=round(time.monotonic() - start, 3))

@@ -13,6 +13,7 @@ from .config import Config, ServiceSpec
 from .plugin import Monitor, Result, Target
 from .plugins import Plugins
 from .state import ServiceState
+from .watchdog import Running, labelled
 
 
 @dataclass
@@ -53,9 +54,10 @@ async def _run_native(mon: Monitor, svc: ServiceSpec, hosts: list[str]) -> Check
     if svc.monitor.args:
         params.setdefault("argv", list(svc.monitor.args))
     targets = [Target(h, svc.group, svc.name) for h in hosts]
+    running = Running("monitor", mon.name, svc.group, svc.name)  # named by the loop watchdog
     if mon.scope == "group":
         start = time.monotonic()
-        res = await _guard(mon.fn(targets, params), svc.timeout)
+        res = await _guard(labelled(mon.fn(targets, params), running), svc.timeout)
         if isinstance(res, Result):  # timeout or error: every host failed the same way
             return Check({h: res for h in hosts})
         if not isinstance(res, dict):
@@ -63,7 +65,8 @@ async def _run_native(mon: Monitor, svc: ServiceSpec, hosts: list[str]) -> Check
             return Check({h: bad for h in hosts})
         lat = time.monotonic() - start
         return Check({h: res.get(h) or Result(False, "no result from probe", latency_s=lat) for h in hosts})
-    results = await asyncio.gather(*(_guard(mon.fn(t, params), svc.timeout) for t in targets))
+    results = await asyncio.gather(*(_guard(labelled(mon.fn(t, params), running), svc.timeout)
+                                     for t in targets))
     return Check({h: r if isinstance(r, Result) else
                   Result(False, f"probe error: {mon.name} returned {type(r).__name__}, not a Result")
                   for h, r in zip(hosts, results)})

@@ -16,6 +16,7 @@ from .plugin import Alert
 from .plugins import Plugins
 from .probes.http import close_sessions
 from .scheduler import Scheduler
+from .watchdog import Watchdog
 from .state import Fire, ServiceState
 
 ALERT_DRAIN_S = 10.0
@@ -52,6 +53,7 @@ class Daemon:
         self.sched: Scheduler | None = None
         self.lvs: lvs.LvsOwner | None = None
         self.lvs_task: asyncio.Task[None] | None = None
+        self.watchdog: Watchdog | None = None  # loop-block warnings (watchdog.py)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -64,6 +66,8 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.sched = Scheduler(self.cfg.maxprocs, self.log)
+        self.watchdog = Watchdog(self.log, getattr(self.cfg, "block_warning", 1.0))
+        self.watchdog.start()
         if self.uses_lvs(self.cfg, self.plugins):
             await self.start_lvs()
         now = time.time()
@@ -93,6 +97,8 @@ class Daemon:
             await self.lvs.stop()
             lvs.OWNER = None
         await close_sessions()
+        if self.watchdog:
+            self.watchdog.stop()
         self.log.info("daemon.stopped")
 
     def request_reload(self) -> None:

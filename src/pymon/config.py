@@ -47,7 +47,8 @@ _period = {
 _service = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["monitor"],
+    # a trap-only (passive) service has `traptimeout` and no monitor
+    "if": {"not": {"required": ["traptimeout"]}}, "then": {"required": ["monitor"]},
     "properties": {
         "interval": _duration, "failure_interval": _duration, "timeout": _duration,
         "randskew": _duration,
@@ -60,6 +61,7 @@ _service = {
         "env": {"type": "object", "additionalProperties": {"type": ["string", "number"]}},
         "fall": {"type": "integer", "minimum": 1},
         "rise": {"type": "integer", "minimum": 1},
+        "traptimeout": _duration,  # trap-only service: no trap within this long is a failure
         "periods": {"type": "array", "items": _period},
     },
 }
@@ -126,6 +128,11 @@ SCHEMA: dict[str, Any] = {
                 "randstart": _duration,
                 "alert_timeout": _duration,
                 "dep_behavior": {"enum": ["a", "m"]},
+                # control API (api.py)
+                "control_socket": {"type": "string", "description": "unix socket; default <statedir>/pymon.sock"},
+                "control_port": {"type": "integer", "minimum": 1, "maximum": 65535,
+                                 "description": "also listen on 127.0.0.1:PORT (status page)"},
+                "token_file": {"type": "string", "description": "API token; default <statedir>/token"},
             },
         },
         "hostgroups": {
@@ -212,6 +219,8 @@ class ServiceSpec:
     env: dict[str, str] = field(default_factory=dict)
     fall: int = 1
     rise: int = 1
+    traptimeout: float | None = None  # passive results: silence longer than this is a failure
+    passive: bool = False  # no monitor: results only come as traps
     periods: list[PeriodSpec] = field(default_factory=list)
 
     @property
@@ -282,6 +291,9 @@ class Config:
     services: dict[tuple[str, str], ServiceSpec]
     virtual_services: list[VirtualServiceSpec] = field(default_factory=list)
     ipvs: IpvsOptions = field(default_factory=IpvsOptions)
+    control_socket: Path | None = None  # control API (api.py); the builder fills in the defaults
+    control_port: int | None = None
+    token_file: Path | None = None
 
     def hosts(self, svc: ServiceSpec) -> list[str]:
         return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
@@ -445,6 +457,9 @@ class _Builder:
             services=services,
             virtual_services=[vs for vs in vss if vs is not None],
             ipvs=ipvs,
+            control_socket=(self.base / statedir / g.get("control_socket", "pymon.sock")).resolve(),
+            control_port=g.get("control_port"),
+            token_file=(self.base / statedir / g.get("token_file", "token")).resolve(),
         )
 
     def virtual_service(self, path: yamlsrc.Path, raw: dict[str, Any], groups: dict[str, list[str]],
@@ -547,7 +562,8 @@ class _Builder:
         depend = [tuple(d.split(":", 1)) for d in raw.get("depend", [])]
         svc = ServiceSpec(
             group=group, name=name,
-            monitor=self.plugin(path + ("monitor",), raw["monitor"], "monitor"),
+            monitor=(self.plugin(path + ("monitor",), raw["monitor"], "monitor") if "monitor" in raw
+                     else PluginSpec("trap")),
             interval=interval,
             failure_interval=None if fi is None else self.duration(path + ("failure_interval",), fi, interval),
             timeout=timeout,
@@ -559,9 +575,15 @@ class _Builder:
             description=raw.get("description", ""),
             env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
             fall=raw.get("fall", 1), rise=raw.get("rise", 1),
+            traptimeout=(self.duration(path + ("traptimeout",), raw["traptimeout"], 0.0)
+                         if "traptimeout" in raw else None),
+            passive="monitor" not in raw,
         )
         if interval <= 0:
             self.err(path + ("interval",), "interval must be greater than 0")
+        if "traptimeout" in raw and "monitor" in raw:
+            self.err(path + ("traptimeout",), "traptimeout is for trap-only services (drop monitor); "
+                     "a monitored service takes traps as extra results without it")
         for i, p in enumerate(raw.get("periods") or [{}]):
             svc.periods.append(self.period_spec(path + ("periods", i), p, i))
         return svc

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import alerting, lvs, plugins as plugins_mod
+from .control import Control
 from .checks import Check, run_check
 from .config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
 from .plugin import Alert
@@ -17,7 +18,7 @@ from .plugins import Plugins
 from .probes.http import close_sessions
 from .scheduler import Scheduler
 from .watchdog import Watchdog
-from .state import Fire, ServiceState
+from .state import Fire, Outcome, ServiceState
 
 ALERT_DRAIN_S = 10.0
 
@@ -54,6 +55,7 @@ class Daemon:
         self.lvs: lvs.LvsOwner | None = None
         self.lvs_task: asyncio.Task[None] | None = None
         self.watchdog: Watchdog | None = None  # loop-block warnings (watchdog.py)
+        self.control = Control(self)  # persisted state, sd_notify, control API (control.py)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -68,6 +70,7 @@ class Daemon:
         self.sched = Scheduler(self.cfg.maxprocs, self.log)
         self.watchdog = Watchdog(self.log, getattr(self.cfg, "block_warning", 1.0))
         self.watchdog.start()
+        self.control.load()
         if self.uses_lvs(self.cfg, self.plugins):
             await self.start_lvs()
         now = time.time()
@@ -75,6 +78,7 @@ class Daemon:
             st = self.states[key] = ServiceState(svc)
             self._fire(st, st.startup(now), now)
             self._schedule(svc)
+        await self.control.started()
         self.log.info("daemon.started", services=len(self.cfg.services))
         await self.stopping.wait()
         await self.shutdown()
@@ -82,6 +86,7 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.log.info("daemon.stopping")
+        await self.control.stopping()
         if self.sched:
             await self.sched.close()
         if self.lvs_task:
@@ -97,12 +102,13 @@ class Daemon:
             await self.lvs.stop()
             lvs.OWNER = None
         await close_sessions()
+        await self.control.stopped()
         if self.watchdog:
             self.watchdog.stop()
         self.log.info("daemon.stopped")
 
     def request_reload(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload())
+        asyncio.get_running_loop().create_task(self.control.reload())
 
     async def reload(self) -> bool:
         self.log.info("reload.started", file=self.path)
@@ -167,7 +173,7 @@ class Daemon:
     def host_up(self, watch: tuple[str, str], host: str) -> bool | None:
         st = self.states.get(watch)
         hs = st.hosts.get(host) if st else None
-        return hs.up if hs else None
+        return self.control.health(watch, host, hs.up if hs else None)
 
     def quorum_alert(self, vs: VirtualServiceSpec, ok: bool, healthy: int) -> None:
         st = self.states.get(vs.watch)
@@ -184,7 +190,7 @@ class Daemon:
         assert self.cfg is not None and self.sched is not None
         delay = self.sched.rng.uniform(0, self.cfg.randstart) if self.cfg.randstart else 0.0
         key = svc.key
-        self.sched.start(key, delay, lambda lag: self.check_once(key, lag), svc.randskew)
+        self.sched.start(key, delay, lambda lag: self.control.checked(key, lag), svc.randskew)
 
     def dep_ok(self, svc: ServiceSpec) -> bool:
         return all(self.states[d].status != "fail" for d in svc.depend if d in self.states)
@@ -204,17 +210,27 @@ class Daemon:
         if not dep_ok and svc.dep_behavior == "m":
             self.log.info("check.skipped", **fields, reason="dependency failing")
             return svc.interval
+        to_run = self.control.spec_to_run(svc)  # disabled hosts left out; None: trap-only or all disabled
+        if to_run is None:
+            return self.control.idle(st, now)
         start = time.monotonic()
-        check: Check = await run_check(cfg, plugins, svc, st)
+        check: Check = await run_check(cfg, plugins, to_run, st)
         if st is not self.states.get(key):
             return svc.interval  # removed by a reload while it ran
         now = time.time()
         for host, res in check.results.items():
             self.log.debug("check.result", **fields, host=host, ok=res.ok, summary=res.summary,
                            latency_s=round(res.latency_s, 4))
-        out = st.observe(now, check.results, check.output, check.retval, dep_ok)
+        duration = time.monotonic() - start
+        out = self.control.observe(st, now, check.results, check.output, check.retval, dep_ok, duration, lag)
         self.log.info("check.done", **fields, ok=st.status == "ok", failing=st.failing_hosts,
-                      duration_s=round(time.monotonic() - start, 4), lag_s=round(lag, 4))
+                      duration_s=round(duration, 4), lag_s=round(lag, 4))
+        self.act(st, out, now)
+        return svc.failure_interval if st.status == "fail" and svc.failure_interval else svc.interval
+
+    def act(self, st: ServiceState, out: Outcome, now: float) -> None:
+        """Log the transitions of one observation, tell IPVS, fire the alerts."""
+        fields = dict(group=st.spec.group, service=st.spec.name)
         for ch in out.hosts:
             self.log.info("host.state", **fields, host=ch.host, state="up" if ch.up else "down",
                           summary=ch.result.summary)
@@ -224,12 +240,12 @@ class Daemon:
             self.log.info("service.state", **fields, state=st.status,
                           summary=st.last_summary if st.status == "fail" else "")
         self._fire(st, out.fires, now)
-        return svc.failure_interval if st.status == "fail" and svc.failure_interval else svc.interval
 
     def _fire(self, st: ServiceState, fires: list[Fire], now: float) -> None:
         assert self.cfg is not None and self.plugins is not None
-        for fire in fires:
+        for fire in self.control.allowed(st, fires):  # disabled service/watch: suppressed
             task = asyncio.get_running_loop().create_task(
                 alerting.deliver(self.cfg, self.plugins, st, fire, now, self.log))
             self.alert_tasks.add(task)
             task.add_done_callback(self.alert_tasks.discard)
+            task.add_done_callback(lambda t, st=st, fire=fire: self.control.alert_done(st, fire, now, t))

@@ -1,0 +1,410 @@
+"""The daemon's day-two side: what operators decide and what must survive a restart.
+
+`Control` sits beside the `Daemon` (one instance, created by it) and holds:
+- the persisted state (persist.py): disabled hosts/services/watches, acks, alert
+  history, the downtime log, and a snapshot of every ServiceState, saved a second
+  after a change and at stop;
+- readiness for systemd (notify.py): READY=1 once every service has had its first
+  check and IPVS has been reconciled with that health; STATUS=, WATCHDOG=1,
+  RELOADING=1, STOPPING=1;
+- the operator's commands, as the control API (api.py) calls them: disable/enable,
+  ack, test-now, trap, reload.
+
+Semantics follow mon 1.3 (`disen_host`, `disen_service`, `disen_watch` in /usr/sbin/mon):
+- a disabled *host* is not checked by any service (it is left out of the targets, as
+  mon leaves it out of the monitor's argv) and so raises no alerts; its host state is
+  dropped. For IPVS it counts as down: disabling a host is how you drain it for
+  maintenance (quiescent virtual services set weight 0, others remove it);
+- a disabled *service* or *watch* (hostgroup) is still checked, so its state, the
+  status page and IPVS stay true, but every alert for it is suppressed
+  (`alert.suppressed`), as mon's `do_alert` ignores it;
+- an ack silences failure alerts until the service recovers (the state machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from . import notify, persist
+from .config import ServiceSpec
+from .plugin import Result
+from .state import Fire, Outcome, ServiceState
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesce bursts of changes
+HOUSEKEEPING_S = 1.0
+
+
+class Control:
+    def __init__(self, daemon: "Daemon"):
+        self.d = daemon
+        self.log = daemon.log
+        self.state = persist.State()
+        self.store: persist.Store | None = None
+        self.notifier = notify.Notifier.from_env(self.log)
+        self.ready = False
+        self.pending: set[tuple[str, str]] | None = None  # services still to check once before READY
+        self.fresh: set[tuple[str, str]] = set()  # checked by this process (restored state is not health)
+        self.traps: dict[tuple[str, str], float] = {}
+        self.waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
+        self.dirty = asyncio.Event()
+        self.save_lock = asyncio.Lock()
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.api: Any = None
+        self.metrics: Any = None
+        self.started_at = time.time()
+        self.last_status = ""
+
+    # -- lifecycle hooks (called by the Daemon) -------------------------------------
+
+    def load(self) -> None:
+        """Before the services start: read state.json (disables count from the first check)."""
+        assert self.d.cfg is not None
+        try:
+            from .metrics import Metrics
+        except ImportError as e:  # prometheus-client missing: everything but /metrics works
+            self.log.warning("metrics.unavailable", error=str(e))
+        else:
+            self.metrics = Metrics(self.d)
+        statedir = self.d.cfg.statedir
+        try:
+            statedir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # the first save says so (state.write_failed)
+        self.store = persist.Store(statedir, self.log)
+        self.state = self.store.load()
+        self.expire(time.time())
+        n = sum(len(v) for v in self.state.disabled.values())
+        self.log.info("state.loaded", file=str(self.store.path), services=len(self.state.services),
+                      disabled=n, acks=len(self.state.acks), history=len(self.state.history))
+
+    async def started(self) -> None:
+        """After the services are created and scheduled (before the first check runs)."""
+        assert self.d.cfg is not None
+        for key, st in self.d.states.items():
+            snap = self.state.services.get(persist.service_key(key))
+            if snap:
+                persist.restore_service(st, snap, self.d.cfg.hosts(st.spec))
+                for h in list(st.hosts):
+                    if self.state.is_disabled("host", h):
+                        del st.hosts[h]
+            ack = self.state.acks.get(persist.service_key(key))
+            st.acked = ack.comment if ack and st.status == "fail" else None
+        self.pending = {k for k, st in self.d.states.items() if not st.spec.passive}
+        loop = asyncio.get_running_loop()
+        self.tasks.append(loop.create_task(self._housekeeping()))
+        wd = self.notifier.watchdog_interval()
+        if wd:
+            self.tasks.append(loop.create_task(self._watchdog(wd)))
+        from . import api
+
+        self.api = await api.start(self.d)
+        if not self.pending:
+            loop.create_task(self._become_ready())
+
+    async def stopping(self) -> None:
+        self.notifier.send("STOPPING=1")
+        if self.api is not None:
+            await self.api.stop()
+
+    async def stopped(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        await self.save()
+
+    async def reload(self) -> bool:
+        """SIGHUP or the API: RELOADING=1 … READY=1 around the Daemon's reload."""
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            ok = await self.d.reload()
+        finally:
+            if self.pending is not None:
+                self.pending &= set(self.d.states)
+            self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+        self.dirty.set()
+        return ok
+
+    # -- checks ---------------------------------------------------------------------
+
+    async def checked(self, key: tuple[str, str], lag: float) -> float:
+        """The scheduler's job: one check, then bookkeeping."""
+        try:
+            return await self.d.check_once(key, lag)
+        except Exception as e:  # noqa: BLE001 - a bug must not silently end a service's timer
+            self.log.exception("check.crashed", group=key[0], service=key[1], error=f"{type(e).__name__}: {e}")
+            st = self.d.states.get(key)
+            return st.spec.interval if st else 60.0
+        finally:
+            for fut in self.waiters.pop(key, []):
+                if not fut.done():
+                    fut.set_result(None)
+            if self.pending is not None and key in self.pending:
+                self.pending.discard(key)
+                if not self.pending:
+                    asyncio.get_running_loop().create_task(self._become_ready())
+
+    def spec_to_run(self, svc: ServiceSpec) -> ServiceSpec | None:
+        """The spec to check with disabled hosts left out; None when nothing is to be
+        probed (a trap-only service, or every host disabled: mon's default without
+        `allow_empty_group`)."""
+        if svc.passive:
+            return None
+        assert self.d.cfg is not None
+        off = [h for h in self.d.cfg.hosts(svc) if self.state.is_disabled("host", h)]
+        if not off:
+            return svc
+        if len(off) == len(self.d.cfg.hosts(svc)):
+            return None
+        return replace(svc, exclude_hosts=list(svc.exclude_hosts) + off)
+
+    def idle(self, st: ServiceState, now: float) -> float:
+        """A check with nothing to probe; a trap-only service's silence check."""
+        svc = st.spec
+        if svc.passive and svc.traptimeout:
+            last = self.traps.get(svc.key, self.started_at)
+            if now - last > svc.traptimeout:
+                self.log.info("trap.timeout", group=svc.group, service=svc.name, silent_s=round(now - last, 3))
+                summary = f"no trap for {svc.traptimeout:g}s"
+                self._passive(st, now, {h: Result(False, summary) for h in self.targets(svc)}, summary, 1)
+                self.traps[svc.key] = now  # the next failure after another traptimeout (mon)
+            return min(svc.interval, svc.traptimeout)
+        return svc.interval
+
+    def targets(self, svc: ServiceSpec) -> list[str]:
+        assert self.d.cfg is not None
+        return [h for h in self.d.cfg.hosts(svc) if not self.state.is_disabled("host", h)]
+
+    def observe(self, st: ServiceState, now: float, results: dict[str, Result], output: str | None,
+                retval: int | None, dep_ok: bool, duration: float = 0.0, lag: float = 0.0) -> Outcome:
+        """ServiceState.observe plus the downtime log and metrics."""
+        before = {h: (hs.up, hs.since) for h, hs in st.hosts.items()}
+        old_status, old_first, old_summary = st.status, st.first_failure, st.last_summary
+        out = st.observe(now, results, output, retval, dep_ok)
+        self.fresh.add(st.spec.key)
+        g, s = st.spec.key
+        for ch in out.hosts:
+            was_up, since = before.get(ch.host, (None, 0.0))
+            if ch.up and was_up is False:
+                self._outage(g, s, ch.host, since, now, (st.hosts[ch.host].last_bad or ch.result).summary)
+        if old_status == "fail" and st.status == "ok":
+            self._outage(g, s, None, old_first, now, old_summary)
+        if self.metrics is not None:
+            self.metrics.check(st.spec, results, duration, lag)
+        self.dirty.set()
+        return out
+
+    def _outage(self, group: str, service: str, host: str | None, start: float, end: float, summary: str,
+                note: str = "") -> None:
+        entry = {"group": group, "service": service, "host": host, "start": start, "end": end,
+                 "duration_s": round(end - start, 3), "summary": summary}
+        if note:
+            entry["note"] = note
+        self.state.add_downtime(entry)
+
+    def _passive(self, st: ServiceState, now: float, results: dict[str, Result], output: str, retval: int) -> None:
+        out = self.observe(st, now, results, output, retval, self.d.dep_ok(st.spec))
+        self.d.act(st, out, now)
+
+    # -- IPVS and alerts ----------------------------------------------------------------
+
+    def health(self, watch: tuple[str, str], host: str, up: bool | None) -> bool | None:
+        if self.state.is_disabled("host", host):
+            return False  # drained for maintenance
+        if watch not in self.fresh:
+            return None  # restored state is history, not health: adopt the kernel's entry
+        return up
+
+    def allowed(self, st: ServiceState, fires: list[Fire]) -> list[Fire]:
+        g, s = st.spec.key
+        why = ("service disabled" if self.state.is_disabled("service", f"{g}:{s}")
+               else "watch disabled" if self.state.is_disabled("watch", g) else None)
+        if why is None or not fires:
+            return fires
+        for f in fires:
+            self.log.info("alert.suppressed", group=g, service=s, type=f.kind, alert=f.alert.name, reason=why)
+        return []
+
+    def alert_done(self, st: ServiceState, fire: Fire, now: float, task: "asyncio.Task[bool]") -> None:
+        ok = not task.cancelled() and task.exception() is None and bool(task.result())
+        g, s = st.spec.key
+        self.state.add_history({"time": now, "group": g, "service": s, "type": fire.kind, "alert": fire.alert.name,
+                                "args": list(fire.alert.args), "period": fire.period, "summary": fire.summary,
+                                "ok": ok})
+        if self.metrics is not None:
+            self.metrics.alert(g, s, fire.kind, ok)
+        self.dirty.set()
+
+    # -- operator commands (the API calls these) ------------------------------------------
+
+    def exists(self, kind: persist.Kind, name: str) -> bool:
+        cfg = self.d.cfg
+        assert cfg is not None
+        if kind == "host":
+            return any(name in hs for hs in cfg.hostgroups.values())
+        if kind == "service":
+            g, _, s = name.partition(":")
+            return (g, s) in cfg.services
+        return name in cfg.hostgroups
+
+    def _host_services(self, host: str) -> list[tuple[str, str]]:
+        assert self.d.cfg is not None
+        return [k for k, st in self.d.states.items() if host in self.d.cfg.hosts(st.spec)]
+
+    async def disable(self, kind: persist.Kind, name: str, reason: str = "", for_s: float | None = None,
+                      by: str = "") -> persist.Disabled:
+        if not self.exists(kind, name):
+            raise KeyError(f"no such {kind} {name!r}")
+        now = time.time()
+        d = self.state.disable(kind, name, reason, now, now + for_s if for_s else None, by)
+        self.log.warning("control.disabled", kind=kind, name=name, reason=reason, until=d.until, by=by)
+        if kind == "host":
+            for key in self._host_services(name):
+                st = self.d.states[key]
+                hs = st.hosts.pop(name, None)
+                if hs is not None and hs.up is False:
+                    self._outage(key[0], key[1], name, hs.since, now,
+                                 hs.last_bad.summary if hs.last_bad else "down", note="disabled")
+                self.run_now(key)
+            if self.d.lvs is not None:
+                self.d.lvs.poke()
+        await self.save()
+        return d
+
+    async def enable(self, kind: persist.Kind, name: str, by: str = "") -> bool:
+        if not self.state.enable(kind, name):
+            return False
+        self.log.warning("control.enabled", kind=kind, name=name, by=by)
+        self._enabled(kind, name)
+        await self.save()
+        return True
+
+    def _enabled(self, kind: str, name: str) -> None:
+        if kind == "host":
+            for key in self._host_services(name):
+                self.run_now(key)
+            if self.d.lvs is not None:
+                self.d.lvs.poke()
+
+    def expire(self, now: float) -> None:
+        for kind, name, d in self.state.expire(now):
+            self.log.warning("control.enabled", kind=kind, name=name, reason="disable expired", since=d.since)
+            if self.d.sched is not None:
+                self._enabled(kind, name)
+            self.dirty.set()
+
+    async def ack(self, key: tuple[str, str], comment: str, by: str = "") -> None:
+        st = self.d.states[key]
+        if st.status != "fail":
+            raise ValueError(f"{key[0]}:{key[1]} is not failing (status {st.status}); nothing to acknowledge")
+        st.acked = comment
+        self.state.acks[persist.service_key(key)] = persist.Ack(comment, time.time(), by)
+        self.log.warning("control.ack", group=key[0], service=key[1], comment=comment, by=by)
+        await self.save()
+
+    def run_now(self, key: tuple[str, str]) -> asyncio.Future[None]:
+        """Restart the service's timer with no delay: the check runs now (one in flight is cancelled)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        st = self.d.states.get(key)
+        if st is None or self.d.sched is None:
+            fut.set_result(None)
+            return fut
+        self.waiters.setdefault(key, []).append(fut)
+        self.d.sched.start(key, 0.0, lambda lag: self.checked(key, lag), st.spec.randskew)
+        return fut
+
+    async def test_now(self, key: tuple[str, str]) -> None:
+        st = self.d.states[key]
+        await asyncio.wait_for(self.run_now(key), st.spec.timeout + 5.0)
+
+    def trap(self, key: tuple[str, str], ok: bool, summary: str, detail: str = "",
+             hosts: list[str] | None = None) -> None:
+        """A passive result: an external agent's word for the whole service. Failing hosts
+        are `hosts`, else the group's hosts named in the summary, else all (mon's rule)."""
+        st = self.d.states[key]
+        targets = self.targets(st.spec)
+        now = time.time()
+        self.traps[key] = now
+        if ok:
+            results = {h: Result(True, summary) for h in targets}
+        else:
+            words = set(summary.split())
+            failing = set(hosts or [h for h in targets if h in words] or targets)
+            results = {h: Result(False, summary or "trap: failure", detail) if h in failing else Result(True, "")
+                       for h in targets}
+        self.log.info("trap.received", group=key[0], service=key[1], ok=ok, summary=summary)
+        output = summary + ("\n" + detail if detail else "")
+        self._passive(st, now, results, output, 0 if ok else 1)
+
+    # -- persistence, readiness, status ------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        self.state.services = {persist.service_key(k): persist.snapshot_service(st) for k, st in self.d.states.items()}
+        for k in list(self.state.acks):
+            g, _, s = k.partition(":")
+            st = self.d.states.get((g, s))
+            if st is None or st.acked is None:
+                del self.state.acks[k]  # recovered (mon clears the ack) or removed
+        return self.state.to_json()
+
+    async def save(self) -> bool:
+        if self.store is None:
+            return False
+        self.dirty.clear()
+        data = self.snapshot()
+        async with self.save_lock:
+            return await asyncio.to_thread(self.store.save, data)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.dirty.wait(), HOUSEKEEPING_S)
+            except asyncio.TimeoutError:
+                pass
+            self.expire(time.time())
+            self.send_status()
+            if self.dirty.is_set():
+                await asyncio.sleep(SAVE_DELAY_S)
+                await self.save()
+
+    async def _watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 from the event loop itself: a loop that hangs stops the pings."""
+        while True:
+            self.notifier.send("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def _become_ready(self) -> None:
+        if self.ready:
+            return
+        if self.d.lvs is not None:
+            await self.d.lvs.reconcile("first round")
+        self.ready = True
+        self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+        self.log.info("daemon.ready", services=len(self.d.states), status=self.status_line())
+
+    def counts(self) -> dict[str, int]:
+        c = {"services": len(self.d.states), "ok": 0, "fail": 0, "untested": 0, "hosts_down": 0, "acked": 0}
+        for st in self.d.states.values():
+            c[st.status] += 1
+            c["hosts_down"] += len(st.failing_hosts)
+            c["acked"] += st.acked is not None
+        c["disabled"] = sum(len(v) for v in self.state.disabled.values())
+        return c
+
+    def status_line(self) -> str:
+        c = self.counts()
+        return (f"{c['services']} services: {c['ok']} ok, {c['fail']} failing, {c['untested']} untested; "
+                f"{c['hosts_down']} host checks down; {c['disabled']} disabled; {c['acked']} acked")
+
+    def send_status(self) -> None:
+        line = self.status_line()
+        if line != self.last_status:
+            self.last_status = line
+            self.notifier.send(f"STATUS={line}")

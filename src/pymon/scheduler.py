@@ -49,18 +49,20 @@ class Scheduler:
 
     async def _run(self, key: Hashable, job: Job, due: float) -> float:
         loop = asyncio.get_running_loop()
-        if self.sem is None:
+        sem = self.sem  # a reload may swap in a new one; release the one we took
+        if sem is None:
             return await job(loop.time() - due)
-        if self.sem.locked():
+        if sem.locked():
             self.waiting += 1
             self.log.warning("scheduler.throttled", service=":".join(map(str, key)) if isinstance(key, tuple)
                              else str(key), queued=self.waiting)
             try:
-                async with self.sem:
-                    self.waiting -= 1
-                    return await job(loop.time() - due)
-            except asyncio.CancelledError:
-                self.waiting = max(0, self.waiting - 1)
-                raise
-        async with self.sem:
+                await sem.acquire()
+            finally:
+                self.waiting -= 1
+        else:
+            await sem.acquire()
+        try:
             return await job(loop.time() - due)
+        finally:
+            sem.release()

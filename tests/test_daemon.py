@@ -265,3 +265,33 @@ def test_world_writable_plugin_dir_is_refused(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "world-writable" in r.stderr
+
+
+def test_depend_skips_checks_and_startupalert_fires(tmp_path: Path, daemons: list[Daemon]) -> None:
+    cfg = setup(tmp_path, f"""  g:
+    ping:
+      interval: 0.3s
+      monitor: {{name: rec, dir: "{tmp_path}"}}
+    web:
+      interval: 0.3s
+      depend: ["g:ping"]
+      monitor: {{name: rec, dir: "{tmp_path}"}}
+      periods: [{{startupalert: [log], alert: [log]}}]
+    night:
+      interval: 0.3s
+      exclude_period: "wd {{Sun-Sat}}"
+      monitor: {{name: rec, dir: "{tmp_path}"}}
+""", groups="g: [h1]")
+    d = Daemon(cfg)
+    daemons.append(d)
+    s = d.wait(lambda e: e["event"] == "alert.log")
+    assert s["type"] == "startupalert" and s["service"] == "web"
+    d.wait(lambda e: e["event"] == "check.done" and e["service"] == "web")
+    (tmp_path / "down-h1").touch()
+    d.wait(lambda e: e["event"] == "check.skipped" and e["service"] == "web" and e["reason"] == "dependency failing")
+    n = len(starts(tmp_path, "web"))
+    time.sleep(1.0)
+    assert len(starts(tmp_path, "web")) == n, "web was checked while its dependency failed"
+    assert not [e for e in d.events if e["event"] == "alert.log" and e["type"] == "alert"]
+    assert starts(tmp_path, "night") == [], "a check ran inside its exclude_period"
+    d.stop()

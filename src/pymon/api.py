@@ -530,7 +530,8 @@ OPENAPI: dict[str, Any] = {
         "/metrics": {"get": _op("Prometheus metrics", ok="text/plain")},
         "/openapi.json": {"get": _op("this document")},
         "/": {"get": _op("status page (TCP listener only; cookie from /login)", ok="text/html")},
-        "/login": {"get": _op("set the page's cookie from ?token= and redirect to /", ok="text/html",
-                              query=[{"name": "token", "in": "query", "schema": {"type": "string"}}])},
+        "/login": {"get": _op("set the page's cookie from ?token= and redirect to / (no token: a form)",
+                              ok="text/html", query=[{"name": "token", "in": "query", "schema": {"type": "string"}}]),
+                   "post": _op("the form's post: token=TOKEN; sets the cookie, redirects to /", ok="text/html")},
     },
 }

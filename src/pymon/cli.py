@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("-c", "--config", required=True, help="pymon YAML config")
         return sp
 
+    from . import client  # the control API's commands: status, disable, enable, ack, ... (client.py)
+
+    _COMMANDS.update(client.add_commands(sub))
     run_p = with_config("run", "run the daemon")
     run_p.add_argument("--dry-run", action="store_true", help="never change IPVS; log what would change")
     ip = with_config("ipvs", "run one round of checks, then print the wanted and the actual IPVS table")

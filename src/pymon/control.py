@@ -173,7 +173,7 @@ class Control:
             if now - last > svc.traptimeout:
                 self.log.info("trap.timeout", group=svc.group, service=svc.name, silent_s=round(now - last, 3))
                 summary = f"no trap for {svc.traptimeout:g}s"
-                self._passive(st, now, {h: Result(False, summary) for h in self.targets(svc)}, summary, 1)
+                self._passive(st, now, {h: Result(False, summary) for h in self.targets(svc)}, None, 1)
                 self.traps[svc.key] = now  # the next failure after another traptimeout (mon)
             return min(svc.interval, svc.traptimeout)
         return svc.interval
@@ -209,7 +209,8 @@ class Control:
             entry["note"] = note
         self.state.add_downtime(entry)
 
-    def _passive(self, st: ServiceState, now: float, results: dict[str, Result], output: str, retval: int) -> None:
+    def _passive(self, st: ServiceState, now: float, results: dict[str, Result], output: str | None,
+                 retval: int) -> None:
         out = self.observe(st, now, results, output, retval, self.d.dep_ok(st.spec))
         self.d.act(st, out, now)
 

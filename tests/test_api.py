@@ -179,6 +179,7 @@ def test_traps_and_traptimeout(pymon: Running) -> None:
 
 
 def test_metrics_openapi_history(pymon: Running) -> None:
+    pytest.importorskip("prometheus_client")
     (pymon.tmp / f"down-{B}").touch()
     pymon.d.wait(lambda e: e["event"] == "alert.log" and e["service"] == "s")
     time.sleep(0.3)

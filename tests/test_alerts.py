@@ -268,7 +268,7 @@ class Hooks:
         if kind == "bad":
             return web.Response(status=400, text="what is this")
         if kind == "slow":
-            await asyncio.sleep(5)
+            await asyncio.sleep(1)
         return web.Response(status=204)
 
 

@@ -271,9 +271,11 @@ def test_depend_skips_checks_and_startupalert_fires(tmp_path: Path, daemons: lis
     cfg = setup(tmp_path, f"""  g:
     ping:
       interval: 0.3s
+      exclude_hosts: [h2]
       monitor: {{name: rec, dir: "{tmp_path}"}}
     web:
       interval: 0.3s
+      exclude_hosts: [h1]
       depend: ["g:ping"]
       monitor: {{name: rec, dir: "{tmp_path}"}}
       periods: [{{startupalert: [log], alert: [log]}}]
@@ -281,7 +283,7 @@ def test_depend_skips_checks_and_startupalert_fires(tmp_path: Path, daemons: lis
       interval: 0.3s
       exclude_period: "wd {{Sun-Sat}}"
       monitor: {{name: rec, dir: "{tmp_path}"}}
-""", groups="g: [h1]")
+""", groups="g: [h1, h2]")
     d = Daemon(cfg)
     daemons.append(d)
     s = d.wait(lambda e: e["event"] == "alert.log")

@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("group")
     tp.add_argument("service")
     sub.add_parser("schema", help="print the config's JSON Schema")
+    im = sub.add_parser("import-mon", help="convert a mon.cf to pymon YAML on stdout (see moncf.py)")
+    im.add_argument("file", help="mon.cf (run through m4 when named *.m4, as mon does)")
+    im.add_argument("--check", action="store_true", help="list what cannot be carried over; exit 1 if anything")
+    im.add_argument("--m4", action="store_true", help="run m4 on it first (mon's -M)")
+    im.add_argument("--legacy-monitors", action="store_true", help="keep http.monitor etc. as mon's scripts")
     sub.choices["demo"].add_argument("-c", "--config", default=None, help="default: the bundled etc/pymon.yaml")
     a = p.parse_args(argv)
     try:
@@ -142,4 +147,10 @@ def _demo(a: argparse.Namespace) -> int:
     return asyncio.run(run_demo(a.config, a.log_format, a.log_level))
 
 
-_COMMANDS = {"run": _run, "ipvs": _ipvs, "check-config": _check_config, "test": _test, "schema": _schema, "demo": _demo}
+def _import_mon(a: argparse.Namespace) -> int:
+    from .moncf import cli
+
+    return cli(a)
+
+
+_COMMANDS = {"import-mon": _import_mon, "run": _run, "ipvs": _ipvs, "check-config": _check_config, "test": _test, "schema": _schema, "demo": _demo}

@@ -313,6 +313,11 @@ def load_config(path: str | os.PathLike[str], *, known_monitor: Resolver | None 
         raise ConfigError([f"{file}:1:1: cannot read config: {e.strerror}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{file}:1:1: config is not UTF-8 text"]) from None
+    from . import moncf  # a mon.cf (by name or content) is converted in memory: see moncf.py
+
+    if moncf.is_moncf(file, text):
+        return moncf.load(text, file, known_monitor=known_monitor, known_alert=known_alert,
+                          plugin_problems=plugin_problems)
     return parse_config(text, file, known_monitor=known_monitor, known_alert=known_alert,
                         plugin_problems=plugin_problems)
 

@@ -136,6 +136,7 @@ class Control:
 
     async def checked(self, key: tuple[str, str], lag: float) -> float:
         """The scheduler's job: one check, then bookkeeping."""
+        waiting = self.waiters.pop(key, [])  # test-now callers that asked before this check started
         try:
             return await self.d.check_once(key, lag)
         except Exception as e:  # noqa: BLE001 - a bug must not silently end a service's timer
@@ -143,7 +144,7 @@ class Control:
             st = self.d.states.get(key)
             return st.spec.interval if st else 60.0
         finally:
-            for fut in self.waiters.pop(key, []):
+            for fut in waiting:
                 if not fut.done():
                     fut.set_result(None)
             if self.pending is not None and key in self.pending:

@@ -90,7 +90,7 @@ def targets(*hosts: str) -> list[Target]:
 
 async def test_answer(servers: dict[str, object]) -> None:
     res = await probe(targets("127.0.0.2", "127.0.0.3"),
-                      {"name": "www.example.test", "answer": r"^127\.0\.0\.9$", "port": servers["port"], "timeout": 2})
+                      {"query": "www.example.test", "answer": r"^127\.0\.0\.9$", "port": servers["port"], "timeout": 2})
     assert set(res) == {"127.0.0.2", "127.0.0.3"}
     for r in res.values():
         assert r.ok, r
@@ -100,20 +100,20 @@ async def test_answer(servers: dict[str, object]) -> None:
 
 async def test_answer_mismatch_and_empty(servers: dict[str, object]) -> None:
     params = {"port": servers["port"], "timeout": 2}
-    res = await probe(targets("127.0.0.2"), {**params, "name": "www.example.test", "answer": "^10\\."})
+    res = await probe(targets("127.0.0.2"), {**params, "query": "www.example.test", "answer": "^10\\."})
     assert res["127.0.0.2"].summary == "no answer matches '^10\\\\.': 127.0.0.9"
-    res = await probe(targets("127.0.0.2"), {**params, "name": "zone.test", "type": "a", "answer": "."})
+    res = await probe(targets("127.0.0.2"), {**params, "query": "zone.test", "type": "a", "answer": "."})
     assert not res["127.0.0.2"].ok
     assert res["127.0.0.2"].summary == "empty answer, expected '.'"
 
 
 async def test_nxdomain(servers: dict[str, object]) -> None:
-    params = {"port": servers["port"], "timeout": 2, "name": "host.nx.test"}
+    params = {"port": servers["port"], "timeout": 2, "query": "host.nx.test"}
     r = (await probe(targets("127.0.0.2"), params))["127.0.0.2"]
     assert not r.ok and r.summary == "NXDOMAIN, expected NOERROR"
     r = (await probe(targets("127.0.0.2"), {**params, "rcode": "nxdomain"}))["127.0.0.2"]
     assert r.ok and r.summary == "NXDOMAIN"
-    r = (await probe(targets("127.0.0.2"), {**params, "name": "elsewhere.test"}))["127.0.0.2"]
+    r = (await probe(targets("127.0.0.2"), {**params, "query": "elsewhere.test"}))["127.0.0.2"]
     assert r.summary == "REFUSED, expected NOERROR"
 
 
@@ -121,10 +121,10 @@ async def test_truncated_answer_retried_over_tcp(servers: dict[str, object]) -> 
     msg = dns.query.udp(dns.message.make_query("big.example.test", "TXT"), "127.0.0.2",
                         port=servers["port"], timeout=2)  # type: ignore[arg-type]
     assert msg.flags & dns.flags.TC and not msg.answer  # the server really truncates
-    res = await probe(targets("127.0.0.2"), {"name": "big.example.test", "type": "TXT", "answer": "t{200}",
+    res = await probe(targets("127.0.0.2"), {"query": "big.example.test", "type": "TXT", "answer": "t{200}",
                                              "port": servers["port"], "timeout": 2})
     assert res["127.0.0.2"].ok, res
-    res = await probe(targets("127.0.0.2"), {"name": "big.example.test", "type": "TXT", "tcp": True,
+    res = await probe(targets("127.0.0.2"), {"query": "big.example.test", "type": "TXT", "tcp": True,
                                              "port": servers["port"], "timeout": 2})
     assert res["127.0.0.2"].ok, res
 
@@ -135,7 +135,7 @@ async def test_down_servers_fail_per_host(servers: dict[str, object]) -> None:
     try:
         start = time.monotonic()
         res = await probe(targets("127.0.0.2", "127.0.0.5", "127.0.0.6"),
-                          {"name": "www.example.test", "port": servers["port"], "timeout": 0.5})
+                          {"query": "www.example.test", "port": servers["port"], "timeout": 0.5})
         assert time.monotonic() - start < 1.5
     finally:
         silent.close()
@@ -145,7 +145,7 @@ async def test_down_servers_fail_per_host(servers: dict[str, object]) -> None:
 
 
 async def test_soa_serial_agree(servers: dict[str, object]) -> None:
-    params = {"name": "zone.test", "soa_serial_agree": True, "port": servers["port"], "timeout": 2}
+    params = {"query": "zone.test", "soa_serial_agree": True, "port": servers["port"], "timeout": 2}
     res = await probe(targets("127.0.0.2", "127.0.0.3"), params)
     assert [r.summary for r in res.values()] == ["SOA serial 7", "SOA serial 7"]
     assert all(r.ok and r.value == 7 for r in res.values())
@@ -154,7 +154,7 @@ async def test_soa_serial_agree(servers: dict[str, object]) -> None:
     assert not res["127.0.0.4"].ok and res["127.0.0.4"].summary == "SOA serial 6 behind 7 on 127.0.0.2"
     assert res["127.0.0.5"].summary == "connection refused"
     # a server that answers without SOA cannot agree
-    res = await probe(targets("127.0.0.2"), {**params, "name": "other.test", "rcode": "REFUSED"})
+    res = await probe(targets("127.0.0.2"), {**params, "query": "other.test", "rcode": "REFUSED"})
     assert res["127.0.0.2"].summary == "no SOA in answer"
 
 
@@ -164,7 +164,7 @@ async def test_ipv6_server() -> None:
     port = free_port("::1")
     server = Dnsmasq("::1", port, 1)
     try:
-        res = await probe(targets("::1"), {"name": "zone.test", "type": "SOA", "answer": " 1 ", "port": port,
+        res = await probe(targets("::1"), {"query": "zone.test", "type": "SOA", "answer": " 1 ", "port": port,
                                            "timeout": 2})
         assert res["::1"].ok, res
     finally:
@@ -172,16 +172,16 @@ async def test_ipv6_server() -> None:
 
 
 async def test_hostname_as_server(servers: dict[str, object]) -> None:
-    res = await probe(targets("localhost"), {"name": "x", "port": free_port("127.0.0.1"), "timeout": 1})
+    res = await probe(targets("localhost"), {"query": "x", "port": free_port("127.0.0.1"), "timeout": 1})
     assert res["localhost"].summary in ("connection refused", "timeout after 1s")
 
 
 async def test_params() -> None:
-    assert check_params("dns", {"name": "example.test", "type": "MX", "rcode": "SERVFAIL", "answer": "x"}) == []
+    assert check_params("dns", {"query": "example.test", "type": "MX", "rcode": "SERVFAIL", "answer": "x"}) == []
     assert check_params("dns", {"type": "XX", "rcode": "OOPS", "argv": ["-x"]}) == [
-        "name: required", "type: unknown record type 'XX'", "rcode: unknown rcode 'OOPS'",
+        "query: required (the name to look up)", "type: unknown record type 'XX'", "rcode: unknown rcode 'OOPS'",
         "argv: this probe takes no mon-style options; give params instead"]
-    assert check_params("dns", {"name": "z", "soa_serial_agree": True, "type": "A"}) == [
+    assert check_params("dns", {"query": "z", "soa_serial_agree": True, "type": "A"}) == [
         "type: soa_serial_agree needs type SOA, got A"]
     res = await probe(targets("a", "b"), {})
-    assert all(r.summary == "bad params: name: required" for r in res.values())
+    assert all(r.summary == "bad params: query: required (the name to look up)" for r in res.values())

@@ -5,10 +5,10 @@ servers with each other: a secondary that stopped transferring the zone still an
 NOERROR, and only the serial shows that it is serving stale data. The servers are
 queried concurrently over UDP, retrying over TCP when the answer is truncated.
 
-Params: name (required), type (A), rcode (NOERROR), answer (regex that some answer
+Params: query (required; the name to look up), type (A), rcode (NOERROR), answer (regex that some answer
 record's data must match, e.g. '^127\\.0\\.0\\.9$'), port (53), recurse (true: set RD),
 tcp (false: TCP only), timeout (10), soa_serial_agree (false; when true the query is
-`name SOA` and every server must report the highest serial seen in the group).
+`query SOA` and every server must report the highest serial seen in the group).
 """
 
 from __future__ import annotations
@@ -49,15 +49,15 @@ class DnsParams:
 
 def _parse(params: Params) -> DnsParams:
     r = ParamReader(params, argv=False)
-    name_text = r.string("name", None)
+    name_text = r.string("query", None)
     qname = dns.name.root
     if name_text is None:
-        r.error("name: required")
+        r.error("query: required (the name to look up)")
     else:
         try:
             qname = dns.name.from_text(name_text)
         except dns.exception.DNSException as e:
-            r.error(f"name: bad domain name {name_text!r}: {e}")
+            r.error(f"query: bad domain name {name_text!r}: {e}")
     soa = r.boolean("soa_serial_agree", False)
     type_text = r.string("type", "SOA" if soa else "A", upper=True)
     rdtype = dns.rdatatype.A

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import platform
 import re
@@ -126,10 +125,7 @@ def cases(peers: Peers) -> list[dict[str, Any]]:
          "mon": f"http.monitor -p {port} -u /", "host": "127.0.0.1"},
         {"probe": "tcp", "native": f"{{name: tcp, port: {peers.tcp_port}}}", "mon": f"tcp.monitor -p {peers.tcp_port}",
          "host": "127.0.0.1"},
-        # The dns probe's `name` param cannot be written in the YAML mapping (its `name`
-        # key is the monitor's name), so the native params are set after loading.
-        {"probe": "dns", "native": "{name: dns, type: A}",
-         "params": {"name": "www.example.test"},
+        {"probe": "dns", "native": "{name: dns, query: www.example.test, type: A}",
          "mon": "dns.monitor -caching_only -query www.example.test:A", "host": "127.0.0.2",
          "skip": None if peers.dns else "no dnsmasq on 127.0.0.2:53"},
         {"probe": "fping", "native": "{name: fping, count: 1}", "mon": "fping.monitor", "host": "127.0.0.1",
@@ -142,8 +138,6 @@ def cases(peers: Peers) -> list[dict[str, Any]]:
 
 def config(tmp: Path, c: dict[str, Any], which: str) -> Path:
     monitor = repr(c["mon"]) if which == "mon" else c["native"]
-    if which == "native" and c.get("params"):  # loads as a valid tcp check, runs as dns
-        config(tmp, dict(c, native="{name: tcp, port: 53}", params=None), "carrier")
     mondir = [str(d) for d in MON_D] if which == "mon" else [str(tmp / "none")]
     cfg = tmp / f"{c['probe']}-{which}.yaml"
     cfg.write_text(f"""globals: {{mondir: {mondir}, alertdir: {tmp}, statedir: {tmp}}}
@@ -162,15 +156,10 @@ def cpu(who: int) -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def measure(cfg_path: Path, n: int, who: int, params: dict[str, Any] | None = None) -> tuple[float, float]:
+async def measure(cfg_path: Path, n: int, who: int) -> tuple[float, float]:
     """(CPU seconds per check, wall seconds per check)."""
-    if params is None:
-        cfg, plugins = load_all(str(cfg_path))
-        (svc,) = cfg.services.values()
-    else:
-        cfg, plugins = load_all(str(cfg_path).replace("-native", "-carrier"))
-        (svc,) = cfg.services.values()
-        svc = dataclasses.replace(svc, monitor=dataclasses.replace(svc.monitor, name=svc.name, params=params))
+    cfg, plugins = load_all(str(cfg_path))
+    (svc,) = cfg.services.values()
     st = ServiceState(svc)
     for _ in range(min(5, n)):  # warm-up: imports, first connections
         await run_check(cfg, plugins, svc, st)
@@ -209,7 +198,7 @@ async def main() -> int:
             if c.get("skip"):
                 rows.append((c["probe"], None, None, c["mon"].split()[0], None, None, c["skip"]))
                 continue
-            n_cpu, n_wall = await measure(config(tmp, c, "native"), a.n, resource.RUSAGE_SELF, c.get("params"))
+            n_cpu, n_wall = await measure(config(tmp, c, "native"), a.n, resource.RUSAGE_SELF)
             m_cpu = m_wall = None
             note = c.get("skip_mon") or ""
             script = c["mon"].split()[0]

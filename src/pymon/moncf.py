@@ -793,7 +793,7 @@ class _Converter:
             self.at(P + ("period",), p.line)
         exit_range = p.opts.get("alertexitrange")
         for kind in ("alert", "upalert", "startupalert"):
-            items = []
+            items: list[str] = []
             for text, no in p.alerts[kind]:
                 a = self.alert(text, no, kind, exit_range[0] if exit_range and kind == "alert" else None)
                 if a is not None:
@@ -895,7 +895,7 @@ class _Converter:
             if up is None:
                 why = "no matching upalert (mon takes the real server out for good)"
             elif any(not _always(s.periods[x["period"]]) or "alertafter" in out["periods"][x["period"]]
-                     or "numalerts" in out["periods"][x["period"]] for x in (down, up)):
+                     or "numalerts" in out["periods"][x["period"]] for x in (down, up) if x is not None):
                 why = "its period is not 'always' or has alertafter/numalerts, which a virtual service cannot express"
             elif down["host"] not in hosts and len(hosts) != 1:
                 why = f"real server {down['host']} is not a host of hostgroup {w.group}"
@@ -905,7 +905,7 @@ class _Converter:
                        f"watches one service")
             else:
                 why = ""
-            if why:
+            if why or up is None:
                 self.warn(down["line"], f"lvs alert -V {down['V']} -R {down['R']}: kept as an alert (pymon's "
                                         f"built-in lvs alert runs it): {why}")
                 continue

@@ -127,6 +127,7 @@ SCHEMA: dict[str, Any] = {
                 "maxprocs": {"type": "integer", "minimum": 0, "description": "max concurrent checks, 0 = unlimited"},
                 "randstart": _duration,
                 "alert_timeout": _duration,
+                "block_warning": _duration,
                 "dep_behavior": {"enum": ["a", "m"]},
                 # control API (api.py)
                 "control_socket": {"type": "string", "description": "unix socket; default <statedir>/pymon.sock"},
@@ -294,6 +295,7 @@ class Config:
     control_socket: Path | None = None  # control API (api.py); the builder fills in the defaults
     control_port: int | None = None
     token_file: Path | None = None
+    block_warning: float = 1.0  # watchdog.py: warn when the event loop is blocked this long
 
     def hosts(self, svc: ServiceSpec) -> list[str]:
         return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
@@ -458,6 +460,7 @@ class _Builder:
             maxprocs=int(g.get("maxprocs", 0)),
             randstart=self.duration(("globals", "randstart"), g.get("randstart"), 0.0),
             alert_timeout=self.duration(("globals", "alert_timeout"), g.get("alert_timeout"), 60.0),
+            block_warning=self.duration(("globals", "block_warning"), g.get("block_warning"), 1.0),
             hostgroups=groups,
             services=services,
             virtual_services=[vs for vs in vss if vs is not None],

@@ -68,7 +68,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.sched = Scheduler(self.cfg.maxprocs, self.log)
-        self.watchdog = Watchdog(self.log, getattr(self.cfg, "block_warning", 1.0))
+        self.watchdog = Watchdog(self.log, self.cfg.block_warning)
         self.watchdog.start()
         self.control.load()
         if self.uses_lvs(self.cfg, self.plugins):
@@ -121,6 +121,8 @@ class Daemon:
         old = self.cfg
         assert old is not None and self.sched is not None
         self.cfg, self.plugins = cfg, found
+        if self.watchdog:
+            self.watchdog.bound = cfg.block_warning
         if cfg.maxprocs != old.maxprocs:
             self.sched.sem = asyncio.Semaphore(cfg.maxprocs) if cfg.maxprocs else None
         for key in list(self.states):

@@ -432,8 +432,8 @@ watch rs3
         interval 10s
         monitor http.monitor -p 80
         period wd {{Mon-Fri}}
-            alert lvs.alert -V 10.0.0.4:80 -R 192.168.1.13 -W 1
-            upalert lvs.alert -V 10.0.0.4:80 -R 192.168.1.13 -W 1
+            alert lvs.alert -P tcp-service -V 10.0.0.4:80 -R 192.168.1.13 -W 1
+            upalert lvs.alert -P tcp-service -V 10.0.0.4:80 -R 192.168.1.13 -W 1
 """
 
 
@@ -451,7 +451,7 @@ def test_lvs_alerts_become_virtual_services(tmp_path: Path, capsys: pytest.Captu
     assert period["alert"] == ["mail.alert ops"] and "upalert" not in period
     # a weekday-only period cannot be a virtual service: stays an alert for the built-in lvs alert
     assert conv.data["watch"]["rs3"]["http"]["periods"][0]["alert"] == [
-        "lvs.alert -V 10.0.0.4:80 -R 192.168.1.13 -W 1"]
+        "lvs.alert -P tcp -V 10.0.0.4:80 -R 192.168.1.13 -W 1"]  # -P as the built-in lvs alert spells it
     assert any("kept as an alert" in m for _, m in conv.warnings)
     yaml_text, _ = moncf.to_yaml(conv)
     out = tmp_path / "pymon.yaml"

@@ -863,6 +863,12 @@ class _Converter:
                 self.note(no, f"{kind} {text}: its exit= range and the period's alertexitrange never overlap")
                 return None
         name = argv[0]
+        if name in LVS_ALERTS and self.resolver.plugins.executable(name, self.resolver.alertdirs) is None:
+            # the built-in lvs alert runs it: the LVS-HOWTO's `-P tcp-service` is its `-P tcp`
+            for i in range(1, len(argv) - 1):
+                if argv[i] == "-P" and argv[i + 1].lower() in _PROTO:
+                    argv[i + 1] = _PROTO[argv[i + 1].lower()]
+                    body = shlex.join(argv)
         if name not in LVS_ALERTS and self.check_alerts and not self.resolver.alert(name):
             self.note(no, f"{kind} {name}: no such alert in {':'.join(self.alertdirs)} (mon logs 'no alert found' "
                           f"each time)")

@@ -17,7 +17,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import plugin
 from .plugin import Alert, Monitor, Registry
@@ -51,19 +51,13 @@ class Plugins:
 
     def problems(self, kind: str, name: str, params: dict[str, Any]) -> list[str]:
         """Param problems a native plugin can tell at load time (legacy scripts: none)."""
-        if kind == "monitor":
-            mon = self.monitor(name)
-            if not isinstance(mon, Monitor):
-                return []
-            from .probes import check_params
-
-            return check_params(mon.name, params, self.registry)
-        found = self.alert(name)
-        if not isinstance(found, Alert):
+        found = self.monitor(name) if kind == "monitor" else self.alert(name)
+        if not isinstance(found, (Monitor, Alert)):
             return []
-        from .alerts import check_params as check_alert_params
+        from .alerts import CHECKS as ALERT_CHECKS
+        from .probes import CHECKS as PROBE_CHECKS
 
-        return check_alert_params(found.name, params, self.registry)
+        return param_problems(found, params, PROBE_CHECKS if kind == "monitor" else ALERT_CHECKS)
 
     def alert(self, name: str) -> Path | Alert | None:
         """`lvs.alert`/`ipvs.alert` with no such script means the built-in `lvs`."""
@@ -73,6 +67,22 @@ class Plugins:
         elif found is None and name.endswith(".alert"):
             found = self.registry.alerts.get(name.removesuffix(".alert"))
         return found
+
+
+def param_problems(found: Monitor | Alert, params: dict[str, Any],
+                   builtin: dict[str, Callable[[dict[str, Any]], list[str]]]) -> list[str]:
+    """`CHECKS[name](params)`: a built-in's from its package table, a drop-in's from
+    the module that defines it. A checker that raises is itself the problem."""
+    fn = found.fn
+    checks = builtin if fn.__module__.startswith(("pymon.probes.", "pymon.alerts.")) \
+        else getattr(fn, "__globals__", {}).get("CHECKS")
+    check = checks.get(found.name) if isinstance(checks, dict) else None
+    if not callable(check):
+        return []
+    try:
+        return [str(m) for m in check(params)]
+    except Exception as e:  # noqa: BLE001 - a drop-in checker's bug is a config problem
+        return [f"{found.origin}: param checker raised {type(e).__name__}: {e}"]
 
 
 def builtins() -> Registry:

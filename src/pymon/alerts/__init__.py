@@ -18,6 +18,7 @@ from typing import Callable
 
 from pymon import plugin
 from pymon.plugin import Params, Registry
+from pymon.plugins import param_problems
 
 from . import file, log, lvs, mail, webhook  # noqa: F401
 
@@ -38,16 +39,8 @@ CHECKS: dict[str, Callable[[Params], list[str]]] = {
 
 
 def check_params(name: str, params: Params, registry: Registry | None = None) -> list[str]:
-    """Problems in `params` for alert `name`; [] if valid or if it has no checker.
-
-    A drop-in's checker is `CHECKS[name]` in the module that defines its function."""
+    """Problems in `params` for alert `name`; [] if valid or if it has no checker."""
     found = (registry or plugin.current).alerts.get(name)
-    if found is None or found.fn.__module__.startswith("pymon.alerts."):
+    if found is None:
         return CHECKS[name](params) if name in CHECKS else []
-    checks = getattr(found.fn, "__globals__", {}).get("CHECKS")
-    if isinstance(checks, dict) and callable(checks.get(name)):
-        try:
-            return [str(m) for m in checks[name](params)]
-        except Exception as e:  # noqa: BLE001 - a drop-in checker's bug is a config problem
-            return [f"{found.origin}: param checker raised {type(e).__name__}: {e}"]
-    return []
+    return param_problems(found, params, CHECKS)

@@ -33,6 +33,7 @@ from typing import Callable
 
 from pymon import plugin
 from pymon.plugin import Params, Registry
+from pymon.plugins import param_problems
 from pymon.probes import dns, freespace, http, icmp, tcp
 
 CHECKS: dict[str, Callable[[Params], list[str]]] = {
@@ -41,16 +42,11 @@ CHECKS: dict[str, Callable[[Params], list[str]]] = {
 
 
 def check_params(name: str, params: Params, registry: Registry | None = None) -> list[str]:
-    """Problems in `params` for monitor `name`; [] if valid or if it has no checker.
-
-    A drop-in's checker is `CHECKS[name]` in the module that defines its function."""
-    mon = (registry or plugin.current).monitors.get(name)
-    if mon is None or mon.fn.__module__.startswith("pymon.probes."):
+    """Problems in `params` for monitor `name`; [] if valid or if it has no checker."""
+    found = (registry or plugin.current).monitors.get(name)
+    if found is None:
         return CHECKS[name](params) if name in CHECKS else []
-    checks = getattr(mon.fn, "__globals__", {}).get("CHECKS")
-    if isinstance(checks, dict) and callable(checks.get(name)):
-        return list(checks[name](params))
-    return []
+    return param_problems(found, params, CHECKS)
 
 
 __all__ = ["CHECKS", "check_params", "dns", "freespace", "http", "icmp", "tcp"]

@@ -137,9 +137,12 @@ def test_schedule_does_not_drift_and_never_overlaps(tmp_path: Path, daemons: lis
     d.stop()
     fast = starts(tmp_path, "fast")
     assert len(fast) >= 13
-    # no drift: the n-th run starts at first + n*interval (within scheduling jitter)
-    for n, t in enumerate(fast):
-        assert abs(t - (fast[0] + n * 0.2)) < 0.08, (n, t - fast[0])
+    # no drift: the n-th run starts at first + n*interval; lateness of one run (load)
+    # does not push the later ones back
+    period = (fast[-1] - fast[0]) / (len(fast) - 1)
+    assert abs(period - 0.2) < 0.01, period
+    late = [t - (fast[0] + n * 0.2) for n, t in enumerate(fast)]
+    assert max(late) < 0.15 and min(late) > -0.02, late
     # a run that takes longer than its interval never overlaps itself
     slow = [float(ln.split()[2]) for ln in (tmp_path / "starts").read_text().splitlines()
             if ln.startswith("slow slowhost")]

@@ -86,7 +86,13 @@ def test_sd_notify_from_a_real_daemon(tmp_path: Path) -> None:
         # not before the slow service's first check (0.8 s) has finished
         assert t_ready - started > 0.8
         assert "STATUS=2 services: 2 ok, 0 failing, 0 untested" in ready
-        events = [ln.split('"event": "')[1].split('"')[0] for ln in list(lines) if '"event": "' in ln]
+        def events() -> list[str]:
+            return [ln.split('"event": "')[1].split('"')[0] for ln in list(lines) if '"event": "' in ln]
+
+        deadline = time.monotonic() + 10  # the log reader thread may trail the notify socket
+        while "daemon.ready" not in events() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        events = events()  # type: ignore[assignment]
         assert events.index("daemon.ready") > max(i for i, e in enumerate(events) if e == "check.done")
         # the watchdog pings at half WATCHDOG_USEC
         time.sleep(1.0)

@@ -92,8 +92,8 @@ def test_sd_notify_from_a_real_daemon(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10  # the log reader thread may trail the notify socket
         while "daemon.ready" not in events() and time.monotonic() < deadline:
             time.sleep(0.05)
-        events = events()  # type: ignore[assignment]
-        assert events.index("daemon.ready") > max(i for i, e in enumerate(events) if e == "check.done")
+        seen = events()
+        assert seen.index("daemon.ready") > max(i for i, e in enumerate(seen) if e == "check.done")
         # the watchdog pings at half WATCHDOG_USEC
         time.sleep(1.0)
         pings = [t for t, m in ns.msgs if m == "WATCHDOG=1"]

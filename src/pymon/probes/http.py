@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import re
 import ssl
 import time
@@ -30,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
 from pymon import __version__
 from pymon.plugin import Params, Result, Target, monitor
@@ -188,10 +190,59 @@ CHECKS = {"http": check_params}
 _PEER_CERTS: contextvars.ContextVar[list[bytes]] = contextvars.ContextVar("pymon_http_peer_certs")
 
 
+# --- where a check got to, so that a timeout says which fault it was ---
+
+
+@dataclass
+class _Progress:
+    """Phase of one request: connect -> tls (https) -> response -> body; and the bytes
+    received. A blackholed address, a stalled TLS handshake, a server that accepts and
+    never answers and one that drips its response all end in a timeout: this tells
+    them apart. Updated from the transport callbacks, which run in a copy of the
+    check's context (so they see this check's object)."""
+
+    phase: str = "connect"
+    received: int = 0
+
+    def timeout_summary(self, timeout: float) -> str:
+        t = f"timeout after {fmt_s(timeout)}"
+        if self.phase == "connect":
+            return f"{t} connecting"
+        if self.phase == "tls":
+            return f"{t} in TLS handshake"
+        if self.phase == "body":
+            return f"{t} reading body ({self.received} bytes received)"
+        if self.received:
+            return f"{t} receiving response headers ({self.received} bytes received)"
+        return f"{t} waiting for a response (connected, request sent)"
+
+
+_PROGRESS: contextvars.ContextVar[_Progress] = contextvars.ContextVar("pymon_http_progress")
+
+
+class _CountingHandler(ResponseHandler):
+    """aiohttp's protocol, noting the connection and the bytes received in _Progress."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        progress = _PROGRESS.get(None)
+        if progress is not None and progress.phase in ("connect", "tls"):
+            progress.phase = "response"
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        progress = _PROGRESS.get(None)
+        if progress is not None:
+            progress.received += len(data)
+        super().data_received(data)
+
+
 class _CaptureSSLObject(ssl.SSLObject):
     """Records the DER peer certificate into the current check's list at handshake."""
 
     def do_handshake(self) -> None:
+        progress = _PROGRESS.get(None)
+        if progress is not None and progress.phase == "connect":
+            progress.phase = "tls"  # the first call comes once TCP is connected
         super().do_handshake()
         sink = _PEER_CERTS.get(None)
         der = self.getpeercert(binary_form=True)
@@ -222,6 +273,7 @@ _SESSIONS: dict[tuple[int, str, HttpParams], tuple[aiohttp.ClientSession, list[b
 
 def _new_session(cfg: HttpParams) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(force_close=not cfg.keepalive, limit=0, ttl_dns_cache=None)
+    connector._factory = functools.partial(_CountingHandler, loop=asyncio.get_running_loop())  # see _Progress
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
 
 
@@ -273,6 +325,8 @@ def _describe_client_error(e: BaseException, cfg: HttpParams, host: str) -> str:
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most `limit` bytes of the body; the rest is never read (the connection is
+    closed), so a 1 GB body costs one buffer of `limit`."""
     buf = bytearray()
     while len(buf) < limit:
         chunk = await resp.content.read(limit - len(buf))
@@ -280,6 +334,14 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
             break
         buf += chunk
     return bytes(buf)
+
+
+def _truncated(resp: aiohttp.ClientResponse, body: bytes, limit: int) -> str:
+    """' in the first N bytes (of M)' when the read stopped at max_body, else ''."""
+    if len(body) < limit:
+        return ""
+    size = resp.content_length
+    return f" in the first {limit} bytes" + (f" (of {size})" if size and size > limit else "")
 
 
 def _judge(cfg: HttpParams, resp: aiohttp.ClientResponse, body: bytes | None,
@@ -296,7 +358,7 @@ def _judge(cfg: HttpParams, resp: aiohttp.ClientResponse, body: bytes | None,
     if cfg.body_regex is not None:
         text = (body or b"").decode(resp.charset or "utf-8", errors="replace")
         if not cfg.body_regex.search(text):
-            return False, f"body does not match {cfg.body_regex.pattern!r}"
+            return False, f"body does not match {cfg.body_regex.pattern!r}{_truncated(resp, body or b'', cfg.max_body)}"
     if cfg.cert_days is not None:
         if not certs:
             return False, "no peer certificate"
@@ -314,6 +376,8 @@ async def check(target: Target, cfg: HttpParams) -> Result:
     """One request; every failure becomes a Result. Exposed for callers with parsed params."""
     certs: list[bytes] = []
     _PEER_CERTS.set(certs)
+    progress = _Progress()
+    _PROGRESS.set(progress)
     if cfg.keepalive:
         session, last_certs = _shared_session(target.host, cfg)
     else:
@@ -336,6 +400,8 @@ async def check(target: Target, cfg: HttpParams) -> Result:
                     allow_redirects=cfg.redirects > 0, max_redirects=max(cfg.redirects, 1),
                     timeout=aiohttp.ClientTimeout(total=cfg.timeout), **kwargs,
                 ) as resp:
+                    progress.phase = "body"
+                    progress.received = 0
                     body = None
                     want_body = cfg.method != "HEAD" and (cfg.body_regex is not None or resp.status not in cfg.status)
                     if want_body:
@@ -351,7 +417,7 @@ async def check(target: Target, cfg: HttpParams) -> Result:
                 if not cfg.keepalive:
                     await session.close()
     except (asyncio.TimeoutError, TimeoutError):
-        return Result(ok=False, summary=f"timeout after {fmt_s(cfg.timeout)}", latency_s=time.monotonic() - start)
+        return Result(ok=False, summary=progress.timeout_summary(cfg.timeout), latency_s=time.monotonic() - start)
     except Exception as e:  # probes never raise
         return Result(ok=False, summary=_describe_client_error(e, cfg, target.host),
                       detail=repr(e), latency_s=time.monotonic() - start)

@@ -128,7 +128,10 @@ class TelnetFilter:
         return bytes(out), bytes(reply)
 
 
-async def _converse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cfg: TcpParams) -> Result:
+async def _converse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cfg: TcpParams,
+                    received: list[int] | None = None) -> Result:
+    """`received[0]` counts the bytes read so far, so that a timeout can tell a server
+    that never answers from one that drips its banner."""
     if cfg.send is not None:
         writer.write(cfg.send)
         await writer.drain()
@@ -145,6 +148,8 @@ async def _converse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
             if reply:
                 writer.write(reply)
         seen += chunk
+        if received is not None:
+            received[0] = len(seen)
         text = seen.decode("utf-8", errors="replace")
         if cfg.expect.search(text):
             return Result(ok=True, summary=f"banner matches {cfg.expect.pattern!r}", detail=text[:500])
@@ -158,13 +163,19 @@ async def _converse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
 async def check(target: Target, cfg: TcpParams) -> Result:
     start = time.monotonic()
     writer: asyncio.StreamWriter | None = None
+    received = [0]
     try:
         async with asyncio.timeout(cfg.timeout):
             reader, writer = await asyncio.open_connection(target.host, cfg.port)
-            result = await _converse(reader, writer, cfg)
+            result = await _converse(reader, writer, cfg, received)
     except (asyncio.TimeoutError, TimeoutError):
-        result = Result(ok=False, summary=f"timeout after {fmt_s(cfg.timeout)}"
-                        + (f" waiting for {cfg.expect.pattern!r}" if writer and cfg.expect else ""))
+        if writer is None:
+            why = " connecting"
+        elif cfg.expect is not None:
+            why = f" waiting for {cfg.expect.pattern!r} ({received[0]} bytes received)"
+        else:
+            why = " sending"
+        result = Result(ok=False, summary=f"timeout after {fmt_s(cfg.timeout)}{why}")
     except Exception as e:  # probes never raise
         result = Result(ok=False, summary=describe(e, cfg.timeout, target.host), detail=repr(e))
     finally:

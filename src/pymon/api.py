@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, vrrp
 from .config import parse_duration
 from .ipvs_table import Dest, format_ipvsadm
 
@@ -121,7 +121,8 @@ def status_json(d: "Daemon") -> dict[str, Any]:
               for g, hs in cfg.hostgroups.items()}
     return {"version": __version__, "time": now, "started": ctl.started_at, "ready": ctl.ready,
             "config": cfg.file, "counts": ctl.counts(), "status_line": ctl.status_line(),
-            "groups": groups, "services": services, "disabled": disabled_json(d), "ipvs": ipvs_json(d)}
+            "groups": groups, "services": services, "disabled": disabled_json(d), "ipvs": ipvs_json(d),
+            "vrrp": ctl.vrrp.json()}
 
 
 def disabled_json(d: "Daemon") -> dict[str, dict[str, Any]]:
@@ -258,6 +259,7 @@ class Api:
         r.add_post("/reload", self.reload)
         r.add_get("/metrics", self.metrics)
         r.add_get("/openapi.json", self.openapi)
+        vrrp.routes(r, self)  # GET /vrrp, POST /vrrp/{instance}: keepalived's notify hook
         if tcp:
             r.add_get("/", self.page)
             r.add_get("/login", self.login)
@@ -529,6 +531,7 @@ OPENAPI: dict[str, Any] = {
         "/reload": {"post": _op("reload the config (as SIGHUP)", extra={"422": "config invalid; old one kept"})},
         "/metrics": {"get": _op("Prometheus metrics", ok="text/plain")},
         "/openapi.json": {"get": _op("this document")},
+        **vrrp.OPENAPI_PATHS,
         "/": {"get": _op("status page (TCP listener only; cookie from /login)", ok="text/html")},
         "/login": {"get": _op("set the page's cookie from ?token= and redirect to / (no token: a form)",
                               ok="text/html", query=[{"name": "token", "in": "query", "schema": {"type": "string"}}]),

@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import aiohttp
 
+from .vrrp import format_status as vrrp_status
+
 DEFAULT_CONFIG = "/etc/pymon/pymon.yaml"
 
 
@@ -147,6 +149,7 @@ def format_status(st: dict[str, Any], width: int = 100) -> str:
                 out.append(f"    -> {d['real_server']:<28} {w:>6}  {a:>6}{mark}")
         for e in ipvs["errors"]:
             out.append(f"  error: {e}")
+    out += vrrp_status(st)  # keepalived's role, when it reported one (vrrp.py)
     return "\n".join(out)
 
 
@@ -247,6 +250,26 @@ async def _reload(a: argparse.Namespace, w: Where) -> int:
     return 0
 
 
+async def _vrrp(a: argparse.Namespace, w: Where) -> int:
+    """`pymon vrrp`: show the roles; `pymon vrrp STATE --instance NAME [--priority N]`, or
+    keepalived's own notify arguments `pymon vrrp TYPE NAME STATE [PRIORITY]`: report one."""
+    args = a.args
+    if not args:
+        r = await w.call("GET", "/vrrp")
+        _print(a, r, lambda r: "\n".join(vrrp_status({"vrrp": r})[1:]) or "no VRRP state reported")
+        return 0
+    if len(args) == 1:
+        kind, name, state, prio = a.type, a.instance, args[0], a.priority
+    elif len(args) in (3, 4):
+        kind, name, state, prio = args[0], args[1], args[2], args[3] if len(args) == 4 else a.priority
+    else:
+        raise ApiError(0, "pymon vrrp [STATE --instance NAME | TYPE NAME STATE [PRIORITY]]")
+    body = {"state": state, "type": kind, "time": time.time(), "priority": prio}
+    r = await w.call("POST", f"/vrrp/{name}", body)
+    _print(a, r, lambda r: f"vrrp {r['instance']}: {r['state']}" + ("" if r["changed"] else " (unchanged)"))
+    return 0
+
+
 async def _web_url(a: argparse.Namespace, w: Where) -> int:
     if not w.port:
         raise ApiError(0, "no control_port in the config: the status page is served only on 127.0.0.1:control_port")
@@ -294,9 +317,16 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     sp.add_argument("service")
     client("reload", "reload the daemon's config (as SIGHUP)")
     client("web-url", "print the status page's login link (needs control_port)")
+    sp = client("vrrp", "show the VRRP role, or report one (keepalived's notify: see etc/ha/pymon-vrrp-notify)")
+    sp.add_argument("args", nargs="*", metavar="STATE | TYPE NAME STATE [PRIORITY]",
+                    help="MASTER, BACKUP, FAULT, STOP; or keepalived's four notify arguments")
+    sp.add_argument("--instance", default="VI_1", help="the VRRP instance (default VI_1)")
+    sp.add_argument("--priority", type=int, default=None)
+    sp.add_argument("--type", default="INSTANCE", choices=("INSTANCE", "GROUP"))
 
     fns = {"status": _status, "disable": _disable, "enable": _enable, "ack": _ack, "history": _history,
-           "downtime": _downtime, "trap": _trap, "test-now": _test_now, "reload": _reload, "web-url": _web_url}
+           "downtime": _downtime, "trap": _trap, "test-now": _test_now, "reload": _reload, "web-url": _web_url,
+           "vrrp": _vrrp}
 
     def runner(fn: Callable[..., Any]) -> Callable[[argparse.Namespace], int]:
         def run(a: argparse.Namespace) -> int:

@@ -111,6 +111,8 @@ _ipvs = {
         "resync": _duration,
     },
 }
+from .vrrp import SCHEMA as _VRRP  # noqa: E402
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "pymon configuration",
@@ -146,6 +148,7 @@ SCHEMA: dict[str, Any] = {
         },
         "virtual_services": {"type": "array", "items": _virtual_service},
         "ipvs": _ipvs,
+        "vrrp": {**_VRRP, "properties": {"alert": _alerts}},  # keepalived's role (vrrp.py)
     },
 }
 
@@ -296,6 +299,7 @@ class Config:
     control_port: int | None = None
     token_file: Path | None = None
     block_warning: float = 1.0  # watchdog.py: warn when the event loop is blocked this long
+    vrrp_alert: list[PluginSpec] = field(default_factory=list)  # vrrp.py: alerts on a VRRP role change
 
     def hosts(self, svc: ServiceSpec) -> list[str]:
         return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
@@ -449,6 +453,8 @@ class _Builder:
         ipvs = IpvsOptions(dry_run=ip.get("dry_run", False), fallback=ip.get("fallback", "error"),
                            cleanstop=ip.get("cleanstop", False),
                            resync=self.duration(("ipvs", "resync"), ip.get("resync"), 10.0))
+        vrrp_alert = [self.plugin(("vrrp", "alert", j), a, "alert")
+                      for j, a in enumerate((data.get("vrrp") or {}).get("alert", []))]
         if self.problems:
             raise ConfigError([m for _, m in sorted(self.problems)])
         statedir = g.get("statedir") or os.environ.get("STATE_DIRECTORY") or "/var/lib/pymon"
@@ -468,6 +474,7 @@ class _Builder:
             control_socket=(self.base / statedir / g.get("control_socket", "pymon.sock")).resolve(),
             control_port=g.get("control_port"),
             token_file=(self.base / statedir / g.get("token_file", "token")).resolve(),
+            vrrp_alert=vrrp_alert,
         )
 
     def virtual_service(self, path: yamlsrc.Path, raw: dict[str, Any], groups: dict[str, list[str]],

@@ -33,6 +33,7 @@ from . import notify, persist
 from .config import ServiceSpec
 from .plugin import Result
 from .state import Fire, Outcome, ServiceState
+from .vrrp import Vrrp
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -60,6 +61,7 @@ class Control:
         self.metrics: Any = None
         self.started_at = time.time()
         self.last_status = ""
+        self.vrrp = Vrrp(daemon)  # keepalived's role, reported through the API (vrrp.py)
 
     # -- lifecycle hooks (called by the Daemon) -------------------------------------
 
@@ -80,6 +82,7 @@ class Control:
         self.store = persist.Store(statedir, self.log)
         self.state = self.store.load()
         self.expire(time.time())
+        self.vrrp.load()
         n = sum(len(v) for v in self.state.disabled.values())
         self.log.info("state.loaded", file=str(self.store.path), services=len(self.state.services),
                       disabled=n, acks=len(self.state.acks), history=len(self.state.history))

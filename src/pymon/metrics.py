@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from .config import ServiceSpec
 from .api import CONTENT_TYPE, rs_label, vs_label  # noqa: F401 (CONTENT_TYPE re-exported)
 from .plugin import Result
+from .vrrp import metrics as vrrp_metrics
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -98,3 +99,4 @@ class _StateCollector(Collector):
                     for dest in dests.values():
                         weight.add_metric([vs_label(skey), rs_label(dest), table], float(dest.weight))
         yield weight
+        yield from vrrp_metrics(d)  # pymon_vrrp_state{instance} (vrrp.py)

@@ -46,7 +46,7 @@ async def deliver(cfg: Config, plugins: Plugins, st: ServiceState, fire: Fire, n
         if run.error or run.timed_out or run.retval != 0:
             log.error("alert.failed", **fields,
                       error=run.error or (f"timeout after {cfg.alert_timeout:g}s" if run.timed_out
-                                          else f"exit status {run.retval}"))
+                                          else legacy.exit_text(run.retval)))
             return False
         log.info("alert.sent", **fields)
         return True

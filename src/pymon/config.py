@@ -324,6 +324,9 @@ def load_config(path: str | os.PathLike[str], *, known_monitor: Resolver | None 
     if moncf.is_moncf(file, text):
         return moncf.load(text, file, known_monitor=known_monitor, known_alert=known_alert,
                           plugin_problems=plugin_problems)
+    if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in text.splitlines()):
+        # a file caught mid-write (truncated, not yet filled) would stop every check
+        raise ConfigError([f"{file}:1:1: config is empty: nothing to monitor"])
     return parse_config(text, file, known_monitor=known_monitor, known_alert=known_alert,
                         plugin_problems=plugin_problems)
 

@@ -56,6 +56,8 @@ class Daemon:
         self.lvs_task: asyncio.Task[None] | None = None
         self.watchdog: Watchdog | None = None  # loop-block warnings (watchdog.py)
         self.control = Control(self)  # persisted state, sd_notify, control API (control.py)
+        self._reload_lock = asyncio.Lock()  # one reload at a time: the newest file wins
+        self._hup_pending = False  # a SIGHUP's reload waits for the lock: more SIGHUPs join it
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -108,9 +110,19 @@ class Daemon:
         self.log.info("daemon.stopped")
 
     def request_reload(self) -> None:
+        if self._hup_pending:
+            return  # a reload that has not read the file yet will see this change too
+        self._hup_pending = True
         asyncio.get_running_loop().create_task(self.control.reload())
 
     async def reload(self) -> bool:
+        """Serialised: concurrent reloads (a SIGHUP storm, the API) could otherwise apply
+        an older file after a newer one, or interleave their changes to the schedule."""
+        async with self._reload_lock:
+            self._hup_pending = False
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         self.log.info("reload.started", file=self.path)
         try:
             cfg, found = await asyncio.get_running_loop().run_in_executor(None, load_all, self.path)

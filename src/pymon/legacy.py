@@ -87,6 +87,17 @@ async def _talk(proc: asyncio.subprocess.Process, stdin: str | None) -> bytes:
     return bytes(buf)
 
 
+def exit_text(retval: int) -> str:
+    """'exit status 2', or 'killed by signal 11 (SIGSEGV)' for a script that crashed."""
+    if retval < 0:
+        try:
+            name = f" ({signal.Signals(-retval).name})"
+        except ValueError:
+            name = ""
+        return f"killed by signal {-retval}{name}"
+    return f"exit status {retval}"
+
+
 def _killpg(proc: asyncio.subprocess.Process) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)

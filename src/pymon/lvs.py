@@ -127,6 +127,9 @@ class LvsOwner:
         self.last_actual: Table = {}
         self.last_errors: list[str] = []
         self.healthy: dict[str, int] = {}
+        # the kernel table could not be read: said once (ipvs.unavailable or ipvs.error),
+        # not on every resync and health change, until it can be read again (ipvs.recovered)
+        self.read_error: str | None = getattr(self.backend, "unavailable", None)
 
     @property
     def owned(self) -> set[ServiceKey]:
@@ -141,9 +144,15 @@ class LvsOwner:
             try:
                 actual = await self.backend.read()
             except IPVSError as e:
-                self.log.error("ipvs.error", error=str(e), reason=reason)
+                if str(e) != self.read_error:
+                    self.log.error("ipvs.error", error=str(e), reason=reason,
+                                   action="will retry; checks and alerts keep running")
+                self.read_error = str(e)
                 self.last_errors = [str(e)]
                 return []
+            if self.read_error is not None:
+                self.log.info("ipvs.recovered", reason=reason, was=self.read_error)
+                self.read_error = None
             wanted, self.healthy = wanted_table(self.vss, self.health, actual, self.overrides)
             ops = diff(wanted, actual, self.owned)
             self.last_wanted, self.last_actual = wanted, actual
@@ -238,6 +247,7 @@ async def open_backend(opts: IpvsOptions, dry_run: bool, log: Any) -> tuple[Back
         current = await kernel.read()
     except IPVSError as e:
         await kernel.close()
+        kernel.unavailable = str(e)  # type: ignore[attr-defined]  # LvsOwner logs it only once
         if dry_run or opts.fallback == "dry-run":
             log.warning("ipvs.unavailable", error=str(e), action="dry-run: changes are only logged")
             return MemoryTable(), True

@@ -41,9 +41,14 @@ class Scheduler:
     async def _loop(self, key: Hashable, delay: float, job: Job, skew: float) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time() + delay
+        me = asyncio.current_task()
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
             interval = await self._run(key, job, due)
+            if self.tasks.get(key) is not me:
+                # replaced or stopped while its check ran, and the cancel was lost on the
+                # way (3.11's wait_for can swallow one): never run beside the new timer
+                return
             due += max(interval + (self.rng.uniform(-skew, skew) if skew else 0.0), 0.001)
             due = max(due, loop.time())
 

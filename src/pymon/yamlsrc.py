@@ -45,15 +45,21 @@ def load(text: str, file: str) -> Source:
     src = Source(file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        src.marks[()] = (1, 1)
+        src.data = {} if node is None else _build(node, (), src)  # may construct tags: errors too
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise YamlError(f"{file}:{line}:{col}: invalid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
-        raise YamlError(f"{file}:1:1: invalid YAML: {e}") from None
-    src.marks[()] = (1, 1)
-    src.data = {} if node is None else _build(node, (), src)
+        raise YamlError(f"{file}:1:1: invalid YAML: {first_line(str(e))}") from None
+    except RecursionError:  # deep nesting, or an alias that contains itself
+        raise YamlError(f"{file}:1:1: invalid YAML: nested too deeply (or a recursive alias)") from None
     return src
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
 
 
 def _build(node: yaml.Node, path: Path, src: Source) -> Any:
@@ -61,7 +67,7 @@ def _build(node: yaml.Node, path: Path, src: Source) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for knode, vnode in node.value:
-            key = _scalar(knode)
+            key = _scalar(knode, src.file)
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 key = str(key)
             if key in out:
@@ -72,11 +78,18 @@ def _build(node: yaml.Node, path: Path, src: Source) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(v, path + (i,), src) for i, v in enumerate(node.value)]
-    return _scalar(node)
+    return _scalar(node, src.file)
 
 
-def _scalar(node: yaml.Node) -> Any:
+def _scalar(node: yaml.Node, file: str) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         line, col = node.start_mark.line + 1, node.start_mark.column + 1
-        raise YamlError(f"{node.start_mark.name}:{line}:{col}: a key must be a plain value")
-    return _CONSTRUCTOR.construct_object(node, deep=True)
+        raise YamlError(f"{file}:{line}:{col}: a key must be a plain value")
+    try:
+        return _CONSTRUCTOR.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PyYAML's constructors: `!!int x`, `!!timestamp x`...
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        raise YamlError(f"{file}:{line}:{col}: invalid YAML: bad {node.tag.rsplit(':', 1)[-1]} value "
+                        f"{node.value!r}: {first_line(str(e))}") from None

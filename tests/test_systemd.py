@@ -4,6 +4,7 @@ STOPPING), and the unit file checked by systemd's own tools."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -86,14 +87,16 @@ def test_sd_notify_from_a_real_daemon(tmp_path: Path) -> None:
         # not before the slow service's first check (0.8 s) has finished
         assert t_ready - started > 0.8
         assert "STATUS=2 services: 2 ok, 0 failing, 0 untested" in ready
-        def events() -> list[str]:
-            return [ln.split('"event": "')[1].split('"')[0] for ln in list(lines) if '"event": "' in ln]
+        def events() -> list[dict]:
+            return [json.loads(ln) for ln in list(lines) if ln.startswith("{")]
 
         deadline = time.monotonic() + 10  # the log reader thread may trail the notify socket
-        while "daemon.ready" not in events() and time.monotonic() < deadline:
+        while not any(e["event"] == "daemon.ready" for e in events()) and time.monotonic() < deadline:
             time.sleep(0.05)
         seen = events()
-        assert seen.index("daemon.ready") > max(i for i, e in enumerate(seen) if e == "check.done")
+        ready_at = next(i for i, e in enumerate(seen) if e["event"] == "daemon.ready")
+        slow_first = next(i for i, e in enumerate(seen) if e["event"] == "check.done" and e["service"] == "slow")
+        assert ready_at > slow_first, "READY before every service had its first check"
         # the watchdog pings at half WATCHDOG_USEC
         time.sleep(1.0)
         pings = [t for t, m in ns.msgs if m == "WATCHDOG=1"]

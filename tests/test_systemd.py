@@ -74,7 +74,7 @@ def test_sd_notify_from_a_real_daemon(tmp_path: Path) -> None:
       exclude_hosts: [h1]
 """, groups="g: [h1, slow1]")
     ns = NotifySocket(tmp_path / "notify.sock")
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="200000")
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="1000000")
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cfg)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -98,10 +98,10 @@ def test_sd_notify_from_a_real_daemon(tmp_path: Path) -> None:
         slow_first = next(i for i, e in enumerate(seen) if e["event"] == "check.done" and e["service"] == "slow")
         assert ready_at > slow_first, "READY before every service had its first check"
         # the watchdog pings at half WATCHDOG_USEC
-        time.sleep(1.0)
+        time.sleep(2.0)
         pings = [t for t, m in ns.msgs if m == "WATCHDOG=1"]
-        assert len(pings) >= 6, pings
-        assert max(b - a for a, b in zip(pings, pings[1:])) < 0.2
+        assert len(pings) >= 4, pings
+        assert max(b - a for a, b in zip(pings, pings[1:])) < 1.0  # systemd's deadline: WATCHDOG_USEC
         # SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1 again
         n = len(ns.msgs)
         before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000

@@ -18,6 +18,7 @@ cookie must also carry `X-Pymon-Request: 1` (which a cross-site form cannot send
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import pwd
 import secrets
@@ -198,7 +199,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         return {}
     ctype = request.content_type
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return dict(await request.post())
+        return dict(await _form(request))
     try:
         data = await request.json()
     except ValueError:
@@ -206,6 +207,37 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
     return data
+
+
+async def _form(request: web.Request) -> Any:
+    """request.post(), with a malformed form (multipart without a boundary...) a 400."""
+    try:
+        return await request.post()
+    except ValueError as e:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"bad form body: {e}"}),
+                                 content_type="application/json") from None
+
+
+class _ProtocolLog:
+    """aiohttp's request-handler logger: a malformed request (a NUL in a header...) is
+    one `api.bad_request` line in pymon's log, not a traceback on stderr."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+
+    def _one_line(self, msg: Any, *args: Any, exc_info: Any = None, **_: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        error = " ".join(str(exc).split()) if exc is not None else ""
+        text = (str(msg) % args) if args else str(msg)
+        self.log.warning("api.bad_request", message=text[:200], error=f"{type(exc).__name__}: {error}"[:300]
+                         if exc is not None else "")
+
+    exception = error = warning = _one_line
+
+    def debug(self, *args: Any, **kw: Any) -> None:
+        pass
+
+    info = debug
 
 
 class Api:
@@ -274,7 +306,8 @@ class Api:
         path = cfg.control_socket
         try:
             sock = _unix_socket(path)
-            runner = web.AppRunner(self.app(tcp=False), access_log=None, handle_signals=False)
+            runner = web.AppRunner(self.app(tcp=False), access_log=None, handle_signals=False,
+                                   logger=_ProtocolLog(log))
             await runner.setup()
             self.runners.append(runner)
             await web.SockSite(runner, sock).start()
@@ -284,7 +317,8 @@ class Api:
             log.error("api.failed", socket=str(path), error=str(e), action="running without the control socket")
         if cfg.control_port:
             try:
-                runner = web.AppRunner(self.app(tcp=True), access_log=None, handle_signals=False)
+                runner = web.AppRunner(self.app(tcp=True), access_log=None, handle_signals=False,
+                                       logger=_ProtocolLog(log))
                 await runner.setup()
                 self.runners.append(runner)
                 await web.TCPSite(runner, "127.0.0.1", cfg.control_port).start()
@@ -417,7 +451,7 @@ class Api:
     async def login(self, request: web.Request) -> web.StreamResponse:
         given = request.query.get("token")
         if request.method == "POST":
-            given = str((await request.post()).get("token", ""))
+            given = str((await _form(request)).get("token", ""))
         if given is not None and self._ok(given.strip()):
             resp = web.HTTPSeeOther("/")
             resp.set_cookie(COOKIE, given.strip(), httponly=True, samesite="Strict", path="/",

@@ -125,6 +125,9 @@ def _load_dir(d: Path) -> list[str]:
         err = _import(f)
         if err:
             errors.append(err)
+    for f in sorted(d.iterdir()):  # legacy scripts: skipped by executable(), so say why here
+        if f.suffix != ".py" and f.is_file() and os.access(f, os.X_OK) and _world_writable(f):
+            errors.append(f"{f}:0: script is world-writable; refusing to run it (chmod o-w)")
     return errors
 
 

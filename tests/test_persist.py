@@ -170,16 +170,6 @@ def _run(cfg: Path, daemons: list[Daemon]) -> Daemon:
     return d
 
 
-@pytest.fixture
-def daemons():  # type: ignore[no-untyped-def]
-    running: list[Daemon] = []
-    yield running
-    for d in running:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
-
-
 def test_restart_keeps_disabled_host_ack_and_failure(tmp_path: Path, daemons: list[Daemon]) -> None:
     cfg = setup(tmp_path, f"""  g:
     s:

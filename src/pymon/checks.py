@@ -29,8 +29,9 @@ def _timeout_result(timeout: float) -> Result:
 
 async def _guard(coro: object, timeout: float) -> object:
     try:
-        return await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout):  # in this task: wait_for would start a task per probe
+            return await coro  # type: ignore[misc]
+    except TimeoutError:
         return _timeout_result(timeout)
     except asyncio.CancelledError:
         raise
@@ -65,8 +66,11 @@ async def _run_native(mon: Monitor, svc: ServiceSpec, hosts: list[str]) -> Check
             return Check({h: bad for h in hosts})
         lat = time.monotonic() - start
         return Check({h: res.get(h) or Result(False, "no result from probe", latency_s=lat) for h in hosts})
-    results = await asyncio.gather(*(_guard(labelled(mon.fn(t, params), running), svc.timeout)
-                                     for t in targets))
+    if len(targets) == 1:  # the usual watch of one real server: no gather, no extra task
+        results = [await _guard(labelled(mon.fn(targets[0], params), running), svc.timeout)]
+    else:
+        results = await asyncio.gather(*(_guard(labelled(mon.fn(t, params), running), svc.timeout)
+                                         for t in targets))
     return Check({h: r if isinstance(r, Result) else
                   Result(False, f"probe error: {mon.name} returned {type(r).__name__}, not a Result")
                   for h, r in zip(hosts, results)})

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import replace
+from typing import Any
 
 from . import __version__, logs
 from .config import SCHEMA, ConfigError
@@ -60,7 +62,22 @@ def _run(a: argparse.Namespace) -> int:
 
     cfg, plugins = load_all(a.config)
     log = logs.setup(a.log_format, a.log_level)
-    return asyncio.run(Daemon(a.config, log, cfg, plugins, dry_run=a.dry_run).run())
+    return run_loop(Daemon(a.config, log, cfg, plugins, dry_run=a.dry_run).run())
+
+
+def run_loop(coro: Any) -> Any:
+    """asyncio.run; on uvloop with PYMON_LOOP=uvloop when it is installed (`pip install
+    'pymon[fast]'`): far less start lag at thousands of checks a second (bench/RESULTS.md).
+    Opt-in: a hung legacy alert script is not handled as on asyncio yet
+    (tests/test_faults_daemon.py fails on uvloop)."""
+    if os.environ.get("PYMON_LOOP", "asyncio") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 def _check_config(a: argparse.Namespace) -> int:

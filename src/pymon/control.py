@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesce bursts of changes
 HOUSEKEEPING_S = 1.0
+STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this often (and at stop)
 
 
 class Control:
@@ -55,6 +56,8 @@ class Control:
         self.traps: dict[tuple[str, str], float] = {}
         self.waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self.dirty = asyncio.Event()
+        self.stale = False  # only steady checks since the last save: no hurry (a snapshot is O(services))
+        self.saved_at = time.monotonic()
         self.save_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task[Any]] = []
         self.api: Any = None
@@ -191,6 +194,7 @@ class Control:
         """ServiceState.observe plus the downtime log and metrics."""
         before = {h: (hs.up, hs.since) for h, hs in st.hosts.items()}
         old_status, old_first, old_summary = st.status, st.first_failure, st.last_summary
+        counting = any(hs.consec_fail for hs in st.hosts.values())
         out = st.observe(now, results, output, retval, dep_ok)
         self.fresh.add(st.spec.key)
         g, s = st.spec.key
@@ -202,7 +206,11 @@ class Control:
             self._outage(g, s, None, old_first, now, old_summary)
         if self.metrics is not None:
             self.metrics.check(st.spec, results, duration, lag)
-        self.dirty.set()
+        if (old_status == st.status == "ok" and not out.hosts and not out.fires and not counting
+                and all(r.ok for r in results.values())):
+            self.stale = True  # steady: only last-check times and the ok count moved (saved every STALE_SAVE_S)
+        else:
+            self.dirty.set()
         return out
 
     def _outage(self, group: str, service: str, host: str | None, start: float, end: float, summary: str,
@@ -363,6 +371,7 @@ class Control:
         if self.store is None:
             return False
         self.dirty.clear()
+        self.stale, self.saved_at = False, time.monotonic()
         data = self.snapshot()
         async with self.save_lock:
             return await asyncio.to_thread(self.store.save, data)
@@ -377,6 +386,8 @@ class Control:
             self.send_status()
             if self.dirty.is_set():
                 await asyncio.sleep(SAVE_DELAY_S)
+                await self.save()
+            elif self.stale and time.monotonic() - self.saved_at >= STALE_SAVE_S:
                 await self.save()
 
     async def _watchdog(self, interval: float) -> None:

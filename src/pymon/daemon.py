@@ -4,6 +4,7 @@ handles signals (SIGTERM/SIGINT stop, SIGHUP reload with the old config kept on 
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from dataclasses import dataclass
@@ -21,6 +22,35 @@ from .watchdog import Watchdog
 from .state import Fire, Outcome, ServiceState
 
 ALERT_DRAIN_S = 10.0
+CHECK_DONE_PER_S = 100.0  # `check.done` lines a second at most (a token bucket); `check.sampled` counts the rest
+SAMPLED_EVERY_S = 60.0
+
+
+class _Sampler:
+    """Token bucket for per-check info logs: a handful of services log every check; at
+    thousands of checks a second the lines (and their JSON rendering) would cost more
+    than the checks. State changes (`host.state`, `service.state`) are never sampled."""
+
+    def __init__(self, rate: float):
+        self.rate, self.tokens, self.t = rate, rate, time.monotonic()
+        self.left_out, self.report_at = 0, self.t + SAMPLED_EVERY_S
+
+    def allow(self, now: float) -> bool:
+        self.tokens = min(self.rate, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.left_out += 1
+        return False
+
+    def report(self, now: float) -> int:
+        """How many were left out since the last report, once every SAMPLED_EVERY_S (else 0)."""
+        if now < self.report_at:
+            return 0
+        self.report_at = now + SAMPLED_EVERY_S
+        n, self.left_out = self.left_out, 0
+        return n
 
 
 def load_all(path: str) -> tuple[Config, Plugins]:
@@ -58,6 +88,9 @@ class Daemon:
         self.control = Control(self)  # persisted state, sd_notify, control API (control.py)
         self._reload_lock = asyncio.Lock()  # one reload at a time: the newest file wins
         self._hup_pending = False  # a SIGHUP's reload waits for the lock: more SIGHUPs join it
+        self.done_log = _Sampler(CHECK_DONE_PER_S)
+        enabled = getattr(self.log, "is_enabled_for", None)
+        self.debug = enabled(10) if enabled else True  # skip building check.result fields when filtered
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -75,12 +108,14 @@ class Daemon:
         self.control.load()
         if self.uses_lvs(self.cfg, self.plugins):
             await self.start_lvs()
+        gc.collect()  # the config's garbage, before the first check (see gc.freeze below)
         now = time.time()
         for key, svc in self.cfg.services.items():
             st = self.states[key] = ServiceState(svc)
             self._fire(st, st.startup(now), now)
             self._schedule(svc)
         await self.control.started()
+        gc.freeze()  # config, states, plugins: long-lived; the cyclic GC need not scan them again and again
         self.log.info("daemon.started", services=len(self.cfg.services))
         await self.stopping.wait()
         await self.shutdown()
@@ -232,13 +267,18 @@ class Daemon:
         if st is not self.states.get(key):
             return svc.interval  # removed by a reload while it ran
         now = time.time()
-        for host, res in check.results.items():
-            self.log.debug("check.result", **fields, host=host, ok=res.ok, summary=res.summary,
-                           latency_s=round(res.latency_s, 4))
-        duration = time.monotonic() - start
+        if self.debug:
+            for host, res in check.results.items():
+                self.log.debug("check.result", **fields, host=host, ok=res.ok, summary=res.summary,
+                               latency_s=round(res.latency_s, 4))
+        mono = time.monotonic()
+        duration = mono - start
         out = self.control.observe(st, now, check.results, check.output, check.retval, dep_ok, duration, lag)
-        self.log.info("check.done", **fields, ok=st.status == "ok", failing=st.failing_hosts,
-                      duration_s=round(duration, 4), lag_s=round(lag, 4))
+        if self.done_log.allow(mono):
+            self.log.info("check.done", **fields, ok=st.status == "ok", failing=st.failing_hosts,
+                          duration_s=round(duration, 4), lag_s=round(lag, 4))
+        if left_out := self.done_log.report(mono):
+            self.log.info("check.sampled", left_out=left_out, per_s=CHECK_DONE_PER_S)
         self.act(st, out, now)
         return svc.failure_interval if st.status == "fail" and svc.failure_interval else svc.interval
 

@@ -48,13 +48,24 @@ class Metrics:
         self.lag = Histogram("pymon_scheduler_lag_seconds", "How late a check started against its schedule",
                              buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30), registry=r)
         r.register(_StateCollector(daemon))
+        # per service: its duration histogram and its result counters by outcome (labels() costs
+        # more than the observation itself, once per check)
+        self._children: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}
 
     def check(self, svc: ServiceSpec, results: dict[str, Result], duration: float, lag: float) -> None:
+        ch = self._children.get(svc.key)
+        if ch is None:
+            ch = self._children[svc.key] = (self.check_duration.labels(svc.group, svc.name), {})
         if duration:
-            self.check_duration.labels(svc.group, svc.name).observe(duration)
+            ch[0].observe(duration)
             self.lag.observe(max(lag, 0.0))
+        counters = ch[1]
         for res in results.values():
-            self.results.labels(svc.group, svc.name, outcome(res)).inc()
+            kind = outcome(res)
+            c = counters.get(kind)
+            if c is None:
+                c = counters[kind] = self.results.labels(svc.group, svc.name, kind)
+            c.inc()
 
     def alert(self, group: str, service: str, kind: str, ok: bool) -> None:
         (self.alerts if ok else self.alerts_failed).labels(group, service, kind).inc()

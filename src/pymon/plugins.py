@@ -31,6 +31,7 @@ class Plugins:
     mondirs: list[Path]
     alertdirs: list[Path]
     errors: list[str] = field(default_factory=list)
+    _monitors: dict[str, Path | Monitor | None] = field(default_factory=dict, repr=False, compare=False)
 
     def executable(self, name: str, dirs: list[Path]) -> Path | None:
         if "/" in name:
@@ -43,10 +44,14 @@ class Plugins:
 
     def monitor(self, name: str) -> Path | Monitor | None:
         """`http.monitor` with no such script falls back to the native `http`,
-        which takes mon's options as `argv`."""
+        which takes mon's options as `argv`. Looked up once per name (every check asks):
+        like mon, a script added to the mondir is found at the next reload."""
+        if name in self._monitors:
+            return self._monitors[name]
         found = self.executable(name, self.mondirs) or self.registry.monitors.get(name)
         if found is None and name.endswith(".monitor"):
             found = self.registry.monitors.get(name.removesuffix(".monitor"))
+        self._monitors[name] = found
         return found
 
     def problems(self, kind: str, name: str, params: dict[str, Any]) -> list[str]:

@@ -35,6 +35,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from pymon import __version__
 from pymon.plugin import Params, Result, Target, monitor
+from pymon.probes import _http10
 from pymon.probes._common import (
     ParamError,
     ParamReader,
@@ -423,11 +424,27 @@ async def check(target: Target, cfg: HttpParams) -> Result:
                       detail=repr(e), latency_s=time.monotonic() - start)
 
 
+_PARSED: dict[str, HttpParams] = {}  # repr(params) -> parsed: a service's params are the same every check
+
+
+def _parse_cached(params: Params) -> HttpParams:
+    key = repr(params)
+    cfg = _PARSED.get(key)
+    if cfg is None:
+        cfg = _parse(params)
+        if len(_PARSED) >= 4096:
+            _PARSED.clear()
+        _PARSED[key] = cfg
+    return cfg
+
+
 @monitor("http")
 async def http(target: Target, params: Params) -> Result:
     """HTTP(S) check of one host; see the module docstring for params."""
     try:
-        cfg = _parse(params)
+        cfg = _parse_cached(params)
     except ValueError as e:
         return bad_params(e)
+    if _http10.eligible(cfg):  # plain http, fresh connection, no redirects: the lean path
+        return await _http10.check(target, cfg)
     return await check(target, cfg)

@@ -1,0 +1,409 @@
+#!/usr/bin/env python3
+"""Throughput and schedule fidelity: N HTTP real servers at a 1 s interval, pymon vs mon.
+
+    python3 bench/throughput.py [-n 100,1000,10000] [--duration 30] [--mon-n 100]
+                                [--loop asyncio|uvloop] [--write bench/RESULTS.md]
+
+The real servers are one Debian nginx (keep-alive off, `return 200`) listening on N
+loopback addresses 127.1.x.y:8080, one `listen` each, so every real server is a
+distinct address as in an LVS farm. Both daemons get the same workload: one watch
+(hostgroup + service) per real server, `interval 1s`, an HTTP GET of `/` with a 1 s
+timeout; pymon's native `http` probe, mon's `http.monitor -p 8080 -t 1`.
+
+Measured over a window of `--duration` seconds that starts after `--warmup` seconds:
+- done / scheduled: checks that finished in the window / (N x duration / interval).
+  pymon: counted in the daemon; both: also counted independently as requests in
+  nginx's access log (`$msec $server_addr`), which also gives the achieved interval
+  between two checks of one server (p50 / p99).
+- start lag (pymon): how late each check started against its schedule, as the
+  scheduler passes it to the check (the `lag_s` of `check.done`), p50 / p99 / max.
+- CPU per 1,000 checks: user+system CPU in the window / checks done. pymon: the
+  daemon process (all threads, `RUSAGE_SELF`); mon: mon plus its reaped children
+  (`/proc/PID/stat` utime+stime+cutime+cstime).
+- RSS: pymon's peak (`ru_maxrss`) and its RSS at the start and the end of the window
+  (growth = end - start).
+
+pymon runs as `pymon run` does (Daemon, JSON logs at info level, to /dev/null here), in
+a child process (`--child`) that records the lag of every check and its own CPU/RSS.
+nginx runs with 2 workers and competes for the same 2 cores, as do other processes:
+the 1-minute load average is recorded with every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTION = "## Throughput"
+PORT = 8080
+MON = "/usr/sbin/mon"
+HTTP_MONITOR = "/usr/lib/mon/mon.d/http.monitor"
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def address(i: int) -> str:
+    return f"127.1.{i // 250}.{i % 250 + 1}"
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- nginx ------------------------------------------------------------------------------
+
+
+class Nginx:
+    def __init__(self, tmp: Path, n: int, workers: int):
+        self.tmp, self.log = tmp, tmp / "access.log"
+        listens = "\n".join(f"        listen {address(i)}:{PORT};" for i in range(n))
+        for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (tmp / d).mkdir(exist_ok=True)
+        self.conf = tmp / "nginx.conf"
+        self.conf.write_text(f"""daemon off;
+worker_processes {workers};
+worker_rlimit_nofile 65536;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 30000; }}
+http {{
+    log_format bench '$msec $server_addr';
+    access_log {self.log} bench buffer=256k flush=1s;
+    keepalive_timeout 0;
+    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+    server {{
+{listens}
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["nginx", "-c", str(self.conf), "-p", str(self.tmp)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((address(0), PORT), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"nginx failed: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
+                time.sleep(0.1)
+        raise SystemExit("nginx did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(10)
+
+    def requests(self, t0: float, t1: float) -> dict[str, list[float]]:
+        """Request times per server address in [t0, t1) (waits for nginx's 1 s flush)."""
+        time.sleep(1.5)
+        out: dict[str, list[float]] = {}
+        with open(self.log) as f:
+            for line in f:
+                ts, _, addr = line.partition(" ")
+                t = float(ts)
+                if t0 <= t < t1:
+                    out.setdefault(addr.strip(), []).append(t)
+        return out
+
+
+def log_stats(reqs: dict[str, list[float]], n: int, duration: float, interval: float) -> dict[str, Any]:
+    gaps = [b - a for ts in reqs.values() for a, b in zip(ts, ts[1:])]
+    done = sum(len(ts) for ts in reqs.values())
+    return {"log_done": done, "log_ratio": done / (n * duration / interval),
+            "gap_p50": pct(gaps, 50), "gap_p99": pct(gaps, 99), "servers_seen": len(reqs)}
+
+
+# -- pymon ------------------------------------------------------------------------------
+
+
+def pymon_config(tmp: Path, n: int, interval: float, timeout: float, randstart: float, per_watch: int) -> Path:
+    starts = range(0, n, per_watch)
+    groups = "\n".join(f"  s{i:05d}: [{', '.join(address(j) for j in range(i, min(n, i + per_watch)))}]"
+                       for i in starts)
+    watch = "\n".join(f"  s{i:05d}: {{http: {{interval: {interval:g}s, timeout: {timeout:g}s, "
+                      f"monitor: {{name: http, port: {PORT}, path: /}}}}}}" for i in starts)
+    cfg = tmp / "pymon.yaml"
+    cfg.write_text(f"globals: {{statedir: {tmp}/state, mondir: {tmp}/none, alertdir: {tmp}/none, "
+                   f"randstart: {randstart:g}s}}\n"
+                   f"hostgroups:\n{groups}\nwatch:\n{watch}\n")
+    (tmp / "none").mkdir(exist_ok=True)
+    return cfg
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout: float,
+                     profile: str | None) -> None:
+    """In the child: the daemon as `pymon run` builds it, plus a recorder of every check."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from pymon import logs
+    from pymon.control import Control
+    from pymon.daemon import Daemon
+
+    log = logs.setup("json", "info", stream=open(os.devnull, "w"))
+    loop = asyncio.get_running_loop()
+    rec: list[tuple[float, float, int, int]] = []  # (scheduled start, start lag, hosts, failing) per service check
+    orig = Control.checked
+
+    async def checked(self: Control, key: tuple[str, str], lag: float) -> float:
+        due = loop.time() - lag
+        r = await orig(self, key, lag)
+        st = self.d.states[key]
+        rec.append((due, lag, len(st.hosts), sum(1 for h in st.hosts.values() if h.last is not None and not h.last.ok)))
+        return r
+
+    Control.checked = checked  # type: ignore[method-assign]
+    t_load = time.monotonic()
+    d = Daemon(cfg, log)
+    task = loop.create_task(d.run())
+    while not task.done() and (d.sched is None or not d.sched.tasks):
+        await asyncio.sleep(0.05)
+    if task.done():
+        task.result()
+    load_s = time.monotonic() - t_load
+    await asyncio.sleep(warmup)
+    rss: list[int] = []
+    t0, w0, c0 = loop.time(), time.time(), time.process_time()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    t1 = t0 + duration
+    Path(out + ".window").touch()  # for --py-spy
+    prof = None
+    if profile:
+        import pyinstrument
+
+        prof = pyinstrument.Profiler(interval=0.001, async_mode="disabled")
+        prof.start()
+    while loop.time() < t1 - 0.5:
+        rss.append(rss_bytes())
+        await asyncio.sleep(min(1.0, t1 - loop.time()))
+    await asyncio.sleep(max(0.0, t1 - loop.time()))
+    c1 = time.process_time()
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    rss.append(rss_bytes())
+    if prof:
+        prof.stop()
+    await asyncio.sleep(timeout + 0.5)  # checks due before t1 finish
+    mine = [r for r in rec if t0 <= r[0] < t1]
+    lags = [r[1] for r in mine]
+    done, failed = sum(r[2] for r in mine), sum(r[3] for r in mine)  # host checks
+    d.stopping.set()
+    await asyncio.wait_for(task, 30)
+    if prof and profile:
+        Path(profile).write_text(prof.output_text(unicode=False, color=False, show_all=False))
+    Path(out).write_text(json.dumps({
+        "window": [w0, w0 + duration], "duration": duration, "done": done, "failed": failed, "cpu_s": c1 - c0,
+        "sys_s": ru1.ru_stime - ru0.ru_stime,
+        "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags, default=float("nan")),
+        "rss_start": rss[0], "rss_end": rss[-1], "rss_max_sampled": max(rss),
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "load_s": load_s,
+        "loop": type(loop).__module__,
+    }))
+
+
+def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str) -> dict[str, Any]:
+    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch)
+    out = tmp / "pymon.json"
+    cmd = [sys.executable, __file__, "--child", str(cfg), str(out), str(a.warmup), str(a.duration),
+           "--loop", loop, "--timeout", str(a.timeout)] + (["--profile", a.profile + f".{n}.txt"] if a.profile else [])
+    load = os.getloadavg()[0]
+    child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    if a.py_spy:
+        while not Path(str(out) + ".window").exists() and child.poll() is None:
+            time.sleep(0.1)
+        subprocess.run(["py-spy", "record", "-p", str(child.pid), "-d", str(int(a.duration) - 1), "-r", "250",
+                        "--nonblocking", "-f", "raw", "-o", f"{a.py_spy}.{n}.txt"], capture_output=True)
+    p = subprocess.CompletedProcess(cmd, child.wait(timeout=a.warmup + a.duration + 600), "",
+                                    child.stderr.read())  # type: ignore[union-attr]
+    if p.returncode:
+        raise SystemExit(f"pymon child failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    r = json.loads(out.read_text())
+    r.update(log_stats(nginx.requests(*r["window"]), n, r["duration"], a.interval))
+    r["ratio"] = r["done"] / (n * r["duration"] / a.interval)
+    r["cpu_per_1000"] = r["cpu_s"] / max(r["done"], 1) * 1000
+    r["load"] = load
+    return r
+
+
+# -- mon --------------------------------------------------------------------------------
+
+
+def mon_config(tmp: Path, n: int, interval: float, timeout: float, randstart: float) -> Path:
+    lines = [f"mondir = {Path(HTTP_MONITOR).parent}", "alertdir = /usr/lib/mon/alert.d", "dtlogging = no",
+             f"randstart = {round(randstart)}s", ""]
+    for i in range(n):
+        lines += [f"hostgroup s{i:05d} {address(i)}", ""]
+    for i in range(n):
+        lines += [f"watch s{i:05d}", "    service http", f"        interval {max(1, round(interval))}s",
+                  f"        monitor http.monitor -p {PORT} -t {max(1, round(timeout))}",
+                  "        period wd {Sun-Sat}", "            alert file.alert /dev/null", ""]
+    cf = tmp / "mon.cf"
+    cf.write_text("\n".join(lines))
+    return cf
+
+
+def proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / TICK  # utime stime cutime cstime
+
+
+def run_mon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace) -> dict[str, Any]:
+    cf = mon_config(tmp, n, a.interval, a.timeout, a.randstart)
+    st = tmp / "monstate"
+    st.mkdir(exist_ok=True)
+    load = os.getloadavg()[0]
+    p = subprocess.Popen([MON, "-c", str(cf), "-L", str(st), "-D", str(st), "-P", str(st / "pid"),
+                          "-p", str(free_port()), "-t", str(free_port())],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(a.warmup + 2)  # mon's first run is one interval after start
+        if p.poll() is not None:
+            raise SystemExit(f"mon exited with {p.returncode}")
+        w0, c0 = time.time(), proc_cpu(p.pid)
+        time.sleep(a.duration)
+        w1, c1 = w0 + a.duration, proc_cpu(p.pid)
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(30)
+    r = log_stats(nginx.requests(w0, w1), n, w1 - w0, a.interval)
+    r.update(duration=w1 - w0, cpu_s=c1 - c0, load=load, done=r["log_done"], ratio=r["log_ratio"])
+    r["cpu_per_1000"] = r["cpu_s"] / max(r["done"], 1) * 1000
+    return r
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def mib(b: float) -> str:
+    return f"{b / 2**20:.0f}"
+
+
+def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
+    head = ("| N | daemon | done / scheduled | failed | nginx-counted | interval p50 / p99 s | start lag p50 / p99 / max ms "
+            "| CPU s / 1,000 checks | mon / pymon CPU | peak RSS MiB | RSS start → end MiB | load avg |\n"
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out = [head]
+    by_n = {(n, who): r for n, who, r in rows}
+    for n, who, r in rows:
+        lag = (f"{r['lag_p50'] * 1e3:.1f} / {r['lag_p99'] * 1e3:.1f} / {r['lag_max'] * 1e3:.0f}"
+               if "lag_p50" in r else "n/a")
+        ratio = ""
+        if who == "mon":
+            ratio = " / ".join(f"{r['cpu_per_1000'] / p['cpu_per_1000']:.0f}×" for (pn, pw), p in by_n.items()
+                               if pn == n and pw.startswith("pymon"))
+        rss = (mib(r["peak_rss"]), f"{mib(r['rss_start'])} → {mib(r['rss_end'])}") if "peak_rss" in r else ("n/a", "n/a")
+        sys_part = f" (sys {r['sys_s'] / r['cpu_s'] * 100:.0f} %)" if r.get("cpu_s") and "sys_s" in r else ""
+        failed = f"{r['failed'] / max(r['done'], 1) * 100:.1f} %" if "failed" in r else "n/a"
+        out.append(f"| {n:,} | {who} | {r['ratio'] * 100:.1f} % | {failed} | {r['log_ratio'] * 100:.1f} % "
+                   f"| {r['gap_p50']:.2f} / {r['gap_p99']:.2f} | {lag} | {r['cpu_per_1000']:.2f}{sys_part} | {ratio} "
+                   f"| {rss[0]} | {rss[1]} | {r['load']:.2f} |")
+    return "\n".join(out)
+
+
+def write_section(path: Path, body: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: body.rstrip("\n") + "\n\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-n", default="100,1000", help="comma-separated numbers of real servers (default 100,1000)")
+    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per run (default 10; the issue: 30)")
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--timeout", type=float, default=1.0)
+    ap.add_argument("--randstart", type=float, default=1.0,
+                    help="globals.randstart (both daemons): spreads the first runs (default 1 s = the interval)")
+    ap.add_argument("--mon-n", type=int, default=100, help="run mon too for N up to this (default 100; 0: never)")
+    ap.add_argument("--loop", default="asyncio", help="asyncio, uvloop, or both: asyncio,uvloop (default asyncio)")
+    ap.add_argument("--per-watch", type=int, default=1,
+                    help="pymon: real servers per hostgroup/watch (default 1, as mon's one watch per server; "
+                         "an LVS config has one per virtual service)")
+    ap.add_argument("--nginx-workers", type=int, default=2)
+    ap.add_argument("--profile", metavar="PREFIX", help="pyinstrument the child's window to PREFIX.N.txt")
+    ap.add_argument("--py-spy", metavar="PREFIX", help="py-spy (collapsed stacks) of the child's window to PREFIX.N.txt")
+    ap.add_argument("--write", metavar="FILE", help=f"replace the '{SECTION}' section of FILE with the table")
+    ap.add_argument("--child", nargs=4, metavar=("CFG", "OUT", "WARMUP", "DURATION"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        cfg, out, warmup, duration = a.child
+        if a.loop == "uvloop":
+            import uvloop
+
+            uvloop.install()
+        asyncio.run(child_main(cfg, out, float(warmup), float(duration), a.timeout, a.profile))
+        return 0
+    if not shutil.which("nginx"):
+        raise SystemExit("needs Debian's nginx: apt-get install nginx-light")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+    rows: list[tuple[int, str, dict[str, Any]]] = []
+    ns = [int(x) for x in a.n.split(",")]
+    for n in ns:
+        with tempfile.TemporaryDirectory(prefix=f"pymon-tput-{n}-") as t:
+            tmp = Path(t)
+            nginx = Nginx(tmp, n, a.nginx_workers)
+            nginx.start()
+            try:
+                for loop in a.loop.split(","):
+                    rows.append((n, f"pymon ({loop})", run_pymon(tmp, nginx, n, a, loop)))
+                    print(table(rows[-1:]).splitlines()[-1], flush=True)
+                if n <= a.mon_n and os.path.exists(MON):
+                    rows.append((n, "mon", run_mon(tmp, nginx, n, a)))
+                    print(table(rows[-1:]).splitlines()[-1], flush=True)
+            finally:
+                nginx.stop()
+    print(table(rows))
+    if a.write:
+        cmd = "python3 bench/throughput.py " + " ".join(x for x in sys.argv[1:] if x)
+        cpu = platform.processor() or platform.machine()
+        body = (f"{SECTION}\n\n    {cmd}\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), "
+                f"Python {platform.python_version()}; {a.duration:g} s measured per run after "
+                f"{a.warmup:g} s warm-up; {a.per_watch} real server(s) per watch, interval {a.interval:g} s, timeout "
+                f"{a.timeout:g} s; nginx ({a.nginx_workers} workers, keep-alive off) on the same 2 cores. "
+                f"`load avg`: 1-minute load average when the run started (other jobs share this machine).\n\n"
+                f"{table(rows)}\n")
+        write_section(Path(a.write), body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The http probe's lean HTTP/1.0 path (probes/_http10.py) says what the aiohttp path says.
+
+`http` takes the lean path for plain http without keep-alive, redirects or cert
+checks; here both paths check the same real server with the same parsed params and
+must agree on ok, summary, value and detail."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from pymon.plugin import Target
+from pymon.probes import _http10
+from pymon.probes import http as probe
+from test_probe_http import Server, free_port, server  # noqa: F401 - the fixture
+
+T = Target("127.0.0.1", "web", "http")
+
+CASES = [
+    {},
+    {"path": "/status/503"},
+    {"path": "/status/503", "status": 503},
+    {"path": "/status/500", "status": [200, "300-302"]},
+    {"path": "/status/201", "status": 200},
+    {"body_regex": r"^all ok"},
+    {"body_regex": "ok$x"},
+    {"header": {"X-App": r"^pymon-test/\d"}},
+    {"header": {"x-app": "^nginx"}},
+    {"header": {"X-Missing": "."}},
+    {"path": "/big", "body_regex": "END", "max_body": 1000},
+    {"path": "/big", "body_regex": "^x{1000}"},
+    {"path": "/redirect"},
+    {"path": "/redirect", "status": 200},
+    {"path": "/vhost", "host_header": "www.example.test", "body_regex": r"^www\.example\.test$"},
+    {"method": "HEAD"},
+    {"method": "HEAD", "path": "/status/500"},
+    {"path": "/slow", "timeout": 0.3},
+    {"argv": ["-u", "/status/401", "-o"]},
+]
+
+
+@pytest.mark.parametrize("params", CASES, ids=[str(c) for c in CASES])
+async def test_lean_path_agrees_with_aiohttp(server: Server, params: dict) -> None:  # noqa: F811
+    cfg = probe._parse({"port": server.port, "timeout": 5, **params})
+    assert _http10.eligible(cfg)
+    lean, full = await _http10.check(T, cfg), await probe.check(T, cfg)
+    assert (lean.ok, lean.summary, lean.value, lean.detail) == (full.ok, full.summary, full.value, full.detail)
+
+
+async def test_lean_path_failures_agree() -> None:
+    cfg = probe._parse({"port": free_port(), "timeout": 2})
+    lean, full = await _http10.check(T, cfg), await probe.check(T, cfg)
+    assert (lean.ok, lean.summary) == (full.ok, full.summary) == (False, "connection refused")
+    bad = Target("no-such-host.invalid", "web", "http")
+    lean, full = await _http10.check(bad, cfg), await probe.check(bad, cfg)
+    assert (lean.ok, lean.summary) == (full.ok, full.summary) == (False, "cannot resolve no-such-host.invalid")
+
+
+async def test_lean_path_by_name_and_ipv6(server: Server) -> None:  # noqa: F811
+    r = await probe.http(Target("localhost", "g", "s"), {"port": server.port, "timeout": 2})
+    assert r.ok, r
+    if socket.has_ipv6:
+        s6 = await Server().start(hosts=["::1"])
+        try:
+            r = await probe.http(Target("::1", "g", "s"), {"port": s6.port, "timeout": 2})
+            assert r.ok, r
+        finally:
+            await s6.stop()
+
+
+async def test_http_picks_the_lean_path_only_when_it_can(monkeypatch: pytest.MonkeyPatch,
+                                                         server: Server) -> None:  # noqa: F811
+    used = []
+    real = _http10.check
+
+    async def spy(target: Target, cfg: probe.HttpParams):  # type: ignore[no-untyped-def]
+        used.append(cfg)
+        return await real(target, cfg)
+
+    monkeypatch.setattr(_http10, "check", spy)
+    assert (await probe.http(T, {"port": server.port})).ok
+    assert len(used) == 1
+    for params in ({"keepalive": True}, {"redirects": True}):
+        assert (await probe.http(T, {"port": server.port, **params})).ok
+    await probe.close_sessions()
+    assert len(used) == 1

@@ -395,6 +395,15 @@ def test_keepalived_killed_vip_moves_and_real_server_fails_during_switch(ha: HAP
     assert tail and set(tail) == set(RS), tail
 
 
+def settled(tail: list[str | None]) -> None:
+    """After a switch: every answer comes from the live real server (none from the dead
+    one); one lost request (None) is tolerated, since the client's 0.5 s connect
+    timeout is tight for a TCG guest on a loaded host."""
+    answers = [w for w in tail if w is not None]
+    assert len(answers) >= 5 and set(answers) == {"rs2"}, tail
+    assert len(tail) - len(answers) <= 1, tail
+
+
 def test_link_down_vip_moves_real_server_fails_after_switch(ha: HAPair) -> None:
     both_tables(ALL)
     ha.client.start()
@@ -411,7 +420,7 @@ def test_link_down_vip_moves_real_server_fails_after_switch(ha: HAPair) -> None:
     res = ha.client.stop()
     failed = report("d1's link down (+ rs1 down after the switch)", res, t)
     tail = [r["who"] for r in res if r["t"] > time.time() - 2]
-    assert tail and all(w == "rs2" for w in tail), tail
+    settled(tail)
     assert failed < 80, failed
 
     ha.client.start()
@@ -426,7 +435,7 @@ def test_link_down_vip_moves_real_server_fails_after_switch(ha: HAPair) -> None:
     res = ha.client.stop()
     report("link back, fail-back to d1", res, t)
     tail = [r["who"] for r in res if r["t"] > time.time() - 2]
-    assert tail and all(w == "rs2" for w in tail), tail
+    settled(tail)
     ha.start_rs("rs1")
     both_tables(ALL)
     assert ha.pymon["d1"].role() == "MASTER" and ha.pymon["d2"].role() == "BACKUP"

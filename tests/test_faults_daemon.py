@@ -24,16 +24,6 @@ import pytest
 from test_daemon import Daemon, setup, starts
 
 
-@pytest.fixture
-def daemons():  # type: ignore[no-untyped-def]
-    running: list[Daemon] = []
-    yield running
-    for d in running:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
-
-
 def run(cfg: Path, daemons: list[Daemon]) -> Daemon:
     d = Daemon(cfg)
     daemons.append(d)

@@ -310,15 +310,20 @@ Resolver = Callable[[str], bool]
 ParamCheck = Callable[[str, str, dict[str, Any]], list[str]]  # (kind, name, params)
 
 
+def read_source(file: str, where: str) -> str:
+    """A config file's text, or a ConfigError located at `where` (`FILE:1:1`, `FILE:1`)."""
+    try:
+        return Path(file).read_text()
+    except OSError as e:
+        raise ConfigError([f"{where}: cannot read config: {e.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{where}: config is not UTF-8 text"]) from None
+
+
 def load_config(path: str | os.PathLike[str], *, known_monitor: Resolver | None = None,
                 known_alert: Resolver | None = None, plugin_problems: ParamCheck | None = None) -> Config:
     file = str(path)
-    try:
-        text = Path(file).read_text()
-    except OSError as e:
-        raise ConfigError([f"{file}:1:1: cannot read config: {e.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{file}:1:1: config is not UTF-8 text"]) from None
+    text = read_source(file, f"{file}:1:1")
     from . import moncf  # a mon.cf (by name or content) is converted in memory: see moncf.py
 
     if moncf.is_moncf(file, text):

@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import Config, ConfigError, parse_config
+from .config import Config, ConfigError, parse_config, read_source
 from .period import PeriodError, parse_period
 
 A = re.ASCII
@@ -1193,12 +1193,7 @@ def report_lines(conv: Conversion) -> list[str]:
 def cli(a: argparse.Namespace) -> int:
     """`pymon import-mon [--check] [--m4] [--legacy-monitors] MON.CF`."""
     file = a.file
-    try:
-        text = Path(file).read_text()
-    except OSError as e:
-        raise ConfigError([f"{file}:1: cannot read: {e.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{file}:1: not UTF-8 text"]) from None
+    text = read_source(file, f"{file}:1")
     conv = import_text(text, file, m4=True if a.m4 else None, native=not a.legacy_monitors)
     yaml_text, lmap = to_yaml(conv)
     from .plugins import load as load_plugins

@@ -147,7 +147,8 @@ def log_stats(reqs: dict[str, list[float]], n: int, duration: float, interval: f
 # -- pymon ------------------------------------------------------------------------------
 
 
-def pymon_config(tmp: Path, n: int, interval: float, timeout: float, randstart: float, per_watch: int) -> Path:
+def pymon_config(tmp: Path, n: int, interval: float, timeout: float, randstart: float, per_watch: int,
+                 workers: int) -> Path:
     starts = range(0, n, per_watch)
     groups = "\n".join(f"  s{i:05d}: [{', '.join(address(j) for j in range(i, min(n, i + per_watch)))}]"
                        for i in starts)
@@ -155,22 +156,38 @@ def pymon_config(tmp: Path, n: int, interval: float, timeout: float, randstart: 
                       f"monitor: {{name: http, port: {PORT}, path: /}}}}}}" for i in starts)
     cfg = tmp / "pymon.yaml"
     cfg.write_text(f"globals: {{statedir: {tmp}/state, mondir: {tmp}/none, alertdir: {tmp}/none, "
-                   f"randstart: {randstart:g}s}}\n"
+                   f"randstart: {randstart:g}s, probe_workers: {workers}}}\n"
                    f"hostgroups:\n{groups}\nwatch:\n{watch}\n")
     (tmp / "none").mkdir(exist_ok=True)
     return cfg
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
+def rss_bytes(pids: list[int]) -> int:
+    """RSS of this process and of `pids` (the probe workers)."""
+    total = 0
+    for pid in ["self", *pids]:
+        with open(f"/proc/{pid}/statm") as f:
+            total += int(f.read().split()[1]) * PAGE
+    return total
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def hwm_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout: float,
                      profile: str | None) -> None:
     """In the child: the daemon as `pymon run` builds it, plus a recorder of every check."""
     sys.path.insert(0, str(ROOT / "src"))
-    from pymon import logs
+    from pymon import exchange, logs
     from pymon.control import Control
     from pymon.daemon import Daemon
 
@@ -196,9 +213,11 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         task.result()
     load_s = time.monotonic() - t_load
     await asyncio.sleep(warmup)
+    workers = [p.proc.pid for p in exchange.POOL.places if hasattr(p, "proc")]  # probe_workers: CPU and RSS count
     rss: list[int] = []
     t0, w0, c0 = loop.time(), time.time(), time.process_time()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    wk0 = [cpu_split(pid) for pid in workers]
     t1 = t0 + duration
     Path(out + ".window").touch()  # for --py-spy
     prof = None
@@ -208,12 +227,16 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         prof = pyinstrument.Profiler(interval=0.001, async_mode="disabled")
         prof.start()
     while loop.time() < t1 - 0.5:
-        rss.append(rss_bytes())
+        rss.append(rss_bytes(workers))
         await asyncio.sleep(min(1.0, t1 - loop.time()))
     await asyncio.sleep(max(0.0, t1 - loop.time()))
     c1 = time.process_time()
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    rss.append(rss_bytes())
+    wk1 = [cpu_split(pid) for pid in workers]
+    rss.append(rss_bytes(workers))
+    w_user = sum(b[0] - a[0] for a, b in zip(wk0, wk1))
+    w_sys = sum(b[1] - a[1] for a, b in zip(wk0, wk1))
+    w_hwm = sum(hwm_bytes(pid) for pid in workers)
     if prof:
         prof.stop()
     await asyncio.sleep(timeout + 0.5)  # checks due before t1 finish
@@ -225,17 +248,18 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     if prof and profile:
         Path(profile).write_text(prof.output_text(unicode=False, color=False, show_all=False))
     Path(out).write_text(json.dumps({
-        "window": [w0, w0 + duration], "duration": duration, "done": done, "failed": failed, "cpu_s": c1 - c0,
-        "sys_s": ru1.ru_stime - ru0.ru_stime,
+        "window": [w0, w0 + duration], "duration": duration, "done": done, "failed": failed,
+        "cpu_s": c1 - c0 + w_user + w_sys, "sys_s": ru1.ru_stime - ru0.ru_stime + w_sys,
+        "workers": len(workers), "workers_cpu_s": w_user + w_sys,
         "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags, default=float("nan")),
         "rss_start": rss[0], "rss_end": rss[-1], "rss_max_sampled": max(rss),
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "load_s": load_s,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 + w_hwm, "load_s": load_s,
         "loop": type(loop).__module__,
     }))
 
 
 def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str) -> dict[str, Any]:
-    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch)
+    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, a.probe_workers)
     out = tmp / "pymon.json"
     cmd = [sys.executable, __file__, "--child", str(cfg), str(out), str(a.warmup), str(a.duration),
            "--loop", loop, "--timeout", str(a.timeout)] + (["--profile", a.profile + f".{n}.txt"] if a.profile else [])
@@ -359,6 +383,8 @@ def main() -> int:
                     help="pymon: real servers per hostgroup/watch (default 1, as mon's one watch per server; "
                          "an LVS config has one per virtual service)")
     ap.add_argument("--nginx-workers", type=int, default=2)
+    ap.add_argument("--probe-workers", type=int, default=0,
+                    help="pymon: globals.probe_workers, processes for the HTTP exchanges (default 0: in the daemon)")
     ap.add_argument("--profile", metavar="PREFIX", help="pyinstrument the child's window to PREFIX.N.txt")
     ap.add_argument("--py-spy", metavar="PREFIX", help="py-spy (collapsed stacks) of the child's window to PREFIX.N.txt")
     ap.add_argument("--write", metavar="FILE", help=f"replace the '{SECTION}' section of FILE with the table")
@@ -384,7 +410,8 @@ def main() -> int:
             nginx.start()
             try:
                 for loop in a.loop.split(","):
-                    rows.append((n, f"pymon ({loop})", run_pymon(tmp, nginx, n, a, loop)))
+                    who = f"pymon ({loop}{f', {a.probe_workers} workers' if a.probe_workers else ''})"
+                    rows.append((n, who, run_pymon(tmp, nginx, n, a, loop)))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
                 if n <= a.mon_n and os.path.exists(MON):
                     rows.append((n, "mon", run_mon(tmp, nginx, n, a)))

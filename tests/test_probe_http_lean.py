@@ -2,20 +2,39 @@
 
 `http` takes the lean path for plain http without keep-alive, redirects or cert
 checks; here both paths check the same real server with the same parsed params and
-must agree on ok, summary, value and detail."""
+must agree on ok, summary, value and detail. Every test runs twice: the exchanges in
+the test's own loop (`probe_workers: 0`) and in two worker processes."""
 
 from __future__ import annotations
 
 import socket
+from typing import Iterator
 
 import pytest
 
+from pymon import exchange
 from pymon.plugin import Target
 from pymon.probes import _http10
 from pymon.probes import http as probe
 from test_probe_http import Server, free_port, server  # noqa: F401 - the fixture
 
 T = Target("127.0.0.1", "web", "http")
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict]] = []
+
+    def error(self, event: str, **kw: object) -> None:
+        self.lines.append((event, kw))
+
+
+@pytest.fixture(autouse=True, params=[0, 2], ids=["in-loop", "workers"])
+def placement(request: pytest.FixtureRequest) -> Iterator[Log]:
+    log = Log()
+    exchange.configure(request.param, log)
+    yield log
+    exchange.configure(0, None)
 
 CASES = [
     {},
@@ -85,3 +104,4 @@ async def test_http_picks_the_lean_path_only_when_it_can(monkeypatch: pytest.Mon
         assert (await probe.http(T, {"port": server.port, **params})).ok
     await probe.close_sessions()
     assert len(used) == 1
+

@@ -130,6 +130,8 @@ SCHEMA: dict[str, Any] = {
                 "randstart": _duration,
                 "alert_timeout": _duration,
                 "block_warning": _duration,
+                "probe_workers": {"type": "integer", "minimum": 0, "maximum": 64,
+                                  "description": "processes for plain HTTP checks (exchange.py); 0 = in the daemon"},
                 "dep_behavior": {"enum": ["a", "m"]},
                 # control API (api.py)
                 "control_socket": {"type": "string", "description": "unix socket; default <statedir>/pymon.sock"},
@@ -299,6 +301,7 @@ class Config:
     control_port: int | None = None
     token_file: Path | None = None
     block_warning: float = 1.0  # watchdog.py: warn when the event loop is blocked this long
+    probe_workers: int = 0  # exchange.py: worker processes for plain HTTP checks
     vrrp_alert: list[PluginSpec] = field(default_factory=list)  # vrrp.py: alerts on a VRRP role change
 
     def hosts(self, svc: ServiceSpec) -> list[str]:
@@ -475,6 +478,7 @@ class _Builder:
             randstart=self.duration(("globals", "randstart"), g.get("randstart"), 0.0),
             alert_timeout=self.duration(("globals", "alert_timeout"), g.get("alert_timeout"), 60.0),
             block_warning=self.duration(("globals", "block_warning"), g.get("block_warning"), 1.0),
+            probe_workers=int(g.get("probe_workers", 0)),
             hostgroups=groups,
             services=services,
             virtual_services=[vs for vs in vss if vs is not None],

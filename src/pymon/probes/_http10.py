@@ -3,9 +3,8 @@
 The common director check (`scheme: http`, no keep-alive, no redirects, no
 certificate) needs one connect, one write and one bounded read. Through aiohttp that
 costs a session, a connector, a request and a response object per check (~0.5 ms of
-CPU); here it is a non-blocking socket driven by the loop's `sock_*` calls, which cost
-a fraction of that and keep up with 10,000 real servers a second (bench/throughput.py).
-It asks in HTTP/1.0 with `Connection: close`, as mon's `http.monitor` and keepalived's
+CPU); here the exchange runs in `pymon.exchange` (raw epoll, optionally in worker
+processes) and this module only builds the request and judges the answer. It asks in HTTP/1.0 with `Connection: close`, as mon's `http.monitor` and keepalived's
 `HTTP_GET` do, so the server answers without chunking and closes.
 
 The verdicts and summaries are the aiohttp path's (`http._judge` and the same wording
@@ -16,19 +15,18 @@ keep-alive, redirects) stays on aiohttp.
 from __future__ import annotations
 
 import asyncio
-import errno
+import os
 import socket
 import time
 from typing import TYPE_CHECKING
 
+from pymon import exchange
 from pymon.plugin import Result, Target
 from pymon.probes._common import describe, fmt_s
 
 if TYPE_CHECKING:
     from pymon.probes.http import HttpParams
 
-MAX_HEAD = 64 * 1024  # response line + headers; more is a bad response
-_RECV = 65536
 
 
 def eligible(cfg: "HttpParams") -> bool:
@@ -64,10 +62,6 @@ class _Headers:
 
 
 class _BadResponse(Exception):
-    pass
-
-
-class _Disconnected(Exception):
     pass
 
 
@@ -150,70 +144,41 @@ def _is_ip(host: str) -> bool:
 async def check(target: Target, cfg: "HttpParams") -> Result:
     from pymon.probes.http import _judge
 
-    loop = asyncio.get_running_loop()
     start = time.monotonic()
-    phase, received = "connect", 0
-    sock: socket.socket | None = None
     try:
-        async with asyncio.timeout(cfg.timeout):
-            last: OSError | None = None
-            for fam, addr in await _addresses(loop, target.host, cfg.port):
-                sock = socket.socket(fam, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                try:
-                    await loop.sock_connect(sock, addr)
-                    break
-                except OSError as e:
-                    sock.close()
-                    sock, last = None, e
-            if sock is None:
-                raise last or OSError(errno.EHOSTUNREACH, "no address")
-            phase = "response"
-            await loop.sock_sendall(sock, _request(target, cfg))
-            buf = bytearray()
-            while (end := buf.find(b"\r\n\r\n")) < 0:
-                if len(buf) > MAX_HEAD:
-                    raise _BadResponse("Got more than 65536 bytes when reading response headers")
-                chunk = await loop.sock_recv(sock, _RECV)
-                if not chunk:
-                    raise _Disconnected()
-                received += len(chunk)
-                buf += chunk
-            resp = _parse_head(bytes(buf[:end]))
-            body: bytes | None = None
-            if cfg.method != "HEAD" and (cfg.body_regex is not None or resp.status not in cfg.status):
-                phase, received = "body", len(buf) - end - 4
-                chunked = (resp.headers.get("transfer-encoding") or "").lower() == "chunked"
-                want = cfg.max_body if resp.content_length is None else min(cfg.max_body, resp.content_length)
-                raw = buf[end + 4:]
-                while (len(raw) < want or chunked and len(raw) < cfg.max_body + 64) and not (
-                        chunked and raw.endswith(b"0\r\n\r\n")):
-                    chunk = await loop.sock_recv(sock, _RECV)
-                    if not chunk:
-                        break
-                    received += len(chunk)
-                    raw += chunk
-                body = _dechunk(bytes(raw))[:cfg.max_body] if chunked else bytes(raw[:want])
+        addrs = await _addresses(asyncio.get_running_loop(), target.host, cfg.port)
+    except _Unresolved as e:
+        return Result(ok=False, summary=f"cannot resolve {target.host}", detail=str(e), latency_s=0.0)
+    kind, data, phase, received = await exchange.POOL.exchange(
+        addrs, _request(target, cfg), cfg.timeout, cfg.method != "HEAD" and cfg.body_regex is not None,
+        cfg.max_body, cfg.status.ranges)
+    latency = time.monotonic() - start
+    if kind == "answer":
+        end = data.find(b"\r\n\r\n")
+        try:
+            resp = _parse_head(data[:end])
+        except _BadResponse as e:
+            return Result(ok=False, summary=f"bad response: {e}", latency_s=latency)
+        body: bytes | None = None
+        if cfg.method != "HEAD" and (cfg.body_regex is not None or resp.status not in cfg.status):
+            raw = data[end + 4:]
+            chunked = (resp.headers.get("transfer-encoding") or "").lower() == "chunked"
+            want = cfg.max_body if resp.content_length is None else min(cfg.max_body, resp.content_length)
+            body = _dechunk(raw)[:cfg.max_body] if chunked else raw[:want]
         ok, summary = _judge(cfg, resp, body, [])  # type: ignore[arg-type]
         detail = body[:500].decode("utf-8", errors="replace") if not ok and body else ""
-        return Result(ok=ok, summary=summary, detail=detail, latency_s=time.monotonic() - start,
-                      value=float(resp.status))
-    except TimeoutError:
-        return Result(ok=False, summary=_timeout_summary(cfg.timeout, phase, received),
-                      latency_s=time.monotonic() - start)
-    except _Unresolved as e:
-        return Result(ok=False, summary=f"cannot resolve {target.host}", detail=str(e),
-                      latency_s=time.monotonic() - start)
-    except _Disconnected:
-        return Result(ok=False, summary="server disconnected", latency_s=time.monotonic() - start)
-    except _BadResponse as e:
-        return Result(ok=False, summary=f"bad response: {e}", latency_s=time.monotonic() - start)
-    except Exception as e:  # probes never raise
-        return Result(ok=False, summary=describe(e, cfg.timeout, target.host), detail=repr(e),
-                      latency_s=time.monotonic() - start)
-    finally:
-        if sock is not None:
-            sock.close()
+        return Result(ok=ok, summary=summary, detail=detail, latency_s=latency, value=float(resp.status))
+    if kind == "timeout":
+        return Result(ok=False, summary=_timeout_summary(cfg.timeout, phase, received), latency_s=latency)
+    if kind == "closed":
+        return Result(ok=False, summary="server disconnected", latency_s=latency)
+    if kind == "too_big":
+        return Result(ok=False, summary=f"bad response: Got more than {exchange.MAX_HEAD} bytes when reading "
+                      "response headers", latency_s=latency)
+    if kind == "lost":
+        return Result(ok=False, summary="probe worker died during the check", latency_s=latency)
+    err = OSError(data, os.strerror(data))
+    return Result(ok=False, summary=describe(err, cfg.timeout, target.host), detail=repr(err), latency_s=latency)
 
 
 def _timeout_summary(timeout: float, phase: str, received: int) -> str:

@@ -1,0 +1,479 @@
+"""Plain HTTP/1.0 exchanges (connect, send, read the answer) with many real servers at
+once, on one epoll; in the daemon's loop or in worker processes.
+
+Why not the loop's `sock_*` calls: at thousands of checks a second each of their steps
+costs a future, a handle and a selector update, more than the exchange itself. Here a
+check in flight is a socket and one small object, and the loop sees one file
+descriptor. Most of what remains is the kernel's TCP work on both ends of the
+connection (bench/throughput.py: ~70 µs of system time per check on loopback), which
+`probe_workers: N` moves to N worker processes (`python -m pymon.exchange`, this
+module; stdlib only, so they start in milliseconds and hold a few MiB), leaving the
+daemon's loop the schedule and the state machine.
+
+An exchange ends in an `Outcome` (kind, data, phase, received); `_http10` turns it
+into the probe's Result:
+- ("answer", bytes) the response head, and the body when asked for or when the status
+  is not accepted (bounded);
+- ("closed", bytes) the server closed before the end of the head;
+- ("too_big", bytes) more than MAX_HEAD bytes without the end of the head;
+- ("timeout", b"") the deadline passed in `phase` (connect / response / body);
+- ("oserror", errno) connect or I/O failed (every address tried);
+- ("lost", b"") the worker running it died (the daemon starts another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import heapq
+import itertools
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+MAX_HEAD = 64 * 1024  # response line + headers; more is a bad response
+BATCH_S = 0.002  # jobs to a worker and outcomes from it wait this long for company: one wake-up per batch
+_RECV = 65536
+_IN, _OUT, _ERR = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
+
+Outcome = tuple[str, Any, str, int]  # (kind, data, phase, bytes received)
+# (id, [(family, sockaddr), ...], request, timeout s, want_body, max_body, accepted status ranges)
+Job = tuple[int, list[tuple[int, tuple[Any, ...]]], bytes, float, bool, int, tuple[tuple[int, int], ...]]
+
+
+class _Conn:
+    __slots__ = ("id", "sock", "addrs", "request", "phase", "buf", "head_end", "want", "chunked", "job")
+
+    def __init__(self, job: Job):
+        self.id, self.addrs, self.request = job[0], list(job[1]), job[2]
+        self.job = job
+        self.sock: socket.socket | None = None
+        self.phase, self.buf, self.head_end = "connect", bytearray(), -1
+        self.want, self.chunked = 0, False
+
+
+def _status(head: bytes) -> int:
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    for line in head.lower().split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip() == name:
+            return value.strip()
+    return None
+
+
+class Exchanger:
+    """Runs exchanges on its own epoll; `done(id, outcome)` is called once per job.
+    Driven from outside: `handle` for each ready fd, `expire` for deadlines."""
+
+    def __init__(self, done: Callable[[int, Outcome], None]):
+        self.done = done
+        self.ep = select.epoll()
+        self.conns: dict[int, _Conn] = {}
+        self.deadlines: list[tuple[float, int, _Conn]] = []
+        self.seq = itertools.count()
+
+    def close(self) -> None:
+        for c in list(self.conns.values()):
+            self._finish(c, ("lost", b"", c.phase, 0))
+        self.ep.close()
+
+    def submit(self, job: Job) -> None:
+        c = _Conn(job)
+        heapq.heappush(self.deadlines, (time.monotonic() + job[3], next(self.seq), c))
+        self._connect(c, None)
+
+    def next_deadline(self) -> float | None:
+        while self.deadlines and self.deadlines[0][2].phase == "done":
+            heapq.heappop(self.deadlines)
+        return self.deadlines[0][0] if self.deadlines else None
+
+    def expire(self, now: float) -> None:
+        dl = self.deadlines
+        while dl and dl[0][0] <= now:
+            c = heapq.heappop(dl)[2]
+            if c.phase != "done":
+                self._finish(c, ("timeout", b"", c.phase, self._received(c)))
+
+    def _connect(self, c: _Conn, last: int | None) -> None:
+        while c.addrs:
+            fam, addr = c.addrs.pop(0)
+            try:
+                s = socket.socket(fam, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            except OSError as e:
+                last = e.errno
+                continue
+            rc = s.connect_ex(addr)
+            if rc in (0, errno.EINPROGRESS):
+                c.sock = s
+                self.conns[s.fileno()] = c
+                self.ep.register(s.fileno(), _OUT)
+                return
+            s.close()
+            last = rc
+        self._finish(c, ("oserror", last or errno.EHOSTUNREACH, "connect", 0))
+
+    def handle(self, fd: int, ev: int) -> None:
+        c = self.conns.get(fd)
+        if c is None:
+            return
+        s = c.sock
+        assert s is not None
+        try:
+            if c.phase == "connect":
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self._drop(c)
+                    return self._connect(c, err) if c.addrs else self._finish(c, ("oserror", err, "connect", 0))
+                s.send(c.request)  # a few hundred bytes into an empty socket buffer
+                c.phase = "response"
+                self.ep.modify(fd, _IN)
+                return
+            data = s.recv(_RECV)
+        except OSError as e:
+            return self._finish(c, ("oserror", e.errno or errno.EIO, c.phase, self._received(c)))
+        self._feed(c, data)
+
+    def _feed(self, c: _Conn, data: bytes) -> None:
+        buf = c.buf
+        buf += data
+        if c.head_end < 0:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if not data:
+                    return self._finish(c, ("closed", bytes(buf), c.phase, len(buf)))
+                if len(buf) > MAX_HEAD:
+                    return self._finish(c, ("too_big", b"", c.phase, len(buf)))
+                return
+            c.head_end = end
+            head = bytes(buf[:end])
+            want_body, max_body, ranges = c.job[4], c.job[5], c.job[6]
+            code = _status(head)
+            if not want_body and any(lo <= code <= hi for lo, hi in ranges):
+                return self._finish(c, ("answer", bytes(buf), c.phase, len(buf)))
+            length = _header(head, b"content-length")
+            c.want = min(max_body, int(length)) if length and length.isdigit() else max_body
+            c.chunked = (_header(head, b"transfer-encoding") or b"") == b"chunked"
+            c.phase = "body"
+        body = len(buf) - c.head_end - 4
+        if (not data or body >= c.want and not c.chunked or c.chunked and (
+                body >= c.job[5] + 64 or buf.endswith(b"0\r\n\r\n"))):
+            self._finish(c, ("answer", bytes(buf), c.phase, len(buf)))
+
+    @staticmethod
+    def _received(c: _Conn) -> int:
+        return len(c.buf) - c.head_end - 4 if c.phase == "body" else len(c.buf)
+
+    def _drop(self, c: _Conn) -> None:
+        s, c.sock = c.sock, None
+        if s is not None:
+            fd = s.fileno()
+            self.conns.pop(fd, None)
+            try:
+                self.ep.unregister(fd)
+            except (OSError, ValueError):
+                pass
+            s.close()
+
+    def _finish(self, c: _Conn, out: Outcome) -> None:
+        self._drop(c)
+        c.phase = "done"
+        self.done(c.id, out)
+
+
+# -- the daemon's side --------------------------------------------------------------
+
+
+def _frame(obj: object) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return struct.pack("!I", len(data)) + data
+
+
+class _Frames:
+    """Length-prefixed pickles arriving in pieces on a non-blocking socket."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        self.buf += data
+        out = []
+        while len(self.buf) >= 4:
+            (n,) = struct.unpack_from("!I", self.buf)
+            if len(self.buf) < 4 + n:
+                break
+            out.append(pickle.loads(self.buf[4:4 + n]))
+            del self.buf[:4 + n]
+        return out
+
+
+class _Local:
+    """An Exchanger in the daemon's loop: its epoll fd is one reader of the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, done: Callable[[int, Outcome], None]):
+        self.loop = loop
+        self.ex = Exchanger(done)
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        loop.add_reader(self.ex.ep.fileno(), self._ready)
+
+    def submit(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self.ex.submit(job)
+        self._arm()
+
+    def _ready(self) -> None:
+        handle = self.ex.handle
+        for fd, ev in self.ex.ep.poll(0):
+            handle(fd, ev)
+        self.ex.expire(time.monotonic())
+        self._arm()
+
+    def _arm(self) -> None:
+        at = self.ex.next_deadline()
+        if at is None or (self.timer is not None and self.timer_at <= at):
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = at
+        # loop.time() is time.monotonic() on the selector and uv loops alike
+        self.timer = self.loop.call_at(at + 0.0005, self._expired)
+
+    def _expired(self) -> None:
+        self.timer = None
+        self._ready()
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.loop.remove_reader(self.ex.ep.fileno())
+        self.ex.close()
+
+
+class _Worker:
+    """A worker process (`python -m pymon.exchange`) and its socketpair."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, done: Callable[[int, Outcome], None],
+                 lost: Callable[["_Worker"], None]):
+        self.loop, self.done, self.lost = loop, done, lost
+        ours, theirs = socket.socketpair()
+        self.proc = subprocess.Popen([sys.executable, "-m", "pymon.exchange"], stdin=theirs, stdout=theirs,
+                                     close_fds=True)
+        theirs.close()
+        ours.setblocking(False)
+        self.sock = ours
+        self.frames = _Frames()
+        self.inflight: set[int] = set()
+        self.out = bytearray()
+        loop.add_reader(ours.fileno(), self._readable)
+
+    def submit(self, jobs: list[Job]) -> None:
+        self.inflight.update(j[0] for j in jobs)
+        self._send(_frame(jobs))
+
+    def _send(self, data: bytes) -> None:
+        if self.out:
+            self.out += data
+            return
+        try:
+            n = self.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            return self._gone()
+        if n < len(data):
+            self.out += data[n:]
+            self.loop.add_writer(self.sock.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        try:
+            n = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        except OSError:
+            return self._gone()
+        del self.out[:n]
+        if not self.out:
+            self.loop.remove_writer(self.sock.fileno())
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            return self._gone()
+        for batch in self.frames.feed(data):
+            for jid, out in batch:
+                self.inflight.discard(jid)
+                self.done(jid, out)
+
+    def _gone(self) -> None:
+        self.close()
+        for jid in sorted(self.inflight):
+            self.done(jid, ("lost", b"", "response", 0))
+        self.inflight.clear()
+        self.lost(self)
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            if self.out:
+                self.loop.remove_writer(self.sock.fileno())
+            self.sock.close()  # the worker reads EOF and exits
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Pool:
+    """Where the exchanges run: in this loop (workers=0) or spread over worker processes.
+    Jobs submitted in one loop iteration go out as one batch."""
+
+    def __init__(self, workers: int, log: Any = None):
+        self.workers = workers
+        self.log = log
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.places: list[Any] = []
+        self.futures: dict[int, asyncio.Future[Outcome]] = {}
+        self.ids = itertools.count(1)
+        self.batch: list[Job] = []
+        self.turn = 0
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        if self.workers <= 0:
+            self.places = [_Local(loop, self._done)]
+        else:
+            self.places = [_Worker(loop, self._done, self._lost) for _ in range(self.workers)]
+
+    async def exchange(self, addrs: list[tuple[int, tuple[Any, ...]]], request: bytes, timeout: float,
+                       want_body: bool, max_body: int, ranges: tuple[tuple[int, int], ...]) -> Outcome:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:
+            self._start(loop)
+        jid = next(self.ids)
+        fut = loop.create_future()
+        self.futures[jid] = fut
+        if not self.batch:
+            if self.workers:
+                loop.call_later(BATCH_S, self._flush)
+            else:
+                loop.call_soon(self._flush)
+        self.batch.append((jid, addrs, request, timeout, want_body, max_body, ranges))
+        try:
+            return await fut
+        finally:
+            self.futures.pop(jid, None)  # cancelled: the late outcome finds no future
+
+    def _flush(self) -> None:
+        batch, self.batch = self.batch, []
+        n = len(self.places)
+        if n == 1:
+            self.places[0].submit(batch)
+            return
+        parts: list[list[Job]] = [[] for _ in range(n)]
+        for job in batch:
+            parts[self.turn].append(job)
+            self.turn = (self.turn + 1) % n
+        for place, part in zip(self.places, parts):
+            if part:
+                place.submit(part)
+
+    def _done(self, jid: int, out: Outcome) -> None:
+        fut = self.futures.pop(jid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(out)
+
+    def _lost(self, w: _Worker) -> None:
+        i = self.places.index(w)
+        if self.log is not None:
+            self.log.error("probe.worker_died", pid=w.proc.pid, returncode=w.proc.returncode,
+                           action="starting another")
+        assert self.loop is not None
+        self.places[i] = _Worker(self.loop, self._done, self._lost)
+
+    def close(self) -> None:
+        places, self.places, self.loop = self.places, [], None
+        for p in places:
+            p.close()
+        for jid in list(self.futures):
+            self._done(jid, ("lost", b"", "response", 0))
+
+
+# -- a worker process ---------------------------------------------------------------
+
+
+def worker(chan: socket.socket) -> None:
+    """Read job batches from `chan`, run them, write outcome batches back; exit at EOF."""
+    results: list[tuple[int, Outcome]] = []
+    ex = Exchanger(lambda jid, out: results.append((jid, out)))
+    chan.setblocking(False)
+    cfd = chan.fileno()
+    ex.ep.register(cfd, _IN)
+    frames = _Frames()
+    handle = ex.handle
+    first = 0.0  # when the oldest unsent outcome arrived
+    while True:
+        at = ex.next_deadline()
+        if results:
+            at = first + BATCH_S if at is None else min(at, first + BATCH_S)
+        for fd, ev in ex.ep.poll(-1 if at is None else max(0.0, at - time.monotonic())):
+            if fd != cfd:
+                handle(fd, ev)
+                continue
+            try:
+                data = chan.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            except OSError:  # the daemon is gone
+                return
+            if not data:
+                return
+            for jobs in frames.feed(data):
+                for job in jobs:
+                    ex.submit(job)
+        now = time.monotonic()
+        ex.expire(now)
+        if results and not first:
+            first = now
+        if results and now - first >= BATCH_S:
+            first = 0.0
+            chan.setblocking(True)
+            try:
+                chan.sendall(_frame(results))
+            except OSError:
+                return
+            chan.setblocking(False)
+            results.clear()
+
+
+POOL = Pool(0)  # the probes' pool; the daemon sets its size (`configure`)
+
+
+def configure(workers: int, log: Any) -> None:
+    """Size the pool from `globals.probe_workers` (at start and on reload)."""
+    global POOL
+    if workers != POOL.workers:
+        POOL.close()
+        POOL = Pool(workers, log)
+    POOL.log = log
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the daemon's to handle; EOF ends us
+    worker(socket.socket(fileno=os.dup(0)))

@@ -1,0 +1,107 @@
+"""The exchanges' worker processes (`probe_workers`): a worker that dies costs the checks
+it was running, once, and is replaced; workers end with the pool and the daemon. That the answers are
+judged alike in the loop and in workers is test_probe_http_lean.py's business."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pymon import exchange
+from pymon.plugin import Target
+from pymon.probes import _http10
+from pymon.probes import http as probe
+from test_daemon import Daemon
+from test_probe_http import Server, server  # noqa: F401 - the fixture
+
+T = Target("127.0.0.1", "web", "http")
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict]] = []
+
+    def error(self, event: str, **kw: object) -> None:
+        self.lines.append((event, kw))
+
+
+@pytest.fixture
+def workers() -> Iterator[Log]:
+    log = Log()
+    exchange.configure(2, log)
+    yield log
+    exchange.configure(0, None)
+
+
+async def test_a_dead_worker_fails_its_checks_once_and_is_replaced(server: Server,  # noqa: F811
+                                                                  workers: Log) -> None:
+    cfg = probe._parse({"port": server.port, "path": "/slow", "timeout": 5})
+    slow = [asyncio.create_task(_http10.check(T, cfg)) for _ in range(4)]  # one batch, two per worker
+    await asyncio.sleep(0.5)
+    pids = [w.proc.pid for w in exchange.POOL.places]
+    os.kill(pids[0], signal.SIGKILL)
+    done, pending = await asyncio.wait(slow, timeout=3)  # long before the 5 s timeout
+    assert [t.result().summary for t in done] == ["probe worker died during the check"] * 2
+    assert len(pending) == 2  # the other worker's checks still wait for the server
+    assert workers.lines[0][0] == "probe.worker_died" and workers.lines[0][1]["pid"] == pids[0]
+    now = [w.proc.pid for w in exchange.POOL.places]
+    assert now[0] not in pids and now[1] == pids[1]
+    assert all([(await probe.http(T, {"port": server.port, "timeout": 5})).ok for _ in range(4)])
+    for t in pending:
+        t.cancel()
+
+
+async def test_workers_end_with_the_pool(server: Server, workers: Log) -> None:  # noqa: F811
+    assert (await probe.http(T, {"port": server.port})).ok
+    procs = [w.proc for w in exchange.POOL.places]
+    assert [p.poll() for p in procs] == [None, None]
+    exchange.configure(0, None)
+    assert [p.poll() for p in procs] == [0, 0]
+    assert workers.lines == []
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_daemon_with_probe_workers(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """`probe_workers: 2`: the checks run in two children of the daemon; one killed is
+    logged and replaced while the real server stays up; both end with the daemon."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    cfg = tmp_path / "pymon.yaml"
+    cfg.write_text(f"globals: {{statedir: {tmp_path}, mondir: {tmp_path}, alertdir: {tmp_path}, probe_workers: 2}}\n"
+                   f"hostgroups: {{web: [127.0.0.1]}}\n"
+                   f"watch:\n  web:\n    http: {{interval: 0.2s, monitor: {{name: http, port: {srv.server_port}}}}}\n")
+    d = Daemon(cfg)
+    daemons.append(d)
+    try:
+        d.wait(lambda e: e["event"] == "host.state" and e["state"] == "up")
+        kids = _children(d.proc.pid)
+        assert len(kids) == 2, kids
+        os.kill(kids[0], signal.SIGKILL)
+        died = d.wait(lambda e: e["event"] == "probe.worker_died")
+        assert died["pid"] == kids[0] and died["level"] == "error"
+        n = len(d.events)
+        time.sleep(1.5)
+        assert not [e for e in d.events[n:] if e["event"] == "host.state"]  # no false down
+        now = _children(d.proc.pid)
+        assert len(now) == 2 and kids[1] in now and kids[0] not in now
+        srv.shutdown()
+        srv.server_close()
+        d.wait(lambda e: e["event"] == "host.state" and e["state"] == "down")
+        assert d.stop() == 0
+        for pid in now:
+            assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+    finally:
+        srv.server_close()

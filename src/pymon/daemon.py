@@ -4,7 +4,6 @@ handles signals (SIGTERM/SIGINT stop, SIGHUP reload with the old config kept on 
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import time
 from dataclasses import dataclass
@@ -109,14 +108,13 @@ class Daemon:
         self.control.load()
         if self.uses_lvs(self.cfg, self.plugins):
             await self.start_lvs()
-        gc.collect()  # the config's garbage, before the first check (see gc.freeze below)
         now = time.time()
         for key, svc in self.cfg.services.items():
             st = self.states[key] = ServiceState(svc)
             self._fire(st, st.startup(now), now)
             self._schedule(svc)
         await self.control.started()
-        gc.freeze()  # config, states, plugins: long-lived; the cyclic GC need not scan them again and again
+        self.control.freeze()  # config, states, plugins: long-lived; the cyclic GC need not scan them again and again
         self.log.info("daemon.started", services=len(self.cfg.services))
         await self.stopping.wait()
         await self.shutdown()

@@ -240,6 +240,9 @@ class Daemon:
         self.proc = subprocess.Popen(argv, stdout=open(self.logf, "wb"), stderr=subprocess.STDOUT,
                                      start_new_session=True, env={**os.environ, **(env or {})})
 
+    def breakdown(self, kills: list[tuple[str, float]], window_start: float, window: float) -> dict[str, Any]:
+        return {}
+
     def tail(self, n: int = 15) -> str:
         try:
             return "\n".join(self.logf.read_text(errors="replace").splitlines()[-n:])
@@ -279,6 +282,36 @@ virtual_services:
 """)
         py = os.environ.get("PYMON_PYTHON", sys.executable)
         self.spawn([py, "-m", "pymon", "run", "-c", str(cfg)])
+
+    def breakdown(self, kills: list[tuple[str, float]], window_start: float, window: float) -> dict[str, Any]:
+        """From pymon's own log: when it saw each failure (host.state down) and changed the table
+        (ipvs.change), after the kill; and how long one check of the watch took in the CPU window."""
+        from datetime import datetime
+
+        events = []
+        for line in self.logf.read_text(errors="replace").splitlines():
+            try:
+                e = json.loads(line)
+                e["_t"] = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
+            except (ValueError, KeyError, TypeError):
+                continue
+            events.append(e)
+        noticed, changed = [], []
+        for addr, t in kills:
+            seen = next((e["_t"] - t for e in events if e["_t"] >= t and e.get("event") == "host.state"
+                         and e.get("host") == addr and e.get("state") == "down"), None)
+            op = next((e["_t"] - t for e in events if e["_t"] >= t and e.get("event") == "ipvs.change"
+                       and f"{addr}:{PORT}" in str(e.get("op")) and not str(e.get("op")).startswith("add")), None)
+            if seen is not None:
+                noticed.append(seen)
+            if op is not None:
+                changed.append(op)
+        # check.done of the CPU window (sampled by pymon; enough for a median)
+        mono_to_wall = time.time() - time.monotonic()
+        w0, w1 = window_start + mono_to_wall, window_start + window + mono_to_wall
+        durations = [float(e["duration_s"]) for e in events if e.get("event") == "check.done"
+                     and w0 <= e["_t"] <= w1 and "duration_s" in e]
+        return {"noticed": noticed, "changed": changed, "check_s": durations}
 
 
 class Keepalived(Daemon):
@@ -391,10 +424,12 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
     # 2. detection latency
     det: list[float | None] = []
     rec: list[float | None] = []
+    kills: list[tuple[str, float]] = []
     for t in range(a.trials):
         b = d.backends[(t * 7) % len(d.backends)]
         time.sleep(rng.uniform(0, INTERVAL))  # a random phase against the check schedule
         b.kill()  # returns once it is reaped: connections are refused from here on
+        kills.append((b.addr, time.time()))
         lat = wait_until(lambda: ipvs_weights().get(b.key, 0) == 0, a.trial_timeout)
         det.append(lat)
         up_at = b.start()
@@ -407,6 +442,7 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
             f"{'MISSED' if back is None else f'{back * 1000:.0f} ms'}")
     d.alive()
     r["detect"], r["recover"] = det, rec
+    r.update(d.breakdown(kills, w0, w1 - w0))
     d.stop()
     return r
 
@@ -588,15 +624,27 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
                "the timeout does not come into it); the latency is the wait for the next check (uniform over "
                "one interval: trials start at random phases) plus the reaction. Recovery: from the restarted "
                "httpd's first accepted connection to the entry being back.")
-    if a.mon_servers < a.servers:
-        out.append(f"- mon ran with {a.mon_servers} of the {a.servers} real servers (`--mon-servers`): under TCG one "
-                   f"Perl `http.monitor` start costs about half a second of CPU, so mon cannot keep a 1 s schedule "
-                   f"for more than a couple of servers on 2 emulated CPUs (with 4 it did 0.7 checks/s, not 4). Its "
-                   f"CPU per check hardly depends on N (one fork+exec per check); its latency with N = "
-                   f"{a.servers} would be worse than shown.")
+    mon = by.get("mon + lvs.alert", {})
+    if a.mon_servers < a.servers and mon.get("us_per_check"):
+        out.append(f"- mon ran with {a.mon_servers} of the {a.servers} real servers (`--mon-servers`): under TCG "
+                   f"every `http.monitor` run is a Perl start of {mon['us_per_check'] / 1e6:.1f} s of CPU, so even "
+                   f"for {a.mon_servers} servers mon did {mon['checks_per_s'] * INTERVAL / mon['servers']:.0%} of its "
+                   f"1 s schedule (mon starts a watch's next run only after the last one ended); with "
+                   f"{a.servers} it would fall further behind. Its CPU per check hardly depends on N (one "
+                   f"fork+exec per check); its detection latency here is mostly that lag, not mon's design "
+                   f"(natively `http.monitor` costs ~18 ms of CPU: *Probes* above).")
     out.append("- TCG inflates every daemon's CPU, not by the same factor (Python's interpreter loop, Perl's start, "
                "keepalived's C); on real hardware see the *Probes* and *Throughput* sections for pymon and mon. "
                "Latency medians are dominated by the 1 s schedule, not by emulation.")
+    if pm.get("noticed"):
+        checks = pm.get("check_s") or []
+        check = (f"; one check of the watch (all {pm['servers']} real servers' probes, gathered: the verdict waits "
+                 f"for the last one) took {ms(pct(checks, 50))} ms median, {ms(pct(checks, 95))} ms p95 in the "
+                 f"CPU window ({len(checks)} logged)") if checks else ""
+        out.append(f"- pymon's latency, split with its own log (timestamps of `host.state` down and `ipvs.change`): "
+                   f"failure known {ms(pct(pm['noticed'], 50))} ms median after the kill ({ms(pct(pm['noticed'], 95))} "
+                   f"p95), table change logged {ms(pct(pm['changed'], 50))} ms median ({ms(pct(pm['changed'], 95))} "
+                   f"p95){check}.")
     starts = ", ".join(f"{r['daemon']} {r['start_s']:.0f} s" for r in results if "start_s" in r)
     loads = ", ".join(f"{r['daemon']} {r['load']:.1f}" for r in results if "load" in r)
     out.append(f"- Table complete after start: {starts} (a Python start costs about a minute under TCG); "

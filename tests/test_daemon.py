@@ -174,6 +174,8 @@ def test_maxprocs_queues_and_logs(tmp_path: Path, daemons: list[Daemon]) -> None
     # one at a time: starts at least 0.3 s apart, and every service got to run (none dropped)
     assert all(b - a >= 0.28 for a, b in zip(runs, runs[1:])), runs
     assert {ln.split()[0] for ln in (tmp_path / "starts").read_text().splitlines()} == {"s0", "s1", "s2", "s3"}
+    # many checks waited, one line said so (at most one per 10 s)
+    assert len([e for e in d.events if e["event"] == "scheduler.throttled"]) == 1 < len(runs) - 1
 
 
 def test_sighup_reload_keeps_state_and_rejects_bad_config(tmp_path: Path, daemons: list[Daemon]) -> None:

@@ -43,6 +43,12 @@ SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesc
 HOUSEKEEPING_S = 1.0
 STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this often (and at stop)
 FREEZE_S = 60.0  # long-lived objects made since the last gc.freeze(), moved out of the collector's sight this often
+# Young collections less often (a 50,000 threshold paused 30-50 ms), full ones only from
+# freeze(): every Result lives one interval, long enough to reach the old generation, so
+# at 4,000 checks a second the default
+# (700, 10, 10) ran a 5-15 ms collection several times a second and a 20-50 ms full one
+# every second or two, all of it finding nothing (bench/throughput.py, gc.callbacks).
+GC_THRESHOLDS = (10_000, 20, 1_000_000)
 
 
 class Control:
@@ -417,6 +423,7 @@ class Control:
         stalling every check due meanwhile (bench/throughput.py). Frozen objects are
         still freed by reference counting; only cycles among them would stay, and the
         daemon's long-lived objects do not become cyclic garbage."""
+        gc.set_threshold(*GC_THRESHOLDS)
         gc.collect()
         gc.freeze()
         self.frozen_at = time.monotonic()

@@ -2,7 +2,9 @@
 
 Each service's next start is its previous *scheduled* start + interval, so lag never
 accumulates; a run that overran its interval starts the next one at once instead of
-bursting to catch up. `maxprocs` queues checks (never drops them) and says so.
+bursting to catch up. `maxprocs` queues checks (never drops them) and says so, once
+per THROTTLE_LOG_S with the count: an overloaded daemon must not also write a line per
+check.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import random
 from typing import Any, Awaitable, Callable, Hashable
+
+THROTTLE_LOG_S = 10.0
 
 Job = Callable[[float], Awaitable[float]]  # (start lag in s) -> seconds until the next run
 
@@ -21,6 +25,8 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.tasks: dict[Hashable, asyncio.Task[None]] = {}
         self.waiting = 0
+        self.throttled = 0  # checks that waited since the last `scheduler.throttled` line
+        self.logged_at = -THROTTLE_LOG_S
 
     def start(self, key: Hashable, delay: float, job: Job, skew: float = 0.0) -> None:
         self.stop(key)
@@ -59,8 +65,12 @@ class Scheduler:
             return await job(loop.time() - due)
         if sem.locked():
             self.waiting += 1
-            self.log.warning("scheduler.throttled", service=":".join(map(str, key)) if isinstance(key, tuple)
-                             else str(key), queued=self.waiting)
+            self.throttled += 1
+            if loop.time() - self.logged_at >= THROTTLE_LOG_S:
+                self.logged_at = loop.time()
+                self.log.warning("scheduler.throttled", service=":".join(map(str, key)) if isinstance(key, tuple)
+                                 else str(key), queued=self.waiting, waited=self.throttled)
+                self.throttled = 0
             try:
                 await sem.acquire()
             finally:

@@ -425,9 +425,17 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
     det: list[float | None] = []
     rec: list[float | None] = []
     kills: list[tuple[str, float]] = []
+    false_downs: list[list[str]] = []
     for t in range(a.trials):
         b = d.backends[(t * 7) % len(d.backends)]
         time.sleep(rng.uniform(0, INTERVAL))  # a random phase against the check schedule
+        # every real server is up: an entry missing now is a false down (a check that failed
+        # against a healthy server); wait for it to come back so that the trial is clean
+        missing = [x.addr for x in d.backends if ipvs_weights().get(x.key, 0) == 0]
+        if missing and (not rec or rec[-1] is not None):
+            false_downs.append(missing)
+            log(f"{d.name}: FALSE DOWN before trial {t + 1}: {missing} missing from the table, all are up")
+            wait_until(lambda: all(ipvs_weights().get(x.key, 0) > 0 for x in d.backends), a.trial_timeout)
         b.kill()  # returns once it is reaped: connections are refused from here on
         kills.append((b.addr, time.time()))
         lat = wait_until(lambda: ipvs_weights().get(b.key, 0) == 0, a.trial_timeout)
@@ -441,7 +449,7 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
             f"{'MISSED' if lat is None else f'{lat * 1000:.0f} ms'}, back "
             f"{'MISSED' if back is None else f'{back * 1000:.0f} ms'}")
     d.alive()
-    r["detect"], r["recover"] = det, rec
+    r["detect"], r["recover"], r["false_downs"] = det, rec, false_downs
     r.update(d.breakdown(kills, w0, w1 - w0))
     d.stop()
     return r
@@ -598,8 +606,9 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
                    f"| {r['checks_per_s'] * INTERVAL / r['servers']:.0%} | {r['cpu_s']:.2f} | {r['us_per_check']:,.0f} | {ratio} |")
     out += ["", f"**Detection latency** (httpd killed → entry gone from `/proc/net/ip_vs`, polled every "
             f"{POLL * 1000:.0f} ms; bound = interval + timeout + 50 ms = {ms(BOUND)} ms)", ""]
-    out.append("| daemon | trials | detected | median ms | p95 ms | max ms | p95 ≤ bound | recovery median / p95 ms |")
-    out.append("|---|---:|---:|---:|---:|---:|---|---:|")
+    out.append("| daemon | trials | detected | median ms | p95 ms | max ms | p95 ≤ bound | recovery median / p95 ms "
+               "| false downs |")
+    out.append("|---|---:|---:|---:|---:|---:|---|---:|---:|")
     for r in results:
         if "error" in r:
             continue
@@ -610,7 +619,7 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
         meets = "yes" if p95 <= BOUND else "**no**"
         out.append(f"| {r['daemon']} | {len(r['detect'])} | {len(det)} | {ms(pct(det, 50))} | "
                    f"{'> timeout' if missed else ms(p95)} | {ms(max(det)) if det else ''} | {meets} | "
-                   f"{ms(pct(rec, 50))} / {ms(pct(rec, 95))} |")
+                   f"{ms(pct(rec, 50))} / {ms(pct(rec, 95))} | {len(r.get('false_downs', []))} |")
     pm = by.get("pymon", {})
     if pm.get("us_per_check") and ka.get("us_per_check"):
         out += ["", f"pymon / keepalived CPU per check: **{pm['us_per_check'] / ka['us_per_check']:.2f}** "
@@ -620,6 +629,11 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
                "keepalived's parent and its checker child (`-C`, no VRRP process); mon itself plus its reaped "
                "children (every `http.monitor` run). Checks are counted outside the daemons: an nftables counter "
                "on SYNs from the director to the real servers' port. CPU ticks are 10 ms.")
+    out.append("- False downs: before each trial every real server is up; an entry missing from the table then is "
+               "counted (and waited for, so that every trial starts from a full table).")
+    out.append("- keepalived's recovery includes one more `delay_loop` after the first good check: without "
+               "`fast_recovery` (not set here, its default) it re-checks the URLs with a delay after a failure "
+               "(man keepalived.conf). pymon `rise: 1` and mon's upalert act on the first good check.")
     out.append("- Detection: from the reap of the killed httpd (from then on connections are refused at once, so "
                "the timeout does not come into it); the latency is the wait for the next check (uniform over "
                "one interval: trials start at random phases) plus the reaction. Recovery: from the restarted "
@@ -633,9 +647,11 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
                    f"{a.servers} it would fall further behind. Its CPU per check hardly depends on N (one "
                    f"fork+exec per check); its detection latency here is mostly that lag, not mon's design "
                    f"(natively `http.monitor` costs ~18 ms of CPU: *Probes* above).")
-    out.append("- TCG inflates every daemon's CPU, not by the same factor (Python's interpreter loop, Perl's start, "
-               "keepalived's C); on real hardware see the *Probes* and *Throughput* sections for pymon and mon. "
-               "Latency medians are dominated by the 1 s schedule, not by emulation.")
+    out.append("- TCG inflates every daemon's CPU, and not by the same factor (Python's interpreter loop, Perl's "
+               "start over 9p, keepalived's C), so the ratio is the ratio *under emulation*; keepalived cannot run "
+               "its checkers on this host (no ip_vs) for a native figure. pymon and mon on real hardware: the "
+               "*Probes* and *Throughput* sections. Latency: the wait for the next check (median half an interval) "
+               "is real time, but the reaction after it is emulated CPU work, inflated like the CPU figures.")
     if pm.get("noticed"):
         checks = pm.get("check_s") or []
         check = (f"; one check of the watch (all {pm['servers']} real servers' probes, gathered: the verdict waits "

@@ -148,7 +148,7 @@ def log_stats(reqs: dict[str, list[float]], n: int, duration: float, interval: f
 
 
 def pymon_config(tmp: Path, n: int, interval: float, timeout: float, randstart: float, per_watch: int,
-                 workers: int) -> Path:
+                 workers: int, maxprocs: int = 0) -> Path:
     starts = range(0, n, per_watch)
     groups = "\n".join(f"  s{i:05d}: [{', '.join(address(j) for j in range(i, min(n, i + per_watch)))}]"
                        for i in starts)
@@ -156,7 +156,7 @@ def pymon_config(tmp: Path, n: int, interval: float, timeout: float, randstart: 
                       f"monitor: {{name: http, port: {PORT}, path: /}}}}}}" for i in starts)
     cfg = tmp / "pymon.yaml"
     cfg.write_text(f"globals: {{statedir: {tmp}/state, mondir: {tmp}/none, alertdir: {tmp}/none, "
-                   f"randstart: {randstart:g}s, probe_workers: {workers}}}\n"
+                   f"randstart: {randstart:g}s, probe_workers: {workers}, maxprocs: {maxprocs}}}\n"
                    f"hostgroups:\n{groups}\nwatch:\n{watch}\n")
     (tmp / "none").mkdir(exist_ok=True)
     return cfg
@@ -204,6 +204,15 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         return r
 
     Control.checked = checked  # type: ignore[method-assign]
+    import gc
+    gcs = []
+    gct = {}
+    def cb(phase, info):
+        if phase == "start": gct["t"] = time.perf_counter()
+        else:
+            d = time.perf_counter() - gct["t"]
+            if d > 0.005: gcs.append((loop.time(), info["generation"], d, info["collected"]))
+    gc.callbacks.append(cb)
     t_load = time.monotonic()
     d = Daemon(cfg, log)
     task = loop.create_task(d.run())
@@ -241,6 +250,8 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         prof.stop()
     await asyncio.sleep(timeout + 0.5)  # checks due before t1 finish
     mine = [r for r in rec if t0 <= r[0] < t1]
+    Path("/tmp/tp.rec").write_text(json.dumps([(r[0] - t0, r[1]) for r in mine]))
+    Path("/tmp/tp.gc").write_text(json.dumps([(a - t0, b, c, d) for a, b, c, d in gcs]))
     lags = [r[1] for r in mine]
     done, failed = sum(r[2] for r in mine), sum(r[3] for r in mine)  # host checks
     d.stopping.set()
@@ -259,7 +270,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
 
 
 def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str) -> dict[str, Any]:
-    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, a.probe_workers)
+    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, a.probe_workers, a.maxprocs)
     out = tmp / "pymon.json"
     cmd = [sys.executable, __file__, "--child", str(cfg), str(out), str(a.warmup), str(a.duration),
            "--loop", loop, "--timeout", str(a.timeout)] + (["--profile", a.profile + f".{n}.txt"] if a.profile else [])
@@ -383,6 +394,7 @@ def main() -> int:
                     help="pymon: real servers per hostgroup/watch (default 1, as mon's one watch per server; "
                          "an LVS config has one per virtual service)")
     ap.add_argument("--nginx-workers", type=int, default=2)
+    ap.add_argument("--maxprocs", type=int, default=0, help="pymon: globals.maxprocs (default 0: unlimited)")
     ap.add_argument("--probe-workers", type=int, default=0,
                     help="pymon: globals.probe_workers, processes for the HTTP exchanges (default 0: in the daemon)")
     ap.add_argument("--profile", metavar="PREFIX", help="pyinstrument the child's window to PREFIX.N.txt")

@@ -45,9 +45,9 @@ STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this
 FREEZE_S = 60.0  # long-lived objects made since the last gc.freeze(), moved out of the collector's sight this often
 # Young collections less often (a 50,000 threshold paused 30-50 ms), full ones only from
 # freeze(): every Result lives one interval, long enough to reach the old generation, so
-# at 4,000 checks a second the default
-# (700, 10, 10) ran a 5-15 ms collection several times a second and a 20-50 ms full one
-# every second or two, all of it finding nothing (bench/throughput.py, gc.callbacks).
+# at 4,000 checks a second the default (700, 10, 10) ran a 5-15 ms collection several
+# times a second and a 20-50 ms full one every second or two, all of it finding nothing
+# (bench/throughput.py, gc.callbacks).
 GC_THRESHOLDS = (10_000, 20, 1_000_000)
 
 

@@ -204,15 +204,6 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         return r
 
     Control.checked = checked  # type: ignore[method-assign]
-    import gc
-    gcs = []
-    gct = {}
-    def cb(phase, info):
-        if phase == "start": gct["t"] = time.perf_counter()
-        else:
-            d = time.perf_counter() - gct["t"]
-            if d > 0.005: gcs.append((loop.time(), info["generation"], d, info["collected"]))
-    gc.callbacks.append(cb)
     t_load = time.monotonic()
     d = Daemon(cfg, log)
     task = loop.create_task(d.run())
@@ -250,8 +241,6 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         prof.stop()
     await asyncio.sleep(timeout + 0.5)  # checks due before t1 finish
     mine = [r for r in rec if t0 <= r[0] < t1]
-    Path("/tmp/tp.rec").write_text(json.dumps([(r[0] - t0, r[1]) for r in mine]))
-    Path("/tmp/tp.gc").write_text(json.dumps([(a - t0, b, c, d) for a, b, c, d in gcs]))
     lags = [r[1] for r in mine]
     done, failed = sum(r[2] for r in mine), sum(r[3] for r in mine)  # host checks
     d.stopping.set()

@@ -585,7 +585,10 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
         f"figures are many times the native ones, for every daemon alike), Debian kernel {info['kernel']}, "
         f"{info['cpus']} vCPUs on a 2-core host shared with other jobs; {info['date']}; pymon at "
         f"{info.get('pymon', '?')}, Python {info['python']}, "
-        f"{info['keepalived']}, Debian mon 1.3 with `http.monitor`.")
+        f"{info['keepalived']}, Debian mon 1.3 with `http.monitor`. Host 1-minute load average "
+        f"{info['host_load'][0]:.1f} before the boot, {info['host_load'][1]:.1f} after it (the VM's own two "
+        f"emulated CPUs count in it; other jobs on the host slow the emulated CPUs and make the guest's CPU "
+        f"figures noisy: repeat runs differ by tens of per cent).")
     out += ["", f"    {command}", ""]
     out.append(
         f"Same for all three: IPVS service `TCP {VIP}:{PORT} wlc`, DR, real servers = one `busybox httpd` per "
@@ -702,7 +705,7 @@ def main() -> int:
             "--window", f"{a.window:g}", "--warmup", f"{a.warmup:g}", "--daemons", a.daemons,
             "--start-timeout", f"{a.start_timeout:g}", "--trial-timeout", f"{a.trial_timeout:g}", "--seed", str(a.seed)]
     inner = '"$PYMON_PYTHON" bench/kernel.py --inside ' + shlex.join(args)
-    t0 = time.monotonic()
+    t0, load0 = time.monotonic(), os.getloadavg()[0]
     rc, text = run_vm(inner, a.timeout)
     log(f"VM finished: exit {rc}, {time.monotonic() - t0:.0f} s")
     found = [ln for ln in text.splitlines() if ln.startswith(MARK)]
@@ -712,6 +715,7 @@ def main() -> int:
     data = json.loads(found[-1][len(MARK):])
     command = "python3 bench/kernel.py " + " ".join(sys.argv[1:])
     data["info"]["pymon"] = pymon_version()
+    data["info"]["host_load"] = [load0, os.getloadavg()[0]]
     body = report(data, a, command.strip())
     print()
     print(body)

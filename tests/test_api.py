@@ -186,7 +186,13 @@ def test_metrics_openapi_history(pymon: Running) -> None:
     code, text = pymon.call("GET", "/metrics")
     assert code == 200
     assert 'pymon_check_duration_seconds_bucket{group="g",le="0.005",service="s"}' in text
-    assert f'pymon_check_results_total{{group="g",outcome="fail",service="s"}}' in text
+    # one duration per service check; one result per host checked (two hosts): the counts agree
+    checks = float(re.search(r'^pymon_check_duration_seconds_count\{group="g",service="s"\} (\S+)', text, re.M)[1])
+    inf = float(re.search(r'^pymon_check_duration_seconds_bucket\{group="g",le="\+Inf",service="s"\} (\S+)',
+                          text, re.M)[1])
+    per_host = [float(v) for v in re.findall(r'^pymon_check_results_total\{group="g",outcome="(?:ok|fail)",service="s"\} '
+                                             r'(\S+)', text, re.M)]
+    assert checks == inf >= 2 and len(per_host) == 2 and sum(per_host) == 2 * checks, (checks, inf, per_host)
     assert f'pymon_host_up{{group="g",host="{B}",service="s"}} 0.0' in text
     assert f'pymon_host_up{{group="g",host="{A}",service="s"}} 1.0' in text
     assert re.search(r'^pymon_alerts_sent_total\{group="g",service="s",type="alert"\} [1-9]', text, re.M)

@@ -23,13 +23,21 @@ class Check:
     retval: int | None = None
 
 
+GUARD_GRACE_S = 1.0
+
+
 def _timeout_result(timeout: float) -> Result:
     return Result(False, f"timeout after {timeout:g}s", latency_s=timeout)
 
 
 async def _guard(coro: object, timeout: float) -> object:
+    """The hard stop for a native probe, GUARD_GRACE_S after its own `timeout`. A probe
+    bounds its I/O by `timeout` from when it starts its I/O and says which step ran out
+    ("timeout after 1s connecting"); the guard counts from when the check was started, so
+    on a busy loop (thousands of checks due at once) it would fail a healthy server for
+    time the daemon spent elsewhere. It catches probes that ignore their timeout."""
     try:
-        async with asyncio.timeout(timeout):  # in this task: wait_for would start a task per probe
+        async with asyncio.timeout(timeout + GUARD_GRACE_S):  # in this task: wait_for would start a task per probe
             return await coro  # type: ignore[misc]
     except TimeoutError:
         return _timeout_result(timeout)

@@ -3,14 +3,21 @@
 Events (check durations, results, alerts, scheduler lag) are counted as they happen;
 states (host up, IPVS weights, disabled) are read from the daemon at scrape time, so
 they can never disagree with `/status`. One registry per daemon, not the global one.
+
+The per-check counts are plain integers, turned into metric families at scrape time:
+prometheus-client's Histogram and Counter children hold a lock and a value object per
+bucket, which at 10,000 services was 160,000 long-lived objects (and a full GC walk
+through them), and an observation through them cost more than the rest of the check's
+bookkeeping (bench/throughput.py).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from .config import ServiceSpec
@@ -22,56 +29,102 @@ if TYPE_CHECKING:
     from .daemon import Daemon
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)
+_OUTCOMES = ("ok", "fail", "timeout", "error")
 
 
-def outcome(r: Result) -> str:
+class _Hist:
+    """Counts per bucket (not cumulative) and the sum; `le` bounds as Prometheus's."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds, self.counts, self.sum = bounds, [0] * (len(bounds) + 1), 0.0
+
+    def observe(self, v: float) -> None:
+        self.counts[bisect_left(self.bounds, v)] += 1
+        self.sum += v
+
+    def family_buckets(self) -> list[tuple[str, float]]:
+        out, total = [], 0
+        for le, n in zip([*map(_le, self.bounds), "+Inf"], self.counts):
+            total += n
+            out.append((le, float(total)))
+        return out
+
+
+def _le(b: float) -> str:
+    return repr(float(b))
+
+
+class _ServiceCounts:
+    __slots__ = ("duration", "results")
+
+    def __init__(self) -> None:
+        self.duration = _Hist(_BUCKETS)
+        self.results = [0] * len(_OUTCOMES)
+
+
+def outcome(r: Result) -> int:
+    """Index into _OUTCOMES."""
     if r.ok:
-        return "ok"
+        return 0
     if r.summary.startswith("timeout after"):
-        return "timeout"
+        return 2
     if r.summary.startswith("probe error"):
-        return "error"
-    return "fail"
+        return 3
+    return 1
 
 
 class Metrics:
     def __init__(self, daemon: "Daemon"):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.check_duration = Histogram("pymon_check_duration_seconds", "Duration of one service check",
-                                        ["group", "service"], buckets=_BUCKETS, registry=r)
-        self.results = Counter("pymon_check_results_total", "Per-host check results by outcome",
-                               ["group", "service", "outcome"], registry=r)
         self.alerts = Counter("pymon_alerts_sent_total", "Alerts delivered", ["group", "service", "type"], registry=r)
         self.alerts_failed = Counter("pymon_alerts_failed_total", "Alerts that failed (exit status, timeout, error)",
                                      ["group", "service", "type"], registry=r)
-        self.lag = Histogram("pymon_scheduler_lag_seconds", "How late a check started against its schedule",
-                             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30), registry=r)
+        self.services: dict[tuple[str, str], _ServiceCounts] = {}
+        self.lag = _Hist(_LAG_BUCKETS)
         r.register(_StateCollector(daemon))
-        # per service: its duration histogram and its result counters by outcome (labels() costs
-        # more than the observation itself, once per check)
-        self._children: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}
+        r.register(_CountsCollector(self))
 
     def check(self, svc: ServiceSpec, results: dict[str, Result], duration: float, lag: float) -> None:
-        ch = self._children.get(svc.key)
-        if ch is None:
-            ch = self._children[svc.key] = (self.check_duration.labels(svc.group, svc.name), {})
+        c = self.services.get(svc.key)
+        if c is None:
+            c = self.services[svc.key] = _ServiceCounts()
         if duration:
-            ch[0].observe(duration)
-            self.lag.observe(max(lag, 0.0))
-        counters = ch[1]
+            c.duration.observe(duration)
+            self.lag.observe(lag if lag > 0.0 else 0.0)
+        counts = c.results
         for res in results.values():
-            kind = outcome(res)
-            c = counters.get(kind)
-            if c is None:
-                c = counters[kind] = self.results.labels(svc.group, svc.name, kind)
-            c.inc()
+            counts[outcome(res)] += 1
 
     def alert(self, group: str, service: str, kind: str, ok: bool) -> None:
         (self.alerts if ok else self.alerts_failed).labels(group, service, kind).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CountsCollector(Collector):
+    def __init__(self, m: Metrics):
+        self.m = m
+
+    def collect(self) -> Iterator[Any]:
+        duration = HistogramMetricFamily("pymon_check_duration_seconds", "Duration of one service check",
+                                         labels=["group", "service"])
+        results = CounterMetricFamily("pymon_check_results", "Per-host check results by outcome",
+                                      labels=["group", "service", "outcome"])
+        for (g, s), c in sorted(self.m.services.items()):
+            duration.add_metric([g, s], c.duration.family_buckets(), c.duration.sum)
+            for name, n in zip(_OUTCOMES, c.results):
+                if n:
+                    results.add_metric([g, s, name], float(n))
+        yield duration
+        yield results
+        lag = HistogramMetricFamily("pymon_scheduler_lag_seconds", "How late a check started against its schedule")
+        lag.add_metric([], self.m.lag.family_buckets(), self.m.lag.sum)
+        yield lag
 
 
 class _StateCollector(Collector):

@@ -178,13 +178,26 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user+system) of a process group: nginx's master and workers."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.getpgid(int(d.name)) == pgid:
+                    total += sum(cpu_split(int(d.name)))
+            except (OSError, ValueError):
+                pass
+    return total
+
+
 def hwm_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout: float,
-                     profile: str | None) -> None:
+                     profile: str | None, nginx_pgid: int) -> None:
     """In the child: the daemon as `pymon run` builds it, plus a recorder of every check."""
     sys.path.insert(0, str(ROOT / "src"))
     from pymon import exchange, logs
@@ -218,6 +231,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     t0, w0, c0 = loop.time(), time.time(), time.process_time()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     wk0 = [cpu_split(pid) for pid in workers]
+    ng0 = group_cpu(nginx_pgid)
     t1 = t0 + duration
     Path(out + ".window").touch()  # for --py-spy
     prof = None
@@ -233,6 +247,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     c1 = time.process_time()
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     wk1 = [cpu_split(pid) for pid in workers]
+    ng1 = group_cpu(nginx_pgid)
     rss.append(rss_bytes(workers))
     w_user = sum(b[0] - a[0] for a, b in zip(wk0, wk1))
     w_sys = sum(b[1] - a[1] for a, b in zip(wk0, wk1))
@@ -250,7 +265,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     Path(out).write_text(json.dumps({
         "window": [w0, w0 + duration], "duration": duration, "done": done, "failed": failed,
         "cpu_s": c1 - c0 + w_user + w_sys, "sys_s": ru1.ru_stime - ru0.ru_stime + w_sys,
-        "workers": len(workers), "workers_cpu_s": w_user + w_sys,
+        "workers": len(workers), "workers_cpu_s": w_user + w_sys, "nginx_cpu_s": ng1 - ng0,
         "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags, default=float("nan")),
         "rss_start": rss[0], "rss_end": rss[-1], "rss_max_sampled": max(rss),
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 + w_hwm, "load_s": load_s,
@@ -258,11 +273,11 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     }))
 
 
-def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str) -> dict[str, Any]:
-    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, a.probe_workers, a.maxprocs)
+def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str, workers: int) -> dict[str, Any]:
+    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, workers, a.maxprocs)
     out = tmp / "pymon.json"
     cmd = [sys.executable, __file__, "--child", str(cfg), str(out), str(a.warmup), str(a.duration),
-           "--loop", loop, "--timeout", str(a.timeout)] + (["--profile", a.profile + f".{n}.txt"] if a.profile else [])
+           "--loop", loop, "--timeout", str(a.timeout), "--nginx-pgid", str(nginx.proc.pid)]  # type: ignore[union-attr] + (["--profile", a.profile + f".{n}.txt"] if a.profile else [])
     load = os.getloadavg()[0]
     child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     if a.py_spy:
@@ -317,15 +332,86 @@ def run_mon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace) -> dict[str,
         time.sleep(a.warmup + 2)  # mon's first run is one interval after start
         if p.poll() is not None:
             raise SystemExit(f"mon exited with {p.returncode}")
-        w0, c0 = time.time(), proc_cpu(p.pid)
+        w0, c0, ng0 = time.time(), proc_cpu(p.pid), group_cpu(nginx.proc.pid)  # type: ignore[union-attr]
         time.sleep(a.duration)
-        w1, c1 = w0 + a.duration, proc_cpu(p.pid)
+        w1, c1, ng1 = w0 + a.duration, proc_cpu(p.pid), group_cpu(nginx.proc.pid)  # type: ignore[union-attr]
     finally:
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(30)
     r = log_stats(nginx.requests(w0, w1), n, w1 - w0, a.interval)
-    r.update(duration=w1 - w0, cpu_s=c1 - c0, load=load, done=r["log_done"], ratio=r["log_ratio"])
+    r.update(duration=w1 - w0, cpu_s=c1 - c0, load=load, done=r["log_done"], ratio=r["log_ratio"], nginx_cpu_s=ng1 - ng0)
     r["cpu_per_1000"] = r["cpu_s"] / max(r["done"], 1) * 1000
+    return r
+
+
+# -- the floor --------------------------------------------------------------------------
+
+
+REQUEST = b"GET / HTTP/1.0\r\nHost: bench\r\nUser-Agent: pymon-bench\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+
+
+def run_floor(nginx: Nginx, n: int, a: argparse.Namespace) -> dict[str, Any]:
+    """The same requests at the same rate from the least a Python checker can do: one
+    epoll loop that connects, sends, reads the status line and closes, with no schedule,
+    state, log or timeout. Its CPU is mostly the kernel's TCP work on the client's side,
+    which every checker pays, whatever its language."""
+    import select
+
+    ep = select.epoll()
+    conns: dict[int, list[Any]] = {}
+    addrs = [(address(i), PORT) for i in range(n)]
+    done = failed = 0
+    start = time.monotonic()
+    t0 = start + a.warmup
+    t1 = t0 + a.duration
+    i = 0
+    load = os.getloadavg()[0]
+    c0 = ru0 = ng0 = None
+    while True:
+        now = time.monotonic()
+        if c0 is None and now >= t0:
+            c0, ru0, ng0, done, failed = time.process_time(), resource.getrusage(resource.RUSAGE_SELF), \
+                group_cpu(nginx.proc.pid), 0, 0  # type: ignore[union-attr]
+        if now >= t1:
+            break
+        while start + i * a.interval / n <= now:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            s.connect_ex(addrs[i % n])
+            conns[s.fileno()] = [s, b""]
+            ep.register(s.fileno(), select.EPOLLOUT)
+            i += 1
+        for fd, _ in ep.poll(max(0.0, start + i * a.interval / n - time.monotonic())):
+            c = conns[fd]
+            sock = c[0]
+            if not c[1]:
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    failed += 1
+                else:
+                    sock.send(REQUEST)
+                    c[1] = b" "
+                    ep.modify(fd, select.EPOLLIN)
+                    continue
+            else:
+                data = sock.recv(65536)
+                c[1] += data
+                if data and b"\r\n\r\n" not in c[1]:
+                    continue
+                ok = c[1][1:13] == b"HTTP/1.1 200"
+                done += ok
+                failed += not ok
+            ep.unregister(fd)
+            sock.close()
+            del conns[fd]
+    c1, ru1, ng1 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF), group_cpu(nginx.proc.pid)  # type: ignore[union-attr]
+    for c in conns.values():
+        c[0].close()
+    ep.close()
+    w1 = time.time()
+    r = log_stats(nginx.requests(w1 - a.duration, w1), n, a.duration, a.interval)
+    assert c0 is not None and ru0 is not None and ng0 is not None
+    r.update(duration=a.duration, done=done, failed=failed, ratio=done / (n * a.duration / a.interval),
+             cpu_s=c1 - c0, sys_s=ru1.ru_stime - ru0.ru_stime, nginx_cpu_s=ng1 - ng0, load=load)
+    r["cpu_per_1000"] = r["cpu_s"] / max(done, 1) * 1000
     return r
 
 
@@ -338,8 +424,9 @@ def mib(b: float) -> str:
 
 def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
     head = ("| N | daemon | done / scheduled | failed | nginx-counted | interval p50 / p99 s | start lag p50 / p99 / max ms "
-            "| CPU s / 1,000 checks | mon / pymon CPU | peak RSS MiB | RSS start → end MiB | load avg |\n"
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "| CPU s / 1,000 checks | mon / pymon CPU | nginx CPU s / 1,000 requests | peak RSS MiB | RSS start → end MiB "
+            "| load avg |\n"
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     out = [head]
     by_n = {(n, who): r for n, who, r in rows}
     for n, who, r in rows:
@@ -352,9 +439,10 @@ def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
         rss = (mib(r["peak_rss"]), f"{mib(r['rss_start'])} → {mib(r['rss_end'])}") if "peak_rss" in r else ("n/a", "n/a")
         sys_part = f" (sys {r['sys_s'] / r['cpu_s'] * 100:.0f} %)" if r.get("cpu_s") and "sys_s" in r else ""
         failed = f"{r['failed'] / max(r['done'], 1) * 100:.1f} %" if "failed" in r else "n/a"
+        ngx = f"{r['nginx_cpu_s'] / max(r['log_done'], 1) * 1000:.2f}" if "nginx_cpu_s" in r else "n/a"
         out.append(f"| {n:,} | {who} | {r['ratio'] * 100:.1f} % | {failed} | {r['log_ratio'] * 100:.1f} % "
                    f"| {r['gap_p50']:.2f} / {r['gap_p99']:.2f} | {lag} | {r['cpu_per_1000']:.2f}{sys_part} | {ratio} "
-                   f"| {rss[0]} | {rss[1]} | {r['load']:.2f} |")
+                   f"| {ngx} | {rss[0]} | {rss[1]} | {r['load']:.2f} |")
     return "\n".join(out)
 
 
@@ -384,11 +472,15 @@ def main() -> int:
                          "an LVS config has one per virtual service)")
     ap.add_argument("--nginx-workers", type=int, default=2)
     ap.add_argument("--maxprocs", type=int, default=0, help="pymon: globals.maxprocs (default 0: unlimited)")
-    ap.add_argument("--probe-workers", type=int, default=0,
-                    help="pymon: globals.probe_workers, processes for the HTTP exchanges (default 0: in the daemon)")
+    ap.add_argument("--probe-workers", default="0",
+                    help="pymon: globals.probe_workers, processes for the HTTP exchanges (default 0: in the daemon); "
+                         "a comma-separated list runs each")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run the bare client: the same requests from a minimal epoll loop, nothing else")
     ap.add_argument("--profile", metavar="PREFIX", help="pyinstrument the child's window to PREFIX.N.txt")
     ap.add_argument("--py-spy", metavar="PREFIX", help="py-spy (collapsed stacks) of the child's window to PREFIX.N.txt")
     ap.add_argument("--write", metavar="FILE", help=f"replace the '{SECTION}' section of FILE with the table")
+    ap.add_argument("--nginx-pgid", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=4, metavar=("CFG", "OUT", "WARMUP", "DURATION"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -397,7 +489,7 @@ def main() -> int:
             import uvloop
 
             uvloop.install()
-        asyncio.run(child_main(cfg, out, float(warmup), float(duration), a.timeout, a.profile))
+        asyncio.run(child_main(cfg, out, float(warmup), float(duration), a.timeout, a.profile, a.nginx_pgid))
         return 0
     if not shutil.which("nginx"):
         raise SystemExit("needs Debian's nginx: apt-get install nginx-light")
@@ -410,9 +502,13 @@ def main() -> int:
             nginx = Nginx(tmp, n, a.nginx_workers)
             nginx.start()
             try:
+                if a.floor:
+                    rows.append((n, "bare client", run_floor(nginx, n, a)))
+                    print(table(rows[-1:]).splitlines()[-1], flush=True)
                 for loop in a.loop.split(","):
-                    who = f"pymon ({loop}{f', {a.probe_workers} workers' if a.probe_workers else ''})"
-                    rows.append((n, who, run_pymon(tmp, nginx, n, a, loop)))
+                    for workers in (int(w) for w in a.probe_workers.split(",")):
+                        who = f"pymon ({loop}{f', {workers} workers' if workers else ''})"
+                        rows.append((n, who, run_pymon(tmp, nginx, n, a, loop, workers)))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
                 if n <= a.mon_n and os.path.exists(MON):
                     rows.append((n, "mon", run_mon(tmp, nginx, n, a)))

@@ -8,6 +8,7 @@ import asyncio
 import http.server
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -104,4 +105,26 @@ def test_daemon_with_probe_workers(tmp_path: Path, daemons: list[Daemon]) -> Non
         for pid in now:
             assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
     finally:
+        srv.server_close()
+
+
+def test_an_answer_waiting_unread_is_not_a_timeout() -> None:
+    """A loop busy elsewhere past the deadline: the answer already in the socket counts."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    outcomes: list[tuple[int, exchange.Outcome]] = []
+    ex = exchange.Exchanger(lambda jid, out: outcomes.append((jid, out)))
+    try:
+        addr = [(socket.AF_INET, ("127.0.0.1", srv.server_port))]
+        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 0.3, False, 65536, ((200, 399),)))
+        while not any(c.phase == "response" for c in ex.conns.values()):  # connected, request sent
+            for fd, ev in ex.ep.poll(0.05):
+                ex.handle(fd, ev)
+        time.sleep(0.6)  # the server answers meanwhile; nobody reads it before the deadline
+        ex.expire(time.monotonic())
+        assert [(jid, out[0]) for jid, out in outcomes] == [(1, "answer")]
+        assert outcomes[0][1][1].startswith(b"HTTP/1.0 200")
+    finally:
+        ex.close()
+        srv.shutdown()
         srv.server_close()

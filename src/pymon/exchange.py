@@ -41,7 +41,8 @@ from typing import Any, Callable
 MAX_HEAD = 64 * 1024  # response line + headers; more is a bad response
 BATCH_S = 0.002  # jobs to a worker and outcomes from it wait this long for company: one wake-up per batch
 _RECV = 65536
-_IN, _OUT, _ERR = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
+_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+_MAX_EVENTS = 1024
 
 Outcome = tuple[str, Any, str, int]  # (kind, data, phase, bytes received)
 # (id, [(family, sockaddr), ...], request, timeout s, want_body, max_body, accepted status ranges)
@@ -102,8 +103,31 @@ class Exchanger:
         dl = self.deadlines
         while dl and dl[0][0] <= now:
             c = heapq.heappop(dl)[2]
+            if c.phase in ("response", "body"):
+                self._look(c)  # an answer waiting unread is not the server's fault
             if c.phase != "done":
                 self._finish(c, ("timeout", b"", c.phase, self._received(c)))
+
+    def _look(self, c: _Conn) -> None:
+        assert c.sock is not None
+        while c.phase != "done":
+            try:
+                data = c.sock.recv(_RECV)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                return self._finish(c, ("oserror", e.errno or errno.EIO, c.phase, self._received(c)))
+            self._feed(c, data)
+
+    def ready(self) -> None:
+        """Handle every fd that is ready now (epoll hands out at most 1,023 at a time)."""
+        handle, poll = self.handle, self.ep.poll
+        while True:
+            events = poll(0, _MAX_EVENTS)
+            for fd, ev in events:
+                handle(fd, ev)
+            if len(events) < _MAX_EVENTS:
+                return
 
     def _connect(self, c: _Conn, last: int | None) -> None:
         while c.addrs:
@@ -233,9 +257,7 @@ class _Local:
         self._arm()
 
     def _ready(self) -> None:
-        handle = self.ex.handle
-        for fd, ev in self.ex.ep.poll(0):
-            handle(fd, ev)
+        self.ex.ready()
         self.ex.expire(time.monotonic())
         self._arm()
 

@@ -105,3 +105,15 @@ async def test_http_picks_the_lean_path_only_when_it_can(monkeypatch: pytest.Mon
     await probe.close_sessions()
     assert len(used) == 1
 
+
+
+async def test_many_hosts_at_once_say_what_each_says_alone(server: Server) -> None:  # noqa: F811
+    """The daemon's form for a watch of several real servers (no task per host)."""
+    targets = [Target(h, "web", "http") for h in ("127.0.0.1", "127.0.0.2", "no-such-host.invalid", "127.0.0.1")]
+    params = {"port": server.port, "timeout": 2}
+    together = await probe.http_many(targets, params)
+    alone = [await probe.http(t, params) for t in targets]
+    assert {h: (r.ok, r.summary) for h, r in together.items()} == {t.host: (r.ok, r.summary)
+                                                                    for t, r in zip(targets, alone)} == {
+        "127.0.0.1": (True, "status 200"), "127.0.0.2": (False, "connection refused"),
+        "no-such-host.invalid": (False, "cannot resolve no-such-host.invalid")}

@@ -64,9 +64,10 @@ async def _run_native(mon: Monitor, svc: ServiceSpec, hosts: list[str]) -> Check
         params.setdefault("argv", list(svc.monitor.args))
     targets = [Target(h, svc.group, svc.name) for h in hosts]
     running = Running("monitor", mon.name, svc.group, svc.name)  # named by the loop watchdog
-    if mon.scope == "group":
+    group = mon.fn if mon.scope == "group" else mon.many if len(targets) > 1 else None
+    if group is not None:
         start = time.monotonic()
-        res = await _guard(labelled(mon.fn(targets, params), running), svc.timeout)
+        res = await _guard(labelled(group(targets, params), running), svc.timeout)
         if isinstance(res, Result):  # timeout or error: every host failed the same way
             return Check({h: res for h in hosts})
         if not isinstance(res, dict):

@@ -10,8 +10,8 @@ connection (bench/throughput.py: ~70 µs of system time per check on loopback), 
 module; stdlib only, so they start in milliseconds and hold a few MiB), leaving the
 daemon's loop the schedule and the state machine.
 
-An exchange ends in an `Outcome` (kind, data, phase, received); `_http10` turns it
-into the probe's Result:
+An exchange ends in an `Outcome` (kind, data, phase, received, seconds it took);
+`_http10` turns it into the probe's Result:
 - ("answer", bytes) the response head, and the body when asked for or when the status
   is not accepted (bounded);
 - ("closed", bytes) the server closed before the end of the head;
@@ -44,16 +44,17 @@ _RECV = 65536
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
 _MAX_EVENTS = 1024
 
-Outcome = tuple[str, Any, str, int]  # (kind, data, phase, bytes received)
+Outcome = tuple[str, Any, str, int, float]  # (kind, data, phase, bytes received, seconds)
 # (id, [(family, sockaddr), ...], request, timeout s, want_body, max_body, accepted status ranges)
 Job = tuple[int, list[tuple[int, tuple[Any, ...]]], bytes, float, bool, int, tuple[tuple[int, int], ...]]
 
 
 class _Conn:
-    __slots__ = ("id", "sock", "addrs", "request", "phase", "buf", "head_end", "want", "chunked", "job")
+    __slots__ = ("id", "sock", "addrs", "request", "phase", "buf", "head_end", "want", "chunked", "job", "start")
 
     def __init__(self, job: Job):
         self.id, self.addrs, self.request = job[0], list(job[1]), job[2]
+        self.start = time.monotonic()
         self.job = job
         self.sock: socket.socket | None = None
         self.phase, self.buf, self.head_end = "connect", bytearray(), -1
@@ -209,10 +210,10 @@ class Exchanger:
                 pass
             s.close()
 
-    def _finish(self, c: _Conn, out: Outcome) -> None:
+    def _finish(self, c: _Conn, out: tuple[str, Any, str, int]) -> None:
         self._drop(c)
         c.phase = "done"
-        self.done(c.id, out)
+        self.done(c.id, (*out, time.monotonic() - c.start))
 
 
 # -- the daemon's side --------------------------------------------------------------
@@ -345,7 +346,7 @@ class _Worker:
     def _gone(self) -> None:
         self.close()
         for jid in sorted(self.inflight):
-            self.done(jid, ("lost", b"", "response", 0))
+            self.done(jid, ("lost", b"", "response", 0, 0.0))
         self.inflight.clear()
         self.lost(self)
 
@@ -383,8 +384,10 @@ class Pool:
         else:
             self.places = [_Worker(loop, self._done, self._lost) for _ in range(self.workers)]
 
-    async def exchange(self, addrs: list[tuple[int, tuple[Any, ...]]], request: bytes, timeout: float,
-                       want_body: bool, max_body: int, ranges: tuple[tuple[int, int], ...]) -> Outcome:
+    def submit(self, addrs: list[tuple[int, tuple[Any, ...]]], request: bytes, timeout: float,
+               want_body: bool, max_body: int, ranges: tuple[tuple[int, int], ...]) -> asyncio.Future[Outcome]:
+        """Start one exchange; its Outcome comes as the future's result (a cancelled
+        future just drops the late outcome)."""
         loop = asyncio.get_running_loop()
         if self.loop is not loop:
             self._start(loop)
@@ -397,10 +400,7 @@ class Pool:
             else:
                 loop.call_soon(self._flush)
         self.batch.append((jid, addrs, request, timeout, want_body, max_body, ranges))
-        try:
-            return await fut
-        finally:
-            self.futures.pop(jid, None)  # cancelled: the late outcome finds no future
+        return fut
 
     def _flush(self) -> None:
         batch, self.batch = self.batch, []
@@ -434,7 +434,7 @@ class Pool:
         for p in places:
             p.close()
         for jid in list(self.futures):
-            self._done(jid, ("lost", b"", "response", 0))
+            self._done(jid, ("lost", b"", "response", 0, 0.0))
 
 
 # -- a worker process ---------------------------------------------------------------

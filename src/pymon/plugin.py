@@ -58,6 +58,7 @@ class Monitor:
     fn: Callable[..., Awaitable[Any]]
     scope: Literal["host", "group"]
     origin: str
+    many: GroupProbe | None = None  # a host probe's form for several hosts at once (fewer tasks)
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,12 @@ def _check(fn: Callable[..., Any], kind: str, name: str) -> None:
         raise PluginError(f"{_origin(fn)}: {kind} {name!r} must take exactly (target, params)")
 
 
-def monitor(name: str, scope: Literal["host", "group"] = "host") -> Callable[[Any], Any]:
+def monitor(name: str, scope: Literal["host", "group"] = "host", many: GroupProbe | None = None
+            ) -> Callable[[Any], Any]:
     """Register a probe. scope="host": fn(target, params) -> Result, once per host;
-    scope="group": fn(targets, params) -> {host: Result}, once for all hosts."""
+    scope="group": fn(targets, params) -> {host: Result}, once for all hosts. A host
+    probe may also give `many`, a group form the daemon uses for a watch of several
+    hosts: the same results without a task per host."""
 
     def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         _check(fn, "monitor", name)
@@ -110,7 +114,7 @@ def monitor(name: str, scope: Literal["host", "group"] = "host") -> Callable[[An
             raise PluginError(f"{_origin(fn)}: monitor {name!r} already defined at {old.origin}")
         if scope not in ("host", "group"):
             raise PluginError(f"{_origin(fn)}: monitor {name!r}: scope must be 'host' or 'group'")
-        current.monitors[name] = Monitor(name, fn, scope, _origin(fn))
+        current.monitors[name] = Monitor(name, fn, scope, _origin(fn), many)
         return fn
 
     return deco

@@ -142,17 +142,39 @@ def _is_ip(host: str) -> bool:
 
 
 async def check(target: Target, cfg: "HttpParams") -> Result:
+    return (await check_many([target], cfg))[0]
+
+
+async def check_many(targets: list[Target], cfg: "HttpParams") -> list[Result]:
+    """All exchanges start at once and are awaited as plain futures: no task per host."""
+    loop = asyncio.get_running_loop()
+    pending: list[asyncio.Future[exchange.Outcome] | Result] = []
+    try:
+        for t in targets:
+            start = time.monotonic()
+            try:
+                addrs = await _addresses(loop, t.host, cfg.port)
+            except _Unresolved as e:
+                pending.append(Result(ok=False, summary=f"cannot resolve {t.host}", detail=str(e),
+                                      latency_s=time.monotonic() - start))
+                continue
+            pending.append(exchange.POOL.submit(
+                addrs, _request(t, cfg), cfg.timeout, cfg.method != "HEAD" and cfg.body_regex is not None,
+                cfg.max_body, cfg.status.ranges))
+        futures = [f for f in pending if isinstance(f, asyncio.Future)]
+        if futures:
+            await asyncio.wait(futures)
+    finally:
+        for f in pending:
+            if isinstance(f, asyncio.Future):
+                f.cancel()  # cancelled from outside: late outcomes are dropped
+    return [f if isinstance(f, Result) else _result(t, cfg, f.result()) for t, f in zip(targets, pending)]
+
+
+def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
     from pymon.probes.http import _judge
 
-    start = time.monotonic()
-    try:
-        addrs = await _addresses(asyncio.get_running_loop(), target.host, cfg.port)
-    except _Unresolved as e:
-        return Result(ok=False, summary=f"cannot resolve {target.host}", detail=str(e), latency_s=0.0)
-    kind, data, phase, received = await exchange.POOL.exchange(
-        addrs, _request(target, cfg), cfg.timeout, cfg.method != "HEAD" and cfg.body_regex is not None,
-        cfg.max_body, cfg.status.ranges)
-    latency = time.monotonic() - start
+    kind, data, phase, received, latency = out
     if kind == "answer":
         end = data.find(b"\r\n\r\n")
         try:

@@ -438,7 +438,20 @@ def _parse_cached(params: Params) -> HttpParams:
     return cfg
 
 
-@monitor("http")
+async def http_many(targets: list[Target], params: Params) -> dict[str, Result]:
+    """`http` for a watch of several real servers (an LVS virtual service's)."""
+    try:
+        cfg = _parse_cached(params)
+    except ValueError as e:
+        return {t.host: bad_params(e) for t in targets}
+    if _http10.eligible(cfg):
+        results = await _http10.check_many(targets, cfg)
+    else:
+        results = await asyncio.gather(*(check(t, cfg) for t in targets))
+    return {t.host: r for t, r in zip(targets, results)}
+
+
+@monitor("http", many=http_many)
 async def http(target: Target, params: Params) -> Result:
     """HTTP(S) check of one host; see the module docstring for params."""
     try:

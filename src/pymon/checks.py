@@ -58,10 +58,7 @@ async def run_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: Service
 
 
 async def _run_native(mon: Monitor, svc: ServiceSpec, hosts: list[str]) -> Check:
-    params = dict(svc.monitor.params)
-    params.setdefault("timeout", svc.timeout)
-    if svc.monitor.args:
-        params.setdefault("argv", list(svc.monitor.args))
+    params = svc.probe_params
     targets = [Target(h, svc.group, svc.name) for h in hosts]
     running = Running("monitor", mon.name, svc.group, svc.name)  # named by the loop watchdog
     group = mon.fn if mon.scope == "group" else mon.many if len(targets) > 1 else None

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -232,6 +233,17 @@ class ServiceSpec:
     @property
     def key(self) -> tuple[str, str]:
         return (self.group, self.name)
+
+    @cached_property
+    def probe_params(self) -> dict[str, Any]:
+        """What a native probe gets: the monitor's params with `timeout` (and mon's
+        `argv`) filled in. One dict for the spec's life, so a probe can cache what it
+        parses of it by identity; probes must not change it."""
+        params = dict(self.monitor.params)
+        params.setdefault("timeout", self.timeout)
+        if self.monitor.args:
+            params.setdefault("argv", list(self.monitor.args))
+        return params
 
 
 @dataclass(frozen=True)

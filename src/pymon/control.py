@@ -172,6 +172,8 @@ class Control:
         `allow_empty_group`)."""
         if svc.passive:
             return None
+        if not self.state.disabled["host"]:
+            return svc
         assert self.d.cfg is not None
         off = [h for h in self.d.cfg.hosts(svc) if self.state.is_disabled("host", h)]
         if not off:

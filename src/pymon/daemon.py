@@ -252,13 +252,12 @@ class Daemon:
         svc = st.spec
         cfg, plugins = self.cfg, self.plugins
         now = time.time()
-        fields = dict(group=svc.group, service=svc.name)
         if svc.exclude_period is not None and svc.exclude_period.contains(now):
-            self.log.debug("check.skipped", **fields, reason="exclude_period")
+            self.log.debug("check.skipped", group=svc.group, service=svc.name, reason="exclude_period")
             return svc.interval
-        dep_ok = self.dep_ok(svc)
+        dep_ok = self.dep_ok(svc) if svc.depend else True
         if not dep_ok and svc.dep_behavior == "m":
-            self.log.info("check.skipped", **fields, reason="dependency failing")
+            self.log.info("check.skipped", group=svc.group, service=svc.name, reason="dependency failing")
             return svc.interval
         to_run = self.control.spec_to_run(svc)  # disabled hosts left out; None: trap-only or all disabled
         if to_run is None:
@@ -270,13 +269,13 @@ class Daemon:
         now = time.time()
         if self.debug:
             for host, res in check.results.items():
-                self.log.debug("check.result", **fields, host=host, ok=res.ok, summary=res.summary,
-                               latency_s=round(res.latency_s, 4))
+                self.log.debug("check.result", group=svc.group, service=svc.name, host=host, ok=res.ok,
+                               summary=res.summary, latency_s=round(res.latency_s, 4))
         mono = time.monotonic()
         duration = mono - start
         out = self.control.observe(st, now, check.results, check.output, check.retval, dep_ok, duration, lag)
         if self.done_log.allow(mono):
-            self.log.info("check.done", **fields, ok=st.status == "ok", failing=st.failing_hosts,
+            self.log.info("check.done", group=svc.group, service=svc.name, ok=st.status == "ok", failing=st.failing_hosts,
                           duration_s=round(duration, 4), lag_s=round(lag, 4))
         if left_out := self.done_log.report(mono):
             self.log.info("check.sampled", left_out=left_out, per_s=CHECK_DONE_PER_S)
@@ -285,6 +284,8 @@ class Daemon:
 
     def act(self, st: ServiceState, out: Outcome, now: float) -> None:
         """Log the transitions of one observation, tell IPVS, fire the alerts."""
+        if not (out.hosts or out.status_changed or out.fires):
+            return
         fields = dict(group=st.spec.group, service=st.spec.name)
         for ch in out.hosts:
             self.log.info("host.state", **fields, host=ch.host, state="up" if ch.up else "down",

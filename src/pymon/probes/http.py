@@ -424,10 +424,16 @@ async def check(target: Target, cfg: HttpParams) -> Result:
                       detail=repr(e), latency_s=time.monotonic() - start)
 
 
-_PARSED: dict[str, HttpParams] = {}  # repr(params) -> parsed: a service's params are the same every check
+# A service's params are the same dict every check (ServiceSpec.probe_params): found by
+# identity first, then by text, so 10,000 services with the same params share one parse.
+_BY_ID: dict[int, tuple[Params, HttpParams]] = {}
+_PARSED: dict[str, HttpParams] = {}
 
 
 def _parse_cached(params: Params) -> HttpParams:
+    hit = _BY_ID.get(id(params))
+    if hit is not None and hit[0] is params:
+        return hit[1]
     key = repr(params)
     cfg = _PARSED.get(key)
     if cfg is None:
@@ -435,6 +441,9 @@ def _parse_cached(params: Params) -> HttpParams:
         if len(_PARSED) >= 4096:
             _PARSED.clear()
         _PARSED[key] = cfg
+    if len(_BY_ID) >= 65536:
+        _BY_ID.clear()
+    _BY_ID[id(params)] = (params, cfg)  # holding params keeps its id from being reused
     return cfg
 
 

@@ -2,7 +2,8 @@
 """Throughput and schedule fidelity: N HTTP real servers at a 1 s interval, pymon vs mon.
 
     python3 bench/throughput.py [-n 100,1000,10000] [--duration 30] [--mon-n 100]
-                                [--loop asyncio|uvloop] [--write bench/RESULTS.md]
+                                [--loop asyncio|uvloop] [--probe-workers 0,2] [--floor]
+                                [--maxprocs N] [--write bench/RESULTS.md]
 
 The real servers are one Debian nginx (keep-alive off, `return 200`) listening on N
 loopback addresses 127.1.x.y:8080, one `listen` each, so every real server is a
@@ -18,10 +19,14 @@ Measured over a window of `--duration` seconds that starts after `--warmup` seco
 - start lag (pymon): how late each check started against its schedule, as the
   scheduler passes it to the check (the `lag_s` of `check.done`), p50 / p99 / max.
 - CPU per 1,000 checks: user+system CPU in the window / checks done. pymon: the
-  daemon process (all threads, `RUSAGE_SELF`); mon: mon plus its reaped children
-  (`/proc/PID/stat` utime+stime+cutime+cstime).
-- RSS: pymon's peak (`ru_maxrss`) and its RSS at the start and the end of the window
-  (growth = end - start).
+  daemon process (all threads, `RUSAGE_SELF`) plus its `probe_workers` processes; mon:
+  mon plus its reaped children (`/proc/PID/stat` utime+stime+cutime+cstime). nginx's
+  CPU per request in the same window beside it.
+- RSS: pymon's peak (`ru_maxrss`, plus the workers' VmHWM) and its RSS at the start and
+  the end of the window (growth = end - start).
+- `--floor`: the same requests at the same rate from a bare epoll loop (connect, send,
+  read the status line, close; nothing else): what any checker in any language pays,
+  mostly the kernel's TCP work, to compare pymon's cost and nginx's with.
 
 pymon runs as `pymon run` does (Daemon, JSON logs at info level, to /dev/null here), in
 a child process (`--child`) that records the lag of every check and its own CPU/RSS.
@@ -509,7 +514,7 @@ def main() -> int:
                     for workers in (int(w) for w in a.probe_workers.split(",")):
                         who = f"pymon ({loop}{f', {workers} workers' if workers else ''})"
                         rows.append((n, who, run_pymon(tmp, nginx, n, a, loop, workers)))
-                    print(table(rows[-1:]).splitlines()[-1], flush=True)
+                        print(table(rows[-1:]).splitlines()[-1], flush=True)
                 if n <= a.mon_n and os.path.exists(MON):
                     rows.append((n, "mon", run_mon(tmp, nginx, n, a)))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)

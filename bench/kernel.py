@@ -54,6 +54,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from results import write_section  # bench/results.py (scripts run from bench/)
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Kernel: pymon vs keepalived vs mon"
 MARK = "KERNEL-BENCH-RESULT "
@@ -672,16 +674,6 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: body.rstrip("\n") + "\n\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--servers", type=int, default=20, help="real servers (default 20)")
@@ -720,7 +712,7 @@ def main() -> int:
     print()
     print(body)
     if a.write:
-        write_section(Path(a.write), body)
+        write_section(Path(a.write), SECTION, body)
         log(f"wrote the '{SECTION}' section of {a.write}")
     return 0 if all("error" not in r for r in data["results"]) else 1
 

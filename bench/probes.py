@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import resource
 import shutil
 import socket
@@ -37,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from results import write_section  # bench/results.py (scripts run from bench/)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -237,14 +238,7 @@ async def main() -> int:
                    "fping: one echo per check on both sides (`count: 1`; fping.monitor sends one "
                    "when the host answers). dns: dns.monitor `-caching_only -query NAME:A` against "
                    "dnsmasq, native `dns` with the same name (both: an A answer with NOERROR). freespace: `/:1024` (1 MiB).\n")
-        path = Path(a.write)
-        text = path.read_text() if path.exists() else "# Benchmarks\n"
-        pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-        if pattern.search(text):
-            text = pattern.sub(lambda _: section + "\n", text, count=1)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        path.write_text(text.rstrip("\n") + "\n")
+        write_section(Path(a.write), SECTION, section)
     return 0
 
 

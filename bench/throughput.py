@@ -41,7 +41,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import signal
@@ -53,6 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from results import write_section  # bench/results.py (scripts run from bench/)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Throughput"
@@ -451,16 +452,6 @@ def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: body.rstrip("\n") + "\n\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", default="100,1000", help="comma-separated numbers of real servers (default 100,1000)")
@@ -530,7 +521,7 @@ def main() -> int:
                 f"{a.timeout:g} s; nginx ({a.nginx_workers} workers, keep-alive off) on the same 2 cores. "
                 f"`load avg`: 1-minute load average when the run started (other jobs share this machine).\n\n"
                 f"{table(rows)}\n")
-        write_section(Path(a.write), body)
+        write_section(Path(a.write), SECTION, body)
     return 0
 
 

@@ -21,19 +21,10 @@ from test_probe_http import Server, free_port, server  # noqa: F401 - the fixtur
 T = Target("127.0.0.1", "web", "http")
 
 
-class Log:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, dict]] = []
-
-    def error(self, event: str, **kw: object) -> None:
-        self.lines.append((event, kw))
-
-
 @pytest.fixture(autouse=True, params=[0, 2], ids=["in-loop", "workers"])
-def placement(request: pytest.FixtureRequest) -> Iterator[Log]:
-    log = Log()
-    exchange.configure(request.param, log)
-    yield log
+def placement(request: pytest.FixtureRequest) -> Iterator[None]:
+    exchange.configure(request.param, None)
+    yield
     exchange.configure(0, None)
 
 CASES = [

@@ -414,15 +414,16 @@ class Control:
         if self.d.lvs is not None:
             await self.d.lvs.reconcile("first round")
         self.ready = True
-        self.freeze()  # the first round made each service's metric children and states
+        self.freeze()  # the first round made each service's results and metric counts
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
         self.log.info("daemon.ready", services=len(self.d.states), status=self.status_line())
 
     def freeze(self) -> None:
         """Collect, then freeze what survives. Per service the daemon keeps dozens of
-        tracked objects (metric children with their locks, states, timers): at 3,000
-        services a full collection walked 160,000 of them for 70-240 ms and found nothing,
-        stalling every check due meanwhile (bench/throughput.py). Frozen objects are
+        tracked objects (states, results, timers; metric children with their locks until
+        metrics.py kept plain counts): at 3,000 services a full collection walked 160,000
+        of them for 70-240 ms and found nothing, stalling every check due meanwhile
+        (bench/throughput.py). Frozen objects are
         still freed by reference counting; only cycles among them would stay, and the
         daemon's long-lived objects do not become cyclic garbage."""
         gc.set_threshold(*GC_THRESHOLDS)

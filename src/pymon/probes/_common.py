@@ -159,6 +159,21 @@ def fmt_s(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def http_timeout_summary(timeout: float, phase: str, received: int) -> str:
+    """Which step an HTTP check was in when its time ran out (connect, tls, response,
+    body), in the words both http paths use."""
+    t = f"timeout after {fmt_s(timeout)}"
+    if phase == "connect":
+        return f"{t} connecting"
+    if phase == "tls":
+        return f"{t} in TLS handshake"
+    if phase == "body":
+        return f"{t} reading body ({received} bytes received)"
+    if received:
+        return f"{t} receiving response headers ({received} bytes received)"
+    return f"{t} waiting for a response (connected, request sent)"
+
+
 def first_line(text: str, limit: int = 200) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from pymon import exchange
 from pymon.plugin import Result, Target
-from pymon.probes._common import describe, fmt_s
+from pymon.probes._common import describe, http_timeout_summary
 
 if TYPE_CHECKING:
     from pymon.probes.http import HttpParams
@@ -191,7 +191,7 @@ def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
         detail = body[:500].decode("utf-8", errors="replace") if not ok and body else ""
         return Result(ok=ok, summary=summary, detail=detail, latency_s=latency, value=float(resp.status))
     if kind == "timeout":
-        return Result(ok=False, summary=_timeout_summary(cfg.timeout, phase, received), latency_s=latency)
+        return Result(ok=False, summary=http_timeout_summary(cfg.timeout, phase, received), latency_s=latency)
     if kind == "closed":
         return Result(ok=False, summary="server disconnected", latency_s=latency)
     if kind == "too_big":
@@ -201,15 +201,3 @@ def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
         return Result(ok=False, summary="probe worker died during the check", latency_s=latency)
     err = OSError(data, os.strerror(data))
     return Result(ok=False, summary=describe(err, cfg.timeout, target.host), detail=repr(err), latency_s=latency)
-
-
-def _timeout_summary(timeout: float, phase: str, received: int) -> str:
-    """The aiohttp path's wording: which step the check was in when time ran out."""
-    t = f"timeout after {fmt_s(timeout)}"
-    if phase == "connect":
-        return f"{t} connecting"
-    if phase == "body":
-        return f"{t} reading body ({received} bytes received)"
-    if received:
-        return f"{t} receiving response headers ({received} bytes received)"
-    return f"{t} waiting for a response (connected, request sent)"

@@ -44,7 +44,7 @@ from pymon.probes._common import (
     compile_regex,
     describe,
     first_line,
-    fmt_s,
+    http_timeout_summary,
     parse_opts,
 )
 
@@ -204,18 +204,6 @@ class _Progress:
 
     phase: str = "connect"
     received: int = 0
-
-    def timeout_summary(self, timeout: float) -> str:
-        t = f"timeout after {fmt_s(timeout)}"
-        if self.phase == "connect":
-            return f"{t} connecting"
-        if self.phase == "tls":
-            return f"{t} in TLS handshake"
-        if self.phase == "body":
-            return f"{t} reading body ({self.received} bytes received)"
-        if self.received:
-            return f"{t} receiving response headers ({self.received} bytes received)"
-        return f"{t} waiting for a response (connected, request sent)"
 
 
 _PROGRESS: contextvars.ContextVar[_Progress] = contextvars.ContextVar("pymon_http_progress")
@@ -418,7 +406,7 @@ async def check(target: Target, cfg: HttpParams) -> Result:
                 if not cfg.keepalive:
                     await session.close()
     except (asyncio.TimeoutError, TimeoutError):
-        return Result(ok=False, summary=progress.timeout_summary(cfg.timeout), latency_s=time.monotonic() - start)
+        return Result(ok=False, summary=http_timeout_summary(cfg.timeout, progress.phase, progress.received), latency_s=time.monotonic() - start)
     except Exception as e:  # probes never raise
         return Result(ok=False, summary=_describe_client_error(e, cfg, target.host),
                       detail=repr(e), latency_s=time.monotonic() - start)

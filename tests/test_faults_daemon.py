@@ -15,9 +15,9 @@ import json
 import os
 import random
 import signal
-import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -179,52 +179,46 @@ ipvs: {{resync: 0.5s}}
 # -- state dir full ---------------------------------------------------------------------------
 
 
-def test_state_dir_full_keeps_running_and_catches_up(tmp_path: Path, daemons: list[Daemon]) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "pymon-full", str(small)], check=True)
-    try:
-        cfg = setup(tmp_path, f"""  g:
+def test_state_dir_full_keeps_running_and_catches_up(tmp_path: Path, daemons: list[Daemon],
+                                                     mount_tmpfs: Callable[[str, str], Path]) -> None:
+    small = mount_tmpfs("small", "size=256k")
+    cfg = setup(tmp_path, f"""  g:
     s:
       interval: 0.2s
       monitor: {{name: rec, dir: "{tmp_path}"}}
       periods: [{{alert: [log], upalert: [log], alertevery: 1h}}]
 """)
-        cfg.write_text(cfg.read_text().replace(f"statedir: {tmp_path}", f"statedir: {small}"))
-        d = run(cfg, daemons)
-        d.wait(lambda e: e["event"] == "check.done" and e["ok"])
-        time.sleep(1.5)
-        assert json.loads((small / "state.json").read_text())["services"]["g:s"]["status"] == "ok"
-        # fill it up, then change something that must be kept
-        fd = os.open(small / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
+    cfg.write_text(cfg.read_text().replace(f"statedir: {tmp_path}", f"statedir: {small}"))
+    d = run(cfg, daemons)
+    d.wait(lambda e: e["event"] == "check.done" and e["ok"])
+    time.sleep(1.5)
+    assert json.loads((small / "state.json").read_text())["services"]["g:s"]["status"] == "ok"
+    # fill it up, then change something that must be kept
+    fd = os.open(small / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
             pass
-        finally:
-            os.close(fd)
-        (tmp_path / "down-h1").touch()
-        d.wait(lambda e: e["event"] == "alert.log" and e["type"] == "alert")
-        w = d.wait(lambda e: e["event"] == "state.write_failed", timeout=10)
-        assert w["level"] == "error" and "No space left" in w["error"]
-        one_line(w)
-        checks_go_on(d, tmp_path)
-        time.sleep(1.5)
-        assert sum(1 for e in d.events if e["event"] == "state.write_failed") == 1
-        assert json.loads((small / "state.json").read_text())["services"]["g:s"]["status"] == "ok"  # the old one
-        assert not list(small.glob(".state.json.tmp*"))  # no half-written leftovers
-        # room again: the next write has everything
-        (small / "filler").unlink()
-        d.wait(lambda e: e["event"] == "state.write_recovered", timeout=10)
-        saved = json.loads((small / "state.json").read_text())
-        assert saved["services"]["g:s"]["status"] == "fail"
-        assert [h["type"] for h in saved["history"]] == ["alert"]
-        assert d.stop() == 0
+    except OSError:
+        pass
     finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
+        os.close(fd)
+    (tmp_path / "down-h1").touch()
+    d.wait(lambda e: e["event"] == "alert.log" and e["type"] == "alert")
+    w = d.wait(lambda e: e["event"] == "state.write_failed", timeout=10)
+    assert w["level"] == "error" and "No space left" in w["error"]
+    one_line(w)
+    checks_go_on(d, tmp_path)
+    time.sleep(1.5)
+    assert sum(1 for e in d.events if e["event"] == "state.write_failed") == 1
+    assert json.loads((small / "state.json").read_text())["services"]["g:s"]["status"] == "ok"  # the old one
+    assert not list(small.glob(".state.json.tmp*"))  # no half-written leftovers
+    # room again: the next write has everything
+    (small / "filler").unlink()
+    d.wait(lambda e: e["event"] == "state.write_recovered", timeout=10)
+    saved = json.loads((small / "state.json").read_text())
+    assert saved["services"]["g:s"]["status"] == "fail"
+    assert [h["type"] for h in saved["history"]] == ["alert"]
+    assert d.stop() == 0
 
 
 # -- SIGHUP storm ------------------------------------------------------------------------------

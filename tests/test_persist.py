@@ -5,14 +5,13 @@ failing service."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -240,27 +239,21 @@ def test_corrupt_state_file_daemon_starts_clean(tmp_path: Path, daemons: list[Da
     assert len(list(tmp_path.glob("state.json.corrupt-*"))) == 1
 
 
-def test_read_only_state_dir_keeps_running(tmp_path: Path, daemons: list[Daemon]) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a read-only tmpfs")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "pymon-test", str(ro)], check=True)
-    try:
-        cfg = setup(tmp_path, f"""  g:
+def test_read_only_state_dir_keeps_running(tmp_path: Path, daemons: list[Daemon],
+                                           mount_tmpfs: Callable[[str, str], Path]) -> None:
+    ro = mount_tmpfs("ro", "ro,size=64k")
+    cfg = setup(tmp_path, f"""  g:
     s:
       interval: 0.1s
       monitor: {{name: rec, dir: "{tmp_path}"}}
 """)
-        cfg.write_text(cfg.read_text().replace(f"statedir: {tmp_path}", f"statedir: {ro}, "
-                                               f"control_socket: {tmp_path}/pymon.sock"))
-        d = _run(cfg, daemons)
-        d.wait(lambda e: e["event"] == "state.write_failed", timeout=10)
-        (tmp_path / "down-h1").touch()
-        d.wait(lambda e: e["event"] == "host.state" and e["state"] == "down")
-        time.sleep(1.5)
-        assert d.proc.poll() is None
-        assert sum(1 for e in d.events if e["event"] == "state.write_failed") == 1
-        assert d.stop() == 0
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
+    cfg.write_text(cfg.read_text().replace(f"statedir: {tmp_path}", f"statedir: {ro}, "
+                                           f"control_socket: {tmp_path}/pymon.sock"))
+    d = _run(cfg, daemons)
+    d.wait(lambda e: e["event"] == "state.write_failed", timeout=10)
+    (tmp_path / "down-h1").touch()
+    d.wait(lambda e: e["event"] == "host.state" and e["state"] == "down")
+    time.sleep(1.5)
+    assert d.proc.poll() is None
+    assert sum(1 for e in d.events if e["event"] == "state.write_failed") == 1
+    assert d.stop() == 0

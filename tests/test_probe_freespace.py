@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -18,17 +17,9 @@ T = Target("localhost", "director", "disk")
 
 
 @pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs with 64 inodes (we are root in tests)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=64", "pymon-test", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def tmpfs(mount_tmpfs: Callable[[str, str], Path]) -> Path:
+    """A 1 MiB tmpfs with 64 inodes."""
+    return mount_tmpfs("mnt", "size=1m,nr_inodes=64")
 
 
 def fill(mnt: Path, nbytes: int) -> None:

@@ -198,12 +198,14 @@ async def test_fresh_connection_unless_keepalive(server: Server) -> None:
         await probe.close_sessions()
 
 
-async def test_ipv6(server: Server) -> None:
+async def test_ipv6_on_the_aiohttp_path(server: Server) -> None:
+    """The lean path's IPv6 is test_probe_http_lean.py's; this is aiohttp's (TLS,
+    keep-alive and redirects go there)."""
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     s6 = await Server().start(hosts=["::1"])
     try:
-        r = await probe.http(Target("::1", "g", "s"), {"port": s6.port, "timeout": 2})
+        r = await probe.check(Target("::1", "g", "s"), probe._parse({"port": s6.port, "timeout": 2}))
         assert r.ok, r
     finally:
         await s6.stop()

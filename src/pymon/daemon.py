@@ -255,7 +255,7 @@ class Daemon:
         if svc.exclude_period is not None and svc.exclude_period.contains(now):
             self.log.debug("check.skipped", group=svc.group, service=svc.name, reason="exclude_period")
             return svc.interval
-        dep_ok = self.dep_ok(svc) if svc.depend else True
+        dep_ok = self.dep_ok(svc)
         if not dep_ok and svc.dep_behavior == "m":
             self.log.info("check.skipped", group=svc.group, service=svc.name, reason="dependency failing")
             return svc.interval

@@ -50,10 +50,10 @@ Job = tuple[int, list[tuple[int, tuple[Any, ...]]], bytes, float, bool, int, tup
 
 
 class _Conn:
-    __slots__ = ("id", "sock", "addrs", "request", "phase", "buf", "head_end", "want", "chunked", "job", "start")
+    __slots__ = ("id", "sock", "addrs", "phase", "buf", "head_end", "want", "chunked", "job", "start")
 
     def __init__(self, job: Job):
-        self.id, self.addrs, self.request = job[0], list(job[1]), job[2]
+        self.id, self.addrs = job[0], list(job[1])  # addresses still to try
         self.start = time.monotonic()
         self.job = job
         self.sock: socket.socket | None = None
@@ -160,7 +160,7 @@ class Exchanger:
                 if err:
                     self._drop(c)
                     return self._connect(c, err) if c.addrs else self._finish(c, ("oserror", err, "connect", 0))
-                s.send(c.request)  # a few hundred bytes into an empty socket buffer
+                s.send(c.job[2])  # the request: a few hundred bytes into an empty socket buffer
                 c.phase = "response"
                 self.ep.modify(fd, _IN)
                 return

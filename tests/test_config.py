@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pymon.config import ConfigError, parse_config
+
 BAD = Path(__file__).parent / "configs" / "bad"
 CASES = sorted(p.stem for p in BAD.glob("*.yaml"))
 
@@ -70,3 +72,10 @@ def test_schema_is_json_schema_and_accepts_the_example() -> None:
 def test_version() -> None:
     r = pymon("--version")
     assert r.returncode == 0 and r.stdout.startswith("pymon ")
+
+
+def test_a_key_with_a_newline_is_quoted_in_its_one_line_error() -> None:
+    """Found by test_fuzz: the path of a problem named the key raw, newline and all."""
+    with pytest.raises(ConfigError) as e:
+        parse_config("hostgroups:\n  ? '\n\n    '\n  : null\n", "f.yaml")
+    assert e.value.problems == ["f.yaml:5:5: hostgroups.'\\n': expected array, got NoneType None"]

@@ -386,8 +386,15 @@ def _pos(where: str) -> tuple[int, int]:
     return int(line), int(col)
 
 
+def _path_part(p: str | int) -> str:
+    """A key as the user would find it; one with a newline or other invisible
+    characters quoted, so every problem stays one line."""
+    s = str(p)
+    return s if s and s.isprintable() and s.strip() == s else repr(s)
+
+
 def _message(err: jsonschema.ValidationError) -> str:
-    name = ".".join(str(p) for p in err.absolute_path) or "config"
+    name = ".".join(map(_path_part, err.absolute_path)) or "config"
     if err.validator == "anyOf" and err.schema is _duration:
         return f"{name}: bad duration {err.instance!r} (use e.g. 30s, 5m, 1h)"
     if err.validator == "anyOf":

@@ -37,6 +37,7 @@ the 1-minute load average is recorded with every run.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import json
 import os
@@ -51,7 +52,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from results import write_section  # bench/results.py (scripts run from bench/)
 
@@ -212,21 +213,31 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
 
     log = logs.setup("json", "info", stream=open(os.devnull, "w"))
     loop = asyncio.get_running_loop()
-    rec: list[tuple[float, float, int, int]] = []  # (scheduled start, start lag, hosts, failing) per service check
+    # checks scheduled inside the measured window: start lags (8 bytes each: the recorder must
+    # not grow the RSS it measures), host checks done and failed
+    window = [float("inf"), float("inf")]
+    lags = array.array("d")
+    counts = [0, 0]
     orig = Control.checked
 
-    async def checked(self: Control, key: tuple[str, str], lag: float) -> float:
+    def checked(self: Control, key: tuple[str, str], lag: float, finish: Callable[[float], None]) -> Any:
         due = loop.time() - lag
-        r = await orig(self, key, lag)
-        st = self.d.states[key]
-        rec.append((due, lag, len(st.hosts), sum(1 for h in st.hosts.values() if h.last is not None and not h.last.ok)))
-        return r
+
+        def finished(interval: float) -> None:
+            if window[0] <= due < window[1]:
+                st = self.d.states[key]
+                lags.append(lag)
+                counts[0] += len(st.hosts)
+                counts[1] += sum(1 for h in st.hosts.values() if h.last is not None and not h.last.ok)
+            finish(interval)
+
+        return orig(self, key, lag, finished)
 
     Control.checked = checked  # type: ignore[method-assign]
     t_load = time.monotonic()
     d = Daemon(cfg, log)
     task = loop.create_task(d.run())
-    while not task.done() and (d.sched is None or not d.sched.tasks):
+    while not task.done() and (d.sched is None or not d.sched.entries):
         await asyncio.sleep(0.05)
     if task.done():
         task.result()
@@ -239,6 +250,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     wk0 = [cpu_split(pid) for pid in workers]
     ng0 = group_cpu(nginx_pgid)
     t1 = t0 + duration
+    window[:] = [t0, t1]
     Path(out + ".window").touch()  # for --py-spy
     prof = None
     if profile:
@@ -261,9 +273,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     if prof:
         prof.stop()
     await asyncio.sleep(timeout + 0.5)  # checks due before t1 finish
-    mine = [r for r in rec if t0 <= r[0] < t1]
-    lags = [r[1] for r in mine]
-    done, failed = sum(r[2] for r in mine), sum(r[3] for r in mine)  # host checks
+    done, failed = counts
     d.stopping.set()
     await asyncio.wait_for(task, 30)
     if prof and profile:

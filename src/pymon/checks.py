@@ -7,11 +7,13 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Coroutine
 
 from . import legacy
 from .config import Config, ServiceSpec
 from .plugin import Monitor, Result, Target
 from .plugins import Plugins
+from .scheduler import Cancel
 from .state import ServiceState
 from .watchdog import Running, labelled
 
@@ -47,6 +49,24 @@ async def _guard(coro: object, timeout: float) -> object:
         return Result(False, f"probe error: {type(e).__name__}: {e}")
 
 
+Done = Callable[[Check | BaseException], None]
+
+
+def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceState, done: Done,
+                in_task: Callable[[Coroutine[Any, Any, Check], Done], Cancel]) -> Cancel:
+    """Start one check; `done(check)` when it is over (or done(exception) for a bug).
+    A probe's callback form (`Monitor.start`) runs without a task; anything else is
+    `run_check` in one (`in_task`)."""
+    found = plugins.monitor(svc.monitor.name)
+    if isinstance(found, Monitor) and found.start is not None:
+        hosts = cfg.hosts(svc)
+        cancel = found.start(svc.targets(hosts), svc.probe_params,
+                             lambda results: done(Check(dict(zip(hosts, results)))))
+        if cancel is not None:
+            return cancel
+    return in_task(run_check(cfg, plugins, svc, st), done)
+
+
 async def run_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceState) -> Check:
     hosts = cfg.hosts(svc)
     found = plugins.monitor(svc.monitor.name)
@@ -59,7 +79,7 @@ async def run_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: Service
 
 async def _run_native(mon: Monitor, svc: ServiceSpec, hosts: list[str]) -> Check:
     params = svc.probe_params
-    targets = [Target(h, svc.group, svc.name) for h in hosts]
+    targets = svc.targets(hosts)
     running = Running("monitor", mon.name, svc.group, svc.name)  # named by the loop watchdog
     group = mon.fn if mon.scope == "group" else mon.many if len(targets) > 1 else None
     if group is not None:

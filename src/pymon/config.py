@@ -21,6 +21,7 @@ import jsonschema
 from . import yamlsrc
 from .ipvs_table import Dest, Service, ServiceKey
 from .period import Period, PeriodError, parse_period
+from .plugin import Target
 
 DURATION = r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)?\s*)+$"
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 1}
@@ -244,6 +245,15 @@ class ServiceSpec:
         if self.monitor.args:
             params.setdefault("argv", list(self.monitor.args))
         return params
+
+    def targets(self, hosts: list[str]) -> list[Target]:
+        """The probe's targets for these hosts, built again only when the hosts change
+        (every check asks; probes must not change the list)."""
+        key = tuple(hosts)
+        hit = self.__dict__.get("_targets")
+        if hit is None or hit[0] != key:
+            hit = self.__dict__["_targets"] = (key, [Target(h, self.group, self.name) for h in hosts])
+        return hit[1]  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

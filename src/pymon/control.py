@@ -28,11 +28,13 @@ import gc
 import os
 import time
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import notify, persist
 from .config import ServiceSpec
 from .plugin import Result
+from .scheduler import Cancel, Finish
 from .state import Fire, Outcome, ServiceState
 from .vrrp import Vrrp
 
@@ -148,23 +150,21 @@ class Control:
 
     # -- checks ---------------------------------------------------------------------
 
-    async def checked(self, key: tuple[str, str], lag: float) -> float:
-        """The scheduler's job: one check, then bookkeeping."""
-        waiting = self.waiters.pop(key, [])  # test-now callers that asked before this check started
-        try:
-            return await self.d.check_once(key, lag)
-        except Exception as e:  # noqa: BLE001 - a bug must not silently end a service's timer
-            self.log.exception("check.crashed", group=key[0], service=key[1], error=f"{type(e).__name__}: {e}")
-            st = self.d.states.get(key)
-            return st.spec.interval if st else 60.0
-        finally:
-            for fut in waiting:
-                if not fut.done():
-                    fut.set_result(None)
-            if self.pending is not None and key in self.pending:
-                self.pending.discard(key)
-                if not self.pending:
-                    asyncio.get_running_loop().create_task(self._become_ready())
+    def checked(self, key: tuple[str, str], lag: float, finish: Finish) -> Cancel | None:
+        """The scheduler's job: one check, then bookkeeping (test-now callers, readiness)."""
+        if self.waiters or self.pending is not None:
+            finish = partial(self._after, key, finish)
+        return self.d.check(key, lag, finish)
+
+    def _after(self, key: tuple[str, str], finish: Finish, interval: float) -> None:
+        finish(interval)
+        for fut in self.waiters.pop(key, []):  # asked before this check started: each asking restarts it
+            if not fut.done():
+                fut.set_result(None)
+        if self.pending is not None and key in self.pending:
+            self.pending.discard(key)
+            if not self.pending:
+                asyncio.get_running_loop().create_task(self._become_ready())
 
     def spec_to_run(self, svc: ServiceSpec) -> ServiceSpec | None:
         """The spec to check with disabled hosts left out; None when nothing is to be
@@ -340,7 +340,7 @@ class Control:
             fut.set_result(None)
             return fut
         self.waiters.setdefault(key, []).append(fut)
-        self.d.sched.start(key, 0.0, lambda lag: self.checked(key, lag), st.spec.randskew)
+        self.d.sched.start(key, 0.0, partial(self.checked, key), st.spec.randskew)
         return fut
 
     async def test_now(self, key: tuple[str, str]) -> None:

@@ -7,16 +7,17 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from . import alerting, exchange, lvs, plugins as plugins_mod
 from .control import Control
-from .checks import Check, run_check
+from .checks import Check, start_check
 from .config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
 from .plugin import Alert
 from .plugins import Plugins
 from .probes.http import close_sessions
-from .scheduler import Scheduler
+from .scheduler import Cancel, Finish, Scheduler
 from .watchdog import Watchdog
 from .state import Fire, Outcome, ServiceState
 
@@ -172,7 +173,7 @@ class Daemon:
             self.watchdog.bound = cfg.block_warning
         exchange.configure(cfg.probe_workers, self.log)
         if cfg.maxprocs != old.maxprocs:
-            self.sched.sem = asyncio.Semaphore(cfg.maxprocs) if cfg.maxprocs else None
+            self.sched.set_maxprocs(cfg.maxprocs)
         for key in list(self.states):
             if key not in cfg.services:
                 self.sched.stop(key)
@@ -239,48 +240,65 @@ class Daemon:
     def _schedule(self, svc: ServiceSpec) -> None:
         assert self.cfg is not None and self.sched is not None
         delay = self.sched.rng.uniform(0, self.cfg.randstart) if self.cfg.randstart else 0.0
-        key = svc.key
-        self.sched.start(key, delay, lambda lag: self.control.checked(key, lag), svc.randskew)
+        self.sched.start(svc.key, delay, partial(self.control.checked, svc.key), svc.randskew)
 
     def dep_ok(self, svc: ServiceSpec) -> bool:
-        return all(self.states[d].status != "fail" for d in svc.depend if d in self.states)
+        return not svc.depend or all(self.states[d].status != "fail" for d in svc.depend if d in self.states)
 
-    async def check_once(self, key: tuple[str, str], lag: float = 0.0) -> float:
-        """Run one check of a service and act on it; returns the interval to the next."""
-        assert self.cfg is not None and self.plugins is not None
+    def check(self, key: tuple[str, str], lag: float, finish: Finish) -> Cancel | None:
+        """Start one check of a service (the scheduler's job); when it is over, act on it
+        and `finish(seconds to the next)`. Returns how to cancel the check in flight."""
         st = self.states[key]
         svc = st.spec
-        cfg, plugins = self.cfg, self.plugins
-        now = time.time()
-        if svc.exclude_period is not None and svc.exclude_period.contains(now):
-            self.log.debug("check.skipped", group=svc.group, service=svc.name, reason="exclude_period")
-            return svc.interval
-        dep_ok = self.dep_ok(svc)
-        if not dep_ok and svc.dep_behavior == "m":
-            self.log.info("check.skipped", group=svc.group, service=svc.name, reason="dependency failing")
-            return svc.interval
-        to_run = self.control.spec_to_run(svc)  # disabled hosts left out; None: trap-only or all disabled
-        if to_run is None:
-            return self.control.idle(st, now)
-        start = time.monotonic()
-        check: Check = await run_check(cfg, plugins, to_run, st)
-        if st is not self.states.get(key):
-            return svc.interval  # removed by a reload while it ran
-        now = time.time()
-        if self.debug:
-            for host, res in check.results.items():
-                self.log.debug("check.result", group=svc.group, service=svc.name, host=host, ok=res.ok,
-                               summary=res.summary, latency_s=round(res.latency_s, 4))
-        mono = time.monotonic()
-        duration = mono - start
-        out = self.control.observe(st, now, check.results, check.output, check.retval, dep_ok, duration, lag)
-        if self.done_log.allow(mono):
-            self.log.info("check.done", group=svc.group, service=svc.name, ok=st.status == "ok", failing=st.failing_hosts,
-                          duration_s=round(duration, 4), lag_s=round(lag, 4))
-        if left_out := self.done_log.report(mono):
-            self.log.info("check.sampled", left_out=left_out, per_s=CHECK_DONE_PER_S)
-        self.act(st, out, now)
-        return svc.failure_interval if st.status == "fail" and svc.failure_interval else svc.interval
+        try:
+            assert self.cfg is not None and self.plugins is not None and self.sched is not None
+            now = time.time()
+            if svc.exclude_period is not None and svc.exclude_period.contains(now):
+                self.log.debug("check.skipped", group=svc.group, service=svc.name, reason="exclude_period")
+                return finish(svc.interval)
+            dep_ok = self.dep_ok(svc)
+            if not dep_ok and svc.dep_behavior == "m":
+                self.log.info("check.skipped", group=svc.group, service=svc.name, reason="dependency failing")
+                return finish(svc.interval)
+            to_run = self.control.spec_to_run(svc)  # disabled hosts left out; None: trap-only or all disabled
+            if to_run is None:
+                return finish(self.control.idle(st, now))
+            start = time.monotonic()
+            return start_check(self.cfg, self.plugins, to_run, st,
+                               partial(self._checked, st, key, dep_ok, start, lag, finish), self.sched.in_task)
+        except Exception as e:  # noqa: BLE001 - a bug must not silently end a service's timer
+            return finish(self._crashed(svc, e))
+
+    def _checked(self, st: ServiceState, key: tuple[str, str], dep_ok: bool, start: float, lag: float,
+                 finish: Finish, check: Check | BaseException) -> None:
+        svc = st.spec
+        try:
+            if isinstance(check, BaseException):
+                raise check
+            if st is not self.states.get(key):
+                return finish(svc.interval)  # removed by a reload while it ran
+            now = time.time()
+            if self.debug:
+                for host, res in check.results.items():
+                    self.log.debug("check.result", group=svc.group, service=svc.name, host=host, ok=res.ok,
+                                   summary=res.summary, latency_s=round(res.latency_s, 4))
+            mono = time.monotonic()
+            duration = mono - start
+            out = self.control.observe(st, now, check.results, check.output, check.retval, dep_ok, duration, lag)
+            if self.done_log.allow(mono):
+                self.log.info("check.done", group=svc.group, service=svc.name, ok=st.status == "ok",
+                              failing=st.failing_hosts, duration_s=round(duration, 4), lag_s=round(lag, 4))
+            if left_out := self.done_log.report(mono):
+                self.log.info("check.sampled", left_out=left_out, per_s=CHECK_DONE_PER_S)
+            self.act(st, out, now)
+            interval = svc.failure_interval if st.status == "fail" and svc.failure_interval else svc.interval
+        except Exception as e:  # noqa: BLE001
+            interval = self._crashed(svc, e)
+        finish(interval)
+
+    def _crashed(self, svc: ServiceSpec, e: Exception) -> float:
+        self.log.exception("check.crashed", group=svc.group, service=svc.name, error=f"{type(e).__name__}: {e}")
+        return svc.interval
 
     def act(self, st: ServiceState, out: Outcome, now: float) -> None:
         """Log the transitions of one observation, tell IPVS, fire the alerts."""

@@ -50,6 +50,8 @@ class AlertEvent:
 HostProbe = Callable[[Target, Params], Awaitable[Result]]
 GroupProbe = Callable[[list[Target], Params], Awaitable[dict[str, Result]]]
 AlertFn = Callable[[AlertEvent, Params], Awaitable[None]]
+# (targets, params, done) -> cancel, or None when this check needs the awaited form
+StartProbe = Callable[[list[Target], Params, Callable[[list[Result]], None]], Callable[[], None] | None]
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Monitor:
     scope: Literal["host", "group"]
     origin: str
     many: GroupProbe | None = None  # a host probe's form for several hosts at once (fewer tasks)
+    start: StartProbe | None = None  # a host probe's callback form: no task, no coroutine
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,17 @@ def _check(fn: Callable[..., Any], kind: str, name: str) -> None:
         raise PluginError(f"{_origin(fn)}: {kind} {name!r} must take exactly (target, params)")
 
 
-def monitor(name: str, scope: Literal["host", "group"] = "host", many: GroupProbe | None = None
-            ) -> Callable[[Any], Any]:
+def monitor(name: str, scope: Literal["host", "group"] = "host", many: GroupProbe | None = None,
+            start: StartProbe | None = None) -> Callable[[Any], Any]:
     """Register a probe. scope="host": fn(target, params) -> Result, once per host;
     scope="group": fn(targets, params) -> {host: Result}, once for all hosts. A host
     probe may also give `many`, a group form the daemon uses for a watch of several
-    hosts: the same results without a task per host."""
+    hosts: the same results without a task per host; and `start`, a callback form:
+    start(targets, params, done) starts the checks without blocking, calls
+    done([Result, ...]) once, in target order, from the loop, and returns a function
+    that cancels them, or returns None to have this check awaited through fn/many. It
+    must bound its own time (no guard wraps it) and never raise. At thousands of checks
+    a second a task and its coroutines cost as much as the check itself."""
 
     def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         _check(fn, "monitor", name)
@@ -114,7 +122,7 @@ def monitor(name: str, scope: Literal["host", "group"] = "host", many: GroupProb
             raise PluginError(f"{_origin(fn)}: monitor {name!r} already defined at {old.origin}")
         if scope not in ("host", "group"):
             raise PluginError(f"{_origin(fn)}: monitor {name!r}: scope must be 'host' or 'group'")
-        current.monitors[name] = Monitor(name, fn, scope, _origin(fn), many)
+        current.monitors[name] = Monitor(name, fn, scope, _origin(fn), many, start)
         return fn
 
     return deco

@@ -1,88 +1,190 @@
 """Timing of checks on asyncio: no drift, no overlap, bounded concurrency.
 
 Each service's next start is its previous *scheduled* start + interval, so lag never
-accumulates. Starts are rounded up to a TICK_S grid: on a virtual machine every wake-up
-from an idle wait costs tens of microseconds of cold CPU, and at 1,000 checks a second
-one wake-up per 20 ms instead of one per check took a third off the CPU per check
-(bench/throughput.py: 0.33 -> 0.22 ms) for at most 20 ms of start lag. A run that
-overran its interval starts the next one at once instead of bursting to catch up.
-`maxprocs` queues checks (never drops them) and says so, once
-per THROTTLE_LOG_S with the count: an overloaded daemon must not also write a line per
-check.
+accumulates; a run that overran its interval starts the next one at once instead of
+bursting to catch up. All services share one heap and one loop timer: a task per
+service, asleep between runs, cost a task wake-up, a sleep future and a timer handle
+per check (at 10,000 checks a second, a third of the daemon's CPU) and a few KiB of
+frames per service. A run is a callback pair, not a coroutine: the job is told the
+start lag and a `finish(interval)` to call when the check is over, and returns how to
+cancel it (a service stopped or restarted while its check runs). Jobs that await
+things run in a task (`in_task`).
+
+Starts are rounded up to a TICK_S grid: on a virtual machine every wake-up from an idle
+wait costs tens of microseconds of cold CPU, and at 1,000 checks a second one wake-up
+per 20 ms instead of one per check took a third off the CPU per check
+(bench/throughput.py: 0.33 -> 0.22 ms) for at most 20 ms of start lag.
+
+`maxprocs` queues checks (never drops them) and says so, once per THROTTLE_LOG_S with
+the count: an overloaded daemon must not also write a line per check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import random
-from typing import Any, Awaitable, Callable, Hashable
+from collections import deque
+from functools import partial
+from typing import Any, Callable, Coroutine, Hashable, TypeVar
 
+T = TypeVar("T")
 THROTTLE_LOG_S = 10.0
 TICK_S = 0.02  # starts are rounded up to this grid: checks due close together share one wake-up
 
-Job = Callable[[float], Awaitable[float]]  # (start lag in s) -> seconds until the next run
+Finish = Callable[[float], None]  # the run is over: seconds until the next one
+Cancel = Callable[[], object]
+Job = Callable[[float, Finish], "Cancel | None"]  # (start lag s, finish) -> how to cancel the run
+
+
+class _Entry:
+    __slots__ = ("key", "job", "skew", "due", "live", "running", "cancel", "finish")
+
+    def __init__(self, key: Hashable, job: Job, skew: float, due: float):
+        self.key, self.job, self.skew, self.due = key, job, skew, due
+        self.live = True  # False once stopped or replaced
+        self.running = False
+        self.cancel: Cancel | None = None
 
 
 class Scheduler:
     def __init__(self, maxprocs: int, log: Any, rng: random.Random | None = None):
-        self.sem = asyncio.Semaphore(maxprocs) if maxprocs > 0 else None
+        self.maxprocs = maxprocs
         self.log = log
         self.rng = rng or random.Random()
-        self.tasks: dict[Hashable, asyncio.Task[None]] = {}
-        self.waiting = 0
+        self.entries: dict[Hashable, _Entry] = {}
+        self.heap: list[tuple[float, int, _Entry]] = []
+        self.seq = itertools.count()
+        self.queue: deque[_Entry] = deque()  # due, waiting for a maxprocs slot
+        self.running = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = float("inf")
         self.throttled = 0  # checks that waited since the last `scheduler.throttled` line
         self.logged_at = -THROTTLE_LOG_S
+        self._draining = False
 
     def start(self, key: Hashable, delay: float, job: Job, skew: float = 0.0) -> None:
+        """(Re)start a service's timer; a run of it in flight is cancelled."""
         self.stop(key)
-        self.tasks[key] = asyncio.get_running_loop().create_task(self._loop(key, delay, job, skew))
+        e = self.entries[key] = _Entry(key, job, skew, asyncio.get_running_loop().time() + delay)
+        e.finish = partial(self._finished, e)
+        self._push(e)
 
     def stop(self, key: Hashable) -> None:
-        task = self.tasks.pop(key, None)
-        if task is not None:
-            task.cancel()
+        e = self.entries.pop(key, None)
+        if e is None:
+            return
+        e.live = False
+        if e.running:
+            e.running = False
+            self.running -= 1
+            cancel, e.cancel = e.cancel, None
+            if cancel is not None:
+                cancel()
+            self._drain()
 
     async def close(self) -> None:
-        tasks = list(self.tasks.values())
-        self.tasks.clear()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for key in list(self.entries):
+            self.stop(key)
+        self.queue.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer, self.timer_at = None, float("inf")
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def _loop(self, key: Hashable, delay: float, job: Job, skew: float) -> None:
-        loop = asyncio.get_running_loop()
-        due = loop.time() + delay
-        me = asyncio.current_task()
-        while True:
-            await asyncio.sleep(max(0.0, -(-due // TICK_S) * TICK_S - loop.time()))
-            interval = await self._run(key, job, due)
-            if self.tasks.get(key) is not me:
-                # replaced or stopped while its check ran, and the cancel was lost on the
-                # way (3.11's wait_for can swallow one): never run beside the new timer
-                return
-            due += max(interval + (self.rng.uniform(-skew, skew) if skew else 0.0), 0.001)
-            due = max(due, loop.time())
+    def set_maxprocs(self, maxprocs: int) -> None:
+        self.maxprocs = maxprocs
+        self._drain()
 
-    async def _run(self, key: Hashable, job: Job, due: float) -> float:
+    def in_task(self, coro: Coroutine[Any, Any, T], done: Callable[[T | BaseException], None]) -> Cancel:
+        """Run the part of a job that awaits: `done` gets the coroutine's result or the
+        exception it raised (not a cancellation: a cancelled run is over)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+
+        def ended(t: asyncio.Task[T]) -> None:
+            self.tasks.discard(t)
+            if not t.cancelled():
+                done(t.exception() or t.result())
+
+        task.add_done_callback(ended)
+        return task.cancel
+
+    # -- the timer ------------------------------------------------------------------
+
+    def _push(self, e: _Entry) -> None:
+        heapq.heappush(self.heap, (e.due, next(self.seq), e))
+        self._arm()
+
+    def _arm(self) -> None:
+        if not self.heap:
+            return
+        at = -(-self.heap[0][0] // TICK_S) * TICK_S
+        if at < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = at
+            self.timer = asyncio.get_running_loop().call_at(at, self._tick)
+
+    def _tick(self) -> None:
+        self.timer, self.timer_at = None, float("inf")
         loop = asyncio.get_running_loop()
-        sem = self.sem  # a reload may swap in a new one; release the one we took
-        if sem is None:
-            return await job(loop.time() - due)
-        if sem.locked():
-            self.waiting += 1
-            self.throttled += 1
-            if loop.time() - self.logged_at >= THROTTLE_LOG_S:
-                self.logged_at = loop.time()
-                self.log.warning("scheduler.throttled", service=":".join(map(str, key)) if isinstance(key, tuple)
-                                 else str(key), queued=self.waiting, waited=self.throttled)
-                self.throttled = 0
-            try:
-                await sem.acquire()
-            finally:
-                self.waiting -= 1
-        else:
-            await sem.acquire()
+        now = loop.time()
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            e = heapq.heappop(heap)[2]
+            if not e.live:
+                continue
+            if self.maxprocs and self.running >= self.maxprocs:
+                self._throttle(e, now)
+            else:
+                self._run(e, now)
+        self._arm()
+
+    def _throttle(self, e: _Entry, now: float) -> None:
+        self.queue.append(e)
+        self.throttled += 1
+        if now - self.logged_at >= THROTTLE_LOG_S:
+            self.logged_at = now
+            self.log.warning("scheduler.throttled", service=":".join(map(str, e.key)) if isinstance(e.key, tuple)
+                             else str(e.key), queued=len(self.queue), waited=self.throttled)
+            self.throttled = 0
+
+    def _run(self, e: _Entry, now: float) -> None:
+        e.running = True
+        self.running += 1
+        cancel = e.job(now - e.due, e.finish)
+        if e.running:  # not finished at once (a skipped check)
+            e.cancel = cancel
+
+    def _finished(self, e: _Entry, interval: float) -> None:
+        if not e.running:
+            return  # stopped or replaced while it ran
+        e.running = False
+        e.cancel = None
+        self.running -= 1
+        if e.live:
+            loop = asyncio.get_running_loop()
+            e.due = max(e.due + max(interval + (self.rng.uniform(-e.skew, e.skew) if e.skew else 0.0), 0.001),
+                        loop.time())
+            self._push(e)
+        if self.queue:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Start queued checks while there are free slots (a loop, not recursion: a
+        check that finishes at once frees its slot inside `_run`)."""
+        if self._draining:
+            return
+        self._draining = True
         try:
-            return await job(loop.time() - due)
+            now = asyncio.get_running_loop().time()
+            while self.queue and (not self.maxprocs or self.running < self.maxprocs):
+                e = self.queue.popleft()
+                if e.live:
+                    self._run(e, now)
         finally:
-            sem.release()
+            self._draining = False

@@ -18,7 +18,7 @@ import asyncio
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from pymon import exchange
 from pymon.plugin import Result, Target
@@ -120,25 +120,67 @@ def _dechunk(data: bytes) -> bytes:
     return bytes(out)
 
 
-async def _addresses(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[tuple[int, tuple]]:
-    try:
-        return [(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, port))] if _is_ip(host) else [
-            (fam, addr) for fam, _, _, _, addr in
-            await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)]
-    except socket.gaierror as e:
-        raise _Unresolved(str(e)) from None
+Addrs = list[tuple[int, tuple[str, int]]]
+_LITERAL: dict[tuple[str, int], Addrs | None] = {}
 
 
-class _Unresolved(Exception):
-    pass
+def _literal(host: str, port: int) -> Addrs | None:
+    """The address of a host given as an IP literal (the usual real server), else None."""
+    key = (host, port)
+    found = _LITERAL.get(key, False)
+    if found is False:
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            socket.inet_pton(fam, host)
+            found = [(fam, (host, port))]
+        except OSError:
+            found = None
+        if len(_LITERAL) >= 65536:
+            _LITERAL.clear()
+        _LITERAL[key] = found
+    return found  # type: ignore[return-value]
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return True
-    except OSError:
-        return False
+Done = Callable[[list[Result]], None]
+Cancel = Callable[[], None]
+
+
+def start(targets: list[Target], cfg: "HttpParams", done: Done) -> Cancel | None:
+    """The callback form (plugin.Monitor.start): the exchanges start now and `done`
+    gets the results in target order. None when a host is a name to resolve first:
+    the caller then awaits `check_many`, which resolves it."""
+    addrs = [_literal(t.host, cfg.port) for t in targets]
+    if None in addrs:
+        return None
+    return _start(targets, addrs, cfg, done)  # type: ignore[arg-type]
+
+
+def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: Done) -> Cancel:
+    pool = exchange.POOL
+    want_body = cfg.method != "HEAD" and cfg.body_regex is not None
+    if len(targets) == 1:  # the usual watch of one real server: no bookkeeping
+        t = targets[0]
+        jid = pool.submit(addrs[0], _request(t, cfg), cfg.timeout, want_body, cfg.max_body, cfg.status.ranges,
+                          lambda out: done([_result(t, cfg, out)]))
+        return lambda: pool.cancel(jid)
+    results: list[Result] = [None] * len(targets)  # type: ignore[list-item]
+    left = [len(targets)]
+
+    def one(i: int, t: Target) -> Callable[[exchange.Outcome], None]:
+        def got(out: exchange.Outcome) -> None:
+            results[i] = _result(t, cfg, out)
+            left[0] -= 1
+            if not left[0]:
+                done(results)
+        return got
+
+    jids = [pool.submit(a, _request(t, cfg), cfg.timeout, want_body, cfg.max_body, cfg.status.ranges, one(i, t))
+            for i, (t, a) in enumerate(zip(targets, addrs))]
+
+    def cancel() -> None:
+        for j in jids:
+            pool.cancel(j)
+    return cancel
 
 
 async def check(target: Target, cfg: "HttpParams") -> Result:
@@ -146,29 +188,33 @@ async def check(target: Target, cfg: "HttpParams") -> Result:
 
 
 async def check_many(targets: list[Target], cfg: "HttpParams") -> list[Result]:
-    """All exchanges start at once and are awaited as plain futures: no task per host."""
+    """The awaitable form: names are resolved first (through the loop's resolver)."""
     loop = asyncio.get_running_loop()
-    pending: list[asyncio.Future[exchange.Outcome] | Result] = []
-    try:
-        for t in targets:
-            start = time.monotonic()
+    results: list[Result | None] = []
+    addrs: list[Addrs] = []
+    for t in targets:
+        found = _literal(t.host, cfg.port)
+        if found is None:
+            began = time.monotonic()
             try:
-                addrs = await _addresses(loop, t.host, cfg.port)
-            except _Unresolved as e:
-                pending.append(Result(ok=False, summary=f"cannot resolve {t.host}", detail=str(e),
-                                      latency_s=time.monotonic() - start))
+                found = [(fam, addr) for fam, _, _, _, addr in await loop.getaddrinfo(
+                    t.host, cfg.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)]
+            except socket.gaierror as e:
+                results.append(Result(ok=False, summary=f"cannot resolve {t.host}", detail=str(e),
+                                      latency_s=time.monotonic() - began))
                 continue
-            pending.append(exchange.POOL.submit(
-                addrs, _request(t, cfg), cfg.timeout, cfg.method != "HEAD" and cfg.body_regex is not None,
-                cfg.max_body, cfg.status.ranges))
-        futures = [f for f in pending if isinstance(f, asyncio.Future)]
-        if futures:
-            await asyncio.wait(futures)
-    finally:
-        for f in pending:
-            if isinstance(f, asyncio.Future):
-                f.cancel()  # cancelled from outside: late outcomes are dropped
-    return [f if isinstance(f, Result) else _result(t, cfg, f.result()) for t, f in zip(targets, pending)]
+        results.append(None)
+        addrs.append(found)
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo:
+        fut: asyncio.Future[list[Result]] = loop.create_future()
+        cancel = _start([targets[i] for i in todo], addrs, cfg, lambda rs: fut.done() or fut.set_result(rs))
+        try:
+            for i, r in zip(todo, await fut):
+                results[i] = r
+        finally:
+            cancel()  # cancelled from outside: late outcomes are dropped
+    return results  # type: ignore[return-value]
 
 
 def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:

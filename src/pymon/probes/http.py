@@ -448,7 +448,16 @@ async def http_many(targets: list[Target], params: Params) -> dict[str, Result]:
     return {t.host: r for t, r in zip(targets, results)}
 
 
-@monitor("http", many=http_many)
+def http_start(targets: list[Target], params: Params, done: _http10.Done) -> _http10.Cancel | None:
+    """The callback form for the lean path (plugin.Monitor.start); anything else is awaited."""
+    try:
+        cfg = _parse_cached(params)
+    except ValueError:
+        return None  # the awaited form reports it
+    return _http10.start(targets, cfg, done) if _http10.eligible(cfg) else None
+
+
+@monitor("http", many=http_many, start=http_start)
 async def http(target: Target, params: Params) -> Result:
     """HTTP(S) check of one host; see the module docstring for params."""
     try:

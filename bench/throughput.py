@@ -207,7 +207,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
                      profile: str | None, nginx_pgid: int) -> None:
     """In the child: the daemon as `pymon run` builds it, plus a recorder of every check."""
     sys.path.insert(0, str(ROOT / "src"))
-    from pymon import exchange, logs
+    from pymon import logs, pool
     from pymon.control import Control
     from pymon.daemon import Daemon
 
@@ -243,7 +243,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         task.result()
     load_s = time.monotonic() - t_load
     await asyncio.sleep(warmup)
-    workers = [p.proc.pid for p in exchange.POOL.places if hasattr(p, "proc")]  # probe_workers: CPU and RSS count
+    workers = [p.proc.pid for p in pool.POOL.places if hasattr(p, "proc")]  # probe_workers: CPU and RSS count
     rss: list[int] = []
     t0, w0, c0 = loop.time(), time.time(), time.process_time()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from pymon import exchange
+from pymon import exchange, pool
 from pymon.plugin import Target
 from pymon.probes import _http10
 from pymon.probes import http as probe
@@ -38,9 +38,9 @@ class Log:
 @pytest.fixture
 def workers() -> Iterator[Log]:
     log = Log()
-    exchange.configure(2, log)
+    pool.configure(2, log)
     yield log
-    exchange.configure(0, None)
+    pool.configure(0, None)
 
 
 async def test_a_dead_worker_fails_its_checks_once_and_is_replaced(server: Server,  # noqa: F811
@@ -48,13 +48,13 @@ async def test_a_dead_worker_fails_its_checks_once_and_is_replaced(server: Serve
     cfg = probe._parse({"port": server.port, "path": "/slow", "timeout": 5})
     slow = [asyncio.create_task(_http10.check(T, cfg)) for _ in range(4)]  # one batch, two per worker
     await asyncio.sleep(0.5)
-    pids = [w.proc.pid for w in exchange.POOL.places]
+    pids = [w.proc.pid for w in pool.POOL.places]
     os.kill(pids[0], signal.SIGKILL)
     done, pending = await asyncio.wait(slow, timeout=3)  # long before the 5 s timeout
     assert [t.result().summary for t in done] == ["probe worker died during the check"] * 2
     assert len(pending) == 2  # the other worker's checks still wait for the server
     assert workers.lines[0][0] == "probe.worker_died" and workers.lines[0][1]["pid"] == pids[0]
-    now = [w.proc.pid for w in exchange.POOL.places]
+    now = [w.proc.pid for w in pool.POOL.places]
     assert now[0] not in pids and now[1] == pids[1]
     assert all([(await probe.http(T, {"port": server.port, "timeout": 5})).ok for _ in range(4)])
     for t in pending:
@@ -63,9 +63,9 @@ async def test_a_dead_worker_fails_its_checks_once_and_is_replaced(server: Serve
 
 async def test_workers_end_with_the_pool(server: Server, workers: Log) -> None:  # noqa: F811
     assert (await probe.http(T, {"port": server.port})).ok
-    procs = [w.proc for w in exchange.POOL.places]
+    procs = [w.proc for w in pool.POOL.places]
     assert [p.poll() for p in procs] == [None, None]
-    exchange.configure(0, None)
+    pool.configure(0, None)
     assert [p.poll() for p in procs] == [0, 0]
     assert workers.lines == []
 

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from pymon import exchange
+from pymon import exchange, pool
 from pymon.plugin import Target
 from pymon.probes import _http10
 from pymon.probes import http as probe
@@ -23,9 +23,9 @@ T = Target("127.0.0.1", "web", "http")
 
 @pytest.fixture(autouse=True, params=[0, 2], ids=["in-loop", "workers"])
 def placement(request: pytest.FixtureRequest) -> Iterator[None]:
-    exchange.configure(request.param, None)
+    pool.configure(request.param, None)
     yield
-    exchange.configure(0, None)
+    pool.configure(0, None)
 
 CASES = [
     {},

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from . import alerting, exchange, lvs, plugins as plugins_mod
+from . import alerting, lvs, plugins as plugins_mod, pool
 from .control import Control
 from .checks import Check, start_check
 from .config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
@@ -105,7 +105,7 @@ class Daemon:
         self.sched = Scheduler(self.cfg.maxprocs, self.log)
         self.watchdog = Watchdog(self.log, self.cfg.block_warning)
         self.watchdog.start()
-        exchange.configure(self.cfg.probe_workers, self.log)
+        pool.configure(self.cfg.probe_workers, self.log)
         self.control.load()
         if self.uses_lvs(self.cfg, self.plugins):
             await self.start_lvs()
@@ -139,7 +139,7 @@ class Daemon:
             await self.lvs.stop()
             lvs.OWNER = None
         await close_sessions()
-        exchange.configure(0, self.log)  # the workers exit
+        pool.configure(0, self.log)  # the workers exit
         await self.control.stopped()
         if self.watchdog:
             self.watchdog.stop()
@@ -171,7 +171,7 @@ class Daemon:
         self.cfg, self.plugins = cfg, found
         if self.watchdog:
             self.watchdog.bound = cfg.block_warning
-        exchange.configure(cfg.probe_workers, self.log)
+        pool.configure(cfg.probe_workers, self.log)
         if cfg.maxprocs != old.maxprocs:
             self.sched.set_maxprocs(cfg.maxprocs)
         for key in list(self.states):

@@ -1,13 +1,13 @@
 """Plain HTTP/1.0 exchanges (connect, send, read the answer) with many real servers at
-once, on one epoll; in the daemon's loop or in worker processes.
+once, on one epoll; in the daemon's loop or in worker processes (`pymon.pool`).
 
 Why not the loop's `sock_*` calls: at thousands of checks a second each of their steps
 costs a future, a handle and a selector update, more than the exchange itself. Here a
 check in flight is a socket and one small object, and the loop sees one file
 descriptor. Most of what remains is the kernel's TCP work on both ends of the
 connection (bench/throughput.py: ~70 µs of system time per check on loopback), which
-`probe_workers: N` moves to N worker processes (`python -m pymon.exchange`, this
-module; stdlib only, so they start in milliseconds and hold a few MiB), leaving the
+`probe_workers: N` moves to N worker processes running this file as a script (stdlib
+only, no asyncio: they start in milliseconds and hold about 11 MiB), leaving the
 daemon's loop the schedule and the state machine.
 
 An exchange ends in an `Outcome` (kind, data, phase, received, seconds it took);
@@ -23,7 +23,6 @@ An exchange ends in an `Outcome` (kind, data, phase, received, seconds it took);
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import heapq
 import itertools
@@ -33,7 +32,6 @@ import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from typing import Any, Callable
@@ -216,7 +214,7 @@ class Exchanger:
         self.done(c.id, (*out, time.monotonic() - c.start))
 
 
-# -- the daemon's side --------------------------------------------------------------
+# -- framing between the daemon and its workers ----------------------------------------
 
 
 def _frame(obj: object) -> bytes:
@@ -240,206 +238,6 @@ class _Frames:
             out.append(pickle.loads(self.buf[4:4 + n]))
             del self.buf[:4 + n]
         return out
-
-
-class _Local:
-    """An Exchanger in the daemon's loop: its epoll fd is one reader of the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, done: Callable[[int, Outcome], None]):
-        self.loop = loop
-        self.ex = Exchanger(done)
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = 0.0
-        loop.add_reader(self.ex.ep.fileno(), self._ready)
-
-    def submit(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            self.ex.submit(job)
-        self._arm()
-
-    def _ready(self) -> None:
-        self.ex.ready()
-        self.ex.expire(time.monotonic())
-        self._arm()
-
-    def _arm(self) -> None:
-        at = self.ex.next_deadline()
-        if at is None or (self.timer is not None and self.timer_at <= at):
-            return
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer_at = at
-        # loop.time() is time.monotonic() on the selector and uv loops alike
-        self.timer = self.loop.call_at(at + 0.0005, self._expired)
-
-    def _expired(self) -> None:
-        self.timer = None
-        self._ready()
-
-    def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.loop.remove_reader(self.ex.ep.fileno())
-        self.ex.close()
-
-
-class _Worker:
-    """A worker process (`python -m pymon.exchange`) and its socketpair."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, done: Callable[[int, Outcome], None],
-                 lost: Callable[["_Worker"], None]):
-        self.loop, self.done, self.lost = loop, done, lost
-        ours, theirs = socket.socketpair()
-        self.proc = subprocess.Popen([sys.executable, "-m", "pymon.exchange"], stdin=theirs, stdout=theirs,
-                                     close_fds=True)
-        theirs.close()
-        ours.setblocking(False)
-        self.sock = ours
-        self.frames = _Frames()
-        self.inflight: set[int] = set()
-        self.out = bytearray()
-        loop.add_reader(ours.fileno(), self._readable)
-
-    def submit(self, jobs: list[Job]) -> None:
-        self.inflight.update(j[0] for j in jobs)
-        self._send(_frame(jobs))
-
-    def _send(self, data: bytes) -> None:
-        if self.out:
-            self.out += data
-            return
-        try:
-            n = self.sock.send(data)
-        except BlockingIOError:
-            n = 0
-        except OSError:
-            return self._gone()
-        if n < len(data):
-            self.out += data[n:]
-            self.loop.add_writer(self.sock.fileno(), self._writable)
-
-    def _writable(self) -> None:
-        try:
-            n = self.sock.send(self.out)
-        except BlockingIOError:
-            return
-        except OSError:
-            return self._gone()
-        del self.out[:n]
-        if not self.out:
-            self.loop.remove_writer(self.sock.fileno())
-
-    def _readable(self) -> None:
-        try:
-            data = self.sock.recv(1 << 20)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            return self._gone()
-        for batch in self.frames.feed(data):
-            for jid, out in batch:
-                self.inflight.discard(jid)
-                self.done(jid, out)
-
-    def _gone(self) -> None:
-        self.close()
-        for jid in sorted(self.inflight):
-            self.done(jid, ("lost", b"", "response", 0, 0.0))
-        self.inflight.clear()
-        self.lost(self)
-
-    def close(self) -> None:
-        if self.sock.fileno() >= 0:
-            self.loop.remove_reader(self.sock.fileno())
-            if self.out:
-                self.loop.remove_writer(self.sock.fileno())
-            self.sock.close()  # the worker reads EOF and exits
-        try:
-            self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-class Pool:
-    """Where the exchanges run: in this loop (workers=0) or spread over worker processes.
-    Jobs submitted in one loop iteration go out as one batch."""
-
-    def __init__(self, workers: int, log: Any = None):
-        self.workers = workers
-        self.log = log
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.places: list[Any] = []
-        self.waiting: dict[int, Callable[[Outcome], None]] = {}
-        self.ids = itertools.count(1)
-        self.batch: list[Job] = []
-        self.turn = 0
-
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        if self.workers <= 0:
-            self.places = [_Local(loop, self._done)]
-        else:
-            self.places = [_Worker(loop, self._done, self._lost) for _ in range(self.workers)]
-
-    def submit(self, addrs: list[tuple[int, tuple[Any, ...]]], request: bytes, timeout: float,
-               want_body: bool, max_body: int, ranges: tuple[tuple[int, int], ...],
-               done: Callable[[Outcome], None]) -> int:
-        """Start one exchange; `done(outcome)` is called once, from the loop, unless
-        `cancel(id)` came first. A callback, not a future: at thousands of checks a
-        second the future and the task waiting on it cost more than the exchange."""
-        loop = asyncio.get_running_loop()
-        if self.loop is not loop:
-            self._start(loop)
-        jid = next(self.ids)
-        self.waiting[jid] = done
-        if not self.batch:
-            if self.workers:
-                loop.call_later(BATCH_S, self._flush)
-            else:
-                loop.call_soon(self._flush)
-        self.batch.append((jid, addrs, request, timeout, want_body, max_body, ranges))
-        return jid
-
-    def cancel(self, jid: int) -> None:
-        """The caller lost interest: the late outcome is dropped."""
-        self.waiting.pop(jid, None)
-
-    def _flush(self) -> None:
-        batch, self.batch = self.batch, []
-        n = len(self.places)
-        if n == 1:
-            self.places[0].submit(batch)
-            return
-        parts: list[list[Job]] = [[] for _ in range(n)]
-        for job in batch:
-            parts[self.turn].append(job)
-            self.turn = (self.turn + 1) % n
-        for place, part in zip(self.places, parts):
-            if part:
-                place.submit(part)
-
-    def _done(self, jid: int, out: Outcome) -> None:
-        done = self.waiting.pop(jid, None)
-        if done is not None:
-            done(out)
-
-    def _lost(self, w: _Worker) -> None:
-        i = self.places.index(w)
-        if self.log is not None:
-            self.log.error("probe.worker_died", pid=w.proc.pid, returncode=w.proc.returncode,
-                           action="starting another")
-        assert self.loop is not None
-        self.places[i] = _Worker(self.loop, self._done, self._lost)
-
-    def close(self) -> None:
-        places, self.places, self.loop = self.places, [], None
-        for p in places:
-            p.close()
-        for jid in list(self.waiting):
-            self._done(jid, ("lost", b"", "response", 0, 0.0))
 
 
 # -- a worker process ---------------------------------------------------------------
@@ -487,18 +285,6 @@ def worker(chan: socket.socket) -> None:
                 return
             chan.setblocking(False)
             results.clear()
-
-
-POOL = Pool(0)  # the probes' pool; the daemon sets its size (`configure`)
-
-
-def configure(workers: int, log: Any) -> None:
-    """Size the pool from `globals.probe_workers` (at start and on reload)."""
-    global POOL
-    if workers != POOL.workers:
-        POOL.close()
-        POOL = Pool(workers, log)
-    POOL.log = log
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The common director check (`scheme: http`, no keep-alive, no redirects, no
 certificate) needs one connect, one write and one bounded read. Through aiohttp that
 costs a session, a connector, a request and a response object per check (~0.5 ms of
-CPU); here the exchange runs in `pymon.exchange` (raw epoll, optionally in worker
+CPU); here the exchange runs in `pymon.exchange` (raw epoll, in the loop or in worker
 processes) and this module only builds the request and judges the answer. It asks in HTTP/1.0 with `Connection: close`, as mon's `http.monitor` and keepalived's
 `HTTP_GET` do, so the server answers without chunking and closes.
 
@@ -20,7 +20,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Callable
 
-from pymon import exchange
+from pymon import exchange, pool
 from pymon.plugin import Result, Target
 from pymon.probes._common import describe, http_timeout_summary
 
@@ -156,13 +156,13 @@ def start(targets: list[Target], cfg: "HttpParams", done: Done) -> Cancel | None
 
 
 def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: Done) -> Cancel:
-    pool = exchange.POOL
+    where = pool.POOL
     want_body = cfg.method != "HEAD" and cfg.body_regex is not None
     if len(targets) == 1:  # the usual watch of one real server: no bookkeeping
         t = targets[0]
-        jid = pool.submit(addrs[0], _request(t, cfg), cfg.timeout, want_body, cfg.max_body, cfg.status.ranges,
+        jid = where.submit(addrs[0], _request(t, cfg), cfg.timeout, want_body, cfg.max_body, cfg.status.ranges,
                           lambda out: done([_result(t, cfg, out)]))
-        return lambda: pool.cancel(jid)
+        return lambda: where.cancel(jid)
     results: list[Result] = [None] * len(targets)  # type: ignore[list-item]
     left = [len(targets)]
 
@@ -174,12 +174,12 @@ def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: D
                 done(results)
         return got
 
-    jids = [pool.submit(a, _request(t, cfg), cfg.timeout, want_body, cfg.max_body, cfg.status.ranges, one(i, t))
+    jids = [where.submit(a, _request(t, cfg), cfg.timeout, want_body, cfg.max_body, cfg.status.ranges, one(i, t))
             for i, (t, a) in enumerate(zip(targets, addrs))]
 
     def cancel() -> None:
         for j in jids:
-            pool.cancel(j)
+            where.cancel(j)
     return cancel
 
 

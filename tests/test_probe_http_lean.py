@@ -7,6 +7,7 @@ the test's own loop (`probe_workers: 0`) and in two worker processes."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Iterator
 
@@ -108,3 +109,51 @@ async def test_many_hosts_at_once_say_what_each_says_alone(server: Server) -> No
                                                                     for t, r in zip(targets, alone)} == {
         "127.0.0.1": (True, "status 200"), "127.0.0.2": (False, "connection refused"),
         "no-such-host.invalid": (False, "cannot resolve no-such-host.invalid")}
+
+
+async def _raw_server(answer: bytes) -> tuple[object, int]:
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(reply, "127.0.0.1", 0)
+    return srv, srv.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("answer, summary", [
+    (b"HTTP/1.0 200 OK\r\nServer: x\r\nBroken line\r\n\r\n", "bad response: Bad header line 'Broken line'"),
+    (b"HTTP/1.0 2x0 OK\r\n\r\n", "bad response: Bad status line 'HTTP/1.0 2x0 OK'"),
+    (b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\n", "status 200"),
+])
+async def test_an_accepted_status_still_needs_a_well_formed_head(answer: bytes, summary: str) -> None:
+    """A 200 with nothing else to check comes back from the exchange as a bare status
+    (no head to copy and parse); only a head that parses may take that shortcut."""
+    srv, port = await _raw_server(answer)
+    try:
+        r = await _http10.check(T, probe._parse({"port": port, "timeout": 2}))
+        assert (r.ok, r.summary) == (summary == "status 200", summary)
+    finally:
+        srv.close()  # type: ignore[attr-defined]
+
+
+async def test_the_callback_form_says_what_the_awaited_form_says(server: Server) -> None:  # noqa: F811
+    """`Monitor.start`, the daemon's hot path: no task, results in target order; a
+    host name (to resolve) is left to the awaited form; a cancelled check never calls back."""
+    targets = [Target(h, "web", "http") for h in ("127.0.0.1", "127.0.0.2", "127.0.0.1")]
+    params = {"port": server.port, "timeout": 2}
+    loop = asyncio.get_running_loop()
+    for hosts in (targets[:1], targets):
+        got: asyncio.Future[list] = loop.create_future()
+        assert probe.http_start(hosts, params, got.set_result) is not None
+        awaited = [await probe.http(t, params) for t in hosts]
+        assert [(r.ok, r.summary) for r in await got] == [(r.ok, r.summary) for r in awaited]
+    assert probe.http_start([Target("localhost", "web", "http")], params, print) is None
+    assert probe.http_start(targets, {"port": "x"}, print) is None  # bad params: the awaited form says so
+    late: list = []
+    cancel = probe.http_start(targets[:1], {**params, "path": "/slow", "timeout": 0.3}, late.append)
+    assert cancel is not None
+    cancel()
+    await asyncio.sleep(0.8)  # past the timeout: an uncancelled check would have called back
+    assert late == []

@@ -164,6 +164,7 @@ class Control:
         if self.pending is not None and key in self.pending:
             self.pending.discard(key)
             if not self.pending:
+                self.pending = None  # every check from now on skips this bookkeeping
                 asyncio.get_running_loop().create_task(self._become_ready())
 
     def spec_to_run(self, svc: ServiceSpec) -> ServiceSpec | None:
@@ -202,16 +203,14 @@ class Control:
     def observe(self, st: ServiceState, now: float, results: dict[str, Result], output: str | None,
                 retval: int | None, dep_ok: bool, duration: float = 0.0, lag: float = 0.0) -> Outcome:
         """ServiceState.observe plus the downtime log and metrics."""
-        before = {h: (hs.up, hs.since) for h, hs in st.hosts.items()}
         old_status, old_first, old_summary = st.status, st.first_failure, st.last_summary
         counting = any(hs.consec_fail for hs in st.hosts.values())
         out = st.observe(now, results, output, retval, dep_ok)
         self.fresh.add(st.spec.key)
         g, s = st.spec.key
         for ch in out.hosts:
-            was_up, since = before.get(ch.host, (None, 0.0))
-            if ch.up and was_up is False:
-                self._outage(g, s, ch.host, since, now, (st.hosts[ch.host].last_bad or ch.result).summary)
+            if ch.up and ch.was_up is False:
+                self._outage(g, s, ch.host, ch.since, now, (st.hosts[ch.host].last_bad or ch.result).summary)
         if old_status == "fail" and st.status == "ok":
             self._outage(g, s, None, old_first, now, old_summary)
         if self.metrics is not None:

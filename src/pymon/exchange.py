@@ -12,6 +12,9 @@ daemon's loop the schedule and the state machine.
 
 An exchange ends in an `Outcome` (kind, data, phase, received, seconds it took);
 `_http10` turns it into the probe's Result:
+- ("status", int) the status is accepted and a well-formed head is all that was asked
+  for (no header or body checks): the common verdict, without the head's bytes to copy
+  back from a worker and parse again;
 - ("answer", bytes) the response head, and the body when asked for or when the status
   is not accepted (bounded);
 - ("closed", bytes) the server closed before the end of the head;
@@ -43,8 +46,8 @@ _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
 _MAX_EVENTS = 1024
 
 Outcome = tuple[str, Any, str, int, float]  # (kind, data, phase, bytes received, seconds)
-# (id, [(family, sockaddr), ...], request, timeout s, want_body, max_body, accepted status ranges)
-Job = tuple[int, list[tuple[int, tuple[Any, ...]]], bytes, float, bool, int, tuple[tuple[int, int], ...]]
+# (id, [(family, sockaddr), ...], request, timeout s, want_body, max_body, accepted status ranges, want_head)
+Job = tuple[int, list[tuple[int, tuple[Any, ...]]], bytes, float, bool, int, tuple[tuple[int, int], ...], bool]
 
 
 class _Conn:
@@ -62,6 +65,14 @@ class _Conn:
 def _status(head: bytes) -> int:
     parts = head.split(b" ", 2)
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def _well_formed(head: bytes) -> bool:
+    """What `_http10._parse_head` accepts: a status line and `name: value` lines."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    return (len(parts) > 1 and parts[0].startswith(b"HTTP/") and len(parts[1]) == 3 and parts[1].isdigit()
+            and all(b":" in line for line in lines[1:] if line))
 
 
 def _header(head: bytes, name: bytes) -> bytes | None:
@@ -183,6 +194,8 @@ class Exchanger:
             want_body, max_body, ranges = c.job[4], c.job[5], c.job[6]
             code = _status(head)
             if not want_body and any(lo <= code <= hi for lo, hi in ranges):
+                if not c.job[7] and _well_formed(head):
+                    return self._finish(c, ("status", code, c.phase, len(buf)))
                 return self._finish(c, ("answer", bytes(buf), c.phase, len(buf)))
             length = _header(head, b"content-length")
             c.want = min(max_body, int(length)) if length and length.isdigit() else max_body

@@ -167,7 +167,7 @@ class Pool:
             self.places = [_Worker(loop, self._done, self._lost) for _ in range(self.workers)]
 
     def submit(self, addrs: list[tuple[int, tuple[Any, ...]]], request: bytes, timeout: float,
-               want_body: bool, max_body: int, ranges: tuple[tuple[int, int], ...],
+               want_body: bool, max_body: int, ranges: tuple[tuple[int, int], ...], want_head: bool,
                done: Callable[[Outcome], None]) -> int:
         """Start one exchange; `done(outcome)` is called once, from the loop, unless
         `cancel(id)` came first. A callback, not a future: at thousands of checks a
@@ -182,7 +182,7 @@ class Pool:
                 loop.call_later(BATCH_S, self._flush)
             else:
                 loop.call_soon(self._flush)
-        self.batch.append((jid, addrs, request, timeout, want_body, max_body, ranges))
+        self.batch.append((jid, addrs, request, timeout, want_body, max_body, ranges, want_head))
         return jid
 
     def cancel(self, jid: int) -> None:

@@ -73,6 +73,8 @@ class HostChange:
     host: str
     up: bool
     result: Result
+    was_up: bool | None = None  # before the change, and since when
+    since: float = 0.0
 
 
 @dataclass
@@ -119,7 +121,10 @@ class ServiceState:
 
     @property
     def failing_hosts(self) -> list[str]:
-        return sorted(h for h, s in self.hosts.items() if s.up is False)
+        down = [h for h, s in self.hosts.items() if s.up is False]
+        if len(down) > 1:
+            down.sort()
+        return down
 
     # -- mon's entry points ------------------------------------------------
 
@@ -132,12 +137,15 @@ class ServiceState:
         probes leave them None and mon's summary (failing hosts) is built here."""
         out = Outcome()
         for host, res in results.items():
-            hs = self.hosts.setdefault(host, HostState())
+            hs = self.hosts.get(host)
+            if hs is None:
+                hs = self.hosts[host] = HostState()
             hs.last, hs.last_check = res, now
             if not res.ok:
                 hs.last_bad = res
+            was_up, since = hs.up, hs.since
             if hs.observe(res.ok, now, self.spec.fall, self.spec.rise):
-                out.hosts.append(HostChange(host, res.ok, res))
+                out.hosts.append(HostChange(host, res.ok, res, was_up, since))
         self.last_check = now
         failing = self.failing_hosts
         if output is None or (not failing) != (retval == 0):

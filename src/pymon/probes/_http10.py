@@ -78,7 +78,7 @@ def _request(target: Target, cfg: "HttpParams") -> bytes:
 def _parse_head(head: bytes) -> _Response:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or len(parts[1]) != 3 or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or len(parts[1]) != 3 or not parts[1].isdigit() or not parts[1].isascii():
         raise _BadResponse(f"Bad status line {lines[0][:100]!r}")
     items = []
     for line in lines[1:]:
@@ -157,11 +157,11 @@ def start(targets: list[Target], cfg: "HttpParams", done: Done) -> Cancel | None
 
 def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: Done) -> Cancel:
     where = pool.POOL
-    want_body = cfg.method != "HEAD" and cfg.body_regex is not None
+    how = (cfg.timeout, cfg.method != "HEAD" and cfg.body_regex is not None, cfg.max_body, cfg.status.ranges,
+           bool(cfg.header))
     if len(targets) == 1:  # the usual watch of one real server: no bookkeeping
         t = targets[0]
-        jid = where.submit(addrs[0], _request(t, cfg), cfg.timeout, want_body, cfg.max_body, cfg.status.ranges,
-                          lambda out: done([_result(t, cfg, out)]))
+        jid = where.submit(addrs[0], _request(t, cfg), *how, lambda out: done([_result(t, cfg, out)]))
         return lambda: where.cancel(jid)
     results: list[Result] = [None] * len(targets)  # type: ignore[list-item]
     left = [len(targets)]
@@ -174,8 +174,7 @@ def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: D
                 done(results)
         return got
 
-    jids = [where.submit(a, _request(t, cfg), cfg.timeout, want_body, cfg.max_body, cfg.status.ranges, one(i, t))
-            for i, (t, a) in enumerate(zip(targets, addrs))]
+    jids = [where.submit(a, _request(t, cfg), *how, one(i, t)) for i, (t, a) in enumerate(zip(targets, addrs))]
 
     def cancel() -> None:
         for j in jids:
@@ -217,10 +216,15 @@ async def check_many(targets: list[Target], cfg: "HttpParams") -> list[Result]:
     return results  # type: ignore[return-value]
 
 
+_OK = {code: f"status {code}" for code in range(200, 400)}
+
+
 def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
     from pymon.probes.http import _judge
 
     kind, data, phase, received, latency = out
+    if kind == "status":  # accepted, and nothing else to judge: `_judge`'s verdict without the head
+        return Result(ok=True, summary=_OK.get(data) or f"status {data}", latency_s=latency, value=float(data))
     if kind == "answer":
         end = data.find(b"\r\n\r\n")
         try:

@@ -453,7 +453,9 @@ def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
             ratio = " / ".join(f"{r['cpu_per_1000'] / p['cpu_per_1000']:.0f}×" for (pn, pw), p in by_n.items()
                                if pn == n and pw.startswith("pymon"))
         rss = (mib(r["peak_rss"]), f"{mib(r['rss_start'])} → {mib(r['rss_end'])}") if "peak_rss" in r else ("n/a", "n/a")
-        sys_part = f" (sys {r['sys_s'] / r['cpu_s'] * 100:.0f} %)" if r.get("cpu_s") and "sys_s" in r else ""
+        sys_part = f" (sys {r['sys_s'] / r['cpu_s'] * 100:.0f} %" if r.get("cpu_s") and "sys_s" in r else ""
+        if sys_part:
+            sys_part += f", workers {r['workers_cpu_s'] / r['cpu_s'] * 100:.0f} %)" if r.get("workers") else ")"
         failed = f"{r['failed'] / max(r['done'], 1) * 100:.1f} %" if "failed" in r else "n/a"
         ngx = f"{r['nginx_cpu_s'] / max(r['log_done'], 1) * 1000:.2f}" if "nginx_cpu_s" in r else "n/a"
         out.append(f"| {n:,} | {who} | {r['ratio'] * 100:.1f} % | {failed} | {r['log_ratio'] * 100:.1f} % "

@@ -159,6 +159,62 @@ def test_timeout_is_a_failure_with_summary(tmp_path: Path, daemons: list[Daemon]
     d.stop()
 
 
+CALLBACK = '''
+import asyncio
+from pymon.plugin import monitor, Result
+
+def start(targets, params, done):
+    mode = params["mode"]
+    if mode == "raise":
+        raise RuntimeError("kaboom")
+    if mode == "short":
+        done([Result(True, "one")])
+        return None
+    if mode == "twice":
+        done([Result(True, "first")] * len(targets))
+        done([Result(False, "second")] * len(targets))
+        return None
+    if mode == "later":
+        h = asyncio.get_running_loop().call_later(0.05, done, [Result(t.host != "bad", "later") for t in targets])
+        return h.cancel
+    return None  # "awaited": this check goes through the async form
+
+async def cb(target, params):
+    return Result(False, "awaited")
+
+monitor("cb", start=start)(cb)
+'''
+
+
+def test_a_callback_probe_that_misbehaves_costs_one_failed_check(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """`@monitor(start=...)`: the hot path's callback form, with no task or guard around
+    it. Raising, answering for too few hosts or answering twice is the plugin's bug: the
+    daemon records a clear failure (or the first answer) and keeps every timer going."""
+    modes = ("raise", "short", "twice", "later", "awaited")
+    cfg = setup(tmp_path, "  g:\n" + "".join(f"    {m}:\n      interval: 1s\n      monitor: {{name: cb, mode: {m}}}\n"
+                                              for m in modes), groups="g: [h1, bad]")
+    (tmp_path / "monitors" / "cb.py").write_text(CALLBACK)
+    d = Daemon(cfg)
+    daemons.append(d)
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    while len(seen) < 2 * len(modes):
+        e = d.wait(lambda e: e["event"] == "host.state" and (e["service"], e["host"]) not in seen)
+        seen[(e["service"], e["host"])] = (e["state"], e["summary"])
+    assert seen == {
+        ("raise", "h1"): ("down", "probe error: RuntimeError: kaboom"),
+        ("raise", "bad"): ("down", "probe error: RuntimeError: kaboom"),
+        ("short", "h1"): ("down", "probe error: cb gave 1 results for 2 hosts"),
+        ("short", "bad"): ("down", "probe error: cb gave 1 results for 2 hosts"),
+        ("twice", "h1"): ("up", "first"), ("twice", "bad"): ("up", "first"),
+        ("later", "h1"): ("up", "later"), ("later", "bad"): ("down", "later"),
+        ("awaited", "h1"): ("down", "awaited"), ("awaited", "bad"): ("down", "awaited"),
+    }
+    runs = len([e for e in d.events if e["event"] == "check.done"])
+    d.wait(lambda e: e["event"] == "check.done" and e["service"] == "raise", timeout=5)
+    assert not [e for e in d.events if e["event"] == "check.crashed"]
+    assert d.stop() == 0 and runs >= len(modes)
+
+
 def test_maxprocs_queues_and_logs(tmp_path: Path, daemons: list[Daemon]) -> None:
     watch = "".join(f"""    s{i}:
       interval: 1s

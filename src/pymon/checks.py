@@ -11,7 +11,7 @@ from typing import Any, Callable, Coroutine
 
 from . import legacy
 from .config import Config, ServiceSpec
-from .plugin import Monitor, Result, Target
+from .plugin import Monitor, Result
 from .plugins import Plugins
 from .scheduler import Cancel
 from .state import ServiceState
@@ -60,11 +60,39 @@ def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceStat
     found = plugins.monitor(svc.monitor.name)
     if isinstance(found, Monitor) and found.start is not None:
         hosts = cfg.hosts(svc)
-        cancel = found.start(svc.targets(hosts), svc.probe_params,
-                             lambda results: done(Check(dict(zip(hosts, results)))))
+        mon = found
+        calls = 0
+
+        def got(results: list[Result]) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:  # a plugin calling back twice: the first answer counts
+                done(_per_host(mon, hosts, results))
+
+        try:
+            cancel = mon.start(svc.targets(hosts), svc.probe_params, got)
+        except Exception as e:  # noqa: BLE001 - as a probe that raises: one failed check
+            cancel = None
+            got([Result(False, f"probe error: {type(e).__name__}: {e}")] * len(hosts))
+        if calls:
+            return _nothing
         if cancel is not None:
             return cancel
     return in_task(run_check(cfg, plugins, svc, st), done)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _per_host(mon: Monitor, hosts: list[str], results: list[object]) -> Check:
+    """A host probe's results, in host order, each checked to be a Result."""
+    if len(results) != len(hosts):
+        bad = Result(False, f"probe error: {mon.name} gave {len(results)} results for {len(hosts)} hosts")
+        return Check({h: bad for h in hosts})
+    return Check({h: r if isinstance(r, Result) else
+                  Result(False, f"probe error: {mon.name} returned {type(r).__name__}, not a Result")
+                  for h, r in zip(hosts, results)})
 
 
 async def run_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceState) -> Check:
@@ -97,9 +125,7 @@ async def _run_native(mon: Monitor, svc: ServiceSpec, hosts: list[str]) -> Check
     else:
         results = await asyncio.gather(*(_guard(labelled(mon.fn(t, params), running), svc.timeout)
                                          for t in targets))
-    return Check({h: r if isinstance(r, Result) else
-                  Result(False, f"probe error: {mon.name} returned {type(r).__name__}, not a Result")
-                  for h, r in zip(hosts, results)})
+    return _per_host(mon, hosts, results)
 
 
 async def _run_legacy(cfg: Config, svc: ServiceSpec, st: ServiceState, script: Path,

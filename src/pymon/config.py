@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import jsonschema
 
@@ -330,9 +330,17 @@ class Config:
         return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
 
 
-# Resolvers are passed in so this module stays free of plugin loading (pure).
-Resolver = Callable[[str], bool]
-ParamCheck = Callable[[str, str, dict[str, Any]], list[str]]  # (kind, name, params)
+class PluginCheck(Protocol):
+    """What the builder asks of the plugins (plugins.Plugins)."""
+
+    def monitor(self, name: str) -> object | None: ...
+    def alert(self, name: str) -> object | None: ...
+    def problems(self, kind: str, name: str, params: dict[str, Any]) -> list[str]: ...
+
+
+# Plugins are loaded by the caller, from the dirs the config names, once the builder has
+# read them: this module stays free of plugin loading (pure), and the file is parsed once.
+PluginsFor = Callable[[list[Path], list[Path]], PluginCheck]
 
 
 def read_source(file: str, where: str) -> str:
@@ -345,24 +353,20 @@ def read_source(file: str, where: str) -> str:
         raise ConfigError([f"{where}: config is not UTF-8 text"]) from None
 
 
-def load_config(path: str | os.PathLike[str], *, known_monitor: Resolver | None = None,
-                known_alert: Resolver | None = None, plugin_problems: ParamCheck | None = None) -> Config:
+def load_config(path: str | os.PathLike[str], *, plugins: PluginsFor | None = None) -> Config:
     file = str(path)
     text = read_source(file, f"{file}:1:1")
     from . import moncf  # a mon.cf (by name or content) is converted in memory: see moncf.py
 
     if moncf.is_moncf(file, text):
-        return moncf.load(text, file, known_monitor=known_monitor, known_alert=known_alert,
-                          plugin_problems=plugin_problems)
+        return moncf.load(text, file, plugins=plugins)
     if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in text.splitlines()):
         # a file caught mid-write (truncated, not yet filled) would stop every check
         raise ConfigError([f"{file}:1:1: config is empty: nothing to monitor"])
-    return parse_config(text, file, known_monitor=known_monitor, known_alert=known_alert,
-                        plugin_problems=plugin_problems)
+    return parse_config(text, file, plugins=plugins)
 
 
-def parse_config(text: str, file: str, *, known_monitor: Resolver | None = None,
-                 known_alert: Resolver | None = None, plugin_problems: ParamCheck | None = None) -> Config:
+def parse_config(text: str, file: str, *, plugins: PluginsFor | None = None) -> Config:
     try:
         src = yamlsrc.load(text, file)
     except yamlsrc.YamlError as e:
@@ -370,7 +374,7 @@ def parse_config(text: str, file: str, *, known_monitor: Resolver | None = None,
     problems = _schema_problems(src)
     if problems:
         raise ConfigError(problems)
-    return _Builder(src, known_monitor, known_alert, plugin_problems).build()
+    return _Builder(src, plugins).build()
 
 
 def _schema_problems(src: yamlsrc.Source) -> list[str]:
@@ -425,12 +429,10 @@ def _describe(schema: dict[str, Any]) -> str:
 
 
 class _Builder:
-    def __init__(self, src: yamlsrc.Source, known_monitor: Resolver | None, known_alert: Resolver | None,
-                 plugin_problems: ParamCheck | None):
+    def __init__(self, src: yamlsrc.Source, plugins_for: PluginsFor | None):
         self.src = src
-        self.plugin_problems = plugin_problems
-        self.known_monitor = known_monitor
-        self.known_alert = known_alert
+        self.plugins_for = plugins_for
+        self.found: PluginCheck | None = None
         self.problems: list[tuple[tuple[int, int], str]] = []
         self.base = Path(src.file).resolve().parent
 
@@ -463,6 +465,9 @@ class _Builder:
     def build(self) -> Config:
         data = self.src.data
         g = data.get("globals") or {}
+        mondir, alertdir = self.dirs(g.get("mondir"), "monitors"), self.dirs(g.get("alertdir"), "alerts")
+        if self.plugins_for is not None:
+            self.found = self.plugins_for(mondir, alertdir)
         groups: dict[str, list[str]] = {k: list(v) for k, v in (data.get("hostgroups") or {}).items()}
         services: dict[tuple[str, str], ServiceSpec] = {}
         dep_default = g.get("dep_behavior", "m")
@@ -500,8 +505,8 @@ class _Builder:
         statedir = g.get("statedir") or os.environ.get("STATE_DIRECTORY") or "/var/lib/pymon"
         return Config(
             file=self.src.file,
-            mondir=self.dirs(g.get("mondir"), "monitors"),
-            alertdir=self.dirs(g.get("alertdir"), "alerts"),
+            mondir=mondir,
+            alertdir=alertdir,
             statedir=(self.base / statedir).resolve(),
             maxprocs=int(g.get("maxprocs", 0)),
             randstart=self.duration(("globals", "randstart"), g.get("randstart"), 0.0),
@@ -594,12 +599,12 @@ class _Builder:
                     self.err(path, "alert: exit=N-M needs an alert name after it")
                     return PluginSpec("?")
             name, args, params = argv[0], argv[1:], {}
-        known = self.known_monitor if kind == "monitor" else self.known_alert
-        if known is not None and not known(name):
+        found = self.found
+        if found is not None and (found.monitor(name) if kind == "monitor" else found.alert(name)) is None:
             self.err(path, f"unknown {kind} {name!r} (not built in and not found in the {kind} dirs)")
-        elif self.plugin_problems is not None:
+        elif found is not None:
             checked = dict(params, argv=args) if args else params
-            for problem in self.plugin_problems(kind, name, checked):
+            for problem in found.problems(kind, name, checked):
                 self.err(path, f"{kind} {name}: {problem}")
         return PluginSpec(name, tuple(args), params, exit_range)
 

@@ -56,17 +56,15 @@ class _Sampler:
 def load_all(path: str) -> tuple[Config, Plugins]:
     """Config and plugins together: the plugin dirs come from the config, and the
     config's monitor/alert names are only valid once the plugins are known."""
-    first = load_config(path)
-    found = plugins_mod.load(first.mondir, first.alertdir)
+    loading = plugins_mod.Loading()
     try:
-        cfg = load_config(path, known_monitor=lambda n: found.monitor(n) is not None,
-                          known_alert=lambda n: found.alert(n) is not None,
-                          plugin_problems=found.problems)
+        cfg = load_config(path, plugins=loading)
     except ConfigError as e:
-        raise ConfigError(found.errors + e.problems) from None
-    if found.errors:
-        raise ConfigError(found.errors)
-    return cfg, found
+        raise ConfigError(loading.errors + e.problems) from None
+    if loading.errors:
+        raise ConfigError(loading.errors)
+    assert loading.found is not None
+    return cfg, loading.found
 
 
 @dataclass

@@ -43,11 +43,11 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from .config import Config, ConfigError, parse_config, read_source
+from .config import Config, ConfigError, PluginsFor, parse_config, read_source
 from .period import PeriodError, parse_period
 
 A = re.ASCII
@@ -1147,10 +1147,10 @@ def import_text(text: str, file: str, *, m4: bool | None = None, native: bool = 
     return convert(parse(text, file, m4=m4), native=native)
 
 
-def check_yaml(conv: Conversion, yaml_text: str, lmap: dict[int, int], **resolvers: Any) -> Config:
+def check_yaml(conv: Conversion, yaml_text: str, lmap: dict[int, int], plugins: PluginsFor | None = None) -> Config:
     """Validate the converted config; problems are mapped back to the mon.cf line."""
     try:
-        return parse_config(yaml_text, conv.file, **resolvers)
+        return parse_config(yaml_text, conv.file, plugins=plugins)
     except ConfigError as e:
         raise ConfigError(translate(e.problems, conv.file, lmap)) from None
 
@@ -1168,14 +1168,12 @@ def translate(problems: list[str], file: str, lmap: dict[int, int]) -> list[str]
 _reported: set[str] = set()
 
 
-def load(text: str, file: str, *, known_monitor: Callable[[str], bool] | None = None,
-         known_alert: Callable[[str], bool] | None = None, plugin_problems: Any = None) -> Config:
+def load(text: str, file: str, *, plugins: PluginsFor | None = None) -> Config:
     """`pymon run -c mon.cf`: convert in memory; warnings and notes go to stderr once
-    per file content (load_all loads a config twice)."""
+    per file content (a reload reads the same file again)."""
     conv = import_text(text, file)
     yaml_text, lmap = to_yaml(conv, header=False)
-    cfg = check_yaml(conv, yaml_text, lmap, known_monitor=known_monitor, known_alert=known_alert,
-                     plugin_problems=plugin_problems)
+    cfg = check_yaml(conv, yaml_text, lmap, plugins)
     key = hashlib.sha256(f"{file}\0{text}".encode()).hexdigest()
     if key not in _reported:
         _reported.add(key)
@@ -1196,12 +1194,9 @@ def cli(a: argparse.Namespace) -> int:
     text = read_source(file, f"{file}:1")
     conv = import_text(text, file, m4=True if a.m4 else None, native=not a.legacy_monitors)
     yaml_text, lmap = to_yaml(conv)
-    from .plugins import load as load_plugins
+    from .plugins import Loading
 
-    first = check_yaml(conv, yaml_text, lmap)
-    found = load_plugins(first.mondir, first.alertdir)
-    check_yaml(conv, yaml_text, lmap, known_monitor=lambda n: found.monitor(n) is not None,
-               known_alert=lambda n: found.alert(n) is not None, plugin_problems=found.problems)
+    check_yaml(conv, yaml_text, lmap, Loading())
     lines = report_lines(conv)
     if a.check:
         for line in lines:

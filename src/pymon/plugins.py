@@ -97,6 +97,22 @@ def builtins() -> Registry:
     return plugin.current
 
 
+class Loading:
+    """config.PluginsFor: loads the plugins from the dirs a config names while the config
+    is built, so the builder can check plugin names and params in the same pass."""
+
+    def __init__(self) -> None:
+        self.found: Plugins | None = None
+
+    def __call__(self, mondirs: list[Path], alertdirs: list[Path]) -> Plugins:
+        self.found = load(mondirs, alertdirs)
+        return self.found
+
+    @property
+    def errors(self) -> list[str]:
+        return self.found.errors if self.found is not None else []
+
+
 def load(mondirs: list[Path], alertdirs: list[Path]) -> Plugins:
     base = builtins()
     fresh = base.copy()

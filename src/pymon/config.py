@@ -210,6 +210,9 @@ class PeriodSpec:
     no_comp_alerts: bool = False
 
 
+_SHARED_PARAMS: dict[str, dict[str, Any]] = {}
+
+
 @dataclass
 class ServiceSpec:
     group: str
@@ -244,7 +247,10 @@ class ServiceSpec:
         params.setdefault("timeout", self.timeout)
         if self.monitor.args:
             params.setdefault("argv", list(self.monitor.args))
-        return params
+        key = repr(params)  # a farm's services mostly share their params: one dict for all
+        if len(_SHARED_PARAMS) >= 65536:
+            _SHARED_PARAMS.clear()
+        return _SHARED_PARAMS.setdefault(key, params)
 
     def targets(self, hosts: list[str]) -> list[Target]:
         """The probe's targets for these hosts, built again only when the hosts change

@@ -339,7 +339,7 @@ class Control:
             fut.set_result(None)
             return fut
         self.waiters.setdefault(key, []).append(fut)
-        self.d.sched.start(key, 0.0, partial(self.checked, key), st.spec.randskew)
+        self.d.sched.start(key, 0.0, self.checked, st.spec.randskew)
         return fut
 
     async def test_now(self, key: tuple[str, str]) -> None:
@@ -388,8 +388,9 @@ class Control:
     async def _housekeeping(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self.dirty.wait(), HOUSEKEEPING_S)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(HOUSEKEEPING_S):  # wait_for would start a task every second
+                    await self.dirty.wait()
+            except TimeoutError:
                 pass
             self.expire(time.time())
             self.send_status()

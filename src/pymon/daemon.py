@@ -238,7 +238,7 @@ class Daemon:
     def _schedule(self, svc: ServiceSpec) -> None:
         assert self.cfg is not None and self.sched is not None
         delay = self.sched.rng.uniform(0, self.cfg.randstart) if self.cfg.randstart else 0.0
-        self.sched.start(svc.key, delay, partial(self.control.checked, svc.key), svc.randskew)
+        self.sched.start(svc.key, delay, self.control.checked, svc.randskew)
 
     def dep_ok(self, svc: ServiceSpec) -> bool:
         return not svc.depend or all(self.states[d].status != "fail" for d in svc.depend if d in self.states)

@@ -147,11 +147,14 @@ class Watchdog:
     # -- on the watchdog thread -----------------------------------------------------
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.tick / 2):
+        wait = self.tick
+        while not self._stop.wait(wait):
             last = self._last
             late = time.monotonic() - last - self.tick
             if late < self.tick:
+                wait = self.tick - late  # until the next beat is a tick late: one wake-up per beat
                 continue
+            wait = self.tick / 2  # blocked: look again soon (a stall is logged from here)
             seen = self._seen
             if seen is None or seen[0] != last:
                 seen = self._seen = (last, self._culprit())

@@ -122,10 +122,26 @@ async def sleepy(target, params):
 '''
 
 
-def test_daemon_names_the_blocking_probe_and_keeps_checking(tmp_path: Path) -> None:
+SLEEPER_CALLBACK = '''
+import time
+from pymon.plugin import monitor, Result
+
+def start(targets, params, done):
+    time.sleep(1.5)  # blocking inside the callback form (`@monitor(start=...)`)
+    done([Result(True, "slept")] * len(targets))
+
+async def sleepy(target, params):
+    return Result(True, "slept")
+
+monitor("sleepy", start=start)(sleepy)
+'''
+
+
+@pytest.mark.parametrize("plugin", [SLEEPER, SLEEPER_CALLBACK], ids=["awaited", "callback"])
+def test_daemon_names_the_blocking_probe_and_keeps_checking(tmp_path: Path, plugin: str) -> None:
     mondir = tmp_path / "monitors"
     mondir.mkdir()
-    (mondir / "sleepy.py").write_text(SLEEPER)
+    (mondir / "sleepy.py").write_text(plugin)
     cfg = tmp_path / "pymon.yaml"
     cfg.write_text(f"""globals: {{mondir: {mondir}, alertdir: {tmp_path}, statedir: {tmp_path}}}
 hostgroups: {{g: [127.0.0.1]}}

@@ -15,7 +15,7 @@ from .plugin import Monitor, Result
 from .plugins import Plugins
 from .scheduler import Cancel
 from .state import ServiceState
-from .watchdog import Running, labelled
+from .watchdog import CURRENT, Running, labelled
 
 
 @dataclass
@@ -69,11 +69,14 @@ def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceStat
             if calls == 1:  # a plugin calling back twice: the first answer counts
                 done(_per_host(mon, hosts, results))
 
+        prev, CURRENT[0] = CURRENT[0], _running(mon, svc)  # named by the loop watchdog, as awaited probes are
         try:
             cancel = mon.start(svc.targets(hosts), svc.probe_params, got)
         except Exception as e:  # noqa: BLE001 - as a probe that raises: one failed check
             cancel = None
             got([Result(False, f"probe error: {type(e).__name__}: {e}")] * len(hosts))
+        finally:
+            CURRENT[0] = prev
         if calls:
             return _nothing
         if cancel is not None:
@@ -83,6 +86,19 @@ def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceStat
 
 def _nothing() -> None:
     pass
+
+
+_RUNNING: dict[tuple[str, str, str], Running] = {}
+
+
+def _running(mon: Monitor, svc: ServiceSpec) -> Running:
+    key = (mon.name, svc.group, svc.name)
+    found = _RUNNING.get(key)
+    if found is None:
+        if len(_RUNNING) >= 65536:
+            _RUNNING.clear()
+        found = _RUNNING[key] = Running("monitor", mon.name, svc.group, svc.name)
+    return found
 
 
 def _per_host(mon: Monitor, hosts: list[str], results: list[object]) -> Check:
@@ -108,7 +124,7 @@ async def run_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: Service
 async def _run_native(mon: Monitor, svc: ServiceSpec, hosts: list[str]) -> Check:
     params = svc.probe_params
     targets = svc.targets(hosts)
-    running = Running("monitor", mon.name, svc.group, svc.name)  # named by the loop watchdog
+    running = _running(mon, svc)  # named by the loop watchdog
     group = mon.fn if mon.scope == "group" else mon.many if len(targets) > 1 else None
     if group is not None:
         start = time.monotonic()

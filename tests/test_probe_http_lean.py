@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from pymon import exchange, pool
+from pymon import pool
 from pymon.plugin import Target
 from pymon.probes import _http10
 from pymon.probes import http as probe

@@ -35,7 +35,6 @@ import select
 import signal
 import socket
 import struct
-import sys
 import time
 from typing import Any, Callable
 

@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,39 @@ def test_ack_test_now_reload(pymon: Running) -> None:
     code, r = pymon.call("POST", "/reload")
     assert code == 422 and r["ok"] is False
     cfg.write_text(good)
+
+
+def test_a_service_removed_while_tested_is_a_404_not_a_hang(tmp_path: Path) -> None:
+    """`pymon test` on a service whose check is running when a reload drops it: the
+    caller hears at once that it is gone (the check was cancelled with the service)."""
+    watch = f"""  g:
+    s:
+      interval: 60s
+      monitor: {{name: rec, dir: "{tmp_path}"}}
+  slow:
+    t:
+      interval: 60s
+      timeout: 10s
+      monitor: {{name: rec, dir: "{tmp_path}", sleep: 8}}
+"""
+    cfg = setup(tmp_path, watch, groups="g: [h1], slow: [slow1]")
+    d = Daemon(cfg)
+    try:
+        r = Running(tmp_path, d, 0)
+        got: list[tuple[int, Any]] = []
+        t = threading.Thread(target=lambda: got.append(r.call("POST", "/test/slow/t")))
+        began = time.monotonic()
+        t.start()
+        d.wait(lambda e: e["event"] == "check.done" and e["service"] == "s")
+        time.sleep(0.5)  # the test's check of slow:t is running (8 s)
+        cfg.write_text(cfg.read_text().split("  slow:\n    t:")[0])
+        assert r.call("POST", "/reload") == (200, {"ok": True})
+        t.join(15)
+        assert got and got[0][0] == 404 and "removed by a reload" in got[0][1]["error"], got
+        assert time.monotonic() - began < 6
+    finally:
+        d.proc.kill()
+        d.proc.wait()
 
 
 def test_traps_and_traptimeout(pymon: Running) -> None:

@@ -409,7 +409,9 @@ class Api:
             await self.d.control.test_now(key)
         except TimeoutError:
             return _err(504, "the check did not finish in time")
-        svc = next(s for s in status_json(self.d)["services"] if (s["group"], s["service"]) == key)
+        svc = next((s for s in status_json(self.d)["services"] if (s["group"], s["service"]) == key), None)
+        if svc is None:
+            return _err(404, f"{key[0]}:{key[1]} was removed by a reload while it was being tested")
         return web.json_response(svc)
 
     async def trap(self, request: web.Request) -> web.Response:

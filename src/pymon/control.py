@@ -142,8 +142,15 @@ class Control:
         try:
             ok = await self.d.reload()
         finally:
+            for key in [k for k in self.waiters if k not in self.d.states]:  # removed: no check of it will end
+                for fut in self.waiters.pop(key):
+                    if not fut.done():
+                        fut.set_result(None)
             if self.pending is not None:
                 self.pending &= set(self.d.states)
+                if not self.pending:
+                    self.pending = None
+                    asyncio.get_running_loop().create_task(self._become_ready())
             self.notifier.send("READY=1", f"STATUS={self.status_line()}")
         self.dirty.set()
         return ok

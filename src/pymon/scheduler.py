@@ -3,13 +3,16 @@
 Each service's next start is its previous *scheduled* start + interval, so lag never
 accumulates. A run that started late or overran its interval skips the slots that
 passed and keeps its phase: restarting late services "now" bunched them, and after one
-stall (a start with 10,000 services) thousands stayed due in the same tick for good. All services share one heap and one loop timer: a task per
-service, asleep between runs, cost a task wake-up, a sleep future and a timer handle
-per check (at 10,000 checks a second, a third of the daemon's CPU) and a few KiB of
-frames per service. A run is a callback pair, not a coroutine: the job is told the
-start lag and a `finish(interval)` to call when the check is over, and returns how to
-cancel it (a service stopped or restarted while its check runs). Jobs that await
-things run in a task (`in_task`).
+stall (a start with 10,000 services) thousands stayed due in the same tick for good.
+
+All services share one heap and one loop timer. A task per service, asleep between
+runs, cost a wake-up, a sleep future and a timer handle per check and a few KiB of
+frames per service; with it and the probe's coroutine chain gone, a check at 10,000
+servers costs 0.11 ms of CPU instead of 0.19-0.23 (bench/throughput.py). A run is a callback
+pair, not a coroutine: the job gets the service's key, the start lag and a
+`finish(interval)` to call when the check is over, and returns how to cancel it (a
+service stopped or restarted while its check runs). Jobs that await things run in a
+task (`in_task`).
 
 Starts are rounded up to a TICK_S grid: on a virtual machine every wake-up from an idle
 wait costs tens of microseconds of cold CPU, and at 1,000 checks a second one wake-up

@@ -53,7 +53,7 @@ Done = Callable[[Check | BaseException], None]
 
 
 def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceState, done: Done,
-                in_task: Callable[[Coroutine[Any, Any, Check], Done], Cancel]) -> Cancel:
+                in_task: Callable[[Coroutine[Any, Any, Check], Done], Cancel]) -> Cancel | None:
     """Start one check; `done(check)` when it is over (or done(exception) for a bug).
     A probe's callback form (`Monitor.start`) runs without a task; anything else is
     `run_check` in one (`in_task`)."""
@@ -78,14 +78,10 @@ def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceStat
         finally:
             CURRENT[0] = prev
         if calls:
-            return _nothing
+            return None  # over already: nothing to cancel
         if cancel is not None:
             return cancel
     return in_task(run_check(cfg, plugins, svc, st), done)
-
-
-def _nothing() -> None:
-    pass
 
 
 _RUNNING: dict[tuple[str, str, str], Running] = {}

@@ -50,8 +50,10 @@ class AlertEvent:
 HostProbe = Callable[[Target, Params], Awaitable[Result]]
 GroupProbe = Callable[[list[Target], Params], Awaitable[dict[str, Result]]]
 AlertFn = Callable[[AlertEvent, Params], Awaitable[None]]
+ResultsDone = Callable[[list[Result]], None]  # a start form's answer: one Result per target, in order
+Cancel = Callable[[], None]
 # (targets, params, done) -> cancel, or None when this check needs the awaited form
-StartProbe = Callable[[list[Target], Params, Callable[[list[Result]], None]], Callable[[], None] | None]
+StartProbe = Callable[[list[Target], Params, ResultsDone], Cancel | None]
 
 
 @dataclass(frozen=True)

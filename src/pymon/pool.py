@@ -224,8 +224,6 @@ class Pool:
             self._done(jid, ("lost", b"", "response", 0, 0.0))
 
 
-
-
 POOL = Pool(0)  # the probes' pool; the daemon sets its size (`configure`)
 
 

@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from pymon import exchange, pool
-from pymon.plugin import Result, Target
+from pymon.plugin import Cancel, Result, ResultsDone, Target
 from pymon.probes._common import describe, http_timeout_summary
 
 if TYPE_CHECKING:
@@ -78,7 +78,8 @@ def _request(target: Target, cfg: "HttpParams") -> bytes:
 def _parse_head(head: bytes) -> _Response:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or len(parts[1]) != 3 or not parts[1].isdigit() or not parts[1].isascii():
+    code = parts[1] if len(parts) > 1 else ""
+    if not parts[0].startswith("HTTP/") or len(code) != 3 or not (code.isascii() and code.isdigit()):
         raise _BadResponse(f"Bad status line {lines[0][:100]!r}")
     items = []
     for line in lines[1:]:
@@ -141,11 +142,7 @@ def _literal(host: str, port: int) -> Addrs | None:
     return found  # type: ignore[return-value]
 
 
-Done = Callable[[list[Result]], None]
-Cancel = Callable[[], None]
-
-
-def start(targets: list[Target], cfg: "HttpParams", done: Done) -> Cancel | None:
+def start(targets: list[Target], cfg: "HttpParams", done: ResultsDone) -> Cancel | None:
     """The callback form (plugin.Monitor.start): the exchanges start now and `done`
     gets the results in target order. None when a host is a name to resolve first:
     the caller then awaits `check_many`, which resolves it."""
@@ -155,7 +152,7 @@ def start(targets: list[Target], cfg: "HttpParams", done: Done) -> Cancel | None
     return _start(targets, addrs, cfg, done)  # type: ignore[arg-type]
 
 
-def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: Done) -> Cancel:
+def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: ResultsDone) -> Cancel:
     where = pool.POOL
     how = (cfg.timeout, cfg.method != "HEAD" and cfg.body_regex is not None, cfg.max_body, cfg.status.ranges,
            bool(cfg.header))

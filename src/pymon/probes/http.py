@@ -34,7 +34,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
 from pymon import __version__
-from pymon.plugin import Params, Result, Target, monitor
+from pymon.plugin import Cancel, Params, Result, ResultsDone, Target, monitor
 from pymon.probes import _http10
 from pymon.probes._common import (
     ParamError,
@@ -448,7 +448,7 @@ async def http_many(targets: list[Target], params: Params) -> dict[str, Result]:
     return {t.host: r for t, r in zip(targets, results)}
 
 
-def http_start(targets: list[Target], params: Params, done: _http10.Done) -> _http10.Cancel | None:
+def http_start(targets: list[Target], params: Params, done: ResultsDone) -> Cancel | None:
     """The callback form for the lean path (plugin.Monitor.start); anything else is awaited."""
     try:
         cfg = _parse_cached(params)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pymon.config import ConfigError, parse_config
+from pymon.config import ConfigError, load_config, parse_config
 
 BAD = Path(__file__).parent / "configs" / "bad"
 CASES = sorted(p.stem for p in BAD.glob("*.yaml"))
@@ -79,3 +79,39 @@ def test_a_key_with_a_newline_is_quoted_in_its_one_line_error() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config("hostgroups:\n  ? '\n\n    '\n  : null\n", "f.yaml")
     assert e.value.problems == ["f.yaml:5:5: hostgroups.'\\n': expected array, got NoneType None"]
+
+
+# --- read in a forked child (forked.py) ---------------------------------------------------
+
+
+def test_the_forked_reader_gives_the_config_read_here(tmp_path: Path) -> None:
+    from pymon.daemon import load_all
+
+    cfg_file = tmp_path / "pymon.yaml"
+    cfg_file.write_text(f"""globals: {{mondir: {tmp_path}, alertdir: {tmp_path}, statedir: {tmp_path}}}
+hostgroups: {{a: [127.0.0.1], b: [127.0.0.2]}}
+watch:
+  a: {{web: {{monitor: {{name: http, port: 80}}, interval: 5s, periods: [{{alert: [log], alertevery: 1h}}]}}}}
+  b: {{web: {{monitor: {{name: http, port: 80}}, interval: 5s, periods: [{{alert: [log], alertevery: 1h}}]}}}}
+""")
+    cfg, plugins = load_all(str(cfg_file))
+    assert cfg == load_config(cfg_file)
+    assert plugins.monitor("http") is not None
+    a, b = cfg.services[("a", "web")], cfg.services[("b", "web")]
+    assert a.periods[0] is b.periods[0] and a.monitor is b.monitor  # equal specs held once
+
+
+def test_a_plugin_that_kills_the_reader_is_a_config_error(tmp_path: Path) -> None:
+    """The file and the plugins it names are first read in a child: one that ends its
+    process there costs a one-line config error, and the caller (the daemon, keeping its
+    running config on a reload) goes on."""
+    from pymon.daemon import load_all
+
+    (tmp_path / "killer.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    cfg_file = tmp_path / "pymon.yaml"
+    cfg_file.write_text(f"globals: {{mondir: {tmp_path}, alertdir: {tmp_path}, statedir: {tmp_path}}}\n"
+                        "hostgroups: {g: [127.0.0.1]}\nwatch: {g: {s: {monitor: {name: tcp, port: 1}}}}\n")
+    with pytest.raises(ConfigError) as e:
+        load_all(str(cfg_file))
+    assert e.value.problems == [f"{cfg_file}:1:1: cannot read config: the child process ended without an "
+                                "answer (killed by signal 9)"]

@@ -70,6 +70,46 @@ async def test_workers_end_with_the_pool(server: Server, workers: Log) -> None: 
     assert workers.lines == []
 
 
+@pytest.mark.parametrize("sent", [True, False], ids=["in-the-workers", "in-the-batch"])
+async def test_a_resize_lets_the_checks_in_flight_finish(workers: Log, sent: bool) -> None:
+    """A reload that changes probe_workers finds checks running in the old workers, or
+    batched for them: they finish there (no false failure), then the old workers exit."""
+    async def answer_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.3)
+        writer.write(b"HTTP/1.0 200 OK\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    loop_errors: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
+    srv = await asyncio.start_server(answer_late, "127.0.0.1", 0)
+    cfg = probe._parse({"port": srv.sockets[0].getsockname()[1], "timeout": 5})
+    checks = [asyncio.create_task(_http10.check(T, cfg)) for _ in range(4)]
+    await asyncio.sleep(0.1 if sent else 0)
+    old = [w.proc for w in pool.POOL.places]
+    pool.configure(1, workers)
+    assert [r.summary for r in await asyncio.gather(*checks) if not r.ok] == []
+    assert [p.wait(2) for p in old] == [0, 0]
+    assert (await _http10.check(T, cfg)).ok and len(pool.POOL.places) == 1
+    assert loop_errors == [] and workers.lines == []
+    srv.close()
+
+
+async def test_a_check_cancelled_while_its_pool_closes(workers: Log) -> None:
+    """The daemon's stop: the scheduler cancels the check, then the pool goes; its batch
+    timer, still armed, finds nothing to send (it raised in the loop)."""
+    loop_errors: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
+    check = asyncio.create_task(_http10.check(T, probe._parse({"port": 9})))
+    await asyncio.sleep(0)  # in the batch, not yet sent
+    old = [w.proc for w in pool.POOL.places]
+    check.cancel()
+    pool.configure(0, None)
+    await asyncio.sleep(0.1)
+    assert loop_errors == [] and [p.poll() for p in old] == [0, 0]
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]

@@ -112,6 +112,7 @@ class Control:
                         del st.hosts[h]
             ack = self.state.acks.get(persist.service_key(key))
             st.acked = ack.comment if ack and st.status == "fail" else None
+        self.state.services = {}  # restored: the states hold it now
         self.pending = {k for k, st in self.d.states.items() if not st.spec.passive}
         loop = asyncio.get_running_loop()
         self.tasks.append(loop.create_task(self._housekeeping()))
@@ -375,13 +376,15 @@ class Control:
     # -- persistence, readiness, status ------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        self.state.services = {persist.service_key(k): persist.snapshot_service(st) for k, st in self.d.states.items()}
         for k in list(self.state.acks):
             g, _, s = k.partition(":")
             st = self.d.states.get((g, s))
             if st is None or st.acked is None:
                 del self.state.acks[k]  # recovered (mon clears the ack) or removed
-        return self.state.to_json()
+        data = self.state.to_json()
+        # built for this save only: kept between saves, it held 25 MiB at 10,000 services
+        data["services"] = {persist.service_key(k): persist.snapshot_service(st) for k, st in self.d.states.items()}
+        return data
 
     async def save(self) -> bool:
         if self.store is None:

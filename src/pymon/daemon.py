@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from . import alerting, lvs, plugins as plugins_mod, pool
+from . import alerting, forked, lvs, plugins as plugins_mod, pool
 from .control import Control
 from .checks import Check, start_check
 from .config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
@@ -55,7 +55,20 @@ class _Sampler:
 
 def load_all(path: str) -> tuple[Config, Plugins]:
     """Config and plugins together: the plugin dirs come from the config, and the
-    config's monitor/alert names are only valid once the plugins are known."""
+    config's monitor/alert names are only valid once the plugins are known. The file is
+    read and checked in a forked child (forked.py: the heap that reading leaves behind
+    stays there); the plugins it named are then loaded here, where they run."""
+    try:
+        cfg = forked.call(_checked_config, path)
+    except forked.ChildDied as e:
+        raise ConfigError([f"{path}:1:1: cannot read config: {e}"]) from None
+    found = plugins_mod.load(cfg.mondir, cfg.alertdir)
+    if found.errors:  # a plugin file that changed between the two reads
+        raise ConfigError(found.errors)
+    return cfg, found
+
+
+def _checked_config(path: str) -> Config:
     loading = plugins_mod.Loading()
     try:
         cfg = load_config(path, plugins=loading)
@@ -63,8 +76,7 @@ def load_all(path: str) -> tuple[Config, Plugins]:
         raise ConfigError(loading.errors + e.problems) from None
     if loading.errors:
         raise ConfigError(loading.errors)
-    assert loading.found is not None
-    return cfg, loading.found
+    return cfg
 
 
 @dataclass

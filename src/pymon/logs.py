@@ -6,7 +6,16 @@ import logging
 import sys
 from typing import Any
 
-import structlog
+# structlog.dev imports rich, colorama and better_exceptions when they are installed (rich
+# comes with the test tools): 6 MiB of modules the daemon never uses (its console format
+# has no colours). Hidden while structlog loads, importable again after.
+_HIDDEN = [m for m in ("rich", "colorama", "better_exceptions") if m not in sys.modules]
+sys.modules.update(dict.fromkeys(_HIDDEN))
+try:
+    import structlog
+finally:
+    for _m in _HIDDEN:
+        del sys.modules[_m]
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

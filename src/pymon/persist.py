@@ -56,7 +56,8 @@ class Ack:
 
 @dataclass
 class State:
-    """Everything in state.json. `services` is the runtime snapshot, refreshed at each save."""
+    """Everything in state.json. `services` is the snapshot as loaded, until the daemon
+    has restored it; each save writes a fresh one (Control.snapshot)."""
 
     disabled: dict[Kind, dict[str, Disabled]] = field(default_factory=lambda: {k: {} for k in KINDS})
     acks: dict[str, Ack] = field(default_factory=dict)

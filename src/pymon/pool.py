@@ -158,6 +158,7 @@ class Pool:
         self.ids = itertools.count(1)
         self.batch: list[Job] = []
         self.turn = 0
+        self.retired = False
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -188,10 +189,13 @@ class Pool:
     def cancel(self, jid: int) -> None:
         """The caller lost interest: the late outcome is dropped."""
         self.waiting.pop(jid, None)
+        self._close_if_drained()
 
     def _flush(self) -> None:
         batch, self.batch = self.batch, []
         n = len(self.places)
+        if n == 0:  # closed: every job in the batch has had its answer
+            return
         if n == 1:
             self.places[0].submit(batch)
             return
@@ -207,6 +211,7 @@ class Pool:
         done = self.waiting.pop(jid, None)
         if done is not None:
             done(out)
+        self._close_if_drained()
 
     def _lost(self, w: _Worker) -> None:
         i = self.places.index(w)
@@ -214,14 +219,26 @@ class Pool:
             self.log.error("probe.worker_died", pid=w.proc.pid, returncode=w.proc.returncode,
                            action="starting another")
         assert self.loop is not None
-        self.places[i] = _Worker(self.loop, self._done, self._lost)
+        if not self.retired:
+            self.places[i] = _Worker(self.loop, self._done, self._lost)
+
+    def retire(self) -> None:
+        """Take no new jobs and close once the ones in flight have their answers: a reload
+        that resizes the pool must not fail the checks it finds running."""
+        self.retired = True
+        self._close_if_drained()
+
+    def _close_if_drained(self) -> None:
+        if self.retired and not self.waiting and self.places:
+            self.close()
 
     def close(self) -> None:
         places, self.places, self.loop = self.places, [], None
         for p in places:
             p.close()
-        for jid in list(self.waiting):
-            self._done(jid, ("lost", b"", "response", 0, 0.0))
+        waiting, self.waiting = self.waiting, {}
+        for done in waiting.values():
+            done(("lost", b"", "response", 0, 0.0))
 
 
 POOL = Pool(0)  # the probes' pool; the daemon sets its size (`configure`)
@@ -231,6 +248,6 @@ def configure(workers: int, log: Any) -> None:
     """Size the pool from `globals.probe_workers` (at start and on reload)."""
     global POOL
     if workers != POOL.workers:
-        POOL.close()
+        POOL.retire()
         POOL = Pool(workers, log)
     POOL.log = log

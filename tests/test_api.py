@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def test_status_ipvs_disable_enable_and_expiry(pymon: Running) -> None:
 
     code, r = pymon.call("POST", f"/disable/host/{B}", {"reason": "maintenance", "for": 1.5})
     assert code == 200 and r["disabled"]["reason"] == "maintenance" and "uid" in r["disabled"]["by"]
-    pymon.d.wait(lambda e: e["event"] == "control.disabled" and e["name"] == B)
+    disabled = pymon.d.wait(lambda e: e["event"] == "control.disabled" and e["name"] == B)
     time.sleep(0.5)
     s = pymon.svc("s")
     assert [h["state"] for h in s["hosts"]] == ["up", "disabled"] and s["status"] == "ok"
@@ -117,6 +118,8 @@ def test_status_ipvs_disable_enable_and_expiry(pymon: Running) -> None:
     # the expiry re-enables it by itself
     e = pymon.d.wait(lambda e: e["event"] == "control.enabled" and e.get("reason") == "disable expired", timeout=5)
     assert e["name"] == B
+    late = datetime.fromisoformat(e["timestamp"]) - datetime.fromisoformat(disabled["timestamp"])
+    assert 1.5 <= late.total_seconds() < 1.5 + 2.0  # on time, or after a save under way: not a minute late
     time.sleep(0.5)
     assert [h["state"] for h in pymon.svc("s")["hosts"]] == ["up", "up"]
 

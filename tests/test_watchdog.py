@@ -59,7 +59,7 @@ async def test_labelled_is_transparent_for_values_errors_and_cancellation() -> N
     assert cleaned.is_set() and watchdog.CURRENT[0] is None
 
 
-async def test_a_blocking_plugin_is_named_and_unlabelled_code_is_located() -> None:
+async def _blocks() -> list[tuple[str, dict[str, Any]]]:
     log = Log()
     wd = Watchdog(log, bound=0.3)
     wd.start()
@@ -76,14 +76,29 @@ async def test_a_blocking_plugin_is_named_and_unlabelled_code_is_located() -> No
         await asyncio.sleep(0.3)
     finally:
         wd.stop()
-    assert [e for e, _ in log.events] == ["loop.blocked", "loop.blocked"], log.events
-    first, second = log.events[0][1], log.events[1][1]
+    return log.events
+
+
+def _assert_named(events: list[tuple[str, dict[str, Any]]], low: float) -> None:
+    assert [e for e, _ in events] == ["loop.blocked", "loop.blocked"], events
+    first, second = events[0][1], events[1][1]
     assert first["plugin"] == "sleeper" and first["kind"] == "monitor"
     assert (first["group"], first["service"]) == ("web", "http")
-    assert 0.35 <= first["blocked_s"] <= 0.6 and first["bound_s"] == 0.3
+    assert low <= first["blocked_s"] <= 0.6 and first["bound_s"] == 0.3
     assert "sleeper" in first["where"]
     assert "plugin" not in second
-    assert second["where"].startswith(__file__) and "test_a_blocking_plugin" in second["where"]
+    assert second["where"].startswith(__file__) and "_blocks" in second["where"]
+
+
+async def test_a_blocking_plugin_is_named_and_unlabelled_code_is_located() -> None:
+    _assert_named(await _blocks(), 0.5)  # the loop's own pass: the whole block
+
+
+def test_on_uvloop_the_heartbeat_names_them_too() -> None:
+    """uvloop has no selector to time: a heartbeat every quarter bound measures the
+    block to within one beat."""
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is in the test extra; not installed here")
+    _assert_named(uvloop.run(_blocks()), 0.5 - 0.3 / 4 - 0.02)
 
 
 async def test_a_long_stall_is_reported_while_it_lasts() -> None:
@@ -177,8 +192,8 @@ watch:
     assert blocked, [e["event"] for e in events]
     b = blocked[0]
     assert b["level"] == "warning" and b["plugin"] == "sleepy" and b["kind"] == "monitor"
-    # the heartbeat measures a block to within one beat (a quarter of the bound) below its length
-    assert (b["group"], b["service"]) == ("g", "slow") and 1.5 - 0.25 - 0.05 <= b["blocked_s"] <= 1.7
+    # the loop's pass that held the block: the block and the little work around it
+    assert (b["group"], b["service"]) == ("g", "slow") and 1.5 <= b["blocked_s"] <= 1.7
     assert str(mondir / "sleepy.py") in b["where"]
     fast_after = [e for e in events[events.index(b):] if e["event"] == "check.done" and e["service"] == "fast"]
     # A check that was due during the block may time out (its timer could not fire in

@@ -8,18 +8,21 @@ callback, and callbacks do not run while the loop is blocked. So:
 - `labelled(coro, running)` wraps a plugin call (checks.py and alerting.py do it for
   every native probe and alert): while the plugin's own code executes a step on the
   loop thread, `CURRENT[0]` says which plugin it is; between steps it is cleared.
-- `Watchdog` keeps a heartbeat callback on the loop (every `tick` s) and a daemon
-  thread that looks at it. When the heartbeat is late, the thread notes what was
-  running at that moment (the label, else the innermost frame of the loop thread).
-  When the loop gets going again, the heartbeat measures how late it was and, if that
-  is at least `bound` (globals.block_warning, default 1 s), logs a `loop.blocked`
-  warning with `blocked_s` and the plugin (`kind`, `plugin`, `group`, `service`) or
-  `where` (file:line function). A block still going on after `stall_after` seconds is
-  logged from the thread as `loop.stalled` (the loop itself cannot log then).
+- `Watchdog` times the loop's passes: its selector is wrapped, so the loop says when it
+  starts to wait and when it stops. A pass that kept the loop busy for at least
+  `bound` (globals.block_warning, default 1 s) is logged as a `loop.blocked` warning
+  when it ends, with `blocked_s` (the pass's length) and the plugin (`kind`, `plugin`,
+  `group`, `service`) or `where` (file:line function) that a daemon thread saw running
+  in it. A pass still going on after `stall_after` seconds is logged from the thread as
+  `loop.stalled` (the loop itself cannot log then).
 
-The measured duration is the heartbeat's lateness: between the real block's length
-minus `tick` and its length. `tick` is a quarter of `bound`: finer beats cost wake-ups
-(an idle daemon's CPU was half heartbeats at 0.1 s) and measure blocks nobody reports.
+The thread looks every half bound, and only while the loop is busy does it look at
+anything: a pass of `bound` always spans one of its looks at least a quarter of the
+bound in. Every wake-up of an idle daemon costs 0.15-0.2 ms of CPU on a virtual
+machine: a heartbeat timer on the loop and a thread woken at each beat, four of each
+a second, were most of an idle daemon's CPU. A loop without a selector to wrap (uvloop)
+gets that heartbeat instead, every quarter bound: its passes are the beats, and a pass
+counts as busy only past the beat's own length.
 """
 
 from __future__ import annotations
@@ -97,33 +100,60 @@ def _where(frame: Any) -> str | None:
     return None
 
 
+class _TimedSelector:
+    """The loop's selector, telling the watchdog when the loop waits and when it works."""
+
+    def __init__(self, inner: Any, wd: "Watchdog") -> None:
+        self.inner, self.wd = inner, wd
+
+    def select(self, timeout: float | None = None) -> Any:
+        self.wd._waiting()
+        try:
+            return self.inner.select(timeout)
+        finally:
+            self.wd._working()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 class Watchdog:
-    def __init__(self, log: Any, bound: float = 1.0, tick: float | None = None,
-                 stall_after: float | None = None) -> None:
+    def __init__(self, log: Any, bound: float = 1.0, stall_after: float | None = None) -> None:
         self.log = log
         self.bound = bound
-        self.tick = tick if tick is not None else bound / 4
         self.stall_after = stall_after if stall_after is not None else max(10.0, 5 * bound)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._selector: _TimedSelector | None = None
+        self._handle: asyncio.TimerHandle | None = None  # the heartbeat, without a selector
+        self._slack = 0.0  # a pass's expected length: 0, or the heartbeat's period
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._last = 0.0  # monotonic time of the last heartbeat
+        self._pass = (0, time.monotonic())  # (number, start) of the loop's current pass: one tuple, read whole
+        self._idle = True  # the loop is waiting in select
         self._tid = 0
-        self._seen: tuple[float, dict[str, Any]] | None = None  # (heartbeat it was late after, culprit)
-        self._stalled = False
+        self._seen: tuple[int, dict[str, Any]] | None = None  # (pass, culprit) noted by the thread
+        self._stalled = 0  # the pass logged as stalled
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._tid = threading.get_ident()
-        self._last = time.monotonic()
-        self._handle = self._loop.call_later(self.tick, self._beat)
+        self._working()
+        inner = getattr(loop, "_selector", None)
+        if inner is not None:
+            self._selector = loop._selector = _TimedSelector(inner, self)  # type: ignore[attr-defined]
+            self._slack = 0.0
+        else:
+            self._slack = self.bound / 4
+            self._handle = loop.call_later(self._slack, self._beat)
         self._stop.clear()
         self._thread = threading.Thread(target=self._watch, name="pymon-watchdog", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._selector is not None and self._loop is not None:
+            self._loop._selector = self._selector.inner  # type: ignore[attr-defined]
+            self._selector = None
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -133,35 +163,46 @@ class Watchdog:
 
     # -- on the loop --------------------------------------------------------------
 
+    def _waiting(self) -> None:
+        """The pass is over: was it long?"""
+        n, since = self._pass
+        busy = time.monotonic() - since - self._slack
+        self._idle = True
+        if busy >= self.bound:
+            seen = self._seen
+            culprit = seen[1] if seen is not None and seen[0] == n else {"where": None}
+            self.log.warning("loop.blocked", blocked_s=round(busy, 3), bound_s=self.bound, **culprit)
+
+    def _working(self) -> None:
+        self._pass = (self._pass[0] + 1, time.monotonic())
+        self._idle = False
+
     def _beat(self) -> None:
-        now = time.monotonic()
-        late = now - self._last - self.tick
-        seen, self._seen, self._stalled = self._seen, None, False
-        culprit = seen[1] if seen is not None and seen[0] == self._last else {"where": None}
-        self._last = now
+        self._waiting()
+        self._working()
         assert self._loop is not None
-        self._handle = self._loop.call_later(self.tick, self._beat)
-        if late >= self.bound:
-            self.log.warning("loop.blocked", blocked_s=round(late, 3), bound_s=self.bound, **culprit)
+        self._handle = self._loop.call_later(self._slack, self._beat)
 
     # -- on the watchdog thread -----------------------------------------------------
 
     def _watch(self) -> None:
-        wait = self.tick
-        while not self._stop.wait(wait):
-            last = self._last
-            late = time.monotonic() - last - self.tick
-            if late < self.tick:
-                wait = self.tick - late  # until the next beat is a tick late: one wake-up per beat
+        look = self._slack or self.bound / 2
+        while not self._stop.wait(look):
+            if self._idle:
                 continue
-            wait = self.tick / 2  # blocked: look again soon (a stall is logged from here)
+            n, since = self._pass
+            busy = time.monotonic() - since - self._slack
+            if busy < self.bound / 4:
+                continue
             seen = self._seen
-            if seen is None or seen[0] != last:
-                seen = self._seen = (last, self._culprit())
-            if late >= self.stall_after and not self._stalled:
-                self._stalled = True
-                self.log.warning("loop.stalled", blocked_s=round(late, 3), **seen[1])
-
+            if seen is None or seen[0] != n:
+                culprit = self._culprit()
+                if self._pass[0] != n or self._idle:
+                    continue  # the pass ended while we looked: the frame is not its
+                seen = self._seen = (n, culprit)
+            if busy >= self.stall_after and self._stalled != n:
+                self._stalled = n
+                self.log.warning("loop.stalled", blocked_s=round(busy, 3), **seen[1])
     def _culprit(self) -> dict[str, Any]:
         running = CURRENT[0]
         where = _where(sys._current_frames().get(self._tid))

@@ -181,13 +181,13 @@ class Watchdog:
         self._waiting()
         self._working()
         assert self._loop is not None
+        self._slack = self.bound / 4  # a reload may have changed the bound
         self._handle = self._loop.call_later(self._slack, self._beat)
 
     # -- on the watchdog thread -----------------------------------------------------
 
     def _watch(self) -> None:
-        look = self._slack or self.bound / 2
-        while not self._stop.wait(look):
+        while not self._stop.wait(self._slack or self.bound / 2):  # per look: a reload may change the bound
             if self._idle:
                 continue
             n, since = self._pass
@@ -203,6 +203,7 @@ class Watchdog:
             if busy >= self.stall_after and self._stalled != n:
                 self._stalled = n
                 self.log.warning("loop.stalled", blocked_s=round(busy, 3), **seen[1])
+
     def _culprit(self) -> dict[str, Any]:
         running = CURRENT[0]
         where = _where(sys._current_frames().get(self._tid))

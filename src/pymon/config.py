@@ -300,7 +300,7 @@ class IpvsOptions:
     dry_run: bool = False
     fallback: str = "error"
     cleanstop: bool = False
-    resync: float = 10.0
+    resync: float = 30.0
 
 
 _FWD = {"dr": "dr", "gate": "dr", "g": "dr", "nat": "nat", "masq": "nat", "m": "nat",
@@ -525,7 +525,7 @@ class _Builder:
         ip = data.get("ipvs") or {}
         ipvs = IpvsOptions(dry_run=ip.get("dry_run", False), fallback=ip.get("fallback", "error"),
                            cleanstop=ip.get("cleanstop", False),
-                           resync=self.duration(("ipvs", "resync"), ip.get("resync"), 10.0))
+                           resync=self.duration(("ipvs", "resync"), ip.get("resync"), 30.0))
         vrrp_alert = [self.plugin(("vrrp", "alert", j), a, "alert")
                       for j, a in enumerate((data.get("vrrp") or {}).get("alert", []))]
         if self.problems:

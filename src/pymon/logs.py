@@ -30,7 +30,7 @@ def setup(fmt: str = "json", level: str = "info", stream: Any = None) -> Any:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stdout),  # one write per line (print: two)
         cache_logger_on_first_use=False,
     )
-    return structlog.get_logger("pymon")
+    return structlog.get_logger("pymon").bind()  # bound now: the lazy proxy binds anew on every line

@@ -167,7 +167,8 @@ class LvsOwner:
             if ops and reason == "resync":
                 self.log.warning("ipvs.repaired", changes=len(ops) - len(errors),
                                  note="the kernel table differed from what pymon set (drift)")
-            self.last_actual = await self._read_quiet() or actual
+            if ops:  # read back what the kernel now holds (a read is a netlink dump pyroute2 parses: costly)
+                self.last_actual = await self._read_quiet() or actual
             self._quorum()
             return ops
 

@@ -16,13 +16,15 @@ callback, and callbacks do not run while the loop is blocked. So:
   in it. A pass still going on after `stall_after` seconds is logged from the thread as
   `loop.stalled` (the loop itself cannot log then).
 
-The thread looks every half bound, and only while the loop is busy does it look at
-anything: a pass of `bound` always spans one of its looks at least a quarter of the
-bound in. Every wake-up of an idle daemon costs 0.15-0.2 ms of CPU on a virtual
-machine: a heartbeat timer on the loop and a thread woken at each beat, four of each
-a second, were most of an idle daemon's CPU. A loop without a selector to wrap (uvloop)
-gets that heartbeat instead, every quarter bound: its passes are the beats, and a pass
-counts as busy only past the beat's own length.
+The thread looks every half bound while the loop is busy, and one bound after a look
+that found it idle (a pass starting after that look has lasted under a bound at the
+next one, and half a bound later it is looked at again): a pass of `bound` always
+spans one of its looks at least a quarter of the bound in. Every wake-up of an idle
+daemon costs 0.15-0.2 ms of CPU on a virtual machine: a heartbeat timer on the loop and
+a thread woken at each beat, four of each a second, were most of an idle daemon's CPU.
+A loop without a selector to wrap (uvloop) gets that heartbeat instead, every quarter
+bound: its passes are the beats, and a pass counts as busy only past the beat's own
+length.
 """
 
 from __future__ import annotations
@@ -189,12 +191,10 @@ class Watchdog:
     def _watch(self) -> None:
         wait = self.bound / 2
         while not self._stop.wait(self._slack or wait):  # per look: a reload may change the bound
-            # A pass that starts after a look that found the loop idle has lasted less than
-            # `bound` at the next look `bound` later; looking again half a bound after that
-            # still samples every pass of `bound` or more. One wake-up a second fewer when idle.
-            wait = self.bound if self._idle else self.bound / 2
             if self._idle:
+                wait = self.bound  # see the module's docstring: no pass can reach a bound before then
                 continue
+            wait = self.bound / 2
             n, since = self._pass
             busy = time.monotonic() - since - self._slack
             if busy < self.bound / 4:

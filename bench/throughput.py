@@ -213,11 +213,11 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
 
     log = logs.setup("json", "info", stream=open(os.devnull, "w"))
     loop = asyncio.get_running_loop()
-    # checks scheduled inside the measured window: start lags (8 bytes each: the recorder must
-    # not grow the RSS it measures), host checks done and failed
+    # checks scheduled inside the measured window: start lags (in an array filled before the
+    # window: the recorder must not grow the RSS it measures), host checks done and failed
     window = [float("inf"), float("inf")]
     lags = array.array("d")
-    counts = [0, 0]
+    counts = [0, 0, 0]  # host checks done, failed; lags recorded
     orig = Control.checked
 
     def checked(self: Control, key: tuple[str, str], lag: float, finish: Callable[[float], None]) -> Any:
@@ -226,7 +226,11 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         def finished(interval: float) -> None:
             if window[0] <= due < window[1]:
                 st = self.d.states[key]
-                lags.append(lag)
+                if counts[2] < len(lags):
+                    lags[counts[2]] = lag
+                else:
+                    lags.append(lag)
+                counts[2] += 1
                 counts[0] += len(st.hosts)
                 counts[1] += sum(1 for h in st.hosts.values() if h.last is not None and not h.last.ok)
             finish(interval)
@@ -242,6 +246,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     if task.done():
         task.result()
     load_s = time.monotonic() - t_load
+    lags = array.array("d", bytes(8 * int(len(d.sched.entries) * (duration + 1) * 1.5)))  # 1 s interval; more append
     await asyncio.sleep(warmup)
     workers = [p.proc.pid for p in pool.POOL.places if hasattr(p, "proc")]  # probe_workers: CPU and RSS count
     rss: list[int] = []
@@ -273,7 +278,8 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     if prof:
         prof.stop()
     await asyncio.sleep(timeout + 0.5)  # checks due before t1 finish
-    done, failed = counts
+    done, failed, recorded = counts
+    del lags[recorded:]
     d.stopping.set()
     await asyncio.wait_for(task, 30)
     if prof and profile:
@@ -293,7 +299,8 @@ def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str,
     cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, workers, a.maxprocs)
     out = tmp / "pymon.json"
     cmd = [sys.executable, __file__, "--child", str(cfg), str(out), str(a.warmup), str(a.duration),
-           "--loop", loop, "--timeout", str(a.timeout), "--nginx-pgid", str(nginx.proc.pid)]  # type: ignore[union-attr] + (["--profile", a.profile + f".{n}.txt"] if a.profile else [])
+           "--loop", loop, "--timeout", str(a.timeout), "--nginx-pgid", str(nginx.proc.pid)] + (  # type: ignore[union-attr]
+        ["--profile", a.profile + f".{n}.txt"] if a.profile else [])
     load = os.getloadavg()[0]
     child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     if a.py_spy:

@@ -130,6 +130,8 @@ def test_daemon_with_probe_workers(tmp_path: Path, daemons: list[Daemon]) -> Non
         d.wait(lambda e: e["event"] == "host.state" and e["state"] == "up")
         kids = _children(d.proc.pid)
         assert len(kids) == 2, kids
+        nice = os.getpriority(os.PRIO_PROCESS, d.proc.pid)
+        assert [os.getpriority(os.PRIO_PROCESS, k) for k in kids] == [nice + exchange.WORKER_NICE] * 2
         os.kill(kids[0], signal.SIGKILL)
         died = d.wait(lambda e: e["event"] == "probe.worker_died")
         assert died["pid"] == kids[0] and died["level"] == "error"

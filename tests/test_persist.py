@@ -75,6 +75,26 @@ def test_service_snapshot_roundtrip() -> None:
     assert "h2" not in gone.hosts and gone.status == "untested"
 
 
+def test_services_encoded_in_slices_make_one_document() -> None:
+    """The daemon encodes its services a slice per loop pass; the file must read back
+    as if written at once (an empty slice included: every service removed by a reload)."""
+    cfg = parse_config(CFG, "x.yaml")
+    states = []
+    for i in range(3):
+        st = ServiceState(cfg.services[("g", "s")])
+        st.observe(float(i), {"h1": Result(i != 1, f"try {i}")})
+        states.append(((f"g{i}", "s"), st))
+    data = persist.State().to_json()
+    whole = {**data, "services": {persist.service_key(k): persist.snapshot_service(st) for k, st in states}}
+    pieces = [persist.services_json(states[:1]), persist.services_json([]), persist.services_json(states[1:])]
+    def read(parts: list[bytes]) -> Any:
+        return json.loads(b"".join(parts))
+
+    assert read(persist.encode(data, pieces)) == read(persist.encode(whole))
+    assert read(persist.encode(data, []))["services"] == {}
+    assert read(persist.encode(data, pieces))["services"]["g1:s"]["hosts"]["h1"]["last"]["summary"] == "try 1"
+
+
 def test_store_roundtrip_and_tmp_cleanup(tmp_path: Path) -> None:
     log = Log()
     store = persist.Store(tmp_path, log)
@@ -83,7 +103,7 @@ def test_store_roundtrip_and_tmp_cleanup(tmp_path: Path) -> None:
     st.acks["g:s"] = persist.Ack("looking", 11.0, "root")
     for i in range(persist.HISTORY_MAX + 5):
         st.add_history({"i": i})
-    assert store.save(st.to_json())
+    assert store.save(persist.encode(st.to_json()))
     assert oct(tmp_path.joinpath("state.json").stat().st_mode & 0o777) == "0o600"
     (tmp_path / ".state.json.tmp999").write_text("half a wri")  # a crash mid-write
     back = store.load()
@@ -114,12 +134,12 @@ def test_unwritable_dir_logs_once_and_recovers(tmp_path: Path) -> None:
     blocker.write_text("")
     log = Log()
     store = persist.Store(blocker, log)  # every write fails with ENOTDIR, even as root
-    assert not store.save({"version": 1})
-    assert not store.save({"version": 1})
+    assert not store.save(persist.encode({"version": 1}))
+    assert not store.save(persist.encode({"version": 1}))
     assert log.events() == ["state.write_failed"]
     blocker.unlink()
     blocker.mkdir()
-    assert store.save({"version": 1})
+    assert store.save(persist.encode({"version": 1}))
     assert log.events() == ["state.write_failed", "state.write_recovered"]
 
 
@@ -135,7 +155,7 @@ while True:
     st = persist.State()
     st.history = [{"gen": gen, "pad": "x" * 200, "i": i} for i in range(3000)]  # ~700 kB per write
     d = st.to_json(); d["gen"] = gen
-    store.save(d)
+    store.save(persist.encode(d))
     print(gen, flush=True)
 """
 

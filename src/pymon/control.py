@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesce bursts of changes
 STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this often (and at stop)
+SAVE_SLICE = 250  # services snapshotted per loop pass while saving (about 5 ms)
 FREEZE_S = 60.0  # long-lived objects made since the last gc.freeze(), moved out of the collector's sight this often
 # Young collections less often (a 50,000 threshold paused 30-50 ms), full ones only from
 # freeze(): every Result lives one interval, long enough to reach the old generation, so
@@ -375,25 +376,30 @@ class Control:
 
     # -- persistence, readiness, status ------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> list[bytes]:
+        """The state file's content, built for this save only (kept between saves, the
+        services' part held 25 MiB at 10,000 services), SAVE_SLICE services per loop pass."""
         for k in list(self.state.acks):
             g, _, s = k.partition(":")
             st = self.d.states.get((g, s))
             if st is None or st.acked is None:
                 del self.state.acks[k]  # recovered (mon clears the ack) or removed
         data = self.state.to_json()
-        # built for this save only: kept between saves, it held 25 MiB at 10,000 services
-        data["services"] = {persist.service_key(k): persist.snapshot_service(st) for k, st in self.d.states.items()}
-        return data
+        items = list(self.d.states.items())
+        pieces: list[bytes] = []
+        for i in range(0, len(items), SAVE_SLICE):
+            if i:
+                await asyncio.sleep(0)
+            pieces.append(persist.services_json(items[i:i + SAVE_SLICE]))
+        return persist.encode(data, pieces)
 
     async def save(self) -> bool:
         if self.store is None:
             return False
         self.dirty.clear()
         self.stale, self.saved_at = False, time.monotonic()
-        data = self.snapshot()
-        async with self.save_lock:
-            return await asyncio.to_thread(self.store.save, data)
+        async with self.save_lock:  # one snapshot at a time: an older one must not be written last
+            return await asyncio.to_thread(self.store.save, await self.snapshot())
 
     async def _housekeeping(self) -> None:
         """Woken by a change (`dirty`: a state, an operator's command) or when something

@@ -43,6 +43,10 @@ BATCH_S = 0.002  # jobs to a worker and outcomes from it wait this long for comp
 _RECV = 65536
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
 _MAX_EVENTS = 1024
+# Workers yield the CPU to the daemon's loop: when the cores are busy, a worker that waits
+# makes an answer a little later, a loop that waits starts every check late (10,000 real
+# servers on 2 cores beside nginx: start lag p99 85-230 ms at nice 0, 41-58 ms at 5).
+WORKER_NICE = 5
 
 Outcome = tuple[str, Any, str, int, float]  # (kind, data, phase, bytes received, seconds)
 # (id, [(family, sockaddr), ...], request, timeout s, want_body, max_body, accepted status ranges, want_head)
@@ -301,4 +305,5 @@ def worker(chan: socket.socket) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the daemon's to handle; EOF ends us
+    os.nice(WORKER_NICE)
     worker(socket.socket(fileno=os.dup(0)))

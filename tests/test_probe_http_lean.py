@@ -111,11 +111,14 @@ async def test_many_hosts_at_once_say_what_each_says_alone(server: Server) -> No
         "no-such-host.invalid": (False, "cannot resolve no-such-host.invalid")}
 
 
-async def _raw_server(answer: bytes) -> tuple[object, int]:
+async def _raw_server(answer: bytes, *pieces: bytes, pause: float = 0.0) -> tuple[object, int]:
+    """A server that answers `answer`, then each of `pieces` after `pause` s."""
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(answer)
-        await writer.drain()
+        for data in (answer, *pieces):
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(pause)
         writer.close()
 
     srv = await asyncio.start_server(reply, "127.0.0.1", 0)
@@ -134,6 +137,22 @@ async def test_an_accepted_status_still_needs_a_well_formed_head(answer: bytes, 
     try:
         r = await _http10.check(T, probe._parse({"port": port, "timeout": 2}))
         assert (r.ok, r.summary) == (summary == "status 200", summary)
+    finally:
+        srv.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("pieces", [
+    (b"HTTP/1.0 200 OK\r\n", b"Server: drip\r\n", b"\r\n"),  # a head in three packets, 50 ms apart
+    (b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 150_000 + b"END",),  # in one write: more than one 64 KiB read
+])
+async def test_an_answer_in_pieces_is_read_to_its_end(pieces: tuple[bytes, ...]) -> None:
+    """The exchange's epoll is edge-triggered: each arrival is one event, and a read
+    that fills the buffer is followed by another, so nothing waits for the timeout."""
+    srv, port = await _raw_server(*pieces, pause=0.05)
+    try:
+        params = {"port": port, "timeout": 2, "body_regex": "END$", "max_body": 200_000}
+        r = await _http10.check(T, probe._parse(params if len(pieces) == 1 else {"port": port, "timeout": 2}))
+        assert (r.ok, r.summary) == (True, "status 200") and r.latency_s < 1.0, r
     finally:
         srv.close()  # type: ignore[attr-defined]
 

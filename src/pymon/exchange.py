@@ -42,6 +42,11 @@ MAX_HEAD = 64 * 1024  # response line + headers; more is a bad response
 BATCH_S = 0.002  # jobs to a worker and outcomes from it wait this long for company: one wake-up per batch
 _RECV = 65536
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+_ERR = select.EPOLLERR | select.EPOLLHUP
+# Edge-triggered, both ways, from the start: one epoll_ctl per exchange, not three (no
+# switch from "writable" to "readable"), and the connect's outcome read from SO_ERROR only
+# when epoll reports an error. Reads go on until the socket is drained (`_look`).
+_WATCH = _IN | _OUT | select.EPOLLET
 _MAX_EVENTS = 1024
 # Workers yield the CPU to the daemon's loop: when the cores are busy, a worker that waits
 # makes an answer a little later, a loop that waits starts every check late (10,000 real
@@ -90,8 +95,13 @@ class Exchanger:
     """Runs exchanges on its own epoll; `done(id, outcome)` is called once per job.
     Driven from outside: `handle` for each ready fd, `expire` for deadlines."""
 
-    def __init__(self, done: Callable[[int, Outcome], None]):
+    def __init__(self, done: Callable[[int, Outcome], None], unregister: bool = True):
+        """`unregister=False` where no other process can hold a copy of the sockets (a
+        worker process never forks): closing one then takes it out of the epoll as well,
+        one syscall less per exchange. A daemon forks (monitors, alerts, the config
+        reader), and an fd a child still holds stays in the epoll after its close."""
         self.done = done
+        self.unregister = unregister
         self.ep = select.epoll()
         self.conns: dict[int, _Conn] = {}
         self.deadlines: list[tuple[float, int, _Conn]] = []
@@ -122,6 +132,8 @@ class Exchanger:
                 self._finish(c, ("timeout", b"", c.phase, self._received(c)))
 
     def _look(self, c: _Conn) -> None:
+        """Read what has arrived, to the end: the epoll is edge-triggered. A read shorter
+        than asked for drained the socket (the next data is a new event)."""
         assert c.sock is not None
         while c.phase != "done":
             try:
@@ -131,6 +143,8 @@ class Exchanger:
             except OSError as e:
                 return self._finish(c, ("oserror", e.errno or errno.EIO, c.phase, self._received(c)))
             self._feed(c, data)
+            if len(data) < _RECV:
+                return
 
     def ready(self) -> None:
         """Handle every fd that is ready now (epoll hands out at most 1,023 at a time)."""
@@ -154,7 +168,7 @@ class Exchanger:
             if rc in (0, errno.EINPROGRESS):
                 c.sock = s
                 self.conns[s.fileno()] = c
-                self.ep.register(s.fileno(), _OUT)
+                self.ep.register(s.fileno(), _WATCH)
                 return
             s.close()
             last = rc
@@ -164,22 +178,24 @@ class Exchanger:
         c = self.conns.get(fd)
         if c is None:
             return
-        s = c.sock
-        assert s is not None
-        try:
-            if c.phase == "connect":
-                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    self._drop(c)
-                    return self._connect(c, err) if c.addrs else self._finish(c, ("oserror", err, "connect", 0))
+        if c.phase == "connect":
+            s = c.sock
+            assert s is not None
+            try:
+                if ev & _ERR:
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        self._drop(c)
+                        return self._connect(c, err) if c.addrs else self._finish(c, ("oserror", err, "connect", 0))
+                elif not ev & _OUT:
+                    return  # not connected yet
                 s.send(c.job[2])  # the request: a few hundred bytes into an empty socket buffer
-                c.phase = "response"
-                self.ep.modify(fd, _IN)
-                return
-            data = s.recv(_RECV)
-        except OSError as e:
-            return self._finish(c, ("oserror", e.errno or errno.EIO, c.phase, self._received(c)))
-        self._feed(c, data)
+            except OSError as e:
+                return self._finish(c, ("oserror", e.errno or errno.EIO, c.phase, 0))
+            c.phase = "response"
+            if not ev & _IN:
+                return  # edge-triggered: the answer's arrival is an event of its own
+        self._look(c)
 
     def _feed(self, c: _Conn, data: bytes) -> None:
         buf = c.buf
@@ -218,10 +234,11 @@ class Exchanger:
         if s is not None:
             fd = s.fileno()
             self.conns.pop(fd, None)
-            try:
-                self.ep.unregister(fd)
-            except (OSError, ValueError):
-                pass
+            if self.unregister:
+                try:
+                    self.ep.unregister(fd)
+                except (OSError, ValueError):
+                    pass
             s.close()
 
     def _finish(self, c: _Conn, out: tuple[str, Any, str, int]) -> None:
@@ -262,7 +279,7 @@ class _Frames:
 def worker(chan: socket.socket) -> None:
     """Read job batches from `chan`, run them, write outcome batches back; exit at EOF."""
     results: list[tuple[int, Outcome]] = []
-    ex = Exchanger(lambda jid, out: results.append((jid, out)))
+    ex = Exchanger(lambda jid, out: results.append((jid, out)), unregister=False)
     chan.setblocking(False)
     cfd = chan.fileno()
     ex.ep.register(cfd, _IN)
@@ -278,7 +295,7 @@ def worker(chan: socket.socket) -> None:
                 handle(fd, ev)
                 continue
             try:
-                data = chan.recv(1 << 20)
+                data = chan.recv(_RECV)
             except BlockingIOError:
                 continue
             except OSError:  # the daemon is gone

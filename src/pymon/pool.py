@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable
 
 from . import exchange
-from .exchange import BATCH_S, Exchanger, Job, Outcome, _frame, _Frames
+from .exchange import _RECV, BATCH_S, Exchanger, Job, Outcome, _frame, _Frames
 
 
 class _Local:
@@ -113,7 +113,7 @@ class _Worker:
 
     def _readable(self) -> None:
         try:
-            data = self.sock.recv(1 << 20)
+            data = self.sock.recv(_RECV)  # under glibc's mmap threshold: a bigger buffer cost 3 syscalls per batch
         except BlockingIOError:
             return
         except OSError:
@@ -170,20 +170,23 @@ class Pool:
     def submit(self, addrs: list[tuple[int, tuple[Any, ...]]], request: bytes, timeout: float,
                want_body: bool, max_body: int, ranges: tuple[tuple[int, int], ...], want_head: bool,
                done: Callable[[Outcome], None]) -> int:
-        """Start one exchange; `done(outcome)` is called once, from the loop, unless
-        `cancel(id)` came first. A callback, not a future: at thousands of checks a
+        """Start one exchange; `done(outcome)` is called once, unless `cancel(id)` came
+        first: from the loop, or in the daemon's loop (no workers) before this returns
+        when the connect fails at once. A callback, not a future: at thousands of checks a
         second the future and the task waiting on it cost more than the exchange."""
-        loop = asyncio.get_running_loop()
-        if self.loop is not loop:
+        loop = self.loop
+        if loop is None or not loop.is_running():  # the first job, or a new loop (tests): asking for
+            loop = asyncio.get_running_loop()  # the running loop every time cost a getpid() syscall
             self._start(loop)
         jid = next(self.ids)
         self.waiting[jid] = done
+        job = (jid, addrs, request, timeout, want_body, max_body, ranges, want_head)
+        if not self.workers:  # started at once: a batch for the next loop pass cost a pass per check
+            self.places[0].submit([job])  # (a connect refused at once calls `done` before this returns)
+            return jid
         if not self.batch:
-            if self.workers:
-                loop.call_later(BATCH_S, self._flush)
-            else:
-                loop.call_soon(self._flush)
-        self.batch.append((jid, addrs, request, timeout, want_body, max_body, ranges, want_head))
+            loop.call_later(BATCH_S, self._flush)
+        self.batch.append(job)
         return jid
 
     def cancel(self, jid: int) -> None:

@@ -70,6 +70,9 @@ class Scheduler:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = float("inf")
+        # the loop, taken at the first start: asyncio.get_running_loop() makes a getpid()
+        # syscall each time, and every check asked twice
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.throttled = 0  # checks that waited since the last `scheduler.throttled` line
         self.logged_at = -THROTTLE_LOG_S
         self._draining = False
@@ -77,7 +80,9 @@ class Scheduler:
     def start(self, key: Hashable, delay: float, job: Job, skew: float = 0.0) -> None:
         """(Re)start a service's timer; a run of it in flight is cancelled."""
         self.stop(key)
-        e = self.entries[key] = _Entry(self, key, job, skew, asyncio.get_running_loop().time() + delay)
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        e = self.entries[key] = _Entry(self, key, job, skew, self.loop.time() + delay)
         self._push(e)
 
     def stop(self, key: Hashable) -> None:
@@ -135,12 +140,11 @@ class Scheduler:
             if self.timer is not None:
                 self.timer.cancel()
             self.timer_at = at
-            self.timer = asyncio.get_running_loop().call_at(at, self._tick)
+            self.timer = self.loop.call_at(at, self._tick)  # type: ignore[union-attr]
 
     def _tick(self) -> None:
         self.timer, self.timer_at = None, float("inf")
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self.loop.time()  # type: ignore[union-attr]
         heap = self.heap
         while heap and heap[0][0] <= now:
             e = heapq.heappop(heap)[2]
@@ -177,7 +181,7 @@ class Scheduler:
         if e.live:
             step = max(interval + (self.rng.uniform(-e.skew, e.skew) if e.skew else 0.0), 0.001)
             due = e.due + step
-            late = asyncio.get_running_loop().time() - due
+            late = self.loop.time() - due  # type: ignore[union-attr]
             if late > 0:  # started late or overran: skip the slots that passed, keep the phase
                 due += -(-late // step) * step
             e.due = due
@@ -188,11 +192,11 @@ class Scheduler:
     def _drain(self) -> None:
         """Start queued checks while there are free slots (a loop, not recursion: a
         check that finishes at once frees its slot inside `_run`)."""
-        if self._draining:
+        if self._draining or not self.queue:
             return
         self._draining = True
         try:
-            now = asyncio.get_running_loop().time()
+            now = self.loop.time()  # type: ignore[union-attr]
             while self.queue and (not self.maxprocs or self.running < self.maxprocs):
                 e = self.queue.popleft()
                 if e.live:

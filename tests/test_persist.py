@@ -277,3 +277,32 @@ def test_read_only_state_dir_keeps_running(tmp_path: Path, daemons: list[Daemon]
     assert d.proc.poll() is None
     assert sum(1 for e in d.events if e["event"] == "state.write_failed") == 1
     assert d.stop() == 0
+
+
+def test_a_daemon_with_nothing_to_save_sleeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks an hour apart leave nothing to save; past the steady-state save's time the
+    housekeeping loop must still wait (it spun, using half a core)."""
+    import asyncio
+    import os
+
+    from pymon import control, logs
+    from pymon.daemon import Daemon as PymonDaemon
+
+    monkeypatch.setattr(control, "STALE_SAVE_S", 0.2)
+    cfg = tmp_path / "pymon.yaml"
+    cfg.write_text(f"globals: {{statedir: {tmp_path}, mondir: {tmp_path}, alertdir: {tmp_path}}}\n"
+                   "hostgroups: {web: [127.0.0.1]}\n"
+                   "watch: {web: {tcp: {interval: 3600s, monitor: {name: tcp, port: 9}}}}\n")
+
+    async def run() -> float:
+        d = PymonDaemon(str(cfg), logs.setup("json", "info", stream=open(os.devnull, "w")))
+        task = asyncio.get_running_loop().create_task(d.run())
+        await asyncio.sleep(1.5)  # started, checked once, saved; then past STALE_SAVE_S
+        used = time.thread_time()
+        await asyncio.sleep(1.0)
+        used = time.thread_time() - used
+        d.stopping.set()
+        await asyncio.wait_for(task, 10)
+        return used
+
+    assert asyncio.run(run()) < 0.1

@@ -423,8 +423,13 @@ class Control:
 
     def _quiet_for(self) -> float:
         """Seconds until housekeeping is due unasked: a disable that expires, the next
-        gc freeze or steady-state save."""
-        wait = min(self.frozen_at + FREEZE_S, self.saved_at + STALE_SAVE_S) - time.monotonic()
+        gc freeze, or the steady-state save when steady checks wait to be saved (without
+        them that time passed and stayed past, and this loop spun: half a core in a
+        daemon whose checks were an hour apart)."""
+        due = self.frozen_at + FREEZE_S
+        if self.stale:
+            due = min(due, self.saved_at + STALE_SAVE_S)
+        wait = due - time.monotonic()
         ends = [d.until for kind in self.state.disabled.values() for d in kind.values() if d.until is not None]
         if ends:
             wait = min(wait, min(ends) - time.time())

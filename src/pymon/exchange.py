@@ -35,6 +35,7 @@ import select
 import signal
 import socket
 import struct
+from _socket import socket as _CSocket  # socket.socket's Python layer (init, close) is per-exchange work
 import time
 from typing import Any, Callable
 
@@ -65,7 +66,7 @@ class _Conn:
         self.id, self.addrs = job[0], list(job[1])  # addresses still to try
         self.start = time.monotonic()
         self.job = job
-        self.sock: socket.socket | None = None
+        self.sock: _CSocket | None = None
         self.phase, self.buf, self.head_end = "connect", bytearray(), -1
         self.want, self.chunked = 0, False
 
@@ -160,7 +161,7 @@ class Exchanger:
         while c.addrs:
             fam, addr = c.addrs.pop(0)
             try:
-                s = socket.socket(fam, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                s = _CSocket(fam, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             except OSError as e:
                 last = e.errno
                 continue

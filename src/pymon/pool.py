@@ -214,7 +214,8 @@ class Pool:
         done = self.waiting.pop(jid, None)
         if done is not None:
             done(out)
-        self._close_if_drained()
+        if self.retired:
+            self._close_if_drained()
 
     def _lost(self, w: _Worker) -> None:
         i = self.places.index(w)

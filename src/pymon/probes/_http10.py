@@ -65,7 +65,23 @@ class _BadResponse(Exception):
     pass
 
 
+_REQUESTS: dict[tuple[str, int], tuple["HttpParams", bytes]] = {}
+
+
 def _request(target: Target, cfg: "HttpParams") -> bytes:
+    """The request for a host, built once per host and params (every check asks)."""
+    key = (target.host, id(cfg))
+    hit = _REQUESTS.get(key)
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    if len(_REQUESTS) >= 65536:
+        _REQUESTS.clear()
+    req = _build_request(target, cfg)
+    _REQUESTS[key] = (cfg, req)  # holding cfg keeps its id from being reused
+    return req
+
+
+def _build_request(target: Target, cfg: "HttpParams") -> bytes:
     host = cfg.host_header
     if host is None:
         host = f"[{target.host}]" if ":" in target.host else target.host
@@ -217,12 +233,12 @@ _OK = {code: f"status {code}" for code in range(200, 400)}
 
 
 def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
-    from pymon.probes.http import _judge
-
     kind, data, phase, received, latency = out
     if kind == "status":  # accepted, and nothing else to judge: `_judge`'s verdict without the head
         return Result(ok=True, summary=_OK.get(data) or f"status {data}", latency_s=latency, value=float(data))
     if kind == "answer":
+        from pymon.probes.http import _judge  # http.py imports this module
+
         end = data.find(b"\r\n\r\n")
         try:
             resp = _parse_head(data[:end])

@@ -397,11 +397,12 @@ def test_keepalived_killed_vip_moves_and_real_server_fails_during_switch(ha: HAP
 
 def settled(tail: list[str | None]) -> None:
     """After a switch: every answer comes from the live real server (none from the dead
-    one); one lost request (None) is tolerated, since the client's 0.5 s connect
-    timeout is tight for a TCG guest on a loaded host."""
+    one); two lost requests (None) are tolerated, since the client's 0.5 s connect
+    timeout is tight for a TCG guest (one CI run lost 2 of 11 after the fail-back while
+    both tables held rs2 alone, unchanged, for 5 s)."""
     answers = [w for w in tail if w is not None]
     assert len(answers) >= 5 and set(answers) == {"rs2"}, tail
-    assert len(tail) - len(answers) <= 1, tail
+    assert len(tail) - len(answers) <= 2, tail
 
 
 def test_link_down_vip_moves_real_server_fails_after_switch(ha: HAPair) -> None:

@@ -4,7 +4,9 @@ failing service."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import random
 import signal
 import subprocess
@@ -18,8 +20,9 @@ import pytest
 from apiclient import call, wait_socket
 from test_daemon import Daemon, setup
 
-from pymon import persist
+from pymon import control, logs, persist
 from pymon.config import parse_config
+from pymon.daemon import Daemon as PymonDaemon
 from pymon.plugin import Result
 from pymon.state import ServiceState
 
@@ -282,12 +285,6 @@ def test_read_only_state_dir_keeps_running(tmp_path: Path, daemons: list[Daemon]
 def test_a_daemon_with_nothing_to_save_sleeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Checks an hour apart leave nothing to save; past the steady-state save's time the
     housekeeping loop must still wait (it spun, using half a core)."""
-    import asyncio
-    import os
-
-    from pymon import control, logs
-    from pymon.daemon import Daemon as PymonDaemon
-
     monkeypatch.setattr(control, "STALE_SAVE_S", 0.2)
     cfg = tmp_path / "pymon.yaml"
     cfg.write_text(f"globals: {{statedir: {tmp_path}, mondir: {tmp_path}, alertdir: {tmp_path}}}\n"

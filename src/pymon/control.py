@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesce bursts of changes
 STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this often (and at stop)
-SAVE_SLICE = 250  # services snapshotted per loop pass while saving (about 5 ms)
+SAVE_SLICE = 250  # services snapshotted per loop pass while saving (about 6 ms)
 FREEZE_S = 60.0  # long-lived objects made since the last gc.freeze(), moved out of the collector's sight this often
 # Young collections less often (a 50,000 threshold paused 30-50 ms), full ones only from
 # freeze(): every Result lives one interval, long enough to reach the old generation, so

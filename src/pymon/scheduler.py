@@ -70,9 +70,9 @@ class Scheduler:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = float("inf")
-        # the loop, taken at the first start: asyncio.get_running_loop() makes a getpid()
-        # syscall each time, and every check asked twice
-        self.loop: asyncio.AbstractEventLoop | None = None
+        # made in the daemon's loop, which it keeps: asyncio.get_running_loop() makes a
+        # getpid() syscall each time, and every check asked twice
+        self.loop = asyncio.get_running_loop()
         self.throttled = 0  # checks that waited since the last `scheduler.throttled` line
         self.logged_at = -THROTTLE_LOG_S
         self._draining = False
@@ -80,8 +80,6 @@ class Scheduler:
     def start(self, key: Hashable, delay: float, job: Job, skew: float = 0.0) -> None:
         """(Re)start a service's timer; a run of it in flight is cancelled."""
         self.stop(key)
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
         e = self.entries[key] = _Entry(self, key, job, skew, self.loop.time() + delay)
         self._push(e)
 
@@ -115,7 +113,7 @@ class Scheduler:
     def in_task(self, coro: Coroutine[Any, Any, T], done: Callable[[T | BaseException], None]) -> Cancel:
         """Run the part of a job that awaits: `done` gets the coroutine's result or the
         exception it raised (not a cancellation: a cancelled run is over)."""
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self.loop.create_task(coro)
         self.tasks.add(task)
 
         def ended(t: asyncio.Task[T]) -> None:
@@ -140,11 +138,11 @@ class Scheduler:
             if self.timer is not None:
                 self.timer.cancel()
             self.timer_at = at
-            self.timer = self.loop.call_at(at, self._tick)  # type: ignore[union-attr]
+            self.timer = self.loop.call_at(at, self._tick)
 
     def _tick(self) -> None:
         self.timer, self.timer_at = None, float("inf")
-        now = self.loop.time()  # type: ignore[union-attr]
+        now = self.loop.time()
         heap = self.heap
         while heap and heap[0][0] <= now:
             e = heapq.heappop(heap)[2]
@@ -181,7 +179,7 @@ class Scheduler:
         if e.live:
             step = max(interval + (self.rng.uniform(-e.skew, e.skew) if e.skew else 0.0), 0.001)
             due = e.due + step
-            late = self.loop.time() - due  # type: ignore[union-attr]
+            late = self.loop.time() - due
             if late > 0:  # started late or overran: skip the slots that passed, keep the phase
                 due += -(-late // step) * step
             e.due = due
@@ -192,11 +190,11 @@ class Scheduler:
     def _drain(self) -> None:
         """Start queued checks while there are free slots (a loop, not recursion: a
         check that finishes at once frees its slot inside `_run`)."""
-        if self._draining or not self.queue:
+        if self._draining:
             return
         self._draining = True
         try:
-            now = self.loop.time()  # type: ignore[union-attr]
+            now = self.loop.time()
             while self.queue and (not self.maxprocs or self.running < self.maxprocs):
                 e = self.queue.popleft()
                 if e.live:

@@ -120,13 +120,16 @@ def ipvs_weights() -> dict[str, int]:
     return out
 
 
-def proc_cpu(pids: list[int]) -> float:
-    total = 0
+def proc_cpu(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of the processes and their reaped children."""
+    user = system = 0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total / TICK
+        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+        user += utime + cutime
+        system += stime + cstime
+    return user / TICK, system / TICK
 
 
 def syn_count() -> int:
@@ -418,7 +421,8 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
     time.sleep(a.window)
     w1, c1, n1 = time.monotonic(), proc_cpu(pids), syn_count()
     d.alive()
-    r.update(window_s=w1 - w0, cpu_s=c1 - c0, checks=n1 - n0, load=os.getloadavg()[0])
+    r.update(window_s=w1 - w0, cpu_s=sum(c1) - sum(c0), sys_s=c1[1] - c0[1], checks=n1 - n0,
+             load=os.getloadavg()[0])
     r["checks_per_s"] = r["checks"] / r["window_s"]
     r["us_per_check"] = r["cpu_s"] / max(r["checks"], 1) * 1e6
     log(f"{d.name}: {r['checks']} checks in {r['window_s']:.1f} s ({r['checks_per_s']:.1f}/s, "
@@ -600,7 +604,7 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
         f"failure alerts), up after one good check (pymon `rise: 1`, keepalived's default, mon's upalert); first "
         f"checks spread over one interval (pymon/mon `randstart`, keepalived's default `warmup`).")
     out += ["", "**CPU per HTTP check**", ""]
-    out.append("| daemon | checker | real servers | checks in window (nft SYNs) | of schedule | CPU s | µs CPU / check | ÷ keepalived |")
+    out.append("| daemon | checker | real servers | checks in window (nft SYNs) | of schedule | CPU s (sys) | µs CPU / check | ÷ keepalived |")
     out.append("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if "error" in r:
@@ -608,7 +612,8 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
             continue
         ratio = f"{r['us_per_check'] / ka['us_per_check']:.2f}" if ka.get("us_per_check") else ""
         out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']} | {r['checks']:,} in {r['window_s']:.0f} s "
-                   f"| {r['checks_per_s'] * INTERVAL / r['servers']:.0%} | {r['cpu_s']:.2f} | {r['us_per_check']:,.0f} | {ratio} |")
+                   f"| {r['checks_per_s'] * INTERVAL / r['servers']:.0%} | {r['cpu_s']:.2f} ({r['sys_s'] / (r['cpu_s'] or 1):.0%}) "
+                   f"| {r['us_per_check']:,.0f} | {ratio} |")
     out += ["", f"**Detection latency** (httpd killed → entry gone from `/proc/net/ip_vs`, polled every "
             f"{POLL * 1000:.0f} ms; bound = interval + timeout + 50 ms = {ms(BOUND)} ms)", ""]
     out.append("| daemon | trials | detected | median ms | p95 ms | max ms | p95 ≤ bound | recovery median / p95 ms "
@@ -630,7 +635,7 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
         out += ["", f"pymon / keepalived CPU per check: **{pm['us_per_check'] / ka['us_per_check']:.2f}** "
                 f"(target ≤ 1.0)."]
     out += ["", "Notes:", ""]
-    out.append("- CPU = utime+stime+cutime+cstime from `/proc/PID/stat` over the window: pymon's daemon process; "
+    out.append("- CPU = utime+stime+cutime+cstime from `/proc/PID/stat` over the window (in brackets: the system part, stime+cstime): pymon's daemon process; "
                "keepalived's parent and its checker child (`-C`, no VRRP process); mon itself plus its reaped "
                "children (every `http.monitor` run). Checks are counted outside the daemons: an nftables counter "
                "on SYNs from the director to the real servers' port. CPU ticks are 10 ms.")

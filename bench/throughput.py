@@ -466,7 +466,7 @@ def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
         failed = f"{r['failed'] / max(r['done'], 1) * 100:.1f} %" if "failed" in r else "n/a"
         ngx = f"{r['nginx_cpu_s'] / max(r['log_done'], 1) * 1000:.2f}" if "nginx_cpu_s" in r else "n/a"
         out.append(f"| {n:,} | {who} | {r['ratio'] * 100:.1f} % | {failed} | {r['log_ratio'] * 100:.1f} % "
-                   f"| {r['gap_p50']:.2f} / {r['gap_p99']:.2f} | {lag} | {r['cpu_per_1000']:.2f}{sys_part} | {ratio} "
+                   f"| {r['gap_p50']:.2f} / {r['gap_p99']:.2f} | {lag} | {r['cpu_per_1000']:.3f}{sys_part} | {ratio} "
                    f"| {ngx} | {rss[0]} | {rss[1]} | {r['load']:.2f} |")
     return "\n".join(out)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pymon import exchange, pool
 from pymon.plugin import Target
@@ -169,3 +171,33 @@ def test_an_answer_waiting_unread_is_not_a_timeout() -> None:
         ex.close()
         srv.shutdown()
         srv.server_close()
+
+
+_PIECES = st.sampled_from([b"HTTP/1.0", b"HTTP/", b"HTTX/1.1", b" ", b"200", b"503", b"2x0", b"20", b"2000", b"\xb2",
+                           b"OK", b"\r\n", b"\r", b"\n", b":", b"Server", b" x", b"\t", b"\x00"])
+
+
+@settings(max_examples=1000)
+@given(st.tuples(st.sampled_from([b"HTTP/1.0 200", b"HTTP/1.1", b"HTTP/", b""]),
+                 st.lists(_PIECES, max_size=10)).map(lambda t: t[0] + b"".join(t[1])))
+def test_the_status_shortcut_takes_only_heads_the_parser_accepts(head: bytes) -> None:
+    """An accepted status with nothing else to check comes back from the exchange without
+    its head: only a head that `_parse_head` accepts, with the same status, may do so (the
+    others take the full path, which judges them)."""
+    code = exchange._well_formed_status(head, len(head))
+    if code is not None:
+        assert _http10._parse_head(head).status == code
+
+
+@pytest.mark.parametrize("head, code", [
+    (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 07:00:00 GMT\r\n"
+     b"Content-Type: text/html\r\nContent-Length: 3\r\nConnection: close", 200),
+    (b"HTTP/1.0 200 OK\r\nContent-type: text/html\r\nDate: Thu, 26 Nov 2026 07:00:00 GMT", 200),  # busybox
+    (b"HTTP/1.0 503", 503),  # no reason phrase, no headers
+    (b"HTTP/1.0 200 OK\r\nX-Empty:", 200),
+    (b"HTTP/1.0 200 OK\r\nBroken line", None),
+    (b"HTTP/1.0 2x0 OK", None),
+    (b"HTTP/1.0\r\nServer 200 OK", None),  # no status on the status line: the parser rejects it
+])
+def test_common_heads_take_the_shortcut(head: bytes, code: int | None) -> None:
+    assert exchange._well_formed_status(head + b"\r\n\r\nbody", len(head)) == code

@@ -235,7 +235,7 @@ _OK = {code: f"status {code}" for code in range(200, 400)}
 def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
     kind, data, phase, received, latency = out
     if kind == "status":  # accepted, and nothing else to judge: `_judge`'s verdict without the head
-        return Result(ok=True, summary=_OK.get(data) or f"status {data}", latency_s=latency, value=float(data))
+        return Result(True, _OK.get(data) or f"status {data}", "", latency, float(data))  # positional: cheaper
     if kind == "answer":
         from pymon.probes.http import _judge  # http.py imports this module
 

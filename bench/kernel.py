@@ -22,6 +22,13 @@ the same N real servers, the same schedule and the same failure rule:
                -d / -a script); the table is set up beforehand with ipvsadm, as an
                init script did
 
+First, keepalived and pymon run side by side, each owning its own service (VIP:80 and
+10.10.0.101:80) with its own N real servers (2N in the namespace), and their CPU per check
+is measured over the same window (`--no-side-by-side` skips this): one after the other, the
+same code measured 0.86 and 1.23 times keepalived's in two boots, since whatever slows the
+emulated CPUs (other jobs on the host, qemu's translation cache) changes between windows.
+Then each daemon alone, as below.
+
 Measured for each, inside the same boot:
 1. CPU per check: user+system CPU (/proc/PID/stat utime+stime+cutime+cstime) of the
    daemon's processes (pymon: the daemon; keepalived: parent + checker child; mon: mon,
@@ -61,6 +68,7 @@ SECTION = "## Kernel: pymon vs keepalived vs mon"
 MARK = "KERNEL-BENCH-RESULT "
 
 VIP, PORT = "10.10.0.100", 80
+VIP2 = "10.10.0.101"  # the second daemon's service in the side-by-side window
 NET = "10.10.1"  # director .1, real servers .10 ...
 NS = "rs"
 INTERVAL = 1.0  # pymon interval / keepalived delay_loop / mon interval
@@ -105,9 +113,9 @@ def hexaddr(addr: str, port: int) -> str:
     return f"{socket.inet_aton(addr).hex().upper()}:{port:04X}"
 
 
-def ipvs_weights() -> dict[str, int]:
-    """{real server 'HEXIP:HEXPORT': weight} of our virtual service, from /proc/net/ip_vs."""
-    want = f"TCP  {hexaddr(VIP, PORT)}"
+def ipvs_weights(vip: str = VIP) -> dict[str, int]:
+    """{real server 'HEXIP:HEXPORT': weight} of the virtual service vip:80, from /proc/net/ip_vs."""
+    want = f"TCP  {hexaddr(vip, PORT)}"
     out: dict[str, int] = {}
     ours = False
     with open("/proc/net/ip_vs") as f:
@@ -132,8 +140,8 @@ def proc_cpu(pids: list[int]) -> tuple[float, float]:
     return user / TICK, system / TICK
 
 
-def syn_count() -> int:
-    out = sh("nft list counter inet kbench syns")
+def syn_count(counter: str = "syns") -> int:
+    out = sh(f"nft list counter inet kbench {counter}")
     m = re.search(r"packets (\d+)", out)
     assert m, out
     return int(m.group(1))
@@ -187,29 +195,38 @@ class Backend:
         return time.monotonic()
 
 
-def topology(n: int, root: Path) -> list[Backend]:
+def topology(n: int, root: Path, sets: int = 1) -> list[Backend]:
+    """`sets` x n real servers; SYNs are counted for all (`syns`) and per set of n (`syns0`, ...)."""
     global _libc
     import ctypes
 
     _libc = ctypes.CDLL(None, use_errno=True)
     sh("modprobe ip_vs")
     sh("ipvsadm -C")
-    sh(f"ip link add dummy0 type dummy && ip link set dummy0 up && ip addr add {VIP}/32 dev dummy0")
+    sh(f"ip link add dummy0 type dummy && ip link set dummy0 up && ip addr add {VIP}/32 dev dummy0 "
+       f"&& ip addr add {VIP2}/32 dev dummy0")
     sh(f"ip netns add {NS} && ip link add vrs type veth peer name eth0 netns {NS}")
     sh(f"ip addr add {NET}.1/24 dev vrs && ip link set vrs up")
-    addrs = "".join(f"addr add {rs_addr(i)}/24 dev eth0\n" for i in range(n))
+    addrs = "".join(f"addr add {rs_addr(i)}/24 dev eth0\n" for i in range(n * sets))
     sh(f"ip -n {NS} -batch -", input=addrs + "link set eth0 up\nlink set lo up\n")
     # every check opens one TCP connection: count the SYNs the director sends to the real servers
+    syn = f"tcp dport {PORT} tcp flags & (syn | ack) == syn"
+    counters, rules = ["counter syns { }"], [f"ip daddr {NET}.0/24 {syn} counter name syns"]
+    for k in range(sets):
+        counters.append(f"counter syns{k} {{ }}")
+        rules.append(f"ip daddr {{ {', '.join(rs_addr(i) for i in range(k * n, (k + 1) * n))} }} {syn} "
+                     f"counter name syns{k}")
+    nl = "\n        "
     sh("nft -f -", input=f"""
 table inet kbench {{
-    counter syns {{ }}
+    {nl.join(counters)}
     chain out {{
         type filter hook output priority 0; policy accept;
-        ip daddr {NET}.0/24 tcp dport {PORT} tcp flags & (syn | ack) == syn counter name syns
+        {nl.join(rules)}
     }}
 }}
 """)
-    backends = [Backend(i, root) for i in range(n)]
+    backends = [Backend(i, root) for i in range(n * sets)]
     for b in backends:
         b.start()
     return backends
@@ -219,8 +236,8 @@ class Daemon:
     slug = name = checker = ""
     proc: subprocess.Popen[bytes] | None = None
 
-    def __init__(self, tmp: Path, backends: list[Backend]):
-        self.tmp, self.backends = tmp / self.slug, backends
+    def __init__(self, tmp: Path, backends: list[Backend], vip: str = VIP, counter: str = "syns"):
+        self.tmp, self.backends, self.vip, self.counter = tmp / self.slug, backends, vip, counter
         self.tmp.mkdir()
         self.logf = self.tmp / "log"
 
@@ -239,7 +256,7 @@ class Daemon:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
-        sh("ipvsadm -C")
+        sh(f"ipvsadm -D -t {self.vip}:{PORT}", check=False)  # what the daemon left behind (another may run)
 
     def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(argv, stdout=open(self.logf, "wb"), stderr=subprocess.STDOUT,
@@ -278,7 +295,7 @@ watch:
       fall: 1
       rise: 1
 virtual_services:
-  - vip: {VIP}:{PORT}
+  - vip: {self.vip}:{PORT}
     scheduler: wlc
     forwarding: dr
     watch: web:http
@@ -341,7 +358,7 @@ class Keepalived(Daemon):
 global_defs {{
     router_id kbench
 }}
-virtual_server {VIP} {PORT} {{
+virtual_server {self.vip} {PORT} {{
     delay_loop {INTERVAL:g}
     lb_algo wlc
     lb_kind DR
@@ -363,7 +380,8 @@ class Mon(Daemon):
 
     def start(self) -> None:
         # the init script's part: the virtual service and its real servers, before mon starts
-        rules = [f"-A -t {VIP}:{PORT} -s wlc"] + [f"-a -t {VIP}:{PORT} -r {b.addr}:{PORT} -g -w 1" for b in self.backends]
+        vs = f"{self.vip}:{PORT}"
+        rules = [f"-A -t {vs} -s wlc"] + [f"-a -t {vs} -r {b.addr}:{PORT} -g -w 1" for b in self.backends]
         sh("ipvsadm -R", input="\n".join(rules) + "\n")
         alertdir = self.tmp / "alert.d"
         alertdir.mkdir()
@@ -373,7 +391,7 @@ class Mon(Daemon):
         for b in self.backends:
             lines += [f"hostgroup rs{b.i} {b.addr}", ""]
         for b in self.backends:
-            args = f"-P tcp -V {VIP}:{PORT} -R {b.addr}:{PORT} -W 1 -F dr"
+            args = f"-P tcp -V {self.vip}:{PORT} -R {b.addr}:{PORT} -W 1 -F dr"
             lines += [f"watch rs{b.i}", "    service http", f"        interval {round(INTERVAL)}s",
                       f"        monitor http.monitor -p {PORT} -t {round(TIMEOUT)}",
                       "        period wd {Sun-Sat}", f"            alert lvs.alert {args}",
@@ -397,7 +415,8 @@ def wait_until(pred: Callable[[], bool], timeout: float, step: float = POLL) -> 
         time.sleep(step)
 
 
-def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
+def started(d: Daemon, a: argparse.Namespace) -> dict[str, Any]:
+    """Start the daemon and wait until its table is complete."""
     r: dict[str, Any] = {"daemon": d.name, "checker": d.checker, "servers": len(d.backends)}
     t0 = time.monotonic()
     d.start()
@@ -405,28 +424,58 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
 
     def all_in() -> bool:
         d.alive()
-        w = ipvs_weights()
+        w = ipvs_weights(d.vip)
         return all(w.get(k, 0) > 0 for k in keys)
 
     took = wait_until(all_in, a.start_timeout, step=0.2)
     if took is None:
-        raise RuntimeError(f"{d.name}: table not complete after {a.start_timeout} s: {ipvs_weights()}\n{d.tail()}")
+        raise RuntimeError(f"{d.name}: table not complete after {a.start_timeout} s: {ipvs_weights(d.vip)}\n{d.tail()}")
     r["start_s"] = time.monotonic() - t0
-    log(f"{d.name}: all {len(keys)} real servers in the table {r['start_s']:.1f} s after start; warm-up {a.warmup:g} s")
+    log(f"{d.name}: all {len(keys)} real servers in the table {r['start_s']:.1f} s after start")
+    return r
+
+
+def cpu_window(ds: list[Daemon], rs: list[dict[str, Any]], window: float) -> None:
+    """CPU per check of each daemon over the same window."""
+    pids = [d.pids() for d in ds]
+    w0, c0, n0 = time.monotonic(), [proc_cpu(p) for p in pids], [syn_count(d.counter) for d in ds]
+    time.sleep(window)
+    w1, c1, n1 = time.monotonic(), [proc_cpu(p) for p in pids], [syn_count(d.counter) for d in ds]
+    for d, r, a0, a1, m0, m1 in zip(ds, rs, c0, c1, n0, n1):
+        d.alive()
+        r.update(window_start=w0, window_s=w1 - w0, cpu_s=sum(a1) - sum(a0), sys_s=a1[1] - a0[1], checks=m1 - m0,
+                 load=os.getloadavg()[0])
+        r["checks_per_s"] = r["checks"] / r["window_s"]
+        r["us_per_check"] = r["cpu_s"] / max(r["checks"], 1) * 1e6
+        log(f"{d.name}: {r['checks']} checks in {r['window_s']:.1f} s ({r['checks_per_s']:.1f}/s, expected "
+            f"{len(d.backends) / INTERVAL:.0f}/s), CPU {r['cpu_s']:.2f} s = {r['us_per_check']:.0f} µs/check")
+
+
+def side_by_side(ds: list[Daemon], a: argparse.Namespace) -> list[dict[str, Any]]:
+    """All of `ds` at once, each with its own service and real servers, measured over one
+    window: whatever slows the emulated CPUs (other jobs on the host, qemu's translation
+    cache) slows them alike. Run one after the other, the same code measured 0.86 and
+    1.23 times keepalived's CPU per check in two boots."""
+    rs = []
+    try:
+        for d in ds:
+            rs.append(started(d, a))
+        log(f"side by side: warm-up {a.warmup:g} s")
+        time.sleep(a.warmup)
+        cpu_window(ds, rs, a.window)
+    finally:
+        for d in ds:
+            d.stop()
+    return rs
+
+
+def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
+    r = started(d, a)
+    log(f"{d.name}: warm-up {a.warmup:g} s")
     time.sleep(a.warmup)
     d.alive()
     # 1. CPU per check
-    pids = d.pids()
-    w0, c0, n0 = time.monotonic(), proc_cpu(pids), syn_count()
-    time.sleep(a.window)
-    w1, c1, n1 = time.monotonic(), proc_cpu(pids), syn_count()
-    d.alive()
-    r.update(window_s=w1 - w0, cpu_s=sum(c1) - sum(c0), sys_s=c1[1] - c0[1], checks=n1 - n0,
-             load=os.getloadavg()[0])
-    r["checks_per_s"] = r["checks"] / r["window_s"]
-    r["us_per_check"] = r["cpu_s"] / max(r["checks"], 1) * 1e6
-    log(f"{d.name}: {r['checks']} checks in {r['window_s']:.1f} s ({r['checks_per_s']:.1f}/s, "
-        f"expected {len(keys) / INTERVAL:.0f}/s), CPU {r['cpu_s']:.2f} s = {r['us_per_check']:.0f} µs/check")
+    cpu_window([d], [r], a.window)
     # 2. detection latency
     det: list[float | None] = []
     rec: list[float | None] = []
@@ -437,17 +486,17 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
         time.sleep(rng.uniform(0, INTERVAL))  # a random phase against the check schedule
         # every real server is up: an entry missing now is a false down (a check that failed
         # against a healthy server); wait for it to come back so that the trial is clean
-        missing = [x.addr for x in d.backends if ipvs_weights().get(x.key, 0) == 0]
+        missing = [x.addr for x in d.backends if ipvs_weights(d.vip).get(x.key, 0) == 0]
         if missing and (not rec or rec[-1] is not None):
             false_downs.append(missing)
             log(f"{d.name}: FALSE DOWN before trial {t + 1}: {missing} missing from the table, all are up")
-            wait_until(lambda: all(ipvs_weights().get(x.key, 0) > 0 for x in d.backends), a.trial_timeout)
+            wait_until(lambda: all(ipvs_weights(d.vip).get(x.key, 0) > 0 for x in d.backends), a.trial_timeout)
         b.kill()  # returns once it is reaped: connections are refused from here on
         kills.append((b.addr, time.time()))
-        lat = wait_until(lambda: ipvs_weights().get(b.key, 0) == 0, a.trial_timeout)
+        lat = wait_until(lambda: ipvs_weights(d.vip).get(b.key, 0) == 0, a.trial_timeout)
         det.append(lat)
         up_at = b.start()
-        back = wait_until(lambda: ipvs_weights().get(b.key, 0) > 0, a.trial_timeout)
+        back = wait_until(lambda: ipvs_weights(d.vip).get(b.key, 0) > 0, a.trial_timeout)
         if back is not None:
             back = time.monotonic() - up_at
         rec.append(back)
@@ -456,7 +505,7 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
             f"{'MISSED' if back is None else f'{back * 1000:.0f} ms'}")
     d.alive()
     r["detect"], r["recover"], r["false_downs"] = det, rec, false_downs
-    r.update(d.breakdown(kills, w0, w1 - w0))
+    r.update(d.breakdown(kills, r["window_start"], r["window_s"]))
     d.stop()
     return r
 
@@ -468,12 +517,26 @@ def inside(a: argparse.Namespace) -> int:
             "keepalived": sh(f"{KEEPALIVED} -v 2>&1", check=False).splitlines()[0].strip(),
             "date": time.strftime("%Y-%m-%d %H:%M %Z")}
     log(f"inside the VM: {info}")
-    backends = topology(a.servers, tmp / "www")
-    log(f"topology: VIP {VIP}:{PORT}, {a.servers} busybox httpd real servers in netns {NS}")
+    names = a.daemons.split(",")
+    pair = [n for n in names if n in ("keepalived", "pymon")] if a.side_by_side else []
+    every = topology(a.servers, tmp / "www", sets=max(1, len(pair)))
+    log(f"topology: VIP {VIP}:{PORT}, {len(every)} busybox httpd real servers in netns {NS}")
     results: list[dict[str, Any]] = []
     classes = {"keepalived": Keepalived, "mon": Mon, "pymon": Pymon}
+    side: list[dict[str, Any]] = []
     try:
-        for name in a.daemons.split(","):
+        if len(pair) == 2:
+            (tmp / "side").mkdir()
+            n = a.servers
+            ds = [classes[name](tmp / "side", every[k * n:(k + 1) * n], (VIP, VIP2)[k], f"syns{k}")
+                  for k, name in enumerate(pair)]
+            try:
+                side = side_by_side(ds, a)
+            except Exception as e:  # noqa: BLE001 - the runs one after the other still count
+                log(f"side by side: FAILED: {e}")
+                side = [{"daemon": d.name, "checker": d.checker, "servers": n, "error": str(e)[:2000]} for d in ds]
+        backends = every[:a.servers]  # one after the other: each daemon with the same real servers
+        for name in names:
             cls = classes[name]
             bs = backends[: a.mon_servers] if name == "mon" else backends
             d = cls(tmp, bs)
@@ -484,10 +547,10 @@ def inside(a: argparse.Namespace) -> int:
                 results.append({"daemon": d.name, "checker": d.checker, "servers": len(bs), "error": str(e)[:2000]})
                 d.stop()
     finally:
-        for b in backends:
+        for b in every:
             if b.proc:
                 b.kill()
-    print(MARK + json.dumps({"info": info, "results": results}), flush=True)
+    print(MARK + json.dumps({"info": info, "results": results, "side": side}), flush=True)
     return 0
 
 
@@ -581,10 +644,31 @@ def ms(x: float) -> str:
     return f"{x * 1000:,.0f}"
 
 
+def ratio(rs: list[dict[str, Any]], daemon: str) -> float | None:
+    """daemon's CPU per check ÷ keepalived's, in one set of results."""
+    by = {r["daemon"]: r for r in rs}
+    mine, ka = by.get(daemon, {}).get("us_per_check"), by.get("keepalived", {}).get("us_per_check")
+    return mine / ka if mine and ka else None
+
+
+def cpu_table(rs: list[dict[str, Any]]) -> list[str]:
+    out = ["| daemon | checker | real servers | checks in window (nft SYNs) | of schedule | CPU s (sys) | µs CPU / check "
+           "| ÷ keepalived |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rs:
+        if "error" in r:
+            out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']} | failed: {r['error'][:120]} | | | | |")
+            continue
+        x = ratio(rs, r["daemon"])
+        out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']} | {r['checks']:,} in {r['window_s']:.0f} s "
+                   f"| {r['checks_per_s'] * INTERVAL / r['servers']:.0%} | {r['cpu_s']:.2f} "
+                   f"({r['sys_s'] / (r['cpu_s'] or 1):.0%}) | {r['us_per_check']:,.0f} | {'' if x is None else f'{x:.2f}'} |")
+    return out
+
+
 def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
     info, results = data["info"], data["results"]
     by = {r["daemon"]: r for r in results}
-    ka = by.get("keepalived", {})
+    pm = by.get("pymon", {})
     out = [SECTION, ""]
     out.append(
         f"One qemu boot (virtme-ng, **TCG**, no KVM: every instruction is emulated, so absolute CPU "
@@ -603,17 +687,14 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
         f"`http.monitor -t`), down after **one** failed check (pymon `fall: 1`, keepalived `retry 0`, mon's first "
         f"failure alerts), up after one good check (pymon `rise: 1`, keepalived's default, mon's upalert); first "
         f"checks spread over one interval (pymon/mon `randstart`, keepalived's default `warmup`).")
-    out += ["", "**CPU per HTTP check**", ""]
-    out.append("| daemon | checker | real servers | checks in window (nft SYNs) | of schedule | CPU s (sys) | µs CPU / check | ÷ keepalived |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        if "error" in r:
-            out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']} | failed: {r['error'][:120]} | | | | |")
-            continue
-        ratio = f"{r['us_per_check'] / ka['us_per_check']:.2f}" if ka.get("us_per_check") else ""
-        out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']} | {r['checks']:,} in {r['window_s']:.0f} s "
-                   f"| {r['checks_per_s'] * INTERVAL / r['servers']:.0%} | {r['cpu_s']:.2f} ({r['sys_s'] / (r['cpu_s'] or 1):.0%}) "
-                   f"| {r['us_per_check']:,.0f} | {ratio} |")
+    side = data.get("side") or []
+    if side:
+        out += ["", f"**CPU per HTTP check, side by side**: {' and '.join(r['daemon'] for r in side)} at once, each "
+                f"with its own service ({VIP}, {VIP2}) and its own {a.servers} real servers, over one window", ""]
+        out += cpu_table(side)
+    out += ["", "**CPU per HTTP check, one after the other**" + (" (each alone, the same real servers)" if side else ""),
+            ""]
+    out += cpu_table(results)
     out += ["", f"**Detection latency** (httpd killed → entry gone from `/proc/net/ip_vs`, polled every "
             f"{POLL * 1000:.0f} ms; bound = interval + timeout + 50 ms = {ms(BOUND)} ms)", ""]
     out.append("| daemon | trials | detected | median ms | p95 ms | max ms | p95 ≤ bound | recovery median / p95 ms "
@@ -630,10 +711,10 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
         out.append(f"| {r['daemon']} | {len(r['detect'])} | {len(det)} | {ms(pct(det, 50))} | "
                    f"{'> timeout' if missed else ms(p95)} | {ms(max(det)) if det else ''} | {meets} | "
                    f"{ms(pct(rec, 50))} / {ms(pct(rec, 95))} | {len(r.get('false_downs', []))} |")
-    pm = by.get("pymon", {})
-    if pm.get("us_per_check") and ka.get("us_per_check"):
-        out += ["", f"pymon / keepalived CPU per check: **{pm['us_per_check'] / ka['us_per_check']:.2f}** "
-                f"(target ≤ 1.0)."]
+    ratios = [(how, ratio(rs, "pymon")) for how, rs in (("side by side", side), ("one after the other", results))]
+    said = [f"**{x:.2f}** {how}" for how, x in ratios if x is not None]
+    if said:
+        out += ["", f"pymon / keepalived CPU per check: {', '.join(said)} (target ≤ 1.0)."]
     out += ["", "Notes:", ""]
     out.append("- CPU = utime+stime+cutime+cstime from `/proc/PID/stat` over the window (in brackets: the system part, stime+cstime): pymon's daemon process; "
                "keepalived's parent and its checker child (`-C`, no VRRP process); mon itself plus its reaped "
@@ -688,6 +769,8 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=30.0, help="CPU window, seconds (default 30)")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds after the table is complete (default 10)")
     ap.add_argument("--daemons", default="keepalived,mon,pymon", help="which, in order (default keepalived,mon,pymon)")
+    ap.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=True,
+                    help="first measure keepalived's and pymon's CPU per check at once, in one window (default on)")
     ap.add_argument("--start-timeout", type=float, default=400.0, help="per daemon, until its table is complete")
     ap.add_argument("--trial-timeout", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=7)
@@ -700,7 +783,8 @@ def main() -> int:
         return inside(a)
     args = ["--servers", str(a.servers), "--mon-servers", str(a.mon_servers), "--trials", str(a.trials),
             "--window", f"{a.window:g}", "--warmup", f"{a.warmup:g}", "--daemons", a.daemons,
-            "--start-timeout", f"{a.start_timeout:g}", "--trial-timeout", f"{a.trial_timeout:g}", "--seed", str(a.seed)]
+            "--start-timeout", f"{a.start_timeout:g}", "--trial-timeout", f"{a.trial_timeout:g}", "--seed", str(a.seed),
+            "--side-by-side" if a.side_by_side else "--no-side-by-side"]
     inner = '"$PYMON_PYTHON" bench/kernel.py --inside ' + shlex.join(args)
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     rc, text = run_vm(inner, a.timeout)

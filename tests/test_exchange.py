@@ -160,7 +160,7 @@ def test_an_answer_waiting_unread_is_not_a_timeout() -> None:
     ex = exchange.Exchanger(lambda jid, out: outcomes.append((jid, out)))
     try:
         addr = [(socket.AF_INET, ("127.0.0.1", srv.server_port))]
-        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 0.3, False, 65536, ((200, 399),), False))
+        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 0.3, False, 65536, ((200, 399),), False), time.monotonic())
         while not any(c.phase == "response" for c in ex.conns.values()):  # connected, request sent
             for fd, ev in ex.ep.poll(0.05):
                 ex.handle(fd, ev)

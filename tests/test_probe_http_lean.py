@@ -157,6 +157,19 @@ async def test_an_answer_in_pieces_is_read_to_its_end(pieces: tuple[bytes, ...])
         srv.close()  # type: ignore[attr-defined]
 
 
+async def test_latency_is_the_time_the_answer_took() -> None:
+    """The clock is read once per batch of events, not per exchange: an answer 0.2 s
+    late says so, and a refused connection says about nothing."""
+    srv, port = await _raw_server(b"", b"HTTP/1.0 200 OK\r\n\r\n", pause=0.2)
+    try:
+        r = await _http10.check(T, probe._parse({"port": port, "timeout": 2}))
+        assert r.ok and 0.2 <= r.latency_s < 0.6, r
+    finally:
+        srv.close()  # type: ignore[attr-defined]
+    refused = await _http10.check(T, probe._parse({"port": free_port(), "timeout": 2}))
+    assert not refused.ok and 0.0 <= refused.latency_s < 0.1, refused
+
+
 async def test_the_callback_form_says_what_the_awaited_form_says(server: Server) -> None:  # noqa: F811
     """`Monitor.start`, the daemon's hot path: no task, results in target order; a
     host name (to resolve) is left to the awaited form; a cancelled check never calls back."""

@@ -34,14 +34,14 @@ class _Local:
         self.timer_at = 0.0
         loop.add_reader(self.ex.ep.fileno(), self._ready)
 
-    def submit(self, jobs: list[Job]) -> None:
+    def submit(self, jobs: list[Job], now: float) -> None:
         for job in jobs:
-            self.ex.submit(job)
+            self.ex.submit(job, now)
         self._arm()
 
     def _ready(self) -> None:
         self.ex.ready()
-        self.ex.expire(time.monotonic())
+        self.ex.expire(self.ex.now)  # the clock as `ready` read it
         self._arm()
 
     def _arm(self) -> None:
@@ -169,11 +169,13 @@ class Pool:
 
     def submit(self, addrs: list[tuple[int, tuple[Any, ...]]], request: bytes, timeout: float,
                want_body: bool, max_body: int, ranges: tuple[tuple[int, int], ...], want_head: bool,
-               done: Callable[[Outcome], None]) -> int:
+               done: Callable[[Outcome], None], now: float) -> int:
         """Start one exchange; `done(outcome)` is called once, unless `cancel(id)` came
         first: from the loop, or in the daemon's loop (no workers) before this returns
         when the connect fails at once. A callback, not a future: at thousands of checks a
-        second the future and the task waiting on it cost more than the exchange."""
+        second the future and the task waiting on it cost more than the exchange. `now`:
+        time.monotonic(), read once by a caller that starts several (a worker reads its
+        own when the batch arrives)."""
         loop = self.loop
         if loop is None or not loop.is_running():  # the first job, or a new loop (tests): asking for
             loop = asyncio.get_running_loop()  # the running loop every time cost a getpid() syscall
@@ -182,7 +184,7 @@ class Pool:
         self.waiting[jid] = done
         job = (jid, addrs, request, timeout, want_body, max_body, ranges, want_head)
         if not self.workers:  # started at once: a batch for the next loop pass cost a pass per check
-            self.places[0].submit([job])  # (a connect refused at once calls `done` before this returns)
+            self.places[0].submit([job], now)  # (a connect refused at once calls `done` before this returns)
             return jid
         if not self.batch:
             loop.call_later(BATCH_S, self._flush)

@@ -172,9 +172,10 @@ def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: R
     where = pool.POOL
     how = (cfg.timeout, cfg.method != "HEAD" and cfg.body_regex is not None, cfg.max_body, cfg.status.ranges,
            bool(cfg.header))
+    now = time.monotonic()
     if len(targets) == 1:  # the usual watch of one real server: no bookkeeping
         t = targets[0]
-        jid = where.submit(addrs[0], _request(t, cfg), *how, lambda out: done([_result(t, cfg, out)]))
+        jid = where.submit(addrs[0], _request(t, cfg), *how, lambda out: done([_result(t, cfg, out)]), now)
         return lambda: where.cancel(jid)
     results: list[Result] = [None] * len(targets)  # type: ignore[list-item]
     left = [len(targets)]
@@ -187,7 +188,7 @@ def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: R
                 done(results)
         return got
 
-    jids = [where.submit(a, _request(t, cfg), *how, one(i, t)) for i, (t, a) in enumerate(zip(targets, addrs))]
+    jids = [where.submit(a, _request(t, cfg), *how, one(i, t), now) for i, (t, a) in enumerate(zip(targets, addrs))]
 
     def cancel() -> None:
         for j in jids:

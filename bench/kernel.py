@@ -515,7 +515,9 @@ def inside(a: argparse.Namespace) -> int:
     rng = random.Random(a.seed)
     info = {"kernel": os.uname().release, "cpus": os.cpu_count(), "python": sys.version.split()[0],
             "keepalived": sh(f"{KEEPALIVED} -v 2>&1", check=False).splitlines()[0].strip(),
-            "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "clocksource": sh("cat /sys/devices/system/clocksource/clocksource0/current_clocksource",
+                              check=False).strip()}
     log(f"inside the VM: {info}")
     names = a.daemons.split(",")
     pair = [n for n in names if n in ("keepalived", "pymon")] if a.side_by_side else []
@@ -673,7 +675,8 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
     out.append(
         f"One qemu boot (virtme-ng, **TCG**, no KVM: every instruction is emulated, so absolute CPU "
         f"figures are many times the native ones, for every daemon alike), Debian kernel {info['kernel']}, "
-        f"{info['cpus']} vCPUs on a 2-core host shared with other jobs; {info['date']}; pymon at "
+        f"{info['cpus']} vCPUs on a 2-core host shared with other jobs, clocksource "
+        f"{info.get('clocksource', '?')}; {info['date']}; pymon at "
         f"{info.get('pymon', '?')}, Python {info['python']}, "
         f"{info['keepalived']}, Debian mon 1.3 with `http.monitor`. Host 1-minute load average "
         f"{info['host_load'][0]:.1f} before the boot, {info['host_load'][1]:.1f} after it (the VM's own two "

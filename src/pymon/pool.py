@@ -17,7 +17,6 @@ import itertools
 import socket
 import subprocess
 import sys
-import time
 from typing import Any, Callable
 
 from . import exchange

@@ -45,7 +45,12 @@ class _Local:
 
     def _arm(self) -> None:
         at = self.ex.next_deadline()
-        if at is None or (self.timer is not None and self.timer_at <= at):
+        if at is None:  # nothing in flight: no wake-up at the deadline of exchanges that are over
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            return
+        if self.timer is not None and self.timer_at <= at:
             return
         if self.timer is not None:
             self.timer.cancel()

@@ -25,9 +25,9 @@ the same N real servers, the same schedule and the same failure rule:
 First, keepalived and pymon run side by side, each owning its own service (VIP:80 and
 10.10.0.101:80) with its own N real servers (2N in the namespace), and their CPU per check
 is measured over the same window (`--no-side-by-side` skips this): one after the other, the
-same code measured 0.86 and 1.23 times keepalived's in two boots, since whatever slows the
-emulated CPUs (other jobs on the host, qemu's translation cache) changes between windows.
-Then each daemon alone, as below.
+same code measured 0.86 and 1.23 times keepalived's in two boots, as host load changes
+between windows. Side by side takes that out, not the spread from boot to boot (0.92 to
+1.11 at nearly the same code). Then each daemon alone, as below.
 
 Measured for each, inside the same boot:
 1. CPU per check: user+system CPU (/proc/PID/stat utime+stime+cutime+cstime) of the
@@ -453,9 +453,7 @@ def cpu_window(ds: list[Daemon], rs: list[dict[str, Any]], window: float) -> Non
 
 def side_by_side(ds: list[Daemon], a: argparse.Namespace) -> list[dict[str, Any]]:
     """All of `ds` at once, each with its own service and real servers, measured over one
-    window: whatever slows the emulated CPUs (other jobs on the host, qemu's translation
-    cache) slows them alike. Run one after the other, the same code measured 0.86 and
-    1.23 times keepalived's CPU per check in two boots."""
+    window: a change in the host's load during the run slows them alike."""
     rs = []
     try:
         for d in ds:

@@ -33,9 +33,8 @@ class _Local:
         self.timer_at = 0.0
         loop.add_reader(self.ex.ep.fileno(), self._ready)
 
-    def submit(self, jobs: list[Job], now: float) -> None:
-        for job in jobs:
-            self.ex.submit(job, now)
+    def submit(self, job: Job, now: float) -> None:
+        self.ex.submit(job, now)
         self._arm()
 
     def _ready(self) -> None:
@@ -45,15 +44,13 @@ class _Local:
 
     def _arm(self) -> None:
         at = self.ex.next_deadline()
-        if at is None:  # nothing in flight: no wake-up at the deadline of exchanges that are over
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            return
-        if self.timer is not None and self.timer_at <= at:
+        if at is not None and self.timer is not None and self.timer_at <= at:
             return
         if self.timer is not None:
             self.timer.cancel()
+            self.timer = None
+        if at is None:  # nothing in flight: no wake-up at the deadline of exchanges that are over
+            return
         self.timer_at = at
         # loop.time() is time.monotonic() on the selector and uv loops alike
         self.timer = self.loop.call_at(at + 0.0005, self._expired)
@@ -188,7 +185,7 @@ class Pool:
         self.waiting[jid] = done
         job = (jid, addrs, request, timeout, want_body, max_body, ranges, want_head)
         if not self.workers:  # started at once: a batch for the next loop pass cost a pass per check
-            self.places[0].submit([job], now)  # (a connect refused at once calls `done` before this returns)
+            self.places[0].submit(job, now)  # (a connect refused at once calls `done` before this returns)
             return jid
         if not self.batch:
             loop.call_later(BATCH_S, self._flush)

@@ -303,3 +303,46 @@ def test_a_daemon_with_nothing_to_save_sleeps(tmp_path: Path, monkeypatch: pytes
         return used
 
     assert asyncio.run(run()) < 0.1
+
+
+def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a second a check's bookkeeping freezes the young objects without collecting
+    them (control.YOUNG_FREEZE_S): a garbage cycle made in between is frozen too, and the
+    next full collection (FREEZE_S apart) must still free it, or every cycle a plugin
+    leaves would stay for good."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(control, "YOUNG_FREEZE_S", 0.05)
+    monkeypatch.setattr(control, "FREEZE_S", 1.0)
+    cfg = tmp_path / "pymon.yaml"
+    cfg.write_text(f"globals: {{statedir: {tmp_path}, mondir: {tmp_path}, alertdir: {tmp_path}}}\n"
+                   "hostgroups: {web: [127.0.0.1]}\n"
+                   "watch: {web: {tcp: {interval: 0.1s, monitor: {name: tcp, port: 9}}}}\n")
+
+    class Cycle:
+        pass
+
+    async def run() -> tuple[bool, bool]:
+        d = PymonDaemon(str(cfg), logs.setup("json", "info", stream=open(os.devnull, "w")))
+        task = asyncio.get_running_loop().create_task(d.run())
+        await asyncio.sleep(0.5)  # started and ready (the first full collection is behind us)
+        c = Cycle()
+        c.me = c  # type: ignore[attr-defined]
+        ref = weakref.ref(c)
+        del c
+        young_at = d.control.young_at
+        while d.control.young_at == young_at:  # a check's bookkeeping froze the young objects, the cycle too
+            await asyncio.sleep(0.02)
+        frozen = ref() is not None and gc.get_freeze_count() > 0
+        full_at = d.control.frozen_at
+        for _ in range(200):  # the housekeeping's full collection, FREEZE_S after the last
+            if d.control.frozen_at != full_at:
+                break
+            await asyncio.sleep(0.05)
+        d.stopping.set()
+        await asyncio.wait_for(task, 10)
+        return frozen, ref() is None
+
+    assert asyncio.run(run()) == (True, True)

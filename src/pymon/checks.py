@@ -60,28 +60,37 @@ def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceStat
     found = plugins.monitor(svc.monitor.name)
     if isinstance(found, Monitor) and found.start is not None:
         hosts = cfg.hosts(svc)
-        mon = found
-        calls = 0
-
-        def got(results: list[Result]) -> None:
-            nonlocal calls
-            calls += 1
-            if calls == 1:  # a plugin calling back twice: the first answer counts
-                done(_per_host(mon, hosts, results))
-
-        prev, CURRENT[0] = CURRENT[0], _running(mon, svc)  # named by the loop watchdog, as awaited probes are
+        got = _FirstAnswer(found, hosts, done)
+        prev, CURRENT[0] = CURRENT[0], _running(found, svc)  # named by the loop watchdog, as awaited probes are
         try:
-            cancel = mon.start(svc.targets(hosts), svc.probe_params, got)
+            cancel = found.start(svc.targets(hosts), svc.probe_params, got)
         except Exception as e:  # noqa: BLE001 - as a probe that raises: one failed check
             cancel = None
             got([Result(False, f"probe error: {type(e).__name__}: {e}")] * len(hosts))
         finally:
             CURRENT[0] = prev
-        if calls:
+        if got.calls:
             return None  # over already: nothing to cancel
         if cancel is not None:
             return cancel
     return in_task(run_check(cfg, plugins, svc, st), done)
+
+
+class _FirstAnswer:
+    """A callback probe's `done`: the results in host order, from its first call (a plugin
+    calling back twice). An object with slots, not a closure: one tracked object per check
+    instead of a function and its cells, which the garbage collector's young generation
+    walked for checks in flight (10,000 real servers: a collection every 40 ms)."""
+
+    __slots__ = ("mon", "hosts", "done", "calls")
+
+    def __init__(self, mon: Monitor, hosts: list[str], done: Done):
+        self.mon, self.hosts, self.done, self.calls = mon, hosts, done, 0
+
+    def __call__(self, results: list[Result]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.done(_per_host(self.mon, self.hosts, results))
 
 
 _RUNNING: dict[tuple[str, str, str], Running] = {}

@@ -29,6 +29,7 @@ import os
 import time
 from dataclasses import replace
 from functools import partial
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from . import notify, persist
@@ -44,13 +45,20 @@ if TYPE_CHECKING:
 SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesce bursts of changes
 STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this often (and at stop)
 SAVE_SLICE = 250  # services snapshotted per loop pass while saving (about 6 ms)
+_CONSEC_FAIL, _OK = attrgetter("consec_fail"), attrgetter("ok")
 FREEZE_S = 60.0  # long-lived objects made since the last gc.freeze(), moved out of the collector's sight this often
-# Young collections less often (a 50,000 threshold paused 30-50 ms), full ones only from
-# freeze(): every Result lives one interval, long enough to reach the old generation, so
-# at 4,000 checks a second the default (700, 10, 10) ran a 5-15 ms collection several
-# times a second and a 20-50 ms full one every second or two, all of it finding nothing
-# (bench/throughput.py, gc.callbacks).
-GC_THRESHOLDS = (10_000, 20, 1_000_000)
+# The garbage collector finds nothing here but walks every object young enough: each
+# Result lives one interval, long enough to be walked. At 4,000 checks a second the
+# default (700, 10, 10) ran a 5-15 ms collection several times a second and a 20-50 ms
+# full one every second or two; at 10,000 with a 10,000 threshold a young one still came
+# about once a second and walked an interval's results, 30-75 ms in which no check started
+# (bench/throughput.py, gc.callbacks). So: full collections only from `freeze` (a minute
+# apart), and once a second, after a check, the objects of the checks in flight and of the
+# last interval's results are frozen without a collection (gc.freeze splices a list and
+# resets the young count): a young collection comes only when 50,000 objects pile up
+# within one second. Garbage cycles frozen meanwhile wait for the minute's collection.
+GC_THRESHOLDS = (50_000, 20, 1_000_000)
+YOUNG_FREEZE_S = 1.0
 
 
 class Control:
@@ -68,6 +76,7 @@ class Control:
         self.dirty = asyncio.Event()
         self.stale = False  # only steady checks since the last save: no hurry (a snapshot is O(services))
         self.saved_at = self.frozen_at = time.monotonic()
+        self.young_at = 0.0  # when the young generation was last frozen (time.time())
         self.save_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task[Any]] = []
         self.api: Any = None
@@ -212,7 +221,7 @@ class Control:
                 retval: int | None, dep_ok: bool, duration: float = 0.0, lag: float = 0.0) -> Outcome:
         """ServiceState.observe plus the downtime log and metrics."""
         old_status, old_first, old_summary = st.status, st.first_failure, st.last_summary
-        counting = any(hs.consec_fail for hs in st.hosts.values())
+        counting = any(map(_CONSEC_FAIL, st.hosts.values()))  # map, not a generator: no Python frame per host
         out = st.observe(now, results, output, retval, dep_ok)
         self.fresh.add(st.spec.key)
         g, s = st.spec.key
@@ -224,10 +233,13 @@ class Control:
         if self.metrics is not None:
             self.metrics.check(st.spec, results, duration, lag)
         if (old_status == st.status == "ok" and not out.hosts and not out.fires and not counting
-                and all(r.ok for r in results.values())):
+                and all(map(_OK, results.values()))):
             self.stale = True  # steady: only last-check times and the ok count moved (saved every STALE_SAVE_S)
         else:
             self.dirty.set()
+        if not 0.0 <= now - self.young_at < YOUNG_FREEZE_S:  # (a clock step either way freezes too)
+            self.young_at = now
+            gc.freeze()
         return out
 
     def _outage(self, group: str, service: str, host: str | None, start: float, end: float, summary: str,
@@ -452,14 +464,12 @@ class Control:
         self.log.info("daemon.ready", services=len(self.d.states), status=self.status_line())
 
     def freeze(self) -> None:
-        """Collect, then freeze what survives. Per service the daemon keeps dozens of
-        tracked objects (states, results, timers; metric children with their locks until
-        metrics.py kept plain counts): at 3,000 services a full collection walked 160,000
-        of them for 70-240 ms and found nothing, stalling every check due meanwhile
-        (bench/throughput.py). Frozen objects are
-        still freed by reference counting; only cycles among them would stay, and the
-        daemon's long-lived objects do not become cyclic garbage."""
+        """The one full collection, a minute apart (FREEZE_S): thaw what the young freezes
+        held, collect, freeze what survives. It walks every object of the daemon (10,000
+        services: 150-200 ms, bench/throughput.py), once a minute instead of a young
+        collection every second. Frozen objects are still freed by reference counting."""
         gc.set_threshold(*GC_THRESHOLDS)
+        gc.unfreeze()  # what the young freezes held since the last time
         gc.collect()
         gc.freeze()
         self.frozen_at = time.monotonic()

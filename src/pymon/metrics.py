@@ -97,7 +97,7 @@ class Metrics:
             self.lag.observe(lag if lag > 0.0 else 0.0)
         counts = c.results
         for res in results.values():
-            counts[outcome(res)] += 1
+            counts[0 if res.ok else outcome(res)] += 1  # the usual ok without a call
 
     def alert(self, group: str, service: str, kind: str, ok: bool) -> None:
         (self.alerts if ok else self.alerts_failed).labels(group, service, kind).inc()

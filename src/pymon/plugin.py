@@ -21,7 +21,7 @@ class Target:
     service: str
 
 
-@dataclass
+@dataclass(slots=True)  # one per host per check: no __dict__ to make
 class Result:
     ok: bool
     summary: str

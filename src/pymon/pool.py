@@ -13,14 +13,13 @@ had in flight once ("lost") and is replaced.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import socket
 import subprocess
 import sys
 from typing import Any, Callable
 
 from . import exchange
-from .exchange import _RECV, BATCH_S, Exchanger, Job, Outcome, _frame, _Frames
+from .exchange import _RECV, BATCH_S, Addrs, Exchanger, How, Job, Outcome, _frame, _Frames
 
 
 class _Local:
@@ -33,8 +32,9 @@ class _Local:
         self.timer_at = 0.0
         loop.add_reader(self.ex.ep.fileno(), self._ready)
 
-    def submit(self, job: Job, now: float) -> None:
-        self.ex.submit(job, now)
+    def submit(self, jobs: list[Job], now: float) -> None:
+        for job in jobs:
+            self.ex.submit(job, now)
         self._arm()
 
     def _ready(self) -> None:
@@ -146,6 +146,22 @@ class _Worker:
             self.proc.wait()
 
 
+class _Cancel:
+    """How to cancel one `Pool.submit`'s exchanges: late outcomes are dropped. One slotted
+    object per check (a partial is three tracked objects for the garbage collector)."""
+
+    __slots__ = ("pool", "base", "n")
+
+    def __init__(self, pool: "Pool", base: int, n: int):
+        self.pool, self.base, self.n = pool, base, n
+
+    def __call__(self) -> None:
+        waiting = self.pool.waiting
+        for jid in range(self.base, self.base + self.n):
+            waiting.pop(jid, None)
+        self.pool._close_if_drained()
+
+
 class Pool:
     """Where the exchanges run: in this loop (workers=0) or spread over worker processes.
     Jobs submitted in one loop iteration go out as one batch."""
@@ -155,8 +171,8 @@ class Pool:
         self.log = log
         self.loop: asyncio.AbstractEventLoop | None = None
         self.places: list[Any] = []
-        self.waiting: dict[int, Callable[[Outcome], None]] = {}
-        self.ids = itertools.count(1)
+        self.waiting: dict[int, tuple[Callable[[int, Outcome], None], int]] = {}  # id: (done, the batch's first id)
+        self.next_id = 1
         self.batch: list[Job] = []
         self.turn = 0
         self.retired = False
@@ -168,34 +184,34 @@ class Pool:
         else:
             self.places = [_Worker(loop, self._done, self._lost) for _ in range(self.workers)]
 
-    def submit(self, addrs: list[tuple[int, tuple[Any, ...]]], request: bytes, timeout: float,
-               want_body: bool, max_body: int, ranges: tuple[tuple[int, int], ...], want_head: bool,
-               done: Callable[[Outcome], None], now: float) -> int:
-        """Start one exchange; `done(outcome)` is called once, unless `cancel(id)` came
-        first: from the loop, or in the daemon's loop (no workers) before this returns
-        when the connect fails at once. A callback, not a future: at thousands of checks a
-        second the future and the task waiting on it cost more than the exchange. `now`:
-        time.monotonic(), read once by a caller that starts several (a worker reads its
-        own when the batch arrives)."""
+    def submit(self, exchanges: list[tuple[Addrs, bytes]], how: How, done: Callable[[int, Outcome], None],
+               now: float) -> Callable[[], None]:
+        """Start one exchange per (addresses, request), all judged alike (`how`: timeout s,
+        want_body, max_body, accepted status ranges, want_head); `done(i, outcome)` is
+        called once for exchange i, unless the returned cancel came first: from the loop, or
+        in the daemon's loop (no workers) before this returns when the connect fails at once.
+        One call and one callback per check, not per real server: at thousands of checks a
+        second a future, a task or a closure per exchange cost more than the exchange. `now`:
+        time.monotonic(), read once by the caller (a worker reads its own when the batch
+        arrives)."""
         loop = self.loop
         if loop is None or not loop.is_running():  # the first job, or a new loop (tests): asking for
             loop = asyncio.get_running_loop()  # the running loop every time cost a getpid() syscall
             self._start(loop)
-        jid = next(self.ids)
-        self.waiting[jid] = done
-        job = (jid, addrs, request, timeout, want_body, max_body, ranges, want_head)
+        base = self.next_id
+        self.next_id = base + len(exchanges)
+        entry, waiting = (done, base), self.waiting
+        jobs: list[Job] = []
+        for jid, (addrs, request) in enumerate(exchanges, base):
+            waiting[jid] = entry
+            jobs.append((jid, addrs, request, *how))
         if not self.workers:  # started at once: a batch for the next loop pass cost a pass per check
-            self.places[0].submit(job, now)  # (a connect refused at once calls `done` before this returns)
-            return jid
-        if not self.batch:
-            loop.call_later(BATCH_S, self._flush)
-        self.batch.append(job)
-        return jid
-
-    def cancel(self, jid: int) -> None:
-        """The caller lost interest: the late outcome is dropped."""
-        self.waiting.pop(jid, None)
-        self._close_if_drained()
+            self.places[0].submit(jobs, now)  # (a connect refused at once calls `done` before this returns)
+        else:
+            if not self.batch:
+                loop.call_later(BATCH_S, self._flush)
+            self.batch += jobs
+        return _Cancel(self, base, len(jobs))
 
     def _flush(self) -> None:
         batch, self.batch = self.batch, []
@@ -214,9 +230,9 @@ class Pool:
                 place.submit(part)
 
     def _done(self, jid: int, out: Outcome) -> None:
-        done = self.waiting.pop(jid, None)
-        if done is not None:
-            done(out)
+        entry = self.waiting.pop(jid, None)
+        if entry is not None:
+            entry[0](jid - entry[1], out)
         if self.retired:
             self._close_if_drained()
 
@@ -244,8 +260,8 @@ class Pool:
         for p in places:
             p.close()
         waiting, self.waiting = self.waiting, {}
-        for done in waiting.values():
-            done(("lost", b"", "response", 0, 0.0))
+        for jid, (done, base) in waiting.items():
+            done(jid - base, ("lost", b"", "response", 0, 0.0))
 
 
 POOL = Pool(0)  # the probes' pool; the daemon sets its size (`configure`)

@@ -18,7 +18,7 @@ import asyncio
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from pymon import exchange, pool
 from pymon.plugin import Cancel, Result, ResultsDone, Target
@@ -236,7 +236,7 @@ _OK = {code: f"status {code}" for code in range(200, 400)}
 
 
 def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
-    """The Result of any outcome but "status" (`_start` makes that one itself)."""
+    """The Result of any outcome but "status" (`_Results` makes that one itself)."""
     kind, data, phase, received, latency = out
     if kind == "answer":
         from pymon.probes.http import _judge  # http.py imports this module

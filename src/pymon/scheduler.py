@@ -17,7 +17,11 @@ task (`in_task`).
 Starts are rounded up to a TICK_S grid: on a virtual machine every wake-up from an idle
 wait costs tens of microseconds of cold CPU, and at 1,000 checks a second one wake-up
 per 20 ms instead of one per check took a third off the CPU per check
-(bench/throughput.py: 0.33 -> 0.22 ms) for at most 20 ms of start lag.
+(bench/throughput.py: 0.33 -> 0.22 ms) for at most 20 ms of start lag. From DENSE
+services on, the loop is never idle and a wake-up is no dearer than a pass: the grid is
+5 ms, and the checks start in smaller bursts. At 10,000 real servers the start lag p99
+went from 51-65 ms to 7-12 ms and the CPU per check from 0.110-0.121 to 0.095-0.105 ms
+(two 30 s runs each, one probe worker).
 
 `maxprocs` queues checks (never drops them) and says so, once per THROTTLE_LOG_S with
 the count: an overloaded daemon must not also write a line per check.
@@ -35,6 +39,7 @@ from typing import Any, Callable, Coroutine, Hashable, TypeVar
 T = TypeVar("T")
 THROTTLE_LOG_S = 10.0
 TICK_S = 0.02  # starts are rounded up to this grid: checks due close together share one wake-up
+DENSE = 4000  # services from which the grid is a quarter as coarse
 
 Finish = Callable[[float], None]  # the run is over: seconds until the next one
 Cancel = Callable[[], object]
@@ -133,7 +138,8 @@ class Scheduler:
     def _arm(self) -> None:
         if not self.heap:
             return
-        at = -(-self.heap[0][0] // TICK_S) * TICK_S
+        tick = TICK_S if len(self.entries) < DENSE else TICK_S / 4
+        at = -(-self.heap[0][0] // tick) * tick
         if at < self.timer_at:
             if self.timer is not None:
                 self.timer.cancel()

@@ -5,6 +5,7 @@ failing service."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -311,9 +313,6 @@ def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Pat
     them (control.YOUNG_FREEZE_S): a garbage cycle made in between is frozen too, and the
     next full collection (FREEZE_S apart) must still free it, or every cycle a plugin
     leaves would stay for good."""
-    import gc
-    import weakref
-
     monkeypatch.setattr(control, "YOUNG_FREEZE_S", 0.05)
     monkeypatch.setattr(control, "FREEZE_S", 1.0)
     cfg = tmp_path / "pymon.yaml"

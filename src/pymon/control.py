@@ -46,7 +46,7 @@ SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesc
 STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this often (and at stop)
 SAVE_SLICE = 250  # services snapshotted per loop pass while saving (about 6 ms)
 _CONSEC_FAIL, _OK = attrgetter("consec_fail"), attrgetter("ok")
-FREEZE_S = 60.0  # long-lived objects made since the last gc.freeze(), moved out of the collector's sight this often
+FREEZE_S = 60.0  # the one full garbage collection (`freeze`) comes this often
 # The garbage collector finds nothing here but walks every object young enough: each
 # Result lives one interval, long enough to be walked. At 4,000 checks a second the
 # default (700, 10, 10) ran a 5-15 ms collection several times a second and a 20-50 ms

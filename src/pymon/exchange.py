@@ -87,7 +87,7 @@ def _status(head: bytes) -> int:
 # stricter than it (no lone CR or LF, no empty name: such heads take the full path, which
 # judges them as before). One C call: splitting the head into lines and testing each in
 # Python was a quarter of the daemon's Python time per check (py-spy, kernel bench).
-# Group 1 is the status.
+# Group 1 is the status code.
 _WELL_FORMED = re.compile(rb"HTTP/[^ \r\n]* (\d\d\d)(?: [^\r\n]*)?(?:\r\n[^\r\n:]+:[^\r\n]*)*")
 
 
@@ -261,10 +261,7 @@ class Exchanger:
             s.close()
 
     def _finish(self, c: _Conn, out: tuple[str, Any, str, int]) -> None:
-        s, c.sock = c.sock, None
-        if s is not None:  # `_drop`, inline: once per exchange
-            self.conns.pop(c.fd, None)
-            s.close()
+        self._drop(c)
         c.phase = "done"
         self.done(c.id, (*out, self.now - c.start))
 

@@ -68,7 +68,12 @@ SECTION = "## Kernel: pymon vs keepalived vs mon"
 MARK = "KERNEL-BENCH-RESULT "
 
 VIP, PORT = "10.10.0.100", 80
-VIP2 = "10.10.0.101"  # the second daemon's service in the side-by-side window
+
+
+def side_vip(k: int) -> str:
+    """The k-th daemon's service in the side-by-side window (VIP, then 10.10.0.101, ...)."""
+    return f"10.10.0.{100 + k}"
+
 NET = "10.10.1"  # director .1, real servers .10 ...
 NS = "rs"
 INTERVAL = 1.0  # pymon interval / keepalived delay_loop / mon interval
@@ -196,15 +201,16 @@ class Backend:
 
 
 def topology(n: int, root: Path, sets: int = 1) -> list[Backend]:
-    """`sets` x n real servers; SYNs are counted for all (`syns`) and per set of n (`syns0`, ...)."""
+    """`sets` x n real servers and as many VIPs; SYNs are counted for all (`syns`) and per
+    set of n (`syns0`, ...)."""
     global _libc
     import ctypes
 
     _libc = ctypes.CDLL(None, use_errno=True)
     sh("modprobe ip_vs")
     sh("ipvsadm -C")
-    sh(f"ip link add dummy0 type dummy && ip link set dummy0 up && ip addr add {VIP}/32 dev dummy0 "
-       f"&& ip addr add {VIP2}/32 dev dummy0")
+    sh("ip link add dummy0 type dummy && ip link set dummy0 up && "
+       + " && ".join(f"ip addr add {side_vip(k)}/32 dev dummy0" for k in range(sets)))
     sh(f"ip netns add {NS} && ip link add vrs type veth peer name eth0 netns {NS}")
     sh(f"ip addr add {NET}.1/24 dev vrs && ip link set vrs up")
     addrs = "".join(f"addr add {rs_addr(i)}/24 dev eth0\n" for i in range(n * sets))
@@ -236,8 +242,8 @@ class Daemon:
     slug = name = checker = ""
     proc: subprocess.Popen[bytes] | None = None
 
-    def __init__(self, tmp: Path, backends: list[Backend], vip: str = VIP, counter: str = "syns"):
-        self.tmp, self.backends, self.vip, self.counter = tmp / self.slug, backends, vip, counter
+    def __init__(self, tmp: Path, backends: list[Backend], vip: str = VIP, counter: str = "syns", k: int = 0):
+        self.tmp, self.backends, self.vip, self.counter = tmp / f"{self.slug}{k or ''}", backends, vip, counter
         self.tmp.mkdir()
         self.logf = self.tmp / "log"
 
@@ -278,6 +284,7 @@ class Daemon:
 
 class Pymon(Daemon):
     slug, name, checker = "pymon", "pymon", "native `http`"
+    python = sys.executable  # the interpreter it runs on (--pythons)
 
     def start(self) -> None:
         hosts = ", ".join(b.addr for b in self.backends)
@@ -302,8 +309,7 @@ virtual_services:
     real_servers:
 {reals}
 """)
-        py = os.environ.get("PYMON_PYTHON", sys.executable)
-        self.spawn([py, "-m", "pymon", "run", "-c", str(cfg)])
+        self.spawn([self.python, "-m", "pymon", "run", "-c", str(cfg)])
 
     def breakdown(self, kills: list[tuple[str, float]], window_start: float, window: float) -> dict[str, Any]:
         """From pymon's own log: when it saw each failure (host.state down) and changed the table
@@ -508,6 +514,14 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
     return r
 
 
+def python_label(py: str) -> str:
+    """An interpreter as the tables name it: its version and installation (sys.base_prefix:
+    /usr for Debian's python3 and a venv made from it)."""
+    got = sh(f"{shlex.quote(py)} -c 'import platform, sys; print(platform.python_version(), sys.base_prefix)'",
+             check=False).split()
+    return f"Python {got[0]} in {got[1]}" if len(got) == 2 else py
+
+
 def inside(a: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="kbench-"))
     rng = random.Random(a.seed)
@@ -518,18 +532,35 @@ def inside(a: argparse.Namespace) -> int:
                               check=False).strip()}
     log(f"inside the VM: {info}")
     names = a.daemons.split(",")
-    pair = [n for n in names if n in ("keepalived", "pymon")] if a.side_by_side else []
+    pythons = a.pythons.split(",") if a.pythons else [os.environ.get("PYMON_PYTHON", sys.executable)]
+    labels = {py: python_label(py) for py in pythons}
+    if len(set(labels.values())) < len(labels):  # one interpreter, different settings: name them by path
+        labels = {py: f"{py}, {labels[py]}" for py in pythons}
+    info["pythons"] = labels
+
+    def make(name: str, tmp: Path, bs: list[Backend], vip: str = VIP, counter: str = "syns", k: int = 0,
+             py: str = pythons[0]) -> Daemon:
+        d = {"keepalived": Keepalived, "mon": Mon, "pymon": Pymon}[name](tmp, bs, vip, counter, k)
+        if isinstance(d, Pymon):
+            d.python = py
+            if len(pythons) > 1:
+                d.name = f"pymon ({labels[py]})"
+        return d
+
+    # side by side: keepalived and one pymon per interpreter
+    pair = ([("keepalived", pythons[0])] if "keepalived" in names else []) + (
+        [("pymon", py) for py in pythons] if "pymon" in names else [])
+    pair = pair if a.side_by_side and len(pair) > 1 else []
     every = topology(a.servers, tmp / "www", sets=max(1, len(pair)))
     log(f"topology: VIP {VIP}:{PORT}, {len(every)} busybox httpd real servers in netns {NS}")
     results: list[dict[str, Any]] = []
-    classes = {"keepalived": Keepalived, "mon": Mon, "pymon": Pymon}
     side: list[dict[str, Any]] = []
     try:
-        if len(pair) == 2:
+        if pair:
             (tmp / "side").mkdir()
             n = a.servers
-            ds = [classes[name](tmp / "side", every[k * n:(k + 1) * n], (VIP, VIP2)[k], f"syns{k}")
-                  for k, name in enumerate(pair)]
+            ds = [make(name, tmp / "side", every[k * n:(k + 1) * n], side_vip(k), f"syns{k}", k, py)
+                  for k, (name, py) in enumerate(pair)]
             try:
                 side = side_by_side(ds, a)
             except Exception as e:  # noqa: BLE001 - the runs one after the other still count
@@ -537,9 +568,8 @@ def inside(a: argparse.Namespace) -> int:
                 side = [{"daemon": d.name, "checker": d.checker, "servers": n, "error": str(e)[:2000]} for d in ds]
         backends = every[:a.servers]  # one after the other: each daemon with the same real servers
         for name in names:
-            cls = classes[name]
             bs = backends[: a.mon_servers] if name == "mon" else backends
-            d = cls(tmp, bs)
+            d = make(name, tmp, bs)
             try:
                 results.append(measure(d, a, rng))
             except Exception as e:  # noqa: BLE001 - one daemon failing must not lose the others
@@ -668,14 +698,15 @@ def cpu_table(rs: list[dict[str, Any]]) -> list[str]:
 def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
     info, results = data["info"], data["results"]
     by = {r["daemon"]: r for r in results}
-    pm = by.get("pymon", {})
+    pm = next((r for r in results if r["daemon"].startswith("pymon")), {})
+    pythons = list((info.get("pythons") or {}).values())
     out = [SECTION, ""]
     out.append(
         f"One qemu boot (virtme-ng, **TCG**, no KVM: every instruction is emulated, so absolute CPU "
         f"figures are many times the native ones, for every daemon alike), Debian kernel {info['kernel']}, "
         f"{info['cpus']} vCPUs on a 2-core host shared with other jobs, clocksource "
         f"{info.get('clocksource', '?')}; {info['date']}; pymon at "
-        f"{info.get('pymon', '?')}, Python {info['python']}, "
+        f"{info.get('pymon', '?')} on {' and on '.join(pythons) or 'Python ' + info['python']}, "
         f"{info['keepalived']}, Debian mon 1.3 with `http.monitor`. Host 1-minute load average "
         f"{info['host_load'][0]:.1f} before the boot, {info['host_load'][1]:.1f} after it (the VM's own two "
         f"emulated CPUs count in it; other jobs on the host slow the emulated CPUs and make the guest's CPU "
@@ -691,7 +722,8 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
     side = data.get("side") or []
     if side:
         out += ["", f"**CPU per HTTP check, side by side**: {' and '.join(r['daemon'] for r in side)} at once, each "
-                f"with its own service ({VIP}, {VIP2}) and its own {a.servers} real servers, over one window", ""]
+                f"with its own service ({', '.join(side_vip(k) for k in range(len(side)))}) and its own "
+                f"{a.servers} real servers, over one window", ""]
         out += cpu_table(side)
     out += ["", "**CPU per HTTP check, one after the other**" + (" (each alone, the same real servers)" if side else ""),
             ""]
@@ -712,10 +744,10 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
         out.append(f"| {r['daemon']} | {len(r['detect'])} | {len(det)} | {ms(pct(det, 50))} | "
                    f"{'> timeout' if missed else ms(p95)} | {ms(max(det)) if det else ''} | {meets} | "
                    f"{ms(pct(rec, 50))} / {ms(pct(rec, 95))} | {len(r.get('false_downs', []))} |")
-    ratios = [(how, ratio(rs, "pymon")) for how, rs in (("side by side", side), ("one after the other", results))]
-    said = [f"**{x:.2f}** {how}" for how, x in ratios if x is not None]
+    said = [f"{r['daemon']}: **{x:.2f}** {how}" for how, rs in (("side by side", side), ("one after the other", results))
+            for r in rs if r["daemon"].startswith("pymon") and (x := ratio(rs, r["daemon"])) is not None]
     if said:
-        out += ["", f"pymon / keepalived CPU per check: {', '.join(said)} (target ≤ 1.0)."]
+        out += ["", f"pymon / keepalived CPU per check (target ≤ 1.0): {'; '.join(said)}."]
     out += ["", "Notes:", ""]
     out.append("- CPU = utime+stime+cutime+cstime from `/proc/PID/stat` over the window (in brackets: the system part, stime+cstime): pymon's daemon process; "
                "keepalived's parent and its checker child (`-C`, no VRRP process); mon itself plus its reaped "
@@ -772,6 +804,9 @@ def main() -> int:
     ap.add_argument("--daemons", default="keepalived,mon,pymon", help="which, in order (default keepalived,mon,pymon)")
     ap.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=True,
                     help="first measure keepalived's and pymon's CPU per check at once, in one window (default on)")
+    ap.add_argument("--pythons", default="",
+                    help="comma-separated interpreters to run pymon on, each with pymon importable (default: the one "
+                         "running this script); side by side, each runs its own pymon beside keepalived")
     ap.add_argument("--start-timeout", type=float, default=400.0, help="per daemon, until its table is complete")
     ap.add_argument("--trial-timeout", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=7)
@@ -785,7 +820,7 @@ def main() -> int:
     args = ["--servers", str(a.servers), "--mon-servers", str(a.mon_servers), "--trials", str(a.trials),
             "--window", f"{a.window:g}", "--warmup", f"{a.warmup:g}", "--daemons", a.daemons,
             "--start-timeout", f"{a.start_timeout:g}", "--trial-timeout", f"{a.trial_timeout:g}", "--seed", str(a.seed),
-            "--side-by-side" if a.side_by_side else "--no-side-by-side"]
+            "--side-by-side" if a.side_by_side else "--no-side-by-side"] + (["--pythons", a.pythons] if a.pythons else [])
     inner = '"$PYMON_PYTHON" bench/kernel.py --inside ' + shlex.join(args)
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     rc, text = run_vm(inner, a.timeout)

@@ -182,7 +182,8 @@ def _run(ex: exchange.Exchanger, outcomes: list, until: float) -> None:
         ex.expire(time.monotonic())
 
 
-def _exchange_with(serve: Callable[[socket.socket], None], ranges: tuple[tuple[int, int], ...]) -> exchange.Outcome:
+def _exchange_with(serve: Callable[[socket.socket], None], ranges: tuple[tuple[int, int], ...],
+                   want_body: bool = False) -> exchange.Outcome:
     """One exchange with a loopback server whose one connection `serve` handles (in a thread)."""
     srv = socket.create_server(("127.0.0.1", 0))
 
@@ -198,7 +199,7 @@ def _exchange_with(serve: Callable[[socket.socket], None], ranges: tuple[tuple[i
     ex = exchange.Exchanger(lambda jid, out: outcomes.append((jid, out)))
     try:
         addr = [(socket.AF_INET, ("127.0.0.1", srv.getsockname()[1]))]
-        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 2.0, False, 65536, ranges, False), time.monotonic())
+        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 2.0, want_body, 65536, ranges, False), time.monotonic())
         _run(ex, outcomes, time.monotonic() + 3)
         t.join(3)
         ((_, out),) = outcomes
@@ -224,6 +225,46 @@ def test_the_connection_ends_with_a_reset_leaving_the_server_no_time_wait() -> N
 
     out = _exchange_with(serve, ((200, 399),))
     assert (out[0], out[1]) == ("status", 200) and seen == ["reset"]
+
+
+@pytest.mark.parametrize("want_body", [False, True])
+def test_an_answer_in_pieces_is_read_whole(want_body: bool) -> None:
+    """The first read only peeks; an exchange that goes on after it (a head cut in two, a
+    body still coming) must still see every byte once, in order."""
+    def serve(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Le")
+        time.sleep(0.1)
+        conn.sendall(b"ngth: 10\r\n\r\nhello")
+        time.sleep(0.1)
+        conn.sendall(b"world")
+
+    kind, data, *_ = _exchange_with(serve, ((200, 399),), want_body)
+    assert (kind, data) == (("answer", b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nhelloworld") if want_body
+                            else ("status", 200))
+
+
+def test_each_exchange_ends_at_its_own_deadline() -> None:
+    """Exchanges with different timeouts, the shortest started in between: each times out
+    at its own deadline, not behind a longer one started before it."""
+    srv = socket.create_server(("127.0.0.1", 0))  # connects, never answers
+    ended: dict[int, float] = {}
+    ex = exchange.Exchanger(lambda jid, out: ended.setdefault(jid, time.monotonic() - t0))
+    try:
+        addr = [(socket.AF_INET, srv.getsockname())]
+        t0 = time.monotonic()
+        for jid, timeout in ((1, 0.8), (2, 0.2), (3, 0.8), (4, 0.4)):
+            ex.submit((jid, addr, b"GET / HTTP/1.0\r\n\r\n", timeout, False, 65536, ((200, 399),), False), t0)
+        assert ex.next_deadline() == pytest.approx(t0 + 0.2)
+        while len(ended) < 4 and time.monotonic() < t0 + 3:
+            for fd, ev in ex.ep.poll(0.02):
+                ex.handle(fd, ev)
+            ex.expire(time.monotonic())
+        assert sorted(ended, key=ended.get) == [2, 4, 1, 3]
+        assert ended[2] < 0.35 and 0.4 <= ended[4] < 0.6 and ended[1] >= 0.8
+        assert ex.next_deadline() is None  # nothing in flight: no wake-up
+    finally:
+        ex.close()
+        srv.close()
 
 
 def test_an_event_under_the_fd_of_a_closed_socket_is_no_failure() -> None:
@@ -263,7 +304,7 @@ def test_the_status_shortcut_takes_only_heads_the_parser_accepts(head: bytes) ->
     """An accepted status with nothing else to check comes back from the exchange without
     its head: only a head that `_parse_head` accepts, with the same status, may do so (the
     others take the full path, which judges them)."""
-    m = exchange._WELL_FORMED.fullmatch(head)
+    m = exchange._WELL_FORMED.fullmatch(head + b"\r\n")
     if m is not None:
         assert _http10._parse_head(head).status == int(m[1])
 

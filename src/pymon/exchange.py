@@ -149,7 +149,9 @@ class Exchanger:
             while q and q[0][1].phase == "done":
                 q.popleft()
             if not q:
-                del self.deadlines[timeout]  # a timeout no service has any more (a reload) leaves nothing
+                # an empty queue goes (the next submit with its timeout makes a new one), so a
+                # timeout no service has any more after a reload leaves nothing behind
+                del self.deadlines[timeout]
             elif at is None or q[0][0] < at:
                 at = q[0][0]
         return at

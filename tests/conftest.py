@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+
+# The tree under test is the one this conftest sits in, also for the daemons and VMs the
+# tests start, whatever checkout an editable install points at.
+_SRC = str(Path(__file__).resolve().parents[1] / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture

@@ -107,7 +107,8 @@ def run_in_vm(command: str, *, timeout: float = 900, env: dict[str, str] | None 
         script = rwdir / "run.sh"
         out, status = rwdir / "output", rwdir / "status"
         exports = {"PYMON_IN_VM": "1", "PYMON_PYTHON": sys.executable,
-                   "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+                   "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(REPO / "src"),
+                   **(env or {})}
         lines = ["#!/bin/sh", f"cd {shlex.quote(str(cwd))} || exit 125"]
         lines += [f"export {k}={shlex.quote(v)}" for k, v in exports.items()]
         lines += [

@@ -111,7 +111,8 @@ def test_eight_of_ten_killed_keeps_exactly_five_pooled() -> None:
     assert (r.counts.pooled, r.counts.pooled_down, r.counts.refusals) == (2, 3, 3)
     kept = {m.host for m in spec.members if r.decisions[m.key].state == "pooled_down"}
     assert kept == {"rs2", "rs5", "rs6"}  # the three most recently healthy
-    assert {m.host for m in spec.members if r.decisions[m.key].state == "removed"} == {"rs0", "rs1", "rs3", "rs4", "rs7"}
+    removed = {m.host for m in spec.members if r.decisions[m.key].state == "removed"}
+    assert removed == {"rs0", "rs1", "rs3", "rs4", "rs7"}
     assert r.decisions[key(5)].weight == 10  # pooled_down at its weight
     ev = [e for e in r.events if e.kind == "pooled_down"]
     assert len(ev) == 3 and ev[0].vs == "web"
@@ -552,3 +553,39 @@ def test_ramp_next_step_is_exact(start: float, duration: float, target: int, fra
     assert nxt > now
     assert ramp_weight(start, duration, target, math.nextafter(nxt, -math.inf))[0] == w
     assert ramp_weight(start, duration, target, nxt)[0] > w
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_never_below_need_from_a_full_pool(data: st.DataObject) -> None:
+    """Whatever health, freezes and unforced operator commands follow, a pool that
+    started full keeps at least min(need, configured-and-enabled) members pooled."""
+    spec = data.draw(specs())
+    enabled = sum(m.enabled for m in spec.members)
+    steps = data.draw(rounds(len(spec.members)))
+    r = decide(spec, all_up(spec), now=0.0)
+    now = 0.0
+    for dt, hs, ops, conns, frozen in steps:
+        now += dt
+        health = {m.host: Health(u, now, now if u else None) for m, u in zip(spec.members, hs)}
+        operator = {m.key: Operator(o.disabled, o.drained, o.drain_deadline, o.drain_until_idle)
+                    for m, o in zip(spec.members, ops)}
+        r = decide(spec, health, now=now, previous=r.decisions, operator=operator,
+                   active={m.key: c for m, c in zip(spec.members, conns)}, frozen=frozen)
+        assert in_pool(r) >= min(spec.need, enabled)
+
+
+def test_cost_is_linear() -> None:
+    """A thousand members, half of them failing, well under the time of a check round."""
+    import time
+
+    spec = PoolSpec("big", members(250) + tuple(Member((f"10.1.{i // 250}.{i % 250 + 1}", 80), f"x{i}", 10)
+                                                  for i in range(750)), min_pooled="60%")
+    health = {m.host: (up() if i % 2 else down(1, i)) for i, m in enumerate(spec.members)}
+    r = decide(spec, all_up(spec), now=0)
+    t0 = time.perf_counter()
+    for k in range(20):
+        r2 = decide(spec, health, now=1 + k, previous=r.decisions)
+    per_call = (time.perf_counter() - t0) / 20
+    assert in_pool(r2) == 600
+    assert per_call < 0.05, per_call

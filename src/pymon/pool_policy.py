@@ -59,14 +59,16 @@ do not swap which servers are pooled down; (3) the most recently healthy (latest
 (4) configuration order. Only members in the pool can be kept: a failed member that has
 already left is never brought back for the threshold.
 
-Operator commands (disable, drain, and a member `enabled: false` in the configuration)
-obey the same threshold: one that would leave fewer than `need` pooled is refused (the
-member stays in the pool, with a `depool_refused` event saying why) unless the operator
-state carries `force`. A refused command stays standing and takes effect once the
-threshold allows; an API that prefers to reject the command outright can call `decide`
-with the would-be operator state first and refuse it if the result has a refusal for that
-member. Members disabled before the daemon first saw them (no previous decision) start
-out of the pool: that is not a new command, there is nothing to refuse.
+Operator commands (disable, drain, and a member the configuration disables) obey the
+same threshold: one that would leave fewer than `need` pooled is refused (the member
+stays in the pool, with a `depool_refused` event saying why) unless the operator state
+carries `force`. A refused command stays standing and takes effect once the threshold
+allows; an API that prefers to reject the command outright can call `decide` with the
+would-be operator state first and refuse it if the result has a refusal for that member.
+(PyBal applies a disable from its pool file without any threshold check; the threshold
+there guards only against failures.) Members disabled before the daemon first saw them
+(no previous decision) start out of the pool: that is not a new command, there is
+nothing to refuse.
 
 Freeze (`frozen=True`, a director self-fault): no member in the pool leaves or loses
 weight for health; recoveries still repool. A freeze also holds operator commands,
@@ -224,7 +226,11 @@ class PoolSpec:
 @dataclass(frozen=True, slots=True)
 class Health:
     """A member's health: up (True/False, None = not checked yet), the time of its last
-    transition, and when it was last seen up (None: never)."""
+    transition, and when it was last seen up (None: never).
+
+    `last_up` chooses which failed members stay pooled down. `since` does not drive a
+    rule: drain deadlines count from the depool, not the failure (see the module
+    docstring); it is carried so the owner can build one object per host and log it."""
 
     up: bool | None = None
     since: float = 0.0

@@ -203,3 +203,15 @@ def test_summary_change_realerts_unless_strict(seq):
             if down and was_failing and prev and summary != prev:
                 assert bool(alerts) == expect_change_alerts
             prev = summary if down else None
+
+
+def test_alertevery_counts_whole_seconds_as_mon():
+    """alertevery 20s, a failure every 5 s on a clock that drifts a few ms: mon's whole-
+    second clock repeats the alert every 20 s, never 25 (19.998 s is 20 s for mon)."""
+    st = make({"alertevery": "20s strict"})
+    sent = []
+    for i in range(13):
+        now = 1000.990 + 5 * i - 0.0005 * i  # each check 0.5 ms early
+        if st.observe(now, results({"h1"})).fires:
+            sent.append(int(now))
+    assert [b - a for a, b in zip(sent, sent[1:])] == [20, 20, 20]

@@ -238,7 +238,9 @@ class ServiceState:
                        prevsumm: str, now: float) -> bool:
         if spec.numalerts and ps.alert_sent >= spec.numalerts:
             return False
-        if spec.alertevery and now - ps.last_alert < spec.alertevery and (
+        # mon's clock is whole seconds (`time`): a repeat due 4 intervals later is due even
+        # when the float clock says 19.998 s, and never waits for a fifth
+        if spec.alertevery and int(now) - int(ps.last_alert) < spec.alertevery and (
             spec.alertevery_strict
             or (spec.observe_detail and self.failure_output == output)
             or (not spec.observe_detail and not spec.ignore_summary and prevsumm == summary)

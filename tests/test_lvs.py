@@ -287,3 +287,26 @@ def test_daemon_dry_run_logs_table_changes(tmp_path) -> None:  # type: ignore[no
     adds = [x["op"] for x in lines if x["event"] == "ipvs.would_change" and x["op"].startswith("add dest")]
     assert sorted(adds) == [f"add dest TCP 192.0.2.1:80 -> 127.0.0.21:{port} Masq weight 1",
                             f"add dest TCP 192.0.2.1:80 -> 127.0.0.22:{port} Masq weight 1"]
+
+
+async def test_dry_run_lvs_alert_without_kernel_table_previews_the_removal() -> None:
+    """`run --dry-run` where no kernel table can be read: a down lvs.alert shows the removal
+    the script makes on the director (`ipvsadm -d`), and creates no service, which
+    `ipvsadm -d` never does; the upalert shows the real server going back."""
+    mem = MemoryTable()
+    mem.no_kernel_table = True  # type: ignore[attr-defined]  # as open_backend marks it
+    cfg = parse_config("hostgroups: {web: [10.0.0.1]}\nwatch: {web: {http: {monitor: x}}}\n", "t.yaml")
+    o = LvsOwner(cfg.ipvs, mem, Log(), True, [])
+    svc, dest, _ = parse_lvs_args("-P tcp -V 10.0.0.100:80 -R 10.0.0.1 -W 2 -F dr".split())
+    await o.set_override(svc, dest, up=False, quiesce=False)
+    changes = [kw["op"] for ev, kw in o.log.events if ev == "ipvs.would_change"]
+    assert changes == ["del dest TCP 10.0.0.100:80 -> 10.0.0.1:80"]
+    assert await mem.read() == {}
+    _, dest_q, _ = parse_lvs_args("-P tcp -V 10.0.0.100:80 -R 10.0.0.2 -W 2 -F dr -X quiesce".split())
+    await o.set_override(svc, dest_q, up=False, quiesce=True)
+    changes = [kw["op"] for ev, kw in o.log.events if ev == "ipvs.would_change"]
+    assert changes[1].startswith("edit dest TCP 10.0.0.100:80 -> 10.0.0.2:80") and "weight 0" in changes[1]
+    await o.set_override(svc, dest, up=True, quiesce=False)
+    changes = [kw["op"] for ev, kw in o.log.events if ev == "ipvs.would_change"]
+    assert changes[2:] == ["add service TCP 10.0.0.100:80 wlc",
+                           "add dest TCP 10.0.0.100:80 -> 10.0.0.1:80 Route weight 2"]

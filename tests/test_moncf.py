@@ -6,6 +6,7 @@ alert scripts, same backend going down and up; the alert sequences must match.""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -117,7 +118,7 @@ def test_example_cf_conversion_details(tmp_path: Path) -> None:
     conv = moncf.import_text(example(tmp_path, "example.cf.gz").read_text(), str(tmp_path / "example.cf"))
     w = conv.data["watch"]
     assert conv.data["globals"]["dep_behavior"] == "a"  # mon's default, not pymon's
-    assert w["serversbd1"]["ping"]["monitor"] == "fping"  # native, same options
+    assert w["serversbd1"]["ping"]["monitor"] == "fping -r 3 -t 2000"  # native, the script's defaults
     assert w["netapps"]["freespace"]["monitor"] == "freespace /f330:5000 /f540:5000"
     assert w["mailhost"]["smtp"]["monitor"] == "smtp.monitor"  # legacy script
     assert w["dialin"]["555-1212"]["monitor"] == "dialin.monitor.wrap -n 555-1212 -t 80 ;;"
@@ -409,6 +410,112 @@ def test_legacy_monitors_option(tmp_path: Path) -> None:
         assert conv.data["watch"]["g"]["s"]["monitor"] == "http.monitor -z"
 
 
+def test_absent_script_dirs_still_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """mon starts on a file whose alertdir/mondir is not on this machine: import-mon writes
+    the YAML with every name and lists what it could not find; run/check-config refuse and
+    say which dir was searched and how to point it elsewhere."""
+    cf = tmp_path / "a.cf"
+    cf.write_text(f"alertdir = {tmp_path}/no/alert.d\nmondir = {tmp_path}/no/mon.d\nhostgroup g 127.0.0.1\n\n"
+                  "watch g\n    service s\n        interval 1m\n        monitor my.monitor -x\n"
+                  "        period wd {Sun-Sat}\n            alert echo.alert x\n            upalert echo.alert y\n")
+    rc, out, err = cli(capsys, "import-mon", str(cf))
+    assert rc == 0, err
+    y = yaml.safe_load(out)
+    assert y["watch"]["g"]["s"]["monitor"] == "my.monitor -x"
+    assert y["watch"]["g"]["s"]["periods"][0] == {"period": "wd {Sun-Sat}", "alert": ["echo.alert x"],
+                                                   "upalert": ["echo.alert y"]}
+    assert f"{cf}:8: warning: monitor my.monitor: not found, mondir {tmp_path}/no/mon.d does not exist here" in err
+    assert f"{cf}:10: warning: alert echo.alert: not found, alertdir {tmp_path}/no/alert.d" in err
+    rc, out, _ = cli(capsys, "import-mon", "--check", str(cf))
+    assert rc == 1 and [ln.split(": ")[0] for ln in out.splitlines()] == [f"{cf}:8", f"{cf}:10", f"{cf}:11"]
+    rc, _, err = cli(capsys, "check-config", "-c", str(cf))
+    assert rc == 2
+    assert (f"{cf}:10: unknown alert 'echo.alert': not built in and not in alertdir {tmp_path}/no/alert.d "
+            f"({tmp_path}/no/alert.d does not exist here); point alertdir ({cf}:1) at the directory") in err
+    # once the dirs are there, the converted YAML is the config check-config takes
+    for d in ("alert.d", "mon.d"):
+        (tmp_path / "no" / d).mkdir(parents=True)
+    for f in ("alert.d/echo.alert", "mon.d/my.monitor"):
+        (tmp_path / "no" / f).write_text("#!/bin/sh\n")
+        (tmp_path / "no" / f).chmod(0o755)
+    rc, _, err = cli(capsys, "check-config", "-c", str(cf))
+    assert rc == 0, err
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/lib/mon/mon.d/http.monitor"), reason="Debian's mon is not installed")
+def test_own_script_under_a_native_name_runs(tmp_path: Path) -> None:
+    """A site's own http.monitor in mondir is what mon runs; pymon runs it too (with a
+    warning at its line), while Debian's own http.monitor becomes the native probe."""
+    (tmp_path / "mon.d").mkdir()
+    own = tmp_path / "mon.d" / "http.monitor"
+    own.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/ran\nexit 0\n")
+    own.chmod(0o755)
+    cf = tmp_path / "mon.cf"
+    cf.write_text(f"mondir = {tmp_path}/mon.d:/usr/lib/mon/mon.d\nhostgroup g 127.0.0.1\n\nwatch g\n"
+                  "    service web\n        interval 1s\n        monitor http.monitor -p 8\n")
+    conv = moncf.import_text(cf.read_text(), str(cf))
+    assert conv.data["watch"]["g"]["web"]["monitor"] == "http.monitor -p 8"
+    assert any(no == 7 and f"{own} is not the script mon ships: it runs" in m for no, m in conv.warnings)
+    py = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cf)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env={**os.environ, "STATE_DIRECTORY": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "ran").exists() and time.monotonic() < deadline and py.poll() is None:
+            time.sleep(0.2)
+    finally:
+        py.terminate()
+        err = py.communicate(timeout=20)[1].decode()
+    assert (tmp_path / "ran").read_text().startswith("-p 8 127.0.0.1"), err
+    shutil.copy("/usr/lib/mon/mon.d/http.monitor", own)  # Debian's bytes: the native probe
+    conv = moncf.import_text(cf.read_text(), str(cf))
+    assert conv.data["watch"]["g"]["web"]["monitor"] == "http -p 8"
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/lib/mon/mon.d/fping.monitor"), reason="Debian's mon is not installed")
+def test_fping_defaults_are_the_scripts(tmp_path: Path) -> None:
+    """fping.monitor runs `fping -r 3 -t 2000` unless told otherwise (4 tries, 2 s): the
+    native probe converted from it sends as many echoes and waits as long."""
+    from pymon.probes import icmp
+
+    script = Path("/usr/lib/mon/mon.d/fping.monitor").read_text()
+    assert 'my $TIMEOUT = $opt{"t"} || 2000;' in script and 'my $RETRIES = $opt{"r"} || 3;' in script
+    for args, count, wait in (("", 4, 2.0), (" -a", 4, 2.0), (" -r 1 -t 500", 2, 0.5), (" -r 0", 4, 2.0)):
+        conv = moncf.import_text(f"hostgroup g 127.0.0.1\n\nwatch g\n    service ping\n        interval 1m\n"
+                                 f"        monitor fping.monitor{args}\n", str(tmp_path / "mon.cf"))
+        text, _ = moncf.to_yaml(conv)
+        svc = moncf.parse_config(text, str(tmp_path / "p.yaml")).services[("g", "ping")]
+        assert svc.monitor.name == "fping"
+        p = icmp._parse(svc.probe_params)
+        assert (p.count, p.wait) == (count, wait), args
+
+
+def test_lvs_warning_says_what_runs(tmp_path: Path) -> None:
+    text = ("hostgroup rs 10.1.0.1\n\nwatch rs\n    service http\n        interval 5s\n"
+            "        monitor tcp.monitor -p 80\n        period wd {Mon-Fri}\n"
+            "            alert lvs.alert -V 10.0.0.1:80 -R 10.1.0.1\n"
+            "            upalert lvs.alert -V 10.0.0.1:80 -R 10.1.0.1\n")
+    conv = moncf.import_text(f"alertdir = {tmp_path}\n" + text, str(tmp_path / "mon.cf"))
+    assert any("kept as an alert (pymon's built-in lvs alert runs it)" in m for _, m in conv.warnings)
+    (tmp_path / "lvs.alert").write_text("#!/bin/sh\n")
+    (tmp_path / "lvs.alert").chmod(0o755)
+    conv = moncf.import_text(f"alertdir = {tmp_path}\n" + text, str(tmp_path / "mon.cf"))
+    assert any(f"kept as an alert ({tmp_path}/lvs.alert runs it, as in mon)" in m for _, m in conv.warnings)
+    assert not any("built-in" in m for _, m in conv.warnings)
+
+
+def test_history_and_downtime_notes_are_true(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conv = moncf.import_text("histlength = 500\nhistoricfile = /var/log/mon/history.log\ndtlogging = yes\n"
+                             "dtlogfile = /var/log/mon/downtime.log\nhostgroup g h\n", str(tmp_path / "mon.cf"))
+    notes = dict(conv.notes)
+    assert "`pymon history`" in notes[1] and "`pymon history`" in notes[2]
+    assert "`pymon downtime`" in notes[3] and "`pymon downtime`" in notes[4]
+    assert not any("no alert history" in m or "no downtime log" in m for m in notes.values())
+    for cmd in ("history", "downtime"):  # the commands the notes name exist
+        with pytest.raises(SystemExit) as e:
+            cli(capsys, cmd, "--help")
+        assert e.value.code == 0
+
+
 # -- lvs.alert -> virtual_services ----------------------------------------------------
 
 LVS = """\
@@ -542,12 +649,59 @@ def alerts(path: Path) -> dict[tuple[str, str], list[tuple[str, str, str, str]]]
     return out
 
 
+TIMES = ("MON_LAST_FAILURE", "MON_FIRST_FAILURE", "MON_LAST_SUCCESS", "MON_FIRST_SUCCESS")
+
+
+def env_facts(env: dict[str, str], when: int | None, literal: bool) -> dict[str, object]:
+    """A script's MON_* environment with what differs by design taken out: epochs become
+    their relation to the alert's time (-t) and to each other; without `literal` (pymon's
+    native probe there, mon's script) outputs are only empty or not."""
+    out: dict[str, object] = {}
+    for k, v in env.items():
+        if k in ("MON_STATEDIR", "MON_CFBASEDIR"):
+            out[k] = "a path"
+        elif k == "MON_FIRST_FAILURE" and v not in ("", "0"):
+            # pymon checks every second, mon every ~3: two failures can share a second in pymon
+            out[k] = "set" if when is None else "at or before -t" if int(v) <= when else "after"
+        elif k in TIMES and v not in ("", "0"):
+            out[k] = "set" if when is None else "at -t" if int(v) == when else "before -t" if int(v) < when else "after"
+        elif k in ("MON_LAST_OUTPUT",) and not literal:
+            out[k] = "text" if v else v
+        else:
+            out[k] = v
+    ff, lf, ls = (int(env.get(k) or 0) for k in ("MON_FIRST_FAILURE", "MON_LAST_FAILURE", "MON_LAST_SUCCESS"))
+    if ff and lf:
+        out["first <= last failure"] = ff <= lf
+    if ff and ls:
+        out["last success before first failure"] = ls < ff
+    return out
+
+
+def alert_records(path: Path) -> dict[tuple[str, str], list[dict[str, object]]]:
+    """Per (service, tag), in order: argv (-t as T), environment facts and stdin."""
+    out: dict[tuple[str, str], list[dict[str, object]]] = {}
+    if not path.exists():
+        return out
+    for ln in path.read_text().splitlines():
+        r = json.loads(ln)
+        argv = r["argv"]
+        when = int(argv[argv.index("-t") + 1])
+        svc, tag = argv[argv.index("-s") + 1], argv[-1]
+        literal = svc == "script"
+        out.setdefault((svc, tag), []).append({
+            "argv": [("T" if i and argv[i - 1] == "-t" else a) for i, a in enumerate(argv)],
+            "env": env_facts(r["env"], when, literal),
+            "stdin": r["stdin"] if literal else bool(r["stdin"])})
+    return out
+
+
 @have_mon
 def test_differential_against_real_mon(tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / "mon.d").mkdir()
     (tmp_path / "alert.d").mkdir()
-    shutil.copy("/usr/lib/mon/mon.d/tcp.monitor", tmp_path / "mon.d" / "portcheck.monitor")
+    (tmp_path / "log").mkdir()
+    shutil.copy(HERE / "diff" / "rec.monitor", tmp_path / "mon.d" / "rec.monitor")
     shutil.copy(HERE / "diff" / "rec.alert", tmp_path / "alert.d" / "rec.alert")
     cf = tmp_path / "mon.cf"
     cf.write_text((HERE / "diff" / "mon.cf.in").read_text().replace("@TMP@", str(tmp_path))
@@ -557,12 +711,14 @@ def test_differential_against_real_mon(tmp_path: Path) -> None:
     backend = Backend(port)
     backend.up()
     st = tmp_path / "monstate"
-    mon = subprocess.Popen([MON, "-c", str(cf), "-L", str(st), "-D", str(st), "-P", str(st / "pid"),
+    mon = subprocess.Popen([MON, "-c", str(cf), "-D", str(st), "-P", str(st / "pid"),
                             "-p", str(free_port()), "-t", str(free_port())],
-                           env={**os.environ, "ALERT_LOG": str(tmp_path / "mon.log")},
+                           env={**os.environ, "ALERT_LOG": str(tmp_path / "mon.log"),
+                                "MONITOR_LOG": str(tmp_path / "mon.monitor.log")},
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     py = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cf)],
                           env={**os.environ, "ALERT_LOG": str(tmp_path / "pymon.log"),
+                               "MONITOR_LOG": str(tmp_path / "pymon.monitor.log"),
                                "STATE_DIRECTORY": str(tmp_path / "pymonstate")},
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     t0 = time.monotonic()
@@ -584,6 +740,22 @@ def test_differential_against_real_mon(tmp_path: Path) -> None:
     got_mon, got_py = alerts(tmp_path / "mon.log"), alerts(tmp_path / "pymon.log")
     raw = {n: (tmp_path / f"{n}.log").read_text() if (tmp_path / f"{n}.log").exists() else "" for n in ("mon", "pymon")}
     assert got_py == got_mon, f"t0={time.time() - (time.monotonic() - t0):.0f}\n{raw}\n{mon_err}\n{py_err}"
+    # each alert's argv, environment and stdin: startup alerts get mon's zeros, upalerts the
+    # outage's times, output and summary, MON_LOGDIR is mon.cf's logdir
+    rec_mon, rec_py = alert_records(tmp_path / "mon.log.json"), alert_records(tmp_path / "pymon.log.json")
+    for key in rec_mon:
+        assert rec_py.get(key) == rec_mon[key], key
+    assert rec_py.keys() == rec_mon.keys()
+    up = rec_mon[("script", "A")][2]["env"]
+    assert up["MON_ALERTTYPE"] == "up" and up["MON_LAST_FAILURE"] == "before -t" and up["first <= last failure"]
+    assert up["MON_LAST_SUMMARY"] == "127.0.0.1" and "Connection refused" in str(up["MON_LAST_OUTPUT"])
+    assert up["last success before first failure"] and up["MON_LOGDIR"] == str(tmp_path / "log")
+    # the monitor's environment: the same kinds of state, from the first run on (zeros)
+    mons = {n: [env_facts(json.loads(ln), None, True)
+                for ln in (tmp_path / f"{n}.monitor.log").read_text().splitlines()] for n in ("mon", "pymon")}
+    assert mons["pymon"][0] == mons["mon"][0]
+    kinds = {n: {json.dumps(e, sort_keys=True) for e in envs} for n, envs in mons.items()}
+    assert kinds["pymon"] == kinds["mon"]
     # and the oracle itself saw what the schedule implies
     down = ("failure", "backend", "script", "127.0.0.1")
     up = ("up", "backend", "script", "127.0.0.1")
@@ -593,6 +765,81 @@ def test_differential_against_real_mon(tmp_path: Path) -> None:
     assert ("script", "C2") not in got_mon  # exit=2-9 never matches tcp.monitor's 1
     assert [a[0] for a in got_mon[("native", "N")]] == ["failure", "up", "failure", "up"]
     assert all(a[3] == "127.0.0.1" for a in got_mon[("native", "N")])
+
+
+class HttpBackend:
+    """An HTTP/1.0 server on a loopback address: each answer is `status` after `delay` s."""
+
+    def __init__(self, host: str, port: int, status: int, delay: float = 0.0):
+        self.status, self.delay = status, delay
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(10)
+                conn.recv(4096)
+                time.sleep(self.delay)
+                conn.sendall(f"HTTP/1.0 {self.status} X\r\nContent-Length: 2\r\n\r\nok".encode())
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@have_mon
+def test_http_differential_against_real_mon(tmp_path: Path) -> None:
+    """Bare `http.monitor` takes only 200, 301, 302 and 401 (a 204 is a failure), and waits
+    up to its own 30 s even under `interval 3s`: the same alerts from both daemons."""
+    host = f"127.{os.getpid() % 200 + 20}.{int(time.time()) % 250 + 1}.1"
+    slow = free_port()
+    try:
+        bare = HttpBackend(host, 80, 204)  # a bare http.monitor's port
+    except PermissionError:
+        pytest.skip("port 80 needs root (or net.ipv4.ip_unprivileged_port_start <= 80)")
+    backends = [bare, HttpBackend(host, slow, 200, delay=4.0)]
+    (tmp_path / "alert.d").mkdir()
+    shutil.copy(HERE / "diff" / "rec.alert", tmp_path / "alert.d" / "rec.alert")
+    cf = tmp_path / "mon.cf"
+    cf.write_text((HERE / "diff" / "http.cf.in").read_text().replace("@TMP@", str(tmp_path))
+                  .replace("@HOST@", host).replace("@SLOWPORT@", str(slow)))
+    for d in ("monstate", "pymonstate"):
+        (tmp_path / d).mkdir()
+    st = tmp_path / "monstate"
+    mon = subprocess.Popen([MON, "-c", str(cf), "-L", str(st), "-D", str(st), "-P", str(st / "pid"),
+                            "-p", str(free_port()), "-t", str(free_port())],
+                           env={**os.environ, "ALERT_LOG": str(tmp_path / "mon.log")},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    py = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cf)],
+                          env={**os.environ, "ALERT_LOG": str(tmp_path / "pymon.log"),
+                               "STATE_DIRECTORY": str(tmp_path / "pymonstate")},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        time.sleep(16)  # mon: 4-5 checks of each; its first after one interval
+    finally:
+        for p in (mon, py):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        mon_err = mon.communicate(timeout=20)[1].decode()
+        py_err = py.communicate(timeout=20)[1].decode()
+        for b in backends:
+            b.close()
+    got_mon, got_py = alerts(tmp_path / "mon.log"), alerts(tmp_path / "pymon.log")
+    assert got_mon == {("bare", "bare"): [("failure", "web", "bare", host)]}, (mon_err, got_mon)
+    assert got_py == got_mon, (py_err, got_py)
 
 
 def test_trap_only_service(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

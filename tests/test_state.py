@@ -203,3 +203,37 @@ def test_summary_change_realerts_unless_strict(seq):
             if down and was_failing and prev and summary != prev:
                 assert bool(alerts) == expect_change_alerts
             prev = summary if down else None
+
+
+def test_alertevery_counts_whole_seconds_as_mon():
+    """alertevery 20s, a failure every 5 s on a clock that drifts a few ms: mon's whole-
+    second clock repeats the alert every 20 s, never 25 (19.998 s is 20 s for mon)."""
+    st = make({"alertevery": "20s strict"})
+    sent = []
+    for i in range(13):
+        now = 1000.990 + 5 * i - 0.0005 * i  # each check 0.5 ms early
+        if st.observe(now, results({"h1"})).fires:
+            sent.append(int(now))
+    assert [b - a for a, b in zip(sent, sent[1:])] == [20, 20, 20]
+
+
+def test_upalert_environment_describes_the_outage_also_after_a_restart():
+    """mon gives an upalert the outage's first and last failure, the last failing output
+    and summary, and the success from before it; pymon too, and across a restart (the
+    outage is in state.json)."""
+    import json
+
+    from pymon.persist import restore_service, snapshot_service
+
+    st = make()
+    st.observe(T0, results(set()))
+    st.observe(T0 + 10, results({"h2"}))
+    st.observe(T0 + 20, results({"h2"}))
+    fresh = make()
+    restore_service(fresh, json.loads(json.dumps(snapshot_service(st))), HOSTS)
+    for s in (st, fresh):
+        up = [f for f in s.observe(T0 + 30, results(set())).fires if f.kind == "upalert"]
+        assert up and up[0].env == {
+            "MON_FIRST_FAILURE": str(int(T0 + 10)), "MON_LAST_FAILURE": str(int(T0 + 20)),
+            "MON_LAST_SUCCESS": str(int(T0)), "MON_LAST_OUTPUT": "h2\nh2: h2 down", "MON_LAST_SUMMARY": "h2"}
+        assert s.mon["MON_LAST_FAILURE"] == "0" and s.mon["MON_LAST_SUMMARY"] is None

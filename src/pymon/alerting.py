@@ -32,10 +32,11 @@ async def deliver(cfg: Config, plugins: Plugins, st: ServiceState, fire: Fire, n
         log.error("alert.failed", **ev, error=f"alert {name!r} not found")
         return False
     if isinstance(found, Path):
-        env = legacy.monitor_env(svc.group, svc.name, svc.description, cfg.statedir, Path(cfg.file).parent,
-                                 svc.env, mon_state_env(st))
+        env = legacy.monitor_env(svc.group, svc.name, svc.description, cfg.statedir, cfg.logdir,
+                                 Path(cfg.file).parent, svc.env, fire.env or mon_state_env(st))
+        # MON_FIRST_SUCCESS: mon exports its never-set _first_success to alerts, as empty
         env.update(MON_ALERTTYPE=_MON_TYPE[fire.kind], MON_RETVAL=str(fire.retval),
-                   MON_OPSTATUS=_OPSTATUS[st.status])
+                   MON_OPSTATUS=_OPSTATUS[st.status], MON_FIRST_SUCCESS="")
         if st.acked:
             env["MON_ACK"] = st.acked
         argv = legacy.alert_argv(found, fire.kind, svc.group, svc.name, cfg.hostgroups[svc.group], now,

@@ -151,8 +151,8 @@ async def _run_native(mon: Monitor, svc: ServiceSpec, hosts: list[str]) -> Check
 
 async def _run_legacy(cfg: Config, svc: ServiceSpec, st: ServiceState, script: Path,
                       hosts: list[str]) -> Check:
-    env = legacy.monitor_env(svc.group, svc.name, svc.description, cfg.statedir, Path(cfg.file).parent,
-                             svc.env, mon_state_env(st))
+    env = legacy.monitor_env(svc.group, svc.name, svc.description, cfg.statedir, cfg.logdir,
+                             Path(cfg.file).parent, svc.env, mon_state_env(st))
     run = await legacy.run(legacy.mon_argv(script, svc.monitor.args, hosts), env, svc.timeout)
     if run.error:
         output, rc = run.error, 127
@@ -172,9 +172,6 @@ async def _run_legacy(cfg: Config, svc: ServiceSpec, st: ServiceState, script: P
     return Check({h: bad if h in failing else good for h in hosts}, output, rc if rc > 0 else 255)
 
 
-def mon_state_env(st: ServiceState) -> dict[str, float | str]:
-    return {
-        "MON_LAST_SUMMARY": st.last_summary, "MON_LAST_OUTPUT": st.last_output,
-        "MON_LAST_FAILURE": st.last_failure, "MON_FIRST_FAILURE": st.first_failure,
-        "MON_LAST_SUCCESS": st.last_success,
-    }
+def mon_state_env(st: ServiceState) -> dict[str, str | None]:
+    """The MON_* state variables mon would give a script now (None: unset)."""
+    return dict(st.mon)

@@ -129,6 +129,8 @@ SCHEMA: dict[str, Any] = {
                 "mondir": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
                 "alertdir": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
                 "statedir": {"type": "string"},
+                "logdir": {"type": "string", "description": "MON_LOGDIR for mon scripts; default "
+                           "$LOGS_DIRECTORY, else /var/log/pymon"},
                 "maxprocs": {"type": "integer", "minimum": 0, "description": "max concurrent checks, 0 = unlimited"},
                 "randstart": _duration,
                 "alert_timeout": _duration,
@@ -343,6 +345,8 @@ class Config:
     control_port: int | None = None
     token_file: Path | None = None
     block_warning: float = 1.0  # watchdog.py: warn when the event loop is blocked this long
+    # MON_LOGDIR for mon's scripts (mon's `logdir`): systemd's LogsDirectory= when it is set
+    logdir: Path = field(default_factory=lambda: Path(os.environ.get("LOGS_DIRECTORY") or "/var/log/pymon"))
     probe_workers: int = 0  # exchange.py: worker processes for plain HTTP checks
     vrrp_alert: list[PluginSpec] = field(default_factory=list)  # vrrp.py: alerts on a VRRP role change
 
@@ -536,6 +540,7 @@ class _Builder:
             mondir=mondir,
             alertdir=alertdir,
             statedir=(self.base / statedir).resolve(),
+            logdir=(self.base / (g.get("logdir") or os.environ.get("LOGS_DIRECTORY") or "/var/log/pymon")).resolve(),
             maxprocs=int(g.get("maxprocs", 0)),
             randstart=self.duration(("globals", "randstart"), g.get("randstart"), 0.0),
             alert_timeout=self.duration(("globals", "alert_timeout"), g.get("alert_timeout"), 60.0),

@@ -105,14 +105,16 @@ def _killpg(proc: asyncio.subprocess.Process) -> None:
         pass
 
 
-def monitor_env(group: str, service: str, description: str, statedir: Path, cfbase: Path,
-                extra: dict[str, str], state: dict[str, float | str]) -> dict[str, str]:
+def monitor_env(group: str, service: str, description: str, statedir: Path, logdir: Path, cfbase: Path,
+                extra: dict[str, str], state: dict[str, str | None]) -> dict[str, str]:
+    """mon's environment for a script: `state` holds mon's MON_* state variables, None
+    where mon has them undefined (not exported); a "0" is exported, as mon does."""
     env = dict(extra)
     env.update(MON_GROUP=group, MON_SERVICE=service, MON_STATEDIR=str(statedir),
-               MON_LOGDIR=str(statedir), MON_CFBASEDIR=str(cfbase))
+               MON_LOGDIR=str(logdir), MON_CFBASEDIR=str(cfbase))
     if description:
         env["MON_DESCRIPTION"] = description
     for k, v in state.items():
-        if v not in ("", 0, 0.0):
-            env[k] = str(int(v)) if isinstance(v, float) else v
+        if v is not None:
+            env[k] = v
     return env

@@ -63,6 +63,8 @@ def wanted_table(vss: list[VirtualServiceSpec], health: Health, actual: Table,
         table[vs.service.key] = (vs.service, dests)
         healthy[vs.name] = weight
     for (skey, dkey), ov in (overrides or {}).items():
+        if not ov.up and skey not in table and skey not in actual:
+            continue  # lvs.alert's `ipvsadm -d` (`-e -w 0`) fails there: it never creates the service
         svc, dests = table.get(skey) or actual.get(skey) or (ov.service, {})
         dests = dict(dests)
         if ov.up:
@@ -204,7 +206,16 @@ class LvsOwner:
 
     async def set_override(self, service: Service, dest: Dest, up: bool, quiesce: bool) -> None:
         self.overrides[(service.key, dest.key)] = Override(service, dest, up, quiesce)
-        await self.reconcile("lvs alert")
+        ops = await self.reconcile("lvs alert")
+        if not up and service.key not in self.last_wanted and self.read_error is None:
+            # the service is not there: the script's ipvsadm fails and leaves nothing behind
+            self.overrides.pop((service.key, dest.key), None)
+        if self.dry_run and getattr(self.backend, "no_kernel_table", False) and not up and not ops:
+            # no kernel table to start from: the real server the director's kernel holds
+            # is not in the dry-run table, so show the removal lvs.alert makes there
+            op = Op("edit", service, replace(dest, weight=0)) if quiesce else Op("del", service, dest)
+            self.log.info("ipvs.would_change", op=str(op), reason="lvs alert",
+                          note="no kernel table here: what the alert does on a director that has this real server")
 
     async def stop(self) -> None:
         if self.opts.cleanstop and not self.dry_run:
@@ -251,7 +262,9 @@ async def open_backend(opts: IpvsOptions, dry_run: bool, log: Any) -> tuple[Back
         kernel.unavailable = str(e)  # type: ignore[attr-defined]  # LvsOwner logs it only once
         if dry_run or opts.fallback == "dry-run":
             log.warning("ipvs.unavailable", error=str(e), action="dry-run: changes are only logged")
-            return MemoryTable(), True
+            mem = MemoryTable()
+            mem.no_kernel_table = True  # type: ignore[attr-defined]  # set_override previews removals
+            return mem, True
         log.error("ipvs.unavailable", error=str(e),
                   action="will retry; checks and other alerts keep running (ipvs.fallback: dry-run to silence)")
         return kernel, False

@@ -22,10 +22,13 @@ it with a `# mon.cf:LINE` comment on each item. `load` does all of it in memory 
 
 Monitors: `http.monitor`, `tcp.monitor`, `telnet.monitor`, `fping.monitor` and
 `freespace.monitor` become the native probes of the same name with the same
-options (`http.monitor -p 80` -> `http -p 80`; the name without `.monitor` is never
-a script in mon's mondir, so the native probe is what runs); when the native probe
-does not accept the options, the script stays. Every other monitor stays the mon
-script, looked up in mon's mondir. `lvs.alert`/`ipvs.alert` pairs (alert + upalert
+options and the script's defaults (`http.monitor` -> `http -p 80`, with the script's
+30 s as the service's timeout; the name without `.monitor` is never a script in mon's
+mondir, so the native probe is what runs); when the native probe does not accept the
+options, or the script in mondir is the site's own (not the bytes mon ships), the
+script stays. Every other monitor stays the mon script, looked up in mon's mondir.
+Where mon's dirs do not exist here, names are kept and each one not found is a
+warning at its line (the YAML is for the director that has them). `lvs.alert`/`ipvs.alert` pairs (alert + upalert
 with `-V VIP -R RIP`) become `virtual_services` when that is exact; otherwise they
 stay alerts, which pymon's built-in `lvs` alert understands.
 """
@@ -61,12 +64,43 @@ MON_DEP_BEHAVIOR = "a"
 
 NATIVE_MONITORS = {"http.monitor": "http", "tcp.monitor": "tcp", "telnet.monitor": "telnet",
                    "fping.monitor": "fping", "freespace.monitor": "freespace"}
+# the scripts' own defaults where the native probe's differ: the bare form gets them
+# written out, so that it means what the script means (`http` alone accepts 200-399 and
+# waits 10 s; http.monitor accepts 200, 301, 302, 401 and waits 30 s)
+_NATIVE_BARE = {"http": ["-p", "80"], "tcp": ["-p", "23"], "fping": ["-r", "3", "-t", "2000"]}
+# the scripts' own timeout (`-t`, seconds), which mon lets them keep even past the interval
+_SCRIPT_TIMEOUT = {"http": 30, "tcp": 10, "telnet": 10}
 LVS_ALERTS = ("lvs.alert", "ipvs.alert")
+# md5 of the scripts Debian's mon 1.3.6 ships (/var/lib/dpkg/info/mon.md5sums): a script of
+# that name in mondir with other bytes is the site's own, and runs instead of the native probe
+_SHIPPED_MD5 = {"http.monitor": {"e7b28d629e5d3aebb2293f59762a553a"},
+                "tcp.monitor": {"7d66a5fc1eee19fb11aa53dbb6d0976e"},
+                "telnet.monitor": {"96d4243b114e423d3c75a54626a5bef3"},
+                "fping.monitor": {"e7285dd3f1d44923089f37e68839fe23"}}
+_DPKG_MD5SUMS = "/var/lib/dpkg/info/mon.md5sums"
+
+
+def shipped_script(path: Path) -> bool:
+    """Whether `path` is byte for byte the mon package's script of that name (1.3.6, or
+    the version installed here by dpkg)."""
+    try:
+        digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    except OSError:
+        return False
+    known = set(_SHIPPED_MD5.get(path.name, ()))
+    try:
+        for ln in Path(_DPKG_MD5SUMS).read_text().splitlines():
+            md5, _, name = ln.partition("  ")
+            if name == f"usr/lib/mon/mon.d/{path.name}":
+                known.add(md5)
+    except OSError:
+        pass
+    return digest in known
 
 # global variables mon knows and pymon has no use for, with the reason
 _GLOBAL_NOTES = {
-    "logdir": "pymon logs JSON lines to stdout, not to a log dir",
-    "histlength": "pymon keeps no in-memory alert history (the log is the history)",
+    "histlength": "pymon keeps the last 1000 alerts (`pymon history`; in <statedir>/state.json, so across "
+                  "restarts); the length is fixed",
     "serverport": "pymon has its own control API (globals control_socket/control_port), not mon's protocol",
     "serverbind": "pymon has its own control API (globals control_socket/control_port), not mon's protocol",
     "clientallow": "pymon has its own control API (globals control_socket/control_port), not mon's protocol",
@@ -78,11 +112,14 @@ _GLOBAL_NOTES = {
     "authtype": "pymon's control API authenticates with a token file (globals token_file)",
     "pamservice": "pymon's control API authenticates with a token file (globals token_file)",
     "userfile": "pymon's control API authenticates with a token file (globals token_file)",
-    "historicfile": "pymon keeps no alert history file (the log is the history)",
-    "historictime": "pymon keeps no alert history file (the log is the history)",
+    "historicfile": "pymon keeps its alert history in <statedir>/state.json (`pymon history`, the last 1000 "
+                    "alerts), not in a file of mon's format",
+    "historictime": "`pymon history` has the alerts from before a restart (state.json) whatever their age",
     "monerrfile": "pymon writes to stdout/stderr",
-    "dtlogfile": "no downtime log: the service.state log events carry the same facts",
-    "dtlogging": "no downtime log: the service.state log events carry the same facts",
+    "dtlogfile": "pymon always keeps a downtime log, per host (`pymon downtime`: start, end, duration, summary; "
+                 "the last 1000 outages, in <statedir>/state.json), not a file in mon's dtlog format",
+    "dtlogging": "pymon always keeps a downtime log, per host (`pymon downtime`: start, end, duration, summary; "
+                 "the last 1000 outages, in <statedir>/state.json), not a file in mon's dtlog format",
     "dep_recur_limit": "pymon's dependencies are direct, not recursive expressions",
     "dep_memory": "pymon has no dep_memory",
     "unack_summary": "pymon has no unack_summary (an ack lasts until recovery)",
@@ -91,8 +128,8 @@ _GLOBAL_NOTES = {
     "monremote": "pymon has no monremote hook",
     "cfbasedir": "pymon sets MON_CFBASEDIR to the config file's directory",
 }
-_KNOWN_GLOBALS = set(_GLOBAL_NOTES) | {"alertdir", "mondir", "basedir", "statedir", "maxprocs", "randstart",
-                                      "dep_behavior", "exclude_period"}
+_KNOWN_GLOBALS = set(_GLOBAL_NOTES) | {"alertdir", "mondir", "basedir", "statedir", "logdir", "maxprocs",
+                                      "randstart", "dep_behavior", "exclude_period"}
 _SERVICE_KEYS = {"interval", "failure_interval", "monitor", "redistribute", "allow_empty_group", "description",
                  "unack_summary", "traptimeout", "trapduration", "randskew", "dep_behavior", "dep_memory", "depend",
                  "alertdepend", "monitordepend", "hostdepend", "exclude_hosts", "exclude_period"}
@@ -529,6 +566,21 @@ class Resolver:
         return self.plugins.problems("monitor", name, {"argv": args} if args else {})
 
 
+def _opt_t(args: list[str]) -> float | None:
+    """A monitor's `-t SECS` (`-tSECS`), as getopt reads it; None if absent or not a number."""
+    try:
+        opts, _ = getopt.getopt(args, "ap:r:s:t:u:m:l:oT")
+    except getopt.GetoptError:
+        return None
+    for o, v in opts:
+        if o == "-t":
+            try:
+                return float(v)
+            except ValueError:
+                return None
+    return None
+
+
 def _dirs(value: str, base: str) -> list[str]:
     return [d if os.path.isabs(d) else os.path.normpath(os.path.join(base, d))
             for d in re.split(r"\s*:\s*", value.strip()) if d]
@@ -554,6 +606,13 @@ class _Converter:
         # names are only checked where mon's dirs exist here (converting on another machine: keep all)
         self.check_monitors = any(os.path.isdir(d) for d in self.mondirs)
         self.check_alerts = any(os.path.isdir(d) for d in self.alertdirs)
+
+    def absent(self, no: int, kind: str, name: str) -> None:
+        """A script that is not here because its dir is not: kept (mon starts on such a file too
+        and the YAML is meant for the director that has the dir), and said at its line."""
+        var, dirs = ("mondir", self.mondirs) if kind == "monitor" else ("alertdir", self.alertdirs)
+        self.warn(no, f"{kind} {name}: not found, {var} {':'.join(dirs)} does not exist here; kept as it is "
+                      f"(check-config checks it on the director; or set {var} to where the scripts are)")
 
     def note(self, line: int, msg: str) -> None:
         self.conv.notes.append((line, msg))
@@ -591,12 +650,6 @@ class _Converter:
             data["virtual_services"] = vss
         for no, kind in cf.other:
             self.note(no, f"{kind} record: mon's client display grouping; pymon has none")
-        if not self.check_monitors:
-            self.note(0, f"mondir {':'.join(self.mondirs)} does not exist here: monitor scripts were not looked "
-                         f"for (check-config will, on the machine that has them)")
-        if not self.check_alerts:
-            self.note(0, f"alertdir {':'.join(self.alertdirs)} does not exist here: alert scripts were not looked "
-                         f"for (check-config will, on the machine that has them)")
         conv.notes.sort()
         conv.warnings.sort()
         return conv
@@ -613,6 +666,10 @@ class _Converter:
             v, no = g["statedir"]
             out["statedir"] = v if os.path.isabs(v) else os.path.join(self.basedir, v)
             self.at(P + ("statedir",), no)
+        if "logdir" in g:  # MON_LOGDIR for the scripts (pymon itself logs to stdout)
+            v, no = g["logdir"]
+            out["logdir"] = v if os.path.isabs(v) else os.path.join(self.basedir, v)
+            self.at(P + ("logdir",), no)
         if "maxprocs" in g:
             v, no = g["maxprocs"]
             if re.fullmatch(r"\d+", v):
@@ -662,12 +719,20 @@ class _Converter:
             self.warn(o["traptimeout"][1], f"{w.group}:{s.name}: a trap-only service: pymon takes its traps "
                                            f"through the control API (`pymon trap`), not on mon's UDP trap port")
         else:
+            self.timeout: tuple[float, int] | None = None
             monitor = self.monitor(P, s, o["monitor"])
             if monitor is None:
                 self.drop(P[:-1], s.line, f"service {s.name}: monitor {o['monitor'][0].split()[0]!r} not found "
                                           f"in {':'.join(self.mondirs)}")
                 return None
             out["monitor"] = monitor
+            if self.timeout is not None:
+                # mon lets the script run out its own -t, even past the interval (the next check
+                # waits for it); the native probe gets the same time, not min(30s, interval)
+                secs, no = self.timeout
+                out["timeout"] = f"{secs:g}s"
+                self.at(P + ("timeout",), no, f"{o['monitor'][0].split()[0]}'s own timeout"
+                        f"{'' if _opt_t(o['monitor'][0].split()[1:]) else ' (its default -t)'}")
         hosts = self.cf.hostgroups.get(w.group, ([], 0))[0]
         if "exclude_hosts" in o:
             v, no = o["exclude_hosts"]
@@ -718,24 +783,40 @@ class _Converter:
         name, args = argv[0], argv[1:]
         nohosts = bool(args) and args[-1] == ";;"
         path = P + ("monitor",)
+        own = self.resolver.plugins.executable(name, self.resolver.mondirs) if name in NATIVE_MONITORS else None
+        if own is not None and not shipped_script(own):
+            # the site's own script under a native probe's name: mon runs it, so does pymon
+            if self.native:
+                self.warn(no, f"monitor {name}: {own} is not the script mon ships: it runs, as in mon "
+                              f"(not the native {NATIVE_MONITORS[name]} probe)")
+            self.at(path, no, f"{own} is the site's own script")
+            return text
         if self.native and name in NATIVE_MONITORS:
             native = NATIVE_MONITORS[name]
             nargs = args[:-1] if nohosts else list(args)
             if native == "tcp" and not any(a.startswith("-p") for a in nargs):
                 nargs = ["-p", "23", *nargs]  # tcp.monitor's default port
+            elif not nargs:
+                nargs = list(_NATIVE_BARE.get(native, []))
             problems = ["mon runs it without the group's hosts (;;)"] if nohosts and native != "freespace" else \
                 self.resolver.native_problems(native, nargs)
             if not problems:
                 self.at(path, no, f"was: {text}")
+                if native in _SCRIPT_TIMEOUT:
+                    self.timeout = (_opt_t(nargs) or _SCRIPT_TIMEOUT[native], no)
                 return shlex.join([native, *nargs])
             if not self.check_monitors or self.resolver.monitor(name):
+                if not self.resolver.monitor(name):
+                    self.absent(no, "monitor", name)
                 self.at(path, no, f"kept as mon's script: native {native}: {'; '.join(problems)}")
                 return text
             self.note(no, f"monitor {text}: no such script and the native {native} probe does not take it: "
                           f"{'; '.join(problems)}")
             return None
-        if self.check_monitors and not self.resolver.monitor(name):
-            return None
+        if not self.resolver.monitor(name):
+            if self.check_monitors:
+                return None
+            self.absent(no, "monitor", name)
         self.at(path, no)
         return text
 
@@ -869,10 +950,12 @@ class _Converter:
                 if argv[i] == "-P" and argv[i + 1].lower() in _PROTO:
                     argv[i + 1] = _PROTO[argv[i + 1].lower()]
                     body = shlex.join(argv)
-        if name not in LVS_ALERTS and self.check_alerts and not self.resolver.alert(name):
-            self.note(no, f"{kind} {name}: no such alert in {':'.join(self.alertdirs)} (mon logs 'no alert found' "
-                          f"each time)")
-            return None
+        if name not in LVS_ALERTS and not self.resolver.alert(name):
+            if self.check_alerts:
+                self.note(no, f"{kind} {name}: no such alert in {':'.join(self.alertdirs)} (mon logs 'no alert "
+                              f"found' each time)")
+                return None
+            self.absent(no, kind, name)
         s = shlex.join(argv) if shlex.join(argv) != body.strip() else body.strip()
         return (f"exit={rng} {s}" if rng else s), comment
 
@@ -891,7 +974,8 @@ class _Converter:
                     argv = shlex.split(a)
                     parsed = _lvs_args(argv[1:]) if argv[0] in LVS_ALERTS else None
                     if parsed is not None:
-                        parsed.update(period=i, index=j, line=self.conv.lines.get(P + ("periods", i, kind, j), 0))
+                        parsed.update(period=i, index=j, line=self.conv.lines.get(P + ("periods", i, kind, j), 0),
+                                      name=argv[0])
                         found[(kind, parsed["V"] + " " + parsed["R"])] = parsed
         hosts = self.cf.hostgroups.get(w.group, ([], 0))[0]
         for (kind, key), down in found.items():
@@ -912,8 +996,9 @@ class _Converter:
             else:
                 why = ""
             if why or up is None:
-                self.warn(down["line"], f"lvs alert -V {down['V']} -R {down['R']}: kept as an alert (pymon's "
-                                        f"built-in lvs alert runs it): {why}")
+                script = self.resolver.plugins.executable(down["name"], self.resolver.alertdirs)
+                runs = f"{script} runs it, as in mon" if script else "pymon's built-in lvs alert runs it"
+                self.warn(down["line"], f"lvs alert -V {down['V']} -R {down['R']}: kept as an alert ({runs}): {why}")
                 continue
             vs = next((v for v in vss if v["watch"] == watch and _vs_key(v) == down["vipkey"]), None)
             if vs is None:
@@ -1173,13 +1258,49 @@ def load(text: str, file: str, *, plugins: PluginsFor | None = None) -> Config:
     per file content (a reload reads the same file again)."""
     conv = import_text(text, file)
     yaml_text, lmap = to_yaml(conv, header=False)
-    cfg = check_yaml(conv, yaml_text, lmap, plugins)
+    try:
+        cfg = check_yaml(conv, yaml_text, lmap, plugins)
+    except ConfigError as e:
+        raise ConfigError([_where_to_look(conv, p) for p in e.problems]) from None
     key = hashlib.sha256(f"{file}\0{text}".encode()).hexdigest()
     if key not in _reported:
         _reported.add(key)
         for line in report_lines(conv):
             print(line, file=sys.stderr)
     return cfg
+
+
+def _where_to_look(conv: Conversion, problem: str) -> str:
+    """An unknown script name, with the dirs searched and how to point mon's dir elsewhere."""
+    m = re.match(r"^(.*?: )unknown (alert|monitor) ('[^']*') \(not built in and not found in the \w+ dirs\)$",
+                 problem, re.S)
+    if not m:
+        return problem
+    var = "alertdir" if m.group(2) == "alert" else "mondir"
+    dirs = [str(d) for d in conv.data["globals"][var]]
+    gone = [d for d in dirs if not os.path.isdir(d)]
+    line = conv.lines.get(("globals", var))
+    return (f"{m.group(1)}unknown {m.group(2)} {m.group(3)}: not built in and not in {var} {':'.join(dirs)}"
+            f"{' (' + ', '.join(gone) + ' does not exist here)' if gone else ''}; point {var} "
+            f"({f'{conv.file}:{line}' if line else 'unset: mon default'}) at the directory that holds it, "
+            f"or convert with `pymon import-mon` and edit the YAML's globals.{var}")
+
+
+class _Lenient:
+    """import-mon's plugin check: names not found are the converter's warnings (the YAML is
+    written all the same); everything else is checked as `check-config` would."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def monitor(self, name: str) -> object:
+        return self.inner.monitor(name) or name
+
+    def alert(self, name: str) -> object:
+        return self.inner.alert(name) or name
+
+    def problems(self, kind: str, name: str, params: dict[str, Any]) -> list[str]:
+        return list(self.inner.problems(kind, name, params))
 
 
 def report_lines(conv: Conversion) -> list[str]:
@@ -1196,7 +1317,8 @@ def cli(a: argparse.Namespace) -> int:
     yaml_text, lmap = to_yaml(conv)
     from .plugins import Loading
 
-    check_yaml(conv, yaml_text, lmap, Loading())
+    loading = Loading()
+    check_yaml(conv, yaml_text, lmap, lambda mondirs, alertdirs: _Lenient(loading(mondirs, alertdirs)))
     lines = report_lines(conv)
     if a.check:
         for line in lines:

@@ -216,6 +216,13 @@ def restore_service(st: ServiceState, snap: dict[str, Any], hosts: list[str]) ->
         hs.last, hs.last_bad = _unresult(d.get("last")), _unresult(d.get("last_bad"))
     if st.status == "fail" and not st.failing_hosts:
         st.status = "untested"  # failing hosts are gone from the config: decide afresh
+    if st.status == "fail":  # the outage goes on: its upalert's MON_* describe it, as without a restart
+        try:
+            st.mon.update(MON_FIRST_FAILURE=str(int(st.first_failure)), MON_LAST_FAILURE=str(int(st.last_failure)),
+                          MON_LAST_SUCCESS=str(int(st.last_success)), MON_LAST_OUTPUT=str(st.last_output),
+                          MON_LAST_SUMMARY=str(st.last_summary))
+        except (TypeError, ValueError):
+            pass  # a hand-edited state file: mon's fresh values
 
 
 class Store:

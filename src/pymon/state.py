@@ -62,6 +62,9 @@ class Fire:
     period: str
     output: str
     retval: int
+    # mon's MON_* state variables as they were when mon would have called this alert
+    # (None: unset); empty for alerts decided outside the state machine (quorum, vrrp)
+    env: dict[str, str | None] = field(default_factory=dict, compare=False)
 
     @property
     def summary(self) -> str:
@@ -86,6 +89,16 @@ class Outcome:
     fires: list[Fire] = field(default_factory=list)
 
 
+# mon's values before any check: _last_failure and _last_success start at 0, the rest undefined
+MON_FRESH: dict[str, str | None] = {"MON_LAST_SUMMARY": None, "MON_LAST_OUTPUT": None, "MON_LAST_FAILURE": "0",
+                                    "MON_FIRST_FAILURE": None, "MON_LAST_SUCCESS": "0"}
+
+
+def mon_summary(output: str) -> str | None:
+    """Perl's `split("\n", $output, 2)`: undefined for an empty output, else the first line."""
+    return None if output == "" else output.split("\n", 1)[0]
+
+
 def summary_of(output: str) -> str:
     line = output.split("\n", 1)[0]
     return "(NO SUMMARY)" if not line.strip() else line
@@ -108,6 +121,9 @@ class ServiceState:
     failure_output: str = ""
     acked: str | None = None
     periods: list[PeriodState] = field(default_factory=list)
+    # mon's own view for the MON_* variables of scripts (process_event in /usr/sbin/mon):
+    # whole-second epochs as strings, None where mon has the value undefined (unset)
+    mon: dict[str, str | None] = field(default_factory=lambda: dict(MON_FRESH))
 
     def __post_init__(self) -> None:
         if not self.periods:
@@ -155,6 +171,7 @@ class ServiceState:
         detail = output.split("\n", 1)[1] if "\n" in output else ""
         self.last_output = output
         old = self.status
+        mon = self.mon
         if failing:
             self.failure_count += 1
             self.consec_failures += 1
@@ -163,15 +180,25 @@ class ServiceState:
                 self.first_failure = now
             self.status = "fail"
             self.last_summary, self.last_detail = summary, detail
+            # mon: the failure's times and summary are set before its alert, the output after
+            mon["MON_LAST_FAILURE"] = str(int(now))
+            if old != "fail":
+                mon["MON_FIRST_FAILURE"] = str(int(now))
+            mon["MON_LAST_SUMMARY"] = summary
             if self.spec.dep_behavior == "a" and self.spec.depend and not dep_ok:
                 pass  # mon: alerts suppressed while a dependency fails
             else:
                 out.fires = self._do_alert("alert", output, retval, now)
             self.failure_output = output
+            mon["MON_LAST_OUTPUT"] = output
         else:
             self.status = "ok"
             if old == "fail" and self._has_upalert():
+                # mon calls the upalert before it forgets the outage: its times, its last
+                # output and summary, and the last success from before it
                 out.fires = self._do_alert("upalert", self._upalert_output(), 0, now)
+            mon.update(MON_FIRST_FAILURE="0", MON_LAST_FAILURE="0", MON_LAST_SUCCESS=str(int(now)),
+                       MON_LAST_OUTPUT=output, MON_LAST_SUMMARY=mon_summary(output))
             self.acked = None
             self.first_failure = self.last_failure = 0.0
             self.consec_failures = 0
@@ -218,7 +245,7 @@ class ServiceState:
             for a in getattr(spec, kind):
                 if a.exit_range and not (a.exit_range[0] <= retval <= a.exit_range[1]):
                     continue
-                fires.append(Fire(kind, a, spec.label, output, retval))
+                fires.append(Fire(kind, a, spec.label, output, retval, dict(self.mon)))
                 called += 1
             if called:
                 ps.last_alert = now
@@ -238,7 +265,9 @@ class ServiceState:
                        prevsumm: str, now: float) -> bool:
         if spec.numalerts and ps.alert_sent >= spec.numalerts:
             return False
-        if spec.alertevery and now - ps.last_alert < spec.alertevery and (
+        # mon's clock is whole seconds (`time`): a repeat due 4 intervals later is due even
+        # when the float clock says 19.998 s, and never waits for a fifth
+        if spec.alertevery and int(now) - int(ps.last_alert) < spec.alertevery and (
             spec.alertevery_strict
             or (spec.observe_detail and self.failure_output == output)
             or (not spec.observe_detail and not spec.ignore_summary and prevsumm == summary)

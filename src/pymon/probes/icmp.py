@@ -51,15 +51,15 @@ class PingParams:
 
 def from_mon_args(argv: list[str]) -> Params:
     """mon's `fping.monitor [-a] [-r retries] [-s msecs] [-t msecs] [-T]` as params:
-    -r N -> count N+1, -t -> wait (ms), -s -> rtt (ms), -a -> only_all_down; -T (traceroute
-    failed hosts) is ignored."""
+    -r N -> count N+1 (default -r 3), -t -> wait (ms, default 2000), -s -> rtt (ms),
+    -a -> only_all_down; -T (traceroute failed hosts) is ignored. A 0 is the default
+    too, as in the script (Perl's `$opt{"r"} || 3`)."""
     opts = parse_opts(argv, {"-r": "retries", "-s": "rtt", "-t": "wait"}, "fping.monitor", flags=("-a", "-T"))
     out: Params = {}
     try:
-        if "retries" in opts:
-            out["count"] = int(opts["retries"]) + 1
-        if "wait" in opts:
-            out["wait"] = float(opts["wait"]) / 1000
+        # fping.monitor's own defaults (-r 3 -t 2000): four tries, 2 s apart
+        out["count"] = (int(opts.get("retries") or 0) or 3) + 1
+        out["wait"] = (float(opts.get("wait") or 0) or 2000) / 1000
         if "rtt" in opts:
             out["rtt"] = float(opts["rtt"])
     except ValueError as e:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
-from typing import Iterator
+import time
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -17,6 +21,8 @@ from pymon import pool
 from pymon.plugin import Target
 from pymon.probes import _http10
 from pymon.probes import http as probe
+from test_daemon import Daemon
+from test_probe_http import free_port
 
 
 class Canned:
@@ -100,3 +106,69 @@ async def test_a_head_with_bare_lf_line_ends_is_read_as_aiohttp_reads_it(workers
             assert lean.ok and full.ok, (params, lean, full)
     finally:
         srv.close()
+
+
+# -- the daemon, against hostile clients -------------------------------------------------
+
+
+class Started(Daemon):
+    """The daemon under `prlimit` (a soft fd limit like the default 1,024, only smaller)."""
+
+    def __init__(self, cfg: Path, nofile: int = 0):
+        argv = [sys.executable, "-m", "pymon", "run", "-c", str(cfg)]
+        if nofile:
+            argv = ["prlimit", f"--nofile={nofile}:{nofile}", *argv]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+
+def http_config(tmp: Path, ports: dict[str, int], glob: str = "", extra: str = "") -> Path:
+    cfg = tmp / "pymon.yaml"
+    watch = "".join(f"    {name}: {{interval: 0.2s, monitor: {{name: http, port: {port}, timeout: 2}}, "
+                    f"periods: [{{alert: [log], upalert: [log]}}]}}\n" for name, port in ports.items())
+    cfg.write_text(f"globals: {{statedir: {tmp}, alertdir: {tmp}{glob}}}\n"
+                   f"hostgroups: {{g: [127.0.0.1]}}\nwatch:\n  g:\n{watch}{extra}")
+    return cfg
+
+
+def test_idle_api_connections_cannot_exhaust_the_daemons_fds(tmp_path: Path, daemons: list[Daemon]) -> None:
+    from pymon import api
+
+    good = Canned(OK)
+    port = free_port()
+    d = Started(http_config(tmp_path, {"web": good.port}, glob=f", control_port: {port}"), nofile=200)
+    daemons.append(d)
+    d.wait(lambda e: e["event"] == "daemon.ready")
+    held = []
+    for _ in range(400):  # twice the daemon's fd limit, never a byte sent
+        s = socket.create_connection(("127.0.0.1", port))
+        held.append(s)
+    e = d.wait(lambda e: e["event"] == "api.too_many_connections")
+    assert e["limit"] == api.MAX_CONNECTIONS
+    t0 = time.monotonic()
+    n = sum(1 for e in d.events if e.get("event") == "check.done")
+    while sum(1 for e in d.events if e.get("event") == "check.done") < n + 5:  # checks go on
+        assert time.monotonic() - t0 < 10, "checks stopped"
+        time.sleep(0.1)
+    # the idle connections the daemon kept are closed after IDLE_S
+    time.sleep(api.IDLE_S + 2)
+    for s in held:
+        s.settimeout(0.5)
+        try:
+            assert s.recv(1) == b""
+        except ConnectionResetError:
+            pass
+    for s in held:
+        s.close()
+    with socket.create_connection(("127.0.0.1", port)) as s:  # and a user gets in again
+        s.sendall(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        s.settimeout(5)
+        assert s.recv(100).startswith(b"HTTP/1.0 200")
+    assert not [e for e in d.events if e.get("event") == "host.state" and e.get("state") == "down"]
+    assert d.stop() == 0
+    err = d.proc.stderr.read() if d.proc.stderr else ""
+    assert "Traceback" not in err and "Too many open files" not in err, err[-2000:]
+    good.close()

@@ -17,6 +17,7 @@ cookie must also carry `X-Pymon-Request: 1` (which a cross-site form cannot send
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -240,6 +241,112 @@ class _ProtocolLog:
     info = debug
 
 
+# Bounds on the listeners, so that a local user without the token cannot exhaust the
+# daemon's file descriptors (every probe needs one) or memory by holding connections.
+MAX_CONNECTIONS = 64  # per listener; more are closed at once (the API has a handful of users)
+IDLE_S = 10.0  # a connection with no complete request for this long is closed (idle or slow headers)
+ACCEPT_LOG_EVERY_S = 60.0  # one `api.accept_failed` / `api.too_many_connections` line per this, with a count
+
+
+class _Limit:
+    """The protocol factory of one listener, counting its connections: past `limit`,
+    a new connection is aborted before aiohttp sees it, and one log line says so per
+    ACCEPT_LOG_EVERY_S (with how many were refused since the last)."""
+
+    def __init__(self, factory: Callable[[], Any], limit: int, log: Any, where: str):
+        self.factory, self.limit, self.log, self.where = factory, limit, log, where
+        self.open = 0
+        self.refused = 0
+        self.logged_at = -ACCEPT_LOG_EVERY_S
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        return _Counted(self)
+
+    def _refused(self) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self.logged_at >= ACCEPT_LOG_EVERY_S:
+            self.logged_at = now
+            self.log.warning("api.too_many_connections", listener=self.where, limit=self.limit,
+                             refused=self.refused, action="closing new connections until some end")
+            self.refused = 0
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's request handler behind a count; a refused connection never reaches it."""
+
+    def __init__(self, limit: _Limit):
+        self.lim = limit
+        self.inner: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        lim = self.lim
+        if lim.open >= lim.limit:
+            lim._refused()
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        lim.open += 1
+        self.inner = lim.factory()
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is not None:
+            self.lim.open -= 1
+            inner, self.inner = self.inner, None
+            inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+
+class _Site(web.SockSite):
+    """A SockSite whose connections go through a `_Limit`."""
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, log: Any, where: str):
+        super().__init__(runner, sock)
+        self.guard = (log, where)
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            _Limit(server, MAX_CONNECTIONS, *self.guard), sock=self._sock, backlog=self._backlog)
+
+
+def accept_error_handler(log: Any) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """The loop's exception handler: a failed accept (EMFILE, ENFILE, ENOBUFS) is one JSON
+    line per ACCEPT_LOG_EVERY_S with a count, not a traceback per attempt; anything else
+    goes to asyncio's default handler."""
+    state = {"at": -ACCEPT_LOG_EVERY_S, "count": 0}
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        msg = str(context.get("message", ""))
+        if "accept" not in msg:
+            loop.default_exception_handler(context)
+            return
+        state["count"] += 1
+        now = time.monotonic()
+        if now - state["at"] >= ACCEPT_LOG_EVERY_S:
+            exc = context.get("exception")
+            log.error("api.accept_failed", error=f"{type(exc).__name__}: {exc}" if exc else msg[:200],
+                      failures=state["count"], action="asyncio retries the accept in 1 s")
+            state["at"], state["count"] = now, 0
+    return handler
+
+
 class Api:
     def __init__(self, d: "Daemon", token: str):
         self.d = d
@@ -307,21 +414,22 @@ class Api:
         try:
             sock = _unix_socket(path)
             runner = web.AppRunner(self.app(tcp=False), access_log=None, handle_signals=False,
-                                   logger=_ProtocolLog(log))
+                                   logger=_ProtocolLog(log), keepalive_timeout=IDLE_S)
             await runner.setup()
             self.runners.append(runner)
-            await web.SockSite(runner, sock).start()
+            await _Site(runner, sock, log, str(path)).start()
             self.socket_path = path
             log.info("api.listening", socket=str(path), mode=oct(SOCKET_MODE))
         except OSError as e:
             log.error("api.failed", socket=str(path), error=str(e), action="running without the control socket")
         if cfg.control_port:
             try:
+                tsock = socket.create_server(("127.0.0.1", cfg.control_port), reuse_port=False)
                 runner = web.AppRunner(self.app(tcp=True), access_log=None, handle_signals=False,
-                                       logger=_ProtocolLog(log))
+                                       logger=_ProtocolLog(log), keepalive_timeout=IDLE_S)
                 await runner.setup()
                 self.runners.append(runner)
-                await web.TCPSite(runner, "127.0.0.1", cfg.control_port).start()
+                await _Site(runner, tsock, log, f"127.0.0.1:{cfg.control_port}").start()
                 log.info("api.listening", address=f"127.0.0.1:{cfg.control_port}", page=True)
             except OSError as e:
                 log.error("api.failed", address=f"127.0.0.1:{cfg.control_port}", error=str(e),

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import alerting, forked, lvs, plugins as plugins_mod, pool
 from .control import Control
+from .api import accept_error_handler
 from .checks import Check, start_check
 from .config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
 from .plugin import Alert
@@ -126,6 +127,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.set_exception_handler(accept_error_handler(self.log))
         self.sched = Scheduler(self.cfg.maxprocs, self.log)
         self.watchdog = Watchdog(self.log, self.cfg.block_warning)
         self.watchdog.start()

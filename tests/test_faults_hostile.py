@@ -7,6 +7,7 @@ others keep their results, the schedule goes on."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -172,3 +173,57 @@ def test_idle_api_connections_cannot_exhaust_the_daemons_fds(tmp_path: Path, dae
     err = d.proc.stderr.read() if d.proc.stderr else ""
     assert "Traceback" not in err and "Too many open files" not in err, err[-2000:]
     good.close()
+
+
+# -- legacy scripts ------------------------------------------------------------------------
+
+
+def _script(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+async def test_a_huge_last_output_does_not_break_the_next_exec(tmp_path: Path) -> None:
+    from pymon import legacy
+
+    loud = _script(tmp_path / "loud.monitor", "#!/bin/sh\nhead -c 200000 /dev/zero | tr '\\0' x\nexit 1\n")
+    first = await legacy.run([str(loud)], {}, 10)
+    assert first.retval == 1 and len(first.output) == 200000
+    env = legacy.monitor_env("g", "s", "", tmp_path, tmp_path, {}, {"MON_LAST_OUTPUT": first.output})
+    show = _script(tmp_path / "show.monitor", "#!/bin/sh\nprintf %s \"$MON_LAST_OUTPUT\" | wc -c\n"
+                   "printf %s \"$MON_LAST_OUTPUT\" | tail -c 60\n")
+    second = await legacy.run([str(show)], env, 10)
+    assert second.retval == 0 and not second.error, second  # before: "Argument list too long"
+    size, tail = second.output.split("\n", 1)
+    assert int(size) <= legacy.MAX_ENV_VALUE
+    assert tail.endswith("[truncated by pymon: 200000 bytes in all]")
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_script_whose_child_leaves_its_session_leaks_nothing(tmp_path: Path) -> None:
+    from pymon import legacy
+
+    pids = tmp_path / "pids"
+    esc = _script(tmp_path / "escape.monitor",
+                  f"#!/bin/sh\nsetsid sh -c 'echo $$ >> {pids}; exec sleep 300' &\necho started\nexit 0\n")
+    before = _fds()
+    for _ in range(3):
+        r = await legacy.run([str(esc)], {}, 0.5)
+        assert r.timed_out  # its output never ends while the escaped child holds it, as in mon
+    await asyncio.sleep(0.2)
+    assert _fds() <= before, "a pipe fd leaked per run"
+    alive = []
+    for pid in pids.read_text().split():
+        try:
+            st = Path(f"/proc/{pid}/status").read_text()
+            if "\nState:\tZ" not in st:
+                alive.append(pid)
+        except FileNotFoundError:
+            pass
+    for pid in alive:
+        os.kill(int(pid), 9)
+    assert not alive, "the escaped children live on"

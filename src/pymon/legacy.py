@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_OUTPUT = 256 * 1024
+# One environment value handed to a script (MON_LAST_OUTPUT is the last run's output):
+# the kernel refuses an exec whose single string passes 128 KiB (MAX_ARG_STRLEN), which
+# would fail every later run. Longer values are cut, and say so at their end.
+MAX_ENV_VALUE = 16 * 1024
+TRUNCATED = "\n[truncated by pymon: {n} bytes in all]"
 
 
 @dataclass(frozen=True)
@@ -61,13 +66,51 @@ async def run(argv: list[str], env: dict[str, str], timeout: float, stdin: str |
         out = await asyncio.wait_for(_talk(proc, stdin), timeout)
     except (asyncio.TimeoutError, asyncio.CancelledError) as e:
         _killpg(proc)
+        _kill_escaped(proc)
         await proc.wait()
+        _close(proc)
         if isinstance(e, asyncio.CancelledError):
             raise
         return Run(124, "", time.monotonic() - start, timed_out=True)
     rc = await proc.wait()
     _killpg(proc)  # children left behind by the script die with it
+    _close(proc)
     return Run(rc, out.decode("utf-8", "replace"), time.monotonic() - start)
+
+
+def _close(proc: asyncio.subprocess.Process) -> None:
+    """Close our ends of the pipes now: a child that left the process group (setsid)
+    may still hold their other ends, and the transport would wait for it."""
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
+
+
+def _kill_escaped(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL every process still holding the script's output pipe: children that left
+    its process group (setsid, daemonizing) and would keep the pipe, and themselves,
+    alive. Found by the pipe's inode in /proc/*/fd; processes of other users are out of
+    reach and left alone. Only after a timeout: a script that ends with its output
+    closed leaves nothing to find."""
+    stdout = proc.stdout
+    transport = getattr(stdout, "_transport", None) if stdout is not None else None
+    pipe_obj = transport.get_extra_info("pipe") if transport is not None else None
+    if pipe_obj is None:
+        return
+    try:
+        pipe = os.readlink(f"/proc/self/fd/{pipe_obj.fileno()}")
+    except (OSError, ValueError):
+        return
+    me = os.getpid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{f}") == pipe for f in fds):
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:  # gone, or another user's
+            continue
 
 
 async def _talk(proc: asyncio.subprocess.Process, stdin: str | None) -> bytes:
@@ -115,4 +158,16 @@ def monitor_env(group: str, service: str, description: str, statedir: Path, cfba
     for k, v in state.items():
         if v not in ("", 0, 0.0):
             env[k] = str(int(v)) if isinstance(v, float) else v
+    for k, v in env.items():
+        if len(v) > MAX_ENV_VALUE // 4:  # a str of this many characters may pass the bound in UTF-8
+            env[k] = bounded_env(v)
     return env
+
+
+def bounded_env(v: str) -> str:
+    """`v`, cut to MAX_ENV_VALUE bytes of UTF-8 with the marker included."""
+    raw = v.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_ENV_VALUE:
+        return v
+    mark = TRUNCATED.format(n=len(raw))
+    return raw[:MAX_ENV_VALUE - len(mark)].decode("utf-8", "ignore") + mark

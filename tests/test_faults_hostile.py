@@ -7,7 +7,10 @@ others keep their results, the schedule goes on."""
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +25,8 @@ from pymon import pool
 from pymon.plugin import Target
 from pymon.probes import _http10
 from pymon.probes import http as probe
-from test_daemon import Daemon
+from test_api import Running, pymon  # noqa: F401 - the fixture
+from test_daemon import Daemon, setup
 from test_probe_http import free_port
 
 
@@ -227,3 +231,122 @@ async def test_a_script_whose_child_leaves_its_session_leaks_nothing(tmp_path: P
     for pid in alive:
         os.kill(int(pid), 9)
     assert not alive, "the escaped children live on"
+
+
+# -- config files ----------------------------------------------------------------------------
+
+
+def _check_config(path: Path, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pymon", "check-config", "-c", str(path)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_duration_cannot_stall_the_reader() -> None:
+    from pymon.config import parse_duration
+
+    for s in ("1 " * 20 + "x", "1" * 40 + "x", "1 1 1 1 1 1 1 1 1 1 1 1x", "1 " * 5000):
+        t0 = time.monotonic()
+        with pytest.raises(ValueError):
+            parse_duration(s)
+        assert time.monotonic() - t0 < 0.1, s[:30]
+    assert parse_duration("1h 30m") == 5400 and parse_duration("1 h 30 m") == 5400 and parse_duration("10ms") == 0.01
+    for bad in (float("nan"), float("inf"), -1, "9" * 400 + "w"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_a_fifo_a_huge_file_or_a_billion_laughs_is_a_one_line_error(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    r = _check_config(fifo)
+    assert r.returncode != 0 and f"{fifo}:1:1: cannot read config: not a regular file" in r.stderr + r.stdout
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as f:
+        f.truncate(40 * 1024 * 1024)
+    r = _check_config(huge)
+    assert r.returncode != 0 and "more than the limit of 33554432" in r.stderr + r.stdout
+    laughs = tmp_path / "laughs.yaml"
+    laughs.write_text('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")))
+    assert len(laughs.read_bytes()) < 700
+    p = subprocess.Popen([sys.executable, "-m", "pymon", "check-config", "-c", str(laughs)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode != 0 and "aliases expand to more than 2,000,000 values" in out + err
+    assert "Traceback" not in out + err
+
+
+def _services(tmp: Path, n: int) -> str:
+    return "  g:\n" + "".join(f"    s{i}:\n      interval: 0.3s\n      monitor: {{name: rec, dir: \"{tmp}\"}}\n"
+                   f"      periods: [{{alert: [log]}}]\n" for i in range(n))
+
+
+def test_a_plugin_that_hangs_at_import_fails_that_reload_only(tmp_path: Path, daemons: list[Daemon]) -> None:
+    cfg = setup(tmp_path, _services(tmp_path, 1), glob=", config_timeout: 2s")
+    d = Started(cfg)
+    daemons.append(d)
+    d.wait(lambda e: e["event"] == "daemon.started")
+    hang = tmp_path / "monitors" / "hang.py"
+    hang.write_text("import time\ntime.sleep(300)\n")
+    d.proc.send_signal(signal.SIGHUP)
+    e = d.wait(lambda e: e["event"] == "config.invalid", timeout=15)
+    assert "took more than 2s; killed" in e["problems"][0]
+    hang.unlink()
+    cfg.write_text(cfg.read_text().replace("interval: 0.3s", "interval: 0.4s"))
+    d.proc.send_signal(signal.SIGHUP)  # the next reload works
+    d.wait(lambda e: e["event"] == "config.reloaded", timeout=15)
+    assert d.proc.poll() is None
+
+
+def test_a_slow_rewrite_is_not_taken_half_written(tmp_path: Path, daemons: list[Daemon]) -> None:
+    cfg = setup(tmp_path, _services(tmp_path, 10))
+    d = Started(cfg)
+    daemons.append(d)
+    d.wait(lambda e: e["event"] == "daemon.started")
+    full = cfg.read_text().replace("interval: 0.3s", "interval: 0.35s")
+    with open(cfg, "w") as f:  # in place, slowly, a SIGHUP halfway
+        cut = full.index("    s2:")
+        f.write(full[:cut])
+        f.flush()
+        d.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        f.write(full[cut:])
+    e = d.wait(lambda e: e["event"] in ("config.reloaded", "config.invalid"), timeout=15)
+    assert e["event"] == "config.reloaded" and e["services"] == 10, e
+    # and a config with no service at all is refused while services run
+    cfg.write_text(cfg.read_text().split("watch:")[0] + "watch: {}\n")
+    d.proc.send_signal(signal.SIGHUP)
+    e = d.wait(lambda e: e["event"] == "config.invalid", timeout=15)
+    assert "the new config has no services, the running one has 10: refusing" in e["problems"][0]
+
+
+# -- API clients with the token, careless or hostile ---------------------------------------
+
+
+def test_api_for_cannot_block_the_loop_nor_poison_status(pymon: Running) -> None:  # noqa: F811
+    pymon.d.wait(lambda e: e["event"] == "daemon.ready")
+    for bad in ("1" * 25 + "x", "12" * 13 + "x"):
+        t0 = time.monotonic()
+        code, body = pymon.call("POST", "/disable/host/127.0.0.2", {"for": bad})
+        assert code == 400 and "bad duration" in body["error"]
+        assert time.monotonic() - t0 < 1.0
+    # NaN and 1e999 (Python's json reads them as NaN and Infinity)
+    for raw in (b'{"for": NaN}', b'{"for": 1e999}', b'{"for": -5}'):
+        conn = http.client.HTTPConnection("127.0.0.1", pymon.port, timeout=10)
+        conn.request("POST", "/disable/host/127.0.0.2", body=raw,
+                     headers={"Authorization": f"Bearer {pymon.token}", "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 400, (raw, resp.status, resp.read())
+        conn.close()
+    code, st = pymon.call("GET", "/status")
+    assert code == 200
+    json.loads(json.dumps(st), parse_constant=lambda c: pytest.fail(f"{c} in /status"))
+
+
+def test_a_deeply_nested_json_body_is_a_400(pymon: Running) -> None:  # noqa: F811
+    conn = http.client.HTTPConnection("127.0.0.1", pymon.port, timeout=10)
+    conn.request("POST", "/disable/host/127.0.0.2", body=b"[" * 100000 + b"]" * 100000,
+                 headers={"Authorization": f"Bearer {pymon.token}", "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 400 and b"nested" in resp.read()
+    assert pymon.call("GET", "/health")[0] == 200

@@ -205,6 +205,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
         data = await request.json()
     except ValueError:
         raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json")
+    except RecursionError:  # nested deeper than the parser's stack
+        raise web.HTTPBadRequest(text='{"error": "body must be JSON nested less deeply"}',
+                                 content_type="application/json") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
     return data

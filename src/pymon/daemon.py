@@ -68,13 +68,23 @@ class _Checked:
         self.d._checked(self.st, self.key, self.dep_ok, self.start, self.lag, self.finish, check)
 
 
-def load_all(path: str) -> tuple[Config, Plugins]:
+CONFIG_TIMEOUT_S = 60.0  # reading a config at start or by check-config; at reload: globals.config_timeout
+
+
+def load_all(path: str, running: Config | None = None) -> tuple[Config, Plugins]:
     """Config and plugins together: the plugin dirs come from the config, and the
     config's monitor/alert names are only valid once the plugins are known. The file is
     read and checked in a forked child (forked.py: the heap that reading leaves behind
-    stays there); the plugins it named are then loaded here, where they run."""
+    stays there), killed past its timeout (a plugin that hangs at import, a file that
+    never rests); the plugins it named are then loaded here, where they run. At a reload
+    (`running`: the config in force) the file must rest before it is taken
+    (config.SETTLE_S)."""
+    timeout = running.config_timeout if running is not None else CONFIG_TIMEOUT_S
     try:
-        cfg = forked.call(_checked_config, path)
+        cfg = forked.call(_checked_config, path, running is not None, timeout=timeout)
+    except forked.TimedOut:
+        raise ConfigError([f"{path}:1:1: reading the config and importing its plugins took more than "
+                           f"{timeout:g}s; killed (a plugin that hangs at import?)"]) from None
     except forked.ChildDied as e:
         raise ConfigError([f"{path}:1:1: cannot read config: {e}"]) from None
     found = plugins_mod.load(cfg.mondir, cfg.alertdir)
@@ -83,7 +93,10 @@ def load_all(path: str) -> tuple[Config, Plugins]:
     return cfg, found
 
 
-def _checked_config(path: str) -> Config:
+def _checked_config(path: str, settle: bool = False) -> Config:
+    from . import config
+
+    config.settle = settle  # in the forked child only
     loading = plugins_mod.Loading()
     try:
         cfg = load_config(path, plugins=loading)
@@ -187,13 +200,17 @@ class Daemon:
     async def _reload(self) -> bool:
         self.log.info("reload.started", file=self.path)
         try:
-            cfg, found = await asyncio.get_running_loop().run_in_executor(None, load_all, self.path)
+            cfg, found = await asyncio.get_running_loop().run_in_executor(None, load_all, self.path, self.cfg)
+            old = self.cfg
+            assert old is not None and self.sched is not None
+            if not cfg.services and old.services:
+                raise ConfigError([f"{self.path}:1:1: the new config has no services, the running one has "
+                                   f"{len(old.services)}: refusing (a file caught mid-write?); stop the "
+                                   "daemon to monitor nothing"])
         except ConfigError as e:
             self.log.error("config.invalid", file=self.path, problems=e.problems,
                            action="keeping the running config")
             return False
-        old = self.cfg
-        assert old is not None and self.sched is not None
         self.cfg, self.plugins = cfg, found
         if self.watchdog:
             self.watchdog.bound = cfg.block_warning

@@ -350,3 +350,27 @@ def test_a_deeply_nested_json_body_is_a_400(pymon: Running) -> None:  # noqa: F8
     resp = conn.getresponse()
     assert resp.status == 400 and b"nested" in resp.read()
     assert pymon.call("GET", "/health")[0] == 200
+
+
+# -- state files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["state.json", "vrrp.json"])
+def test_a_deeply_nested_state_file_is_moved_aside(tmp_path: Path, daemons: list[Daemon], name: str) -> None:
+    cfg = setup(tmp_path, _services(tmp_path, 1))
+    (tmp_path / name).write_text("[" * 200000 + "]" * 200000)
+    d = Started(cfg)
+    daemons.append(d)
+    e = d.wait(lambda e: e["event"] in ("state.corrupt", "vrrp.state_corrupt"))
+    assert "RecursionError" in e["error"] and e["moved_to"]
+    assert Path(e["moved_to"]).exists() and not (tmp_path / name).exists()
+    d.wait(lambda e: e["event"] == "daemon.started")
+    assert d.stop() == 0
+
+
+def test_a_vrrp_report_from_the_far_future_cannot_freeze_the_role(pymon: Running) -> None:  # noqa: F811
+    code, body = pymon.call("POST", "/vrrp/VI_1", {"state": "MASTER", "time": 1e308})
+    assert code == 400 and "clock" in body["error"]
+    assert pymon.call("POST", "/vrrp/VI_1", {"state": "MASTER"})[0] == 200
+    code, body = pymon.call("POST", "/vrrp/VI_1", {"state": "BACKUP"})
+    assert code == 200 and body["state"] == "BACKUP" and body["changed"]

@@ -26,7 +26,7 @@ from pymon.plugin import Target
 from pymon.probes import _http10
 from pymon.probes import http as probe
 from test_api import Running, pymon  # noqa: F401 - the fixture
-from test_daemon import Daemon, setup
+from test_daemon import Daemon, setup, starts
 from test_probe_http import free_port
 
 
@@ -374,3 +374,72 @@ def test_a_vrrp_report_from_the_far_future_cannot_freeze_the_role(pymon: Running
     assert pymon.call("POST", "/vrrp/VI_1", {"state": "MASTER"})[0] == 200
     code, body = pymon.call("POST", "/vrrp/VI_1", {"state": "BACKUP"})
     assert code == 200 and body["state"] == "BACKUP" and body["changed"]
+
+
+# -- plugins --------------------------------------------------------------------------------------
+
+
+def test_a_symlink_to_a_world_writable_plugin_is_refused(tmp_path: Path) -> None:
+    cfg = setup(tmp_path, _services(tmp_path, 1))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "evil.py"
+    ran = tmp_path / "evil-ran"
+    target.write_text(f"open({str(ran)!r}, 'w').close()\n")
+    target.chmod(0o666)
+    (tmp_path / "monitors" / "evil.py").symlink_to(target)
+    r = _check_config(cfg)
+    assert r.returncode != 0 and f"-> {target} is world-writable" in r.stderr + r.stdout, r.stderr
+    assert not ran.exists(), "the world-writable plugin ran"
+
+
+def test_a_plugin_dir_under_a_world_writable_dir_is_refused(tmp_path: Path) -> None:
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)  # anyone may rename mondir away and put their own in its place
+    (open_dir / "sub").mkdir()
+    cfg = setup(open_dir / "sub", _services(open_dir / "sub", 1))
+    r = _check_config(cfg)
+    assert r.returncode != 0 and f"{open_dir} (above" in r.stderr + r.stdout, r.stderr
+    open_dir.chmod(0o1777)  # sticky, like /tmp: accepted
+    assert _check_config(cfg).returncode == 0
+
+
+SWALLOW = '''
+import asyncio
+from pymon.plugin import monitor, Result
+
+@monitor("swallow")
+async def swallow(target, params):
+    while True:
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            pass
+
+@monitor("leak")
+async def leak(target, params):
+    for _ in range(300):
+        asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+    return Result(True, "fine")
+'''
+
+
+def test_a_probe_that_swallows_cancellation_is_abandoned(tmp_path: Path, daemons: list[Daemon]) -> None:
+    cfg = setup(tmp_path, _services(tmp_path, 1) + "    stuck:\n      interval: 0.3s\n      timeout: 0.5s\n"
+                "      monitor: {name: swallow}\n      periods: [{alert: [log]}]\n"
+                "    leaky:\n      interval: 0.3s\n      monitor: {name: leak}\n      periods: [{alert: [log]}]\n")
+    (tmp_path / "monitors" / "swallow.py").write_text(SWALLOW)
+    d = Started(cfg)
+    daemons.append(d)
+    e = d.wait(lambda e: e["event"] == "check.abandoned", timeout=15)
+    assert e["service"] == "stuck"
+    d.wait(lambda e: e["event"] == "host.state" and e["service"] == "stuck" and e["state"] == "down", timeout=10)
+    n = len(starts(tmp_path, "s0"))
+    e = d.wait(lambda e: e["event"] == "loop.tasks_leaking", timeout=20)
+    assert any(name.startswith("sleep") for name in e["most_common"]), e
+    assert len(starts(tmp_path, "s0")) > n  # the other service goes on
+    assert sum(1 for e in d.events if e["event"] == "check.abandoned") == 1  # said once
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 15

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import alerting, forked, lvs, plugins as plugins_mod, pool
+from . import alerting, checks as checks_mod, forked, lvs, plugins as plugins_mod, pool
 from .control import Control
 from .api import accept_error_handler
 from .checks import Check, start_check
@@ -22,6 +23,8 @@ from .watchdog import Watchdog
 from .state import Fire, Outcome, ServiceState
 
 ALERT_DRAIN_S = 10.0
+TASKS_EVERY_S = 10.0  # how often the loop's tasks are counted (a leak warning)
+TASKS_SLACK = 1000  # tasks beyond checks and alerts in flight (API requests, timers of plugins) before it warns
 CHECK_DONE_PER_S = 100.0  # `check.done` lines a second at most (a token bucket); `check.sampled` counts the rest
 SAMPLED_EVERY_S = 60.0
 
@@ -126,6 +129,8 @@ class Daemon:
         self.control = Control(self)  # persisted state, sd_notify, control API (control.py)
         self._reload_lock = asyncio.Lock()  # one reload at a time: the newest file wins
         self._hup_pending = False  # a SIGHUP's reload waits for the lock: more SIGHUPs join it
+        self._tasks_warned = False
+        self._task_watch: asyncio.TimerHandle | None = None
         self.done_log = _Sampler(CHECK_DONE_PER_S)
         enabled = getattr(self.log, "is_enabled_for", None)
         self.debug = enabled(10) if enabled else True  # skip building check.result fields when filtered
@@ -142,6 +147,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         loop.set_exception_handler(accept_error_handler(self.log))
         self.sched = Scheduler(self.cfg.maxprocs, self.log)
+        checks_mod._Abandoned.log = self.log
+        self._task_watch = loop.call_later(TASKS_EVERY_S, self._count_tasks)
         self.watchdog = Watchdog(self.log, self.cfg.block_warning)
         self.watchdog.start()
         pool.configure(self.cfg.probe_workers, self.log)
@@ -160,7 +167,25 @@ class Daemon:
         await self.shutdown()
         return 0
 
+    def _count_tasks(self) -> None:
+        """Warn, once, when the loop holds far more tasks than checks and alerts in flight
+        explain: a plugin that starts tasks and never ends them grows the daemon's memory
+        without any other sign. The most common coroutines name the culprit."""
+        loop = asyncio.get_running_loop()
+        if self.sched is not None and not self._tasks_warned:
+            tasks = asyncio.all_tasks(loop)
+            expected = self.sched.running + len(self.alert_tasks) + TASKS_SLACK
+            if len(tasks) > expected:
+                self._tasks_warned = True
+                top = Counter(getattr(t.get_coro(), "__qualname__", "?") for t in tasks).most_common(3)
+                self.log.warning("loop.tasks_leaking", tasks=len(tasks), expected_at_most=expected,
+                                 most_common=[f"{name} x{n}" for name, n in top],
+                                 action="a plugin starts tasks it never ends: memory grows; said once")
+        self._task_watch = loop.call_later(TASKS_EVERY_S, self._count_tasks)
+
     async def shutdown(self) -> None:
+        if self._task_watch is not None:
+            self._task_watch.cancel()
         self.log.info("daemon.stopping")
         await self.control.stopping()
         if self.sched:

@@ -443,3 +443,45 @@ def test_a_probe_that_swallows_cancellation_is_abandoned(tmp_path: Path, daemons
     t0 = time.monotonic()
     assert d.stop() == 0
     assert time.monotonic() - t0 < 15
+
+
+# -- alerts ----------------------------------------------------------------------------------------
+
+COUNTING = """#!/bin/sh
+mkdir "$PIDS/run.$$"
+ls -d "$PIDS"/run.* | wc -l >> "$PIDS/concurrent"
+sleep 0.5
+rmdir "$PIDS/run.$$"
+echo done >> "$PIDS/alerts"
+"""
+
+
+def test_a_trap_storm_runs_at_most_max_alert_procs_alerts_at_once(tmp_path: Path, daemons: list[Daemon]) -> None:
+    from apiclient import call, wait_socket
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    _script(tmp_path / "count.alert", COUNTING.replace("$PIDS", str(pids)))
+    cfg = setup(tmp_path, "  g:\n    p:\n      traptimeout: 1h\n      periods: [{alert: [count.alert], "
+                "upalert: [count.alert]}]\n", glob=", max_alert_procs: 2")
+    d = Started(cfg)
+    daemons.append(d)
+    sock = tmp_path / "pymon.sock"
+    wait_socket(sock)
+    token = (tmp_path / "token").read_text().strip()
+    for i in range(20):  # fail, ok, fail...: an alert or an upalert each
+        code, _ = call(sock, "POST", "/trap/g/p", token, {"status": "ok" if i % 2 else "fail", "summary": f"t{i}"})
+        assert code == 200
+    end = time.monotonic() + 30
+    while len((pids / "alerts").read_text().split()) < 20 if (pids / "alerts").exists() else True:
+        assert time.monotonic() < end, "alerts were dropped"
+        time.sleep(0.2)
+    assert max(int(n) for n in (pids / "concurrent").read_text().split()) <= 2
+    assert any(e["event"] == "alert.queued" for e in d.events)
+    # a huge trap summary is kept bounded
+    code, _ = call(sock, "POST", "/trap/g/p", token, {"status": "fail", "summary": "x" * 500_000,
+                                                      "detail": "y" * 400_000})
+    assert code == 200
+    code, st = call(sock, "GET", "/status", token)
+    p = next(s for s in st["services"] if s["service"] == "p")
+    assert len(json.dumps(p)) < 40_000, len(json.dumps(p))

@@ -138,6 +138,8 @@ SCHEMA: dict[str, Any] = {
                 "alert_timeout": _duration,
                 "block_warning": _duration,
                 "config_timeout": _duration,
+                "max_alert_procs": {"type": "integer", "minimum": 1,
+                                    "description": "alerts delivered at once (scripts and plugins); more wait their turn"},
                 "probe_workers": {"type": "integer", "minimum": 0, "maximum": 64,
                                   "description": "processes for plain HTTP checks (exchange.py); 0 = in the daemon"},
                 "dep_behavior": {"enum": ["a", "m"]},
@@ -353,6 +355,7 @@ class Config:
     token_file: Path | None = None
     block_warning: float = 1.0  # watchdog.py: warn when the event loop is blocked this long
     config_timeout: float = 60.0  # reading the next config (and importing its plugins) at reload, at most
+    max_alert_procs: int = 16  # alerts delivered at once; more wait (never dropped)
     probe_workers: int = 0  # exchange.py: worker processes for plain HTTP checks
     vrrp_alert: list[PluginSpec] = field(default_factory=list)  # vrrp.py: alerts on a VRRP role change
 
@@ -602,6 +605,7 @@ class _Builder:
             alert_timeout=self.duration(("globals", "alert_timeout"), g.get("alert_timeout"), 60.0),
             block_warning=self.duration(("globals", "block_warning"), g.get("block_warning"), 1.0),
             config_timeout=self.duration(("globals", "config_timeout"), g.get("config_timeout"), 60.0),
+            max_alert_procs=int(g.get("max_alert_procs", 16)),
             probe_workers=int(g.get("probe_workers", 0)),
             hostgroups=groups,
             services=services,

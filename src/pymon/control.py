@@ -374,6 +374,7 @@ class Control:
         st = self.d.states[key]
         targets = self.targets(st.spec)
         now = time.time()
+        summary, detail = _cut(summary, MAX_TRAP_SUMMARY), _cut(detail, MAX_TRAP_DETAIL)
         self.traps[key] = now
         if ok:
             results = {h: Result(True, summary) for h in targets}
@@ -493,3 +494,16 @@ class Control:
         if line != self.last_status:
             self.last_status = line
             self.notifier.send(f"STATUS={line}")
+
+
+# A trap's text is kept (status, history, state.json) and handed to alerts: bounded, so a
+# client sending megabytes per trap cannot grow the daemon and its state file without end.
+MAX_TRAP_SUMMARY = 1024
+MAX_TRAP_DETAIL = 16 * 1024
+
+
+def _cut(text: str, most: int) -> str:
+    if len(text) <= most:
+        return text
+    mark = f" [truncated by pymon: {len(text)} characters in all]"
+    return text[:most - len(mark)] + mark

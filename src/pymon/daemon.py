@@ -23,6 +23,7 @@ from .watchdog import Watchdog
 from .state import Fire, Outcome, ServiceState
 
 ALERT_DRAIN_S = 10.0
+ALERT_QUEUE_LOG_S = 10.0  # `alert.queued` once per this, with how many waited
 TASKS_EVERY_S = 10.0  # how often the loop's tasks are counted (a leak warning)
 TASKS_SLACK = 1000  # tasks beyond checks and alerts in flight (API requests, timers of plugins) before it warns
 CHECK_DONE_PER_S = 100.0  # `check.done` lines a second at most (a token bucket); `check.sampled` counts the rest
@@ -130,6 +131,10 @@ class Daemon:
         self._reload_lock = asyncio.Lock()  # one reload at a time: the newest file wins
         self._hup_pending = False  # a SIGHUP's reload waits for the lock: more SIGHUPs join it
         self._tasks_warned = False
+        self._alert_slots: asyncio.Semaphore | None = None
+        self._alert_slots_n = 0
+        self._alerts_waited = 0
+        self._alerts_logged_at = -ALERT_QUEUE_LOG_S
         self._task_watch: asyncio.TimerHandle | None = None
         self.done_log = _Sampler(CHECK_DONE_PER_S)
         enabled = getattr(self.log, "is_enabled_for", None)
@@ -383,11 +388,30 @@ class Daemon:
                           summary=st.last_summary if st.status == "fail" else "")
         self._fire(st, out.fires, now)
 
+    async def _deliver(self, st: ServiceState, fire: Fire, now: float) -> bool:
+        """One alert, once one of `max_alert_procs` slots is free: a trap storm queues its
+        alerts instead of starting a process each."""
+        assert self.cfg is not None
+        if self._alert_slots is None or self._alert_slots_n != self.cfg.max_alert_procs:
+            self._alert_slots = asyncio.Semaphore(self.cfg.max_alert_procs)  # holders of the old one finish
+            self._alert_slots_n = self.cfg.max_alert_procs
+        slots = self._alert_slots
+        if slots.locked():
+            self._alerts_waited += 1
+            at = time.monotonic()
+            if at - self._alerts_logged_at >= ALERT_QUEUE_LOG_S:
+                self._alerts_logged_at = at
+                self.log.warning("alert.queued", running=self.cfg.max_alert_procs, waiting=self._alerts_waited,
+                                 action="waiting for a free slot (globals.max_alert_procs)")
+                self._alerts_waited = 0
+        async with slots:
+            assert self.cfg is not None and self.plugins is not None
+            return await alerting.deliver(self.cfg, self.plugins, st, fire, now, self.log)
+
     def _fire(self, st: ServiceState, fires: list[Fire], now: float) -> None:
         assert self.cfg is not None and self.plugins is not None
         for fire in self.control.allowed(st, fires):  # disabled service/watch: suppressed
-            task = asyncio.get_running_loop().create_task(
-                alerting.deliver(self.cfg, self.plugins, st, fire, now, self.log))
+            task = asyncio.get_running_loop().create_task(self._deliver(st, fire, now))
             self.alert_tasks.add(task)
             task.add_done_callback(self.alert_tasks.discard)
             task.add_done_callback(lambda t, st=st, fire=fire: self.control.alert_done(st, fire, now, t))

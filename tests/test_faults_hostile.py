@@ -485,3 +485,24 @@ def test_a_trap_storm_runs_at_most_max_alert_procs_alerts_at_once(tmp_path: Path
     code, st = call(sock, "GET", "/status", token)
     p = next(s for s in st["services"] if s["service"] == "p")
     assert len(json.dumps(p)) < 40_000, len(json.dumps(p))
+
+
+# -- m4 --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["import-mon", "check-config"])
+def test_m4_never_runs_a_command_from_a_config(tmp_path: Path, how: str) -> None:
+    inc = tmp_path / "inc.m4"
+    inc.write_text(f"esyscmd(`touch {tmp_path}/ran-esyscmd')dnl\nbuiltin(`syscmd', `touch {tmp_path}/ran-builtin')\n")
+    included = tmp_path / "included.cf"
+    included.write_text(f"dnl an m4 config\ninclude(`{inc}')\nhostgroup g 127.0.0.1\n")
+    direct = tmp_path / "direct.cf"
+    direct.write_text(f"dnl an m4 config\nsyscmd(`touch {tmp_path}/ran-syscmd')\nhostgroup g 127.0.0.1\n")
+    for cf in (direct, included):
+        argv = ["import-mon", "--check", str(cf)] if how == "import-mon" else ["check-config", "-c", str(cf)]
+        r = subprocess.run([sys.executable, "-m", "pymon", *argv], capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in r.stderr
+    assert not list(tmp_path.glob("ran-*")), "m4 ran a command"
+    r = subprocess.run([sys.executable, "-m", "pymon", "import-mon", "--check", str(direct)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and f"{direct}:2: m4: syscmd is refused" in r.stderr + r.stdout

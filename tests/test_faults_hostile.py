@@ -27,7 +27,7 @@ from pymon.probes import _http10
 from pymon.probes import http as probe
 from test_api import Running, pymon  # noqa: F401 - the fixture
 from test_daemon import Daemon, setup, starts
-from test_probe_http import free_port
+from test_probe_http import Server, free_port, server  # noqa: F401 - the fixture
 
 
 class Canned:
@@ -506,3 +506,81 @@ def test_m4_never_runs_a_command_from_a_config(tmp_path: Path, how: str) -> None
     r = subprocess.run([sys.executable, "-m", "pymon", "import-mon", "--check", str(direct)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and f"{direct}:2: m4: syscmd is refused" in r.stderr + r.stdout
+
+
+def _req(port: int, method: str, path: str, headers: dict[str, str] | None = None,
+         body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+
+def test_the_page_cookie_is_a_session_not_the_token(pymon: Running) -> None:  # noqa: F811
+    code, headers, _ = _req(pymon.port, "GET", f"/login?token={pymon.token}")
+    assert code == 303
+    cookie = headers["set-cookie"].split(";")[0]
+    assert pymon.token not in cookie
+    assert _req(pymon.port, "GET", "/status", {"Cookie": cookie})[0] == 200
+    # the token itself as the cookie is not a session
+    assert _req(pymon.port, "GET", "/status", {"Cookie": f"pymon_token={pymon.token}"})[0] == 401
+
+
+def test_a_foreign_host_header_is_refused_on_tcp(pymon: Running) -> None:  # noqa: F811
+    auth = {"Authorization": f"Bearer {pymon.token}"}
+    for host in ("evil.example", "evil.example:%d" % pymon.port, "127.0.0.1.nip.io"):
+        code, _, body = _req(pymon.port, "GET", "/status", {**auth, "Host": host})
+        assert code == 421 and b"is not this daemon's" in body, (host, code)
+    for host in ("localhost", f"127.0.0.1:{pymon.port}", "[::1]", f"LOCALHOST:{pymon.port}"):
+        assert _req(pymon.port, "GET", "/status", {**auth, "Host": host})[0] == 200, host
+
+
+def test_follow_redirects_is_the_documented_name(server: Server) -> None:  # noqa: F811
+    cfg = probe._parse({"port": server.port, "path": "/redirect", "follow_redirects": True})
+    assert cfg.redirects == 10
+    with pytest.raises(Exception, match="same param"):
+        probe._parse({"port": server.port, "follow_redirects": True, "redirects": 2})
+
+
+@pytest.mark.parametrize("token, mode", [("x", 0o600), ("a-long-enough-token-0123456789", 0o644)])
+def test_a_weak_or_exposed_token_file_is_refused_loudly(tmp_path: Path, daemons: list[Daemon], token: str,
+                                                        mode: int) -> None:
+    from apiclient import call, wait_socket
+
+    (tmp_path / "token").write_text(token + "\n")
+    (tmp_path / "token").chmod(mode)
+    d = Started(setup(tmp_path, _services(tmp_path, 1)))
+    daemons.append(d)
+    e = d.wait(lambda e: e["event"] == "api.token_refused")
+    assert e["level"] == "error" and e["file"] == str(tmp_path / "token")
+    wait_socket(tmp_path / "pymon.sock")
+    assert call(tmp_path / "pymon.sock", "GET", "/status", token)[0] == 401
+
+
+def test_a_change_that_cannot_be_saved_is_not_a_200(tmp_path: Path, daemons: list[Daemon],
+                                                    mount_tmpfs: Any) -> None:
+    from apiclient import call, wait_socket
+
+    small = mount_tmpfs("small", "size=256k")
+    cfg = setup(tmp_path, _services(tmp_path, 1))
+    cfg.write_text(cfg.read_text().replace(f"statedir: {tmp_path}", f"statedir: {small}"))
+    d = Started(cfg)
+    daemons.append(d)
+    sock = small / "pymon.sock"
+    wait_socket(sock)
+    token = (small / "token").read_text().strip()
+    assert call(sock, "POST", "/disable/host/h1", token, {"reason": "fine"})[0] == 200
+    fd = os.open(small / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    code, body = call(sock, "POST", "/disable/host/h2", token, {"reason": "lost at restart"})
+    assert code == 507 and body["persisted"] is False and "could not be written" in body["error"]
+    (small / "filler").unlink()
+    assert call(sock, "POST", "/enable/host/h2", token)[0] == 200

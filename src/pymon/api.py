@@ -55,12 +55,29 @@ CSRF_HEADER = "X-Pymon-Request"
 SOCKET_MODE = 0o660
 
 
+MIN_TOKEN_CHARS = 16  # a generated token has 43
+
+
 def load_token(path: Path, log: Any) -> str:
-    """The token file's content; a new random token (file mode 0600) when it is missing."""
+    """The token file's content; a new random token (file mode 0600) when it is missing.
+    A token file that others can read, or a token too short to resist guessing, is
+    refused loudly: the API then has a token only this process knows (unusable) until
+    the file is fixed and the daemon restarted."""
     try:
         tok = path.read_text().strip()
+        mode = path.stat().st_mode
         if tok:
-            return tok
+            why = ""
+            if mode & stat.S_IROTH:
+                why = f"the token file is readable by every user (mode {stat.filemode(mode)}; chmod o-r)"
+            elif len(tok) < MIN_TOKEN_CHARS:
+                why = (f"the token is {len(tok)} characters, fewer than {MIN_TOKEN_CHARS} "
+                       "(delete the file: pymon writes a random one)")
+            if not why:
+                return tok
+            log.error("api.token_refused", file=str(path), error=why,
+                      action="the API answers 401 to every token until the file is fixed and pymon restarted")
+            return secrets.token_urlsafe(32)
     except FileNotFoundError:
         pass
     tok = secrets.token_urlsafe(32)
@@ -350,10 +367,26 @@ def accept_error_handler(log: Any) -> Callable[[asyncio.AbstractEventLoop, dict[
     return handler
 
 
+MAX_SESSIONS = 64  # page logins kept; the oldest goes first
+SESSION_S = 30 * 86400
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _host_name(host: str) -> str:
+    """The Host header without its port, lower case ("[::1]:8080" -> "[::1]")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[:host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 class Api:
     def __init__(self, d: "Daemon", token: str):
         self.d = d
         self.token = token
+        # the page's cookie: a random session value per login, kept here only (the token
+        # itself in a cookie would sit in every browser profile and backup)
+        self.sessions: dict[str, float] = {}
         self.runners: list[web.AppRunner] = []
         self.socket_path: Path | None = None
 
@@ -362,16 +395,47 @@ class Api:
     def _ok(self, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())  # type: ignore[union-attr]
 
+    def _applied(self, body: dict[str, Any]) -> web.Response:
+        """A change's answer: 200 once it is in the state file; 507 when it is in force in
+        memory but could not be written (it is lost at a restart), saying so."""
+        if self.d.control.unsaved:
+            store = self.d.control.store
+            return web.json_response({**body, "persisted": False, "error": "applied in memory, but the state "
+                                      f"file {store.path if store else ''} could not be written (see the log's "
+                                      "state.write_failed): the change is lost at a restart"}, status=507)
+        return web.json_response(body)
+
+    def _session(self, value: str | None) -> bool:
+        if not value:
+            return False
+        for known, at in self.sessions.items():
+            if hmac.compare_digest(known.encode(), value.encode()):
+                return time.monotonic() - at < SESSION_S
+        return False
+
+    def _new_session(self) -> str:
+        value = secrets.token_urlsafe(32)
+        while len(self.sessions) >= MAX_SESSIONS:
+            del self.sessions[next(iter(self.sessions))]
+        self.sessions[value] = time.monotonic()
+        return value
+
     def middleware(self, tcp: bool) -> Any:
         @web.middleware
         async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if tcp:  # a page on another site whose name resolves to 127.0.0.1 (DNS rebinding) sends its own name
+                cfg = self.d.cfg
+                host = _host_name(request.headers.get("Host", ""))
+                if host not in LOOPBACK_HOSTS and (cfg is None or host not in cfg.control_hosts):
+                    return _err(421, f"Host {host[:100]!r} is not this daemon's (localhost, 127.0.0.1, [::1] "
+                                     "or globals.control_hosts)")
             if request.path == "/health" or (tcp and request.path == "/login"):
                 return await handler(request)
             header = request.headers.get("Authorization", "")
             bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
             if self._ok(bearer):
                 return await handler(request)
-            if tcp and self._ok(request.cookies.get(COOKIE)):
+            if tcp and self._session(request.cookies.get(COOKIE)):
                 if request.method not in ("GET", "HEAD") and request.headers.get(CSRF_HEADER) != "1":
                     return _err(403, f"a cookie-authenticated change needs the {CSRF_HEADER}: 1 header")
                 return await handler(request)
@@ -486,14 +550,14 @@ class Api:
                                                _peer(request))
         except KeyError as e:
             return _err(404, str(e.args[0]))
-        return web.json_response({"kind": kind, "name": name, "disabled": _disabled_json(dis)})
+        return self._applied({"kind": kind, "name": name, "disabled": _disabled_json(dis)})
 
     async def enable(self, request: web.Request) -> web.Response:
         kind, name = self._target(request)
         if not self.d.control.exists(kind, name):  # type: ignore[arg-type]
             return _err(404, f"no such {kind} {name!r}")
         was = await self.d.control.enable(kind, name, _peer(request))  # type: ignore[arg-type]
-        return web.json_response({"kind": kind, "name": name, "was_disabled": was})
+        return self._applied({"kind": kind, "name": name, "was_disabled": was})
 
     def _service(self, request: web.Request) -> tuple[str, str]:
         key = (request.match_info["group"], request.match_info["service"])
@@ -512,7 +576,7 @@ class Api:
             await self.d.control.ack(key, comment, _peer(request))
         except ValueError as e:
             return _err(409, str(e))
-        return web.json_response({"group": key[0], "service": key[1], "acked": comment})
+        return self._applied({"group": key[0], "service": key[1], "acked": comment})
 
     async def test_now(self, request: web.Request) -> web.Response:
         key = self._service(request)
@@ -567,8 +631,8 @@ class Api:
             given = str((await _form(request)).get("token", ""))
         if given is not None and self._ok(given.strip()):
             resp = web.HTTPSeeOther("/")
-            resp.set_cookie(COOKIE, given.strip(), httponly=True, samesite="Strict", path="/",
-                            max_age=30 * 86400)
+            resp.set_cookie(COOKIE, self._new_session(), httponly=True, samesite="Strict", path="/",
+                            max_age=SESSION_S)
             raise resp
         bad = "<p class=bad>wrong token</p>" if given is not None else ""
         return web.Response(content_type="text/html", status=401 if given is not None else 200, text=f"""<!doctype html>

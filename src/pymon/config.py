@@ -145,6 +145,9 @@ SCHEMA: dict[str, Any] = {
                 "dep_behavior": {"enum": ["a", "m"]},
                 # control API (api.py)
                 "control_socket": {"type": "string", "description": "unix socket; default <statedir>/pymon.sock"},
+                "control_hosts": {"type": "array", "items": {"type": "string"},
+                                  "description": "Host header names the TCP listener answers besides localhost, "
+                                                 "127.0.0.1 and [::1] (a DNS-rebinding guard)"},
                 "control_port": {"type": "integer", "minimum": 1, "maximum": 65535,
                                  "description": "also listen on 127.0.0.1:PORT (status page)"},
                 "token_file": {"type": "string", "description": "API token; default <statedir>/token"},
@@ -352,6 +355,7 @@ class Config:
     ipvs: IpvsOptions = field(default_factory=IpvsOptions)
     control_socket: Path | None = None  # control API (api.py); the builder fills in the defaults
     control_port: int | None = None
+    control_hosts: tuple[str, ...] = ()  # Host header names the TCP listener accepts besides the loopback ones
     token_file: Path | None = None
     block_warning: float = 1.0  # watchdog.py: warn when the event loop is blocked this long
     config_timeout: float = 60.0  # reading the next config (and importing its plugins) at reload, at most
@@ -613,6 +617,7 @@ class _Builder:
             ipvs=ipvs,
             control_socket=(self.base / statedir / g.get("control_socket", "pymon.sock")).resolve(),
             control_port=g.get("control_port"),
+            control_hosts=tuple(str(h).lower() for h in g.get("control_hosts", ())),
             token_file=(self.base / statedir / g.get("token_file", "token")).resolve(),
             vrrp_alert=vrrp_alert,
         )

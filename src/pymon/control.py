@@ -67,6 +67,7 @@ class Control:
         self.log = daemon.log
         self.state = persist.State()
         self.store: persist.Store | None = None
+        self.unsaved = False  # the last save of the state file failed
         self.notifier = notify.Notifier.from_env(self.log)
         self.ready = False
         self.pending: set[tuple[str, str]] | None = None  # services still to check once before READY
@@ -412,7 +413,9 @@ class Control:
         self.dirty.clear()
         self.stale, self.saved_at = False, time.monotonic()
         async with self.save_lock:  # one snapshot at a time: an older one must not be written last
-            return await asyncio.to_thread(self.store.save, await self.snapshot())
+            ok = await asyncio.to_thread(self.store.save, await self.snapshot())
+        self.unsaved = not ok  # the API tells an operator whose change is in memory only
+        return ok
 
     async def _housekeeping(self) -> None:
         """Woken by a change (`dirty`: a state, an operator's command) or when something

@@ -584,3 +584,52 @@ def test_a_change_that_cannot_be_saved_is_not_a_200(tmp_path: Path, daemons: lis
     assert code == 507 and body["persisted"] is False and "could not be written" in body["error"]
     (small / "filler").unlink()
     assert call(sock, "POST", "/enable/host/h2", token)[0] == 200
+
+
+# -- capabilities -------------------------------------------------------------------------------
+
+CAPCHECK = """
+import asyncio
+from pymon import legacy
+
+async def main():
+    for keep in (False, True):
+        r = await legacy.run(["/bin/grep", "^CapEff", "/proc/self/status"], {}, 5, keep_caps=keep)
+        print(keep, r.output.split()[1])
+
+asyncio.run(main())
+"""
+
+
+def test_legacy_scripts_lose_the_daemons_capabilities_unless_keep_caps() -> None:
+    """As under systemd: a non-root daemon with CAP_NET_ADMIN ambient (setpriv plays systemd)."""
+    import shutil
+
+    from pymon import legacy
+
+    py = "/usr/bin/python3"
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not os.access(py, os.X_OK):
+        pytest.skip("needs root, setpriv and a system python3 for an unprivileged user")
+    src = str(Path(legacy.__file__).parents[1])
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+net_admin",
+                        "--ambient-caps=+net_admin", "env", f"PYTHONPATH={src}", py, "-c", CAPCHECK],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    eff = dict(ln.split() for ln in r.stdout.splitlines())
+    assert int(eff["False"], 16) == 0, "a script kept CAP_NET_ADMIN"
+    assert int(eff["True"], 16) & (1 << 12), "keep_caps: true must keep CAP_NET_ADMIN"
+
+
+def test_keep_caps_is_a_monitor_and_alert_flag(tmp_path: Path) -> None:
+    from pymon.config import load_config
+
+    mon = tmp_path / "x.monitor"
+    _script(mon, "#!/bin/sh\nexit 0\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"globals: {{mondir: {tmp_path}, alertdir: {tmp_path}, statedir: {tmp_path}}}\n"
+                   "hostgroups: {g: [h]}\nwatch:\n  g:\n    s:\n      monitor: {name: x.monitor, keep_caps: true}\n"
+                   "      periods: [{alert: [{name: log, keep_caps: false}]}]\n")
+    c = load_config(cfg)
+    s = c.services[("g", "s")]
+    assert s.monitor.keep_caps is True and "keep_caps" not in s.monitor.params
+    assert s.periods[0].alert[0].keep_caps is False

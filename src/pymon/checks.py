@@ -178,7 +178,8 @@ async def _run_legacy(cfg: Config, svc: ServiceSpec, st: ServiceState, script: P
                       hosts: list[str]) -> Check:
     env = legacy.monitor_env(svc.group, svc.name, svc.description, cfg.statedir, Path(cfg.file).parent,
                              svc.env, mon_state_env(st))
-    run = await legacy.run(legacy.mon_argv(script, svc.monitor.args, hosts), env, svc.timeout)
+    run = await legacy.run(legacy.mon_argv(script, svc.monitor.args, hosts), env, svc.timeout,
+                           keep_caps=svc.monitor.keep_caps)
     if run.error:
         output, rc = run.error, 127
     elif run.timed_out:

@@ -210,6 +210,7 @@ class PluginSpec:
     args: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
     exit_range: tuple[int, int] | None = None
+    keep_caps: bool = False  # a legacy script keeps the daemon's capabilities (else they are dropped at exec)
 
 
 @dataclass(slots=True)
@@ -679,9 +680,14 @@ class _Builder:
 
     def plugin(self, path: yamlsrc.Path, v: Any, kind: str) -> PluginSpec:
         exit_range = None
+        keep_caps = False
         if isinstance(v, dict):
-            params = {k: x for k, x in v.items() if k not in ("name", "exit")}
+            params = {k: x for k, x in v.items() if k not in ("name", "exit", "keep_caps")}
             name = str(v["name"])
+            keep_caps = v.get("keep_caps", False)
+            if not isinstance(keep_caps, bool):
+                self.err(path + ("keep_caps",), f"keep_caps: expected true or false, got {keep_caps!r}")
+                keep_caps = False
             args: list[str] = []
             if "exit" in v:
                 exit_range = self.exit_range(path, str(v["exit"]))
@@ -705,7 +711,7 @@ class _Builder:
             checked = dict(params, argv=args) if args else params
             for problem in found.problems(kind, name, checked):
                 self.err(path, f"{kind} {name}: {problem}")
-        return PluginSpec(name, tuple(args), params, exit_range)
+        return PluginSpec(name, tuple(args), params, exit_range, keep_caps)
 
     def exit_range(self, path: yamlsrc.Path, s: str) -> tuple[int, int] | None:
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", s.strip())

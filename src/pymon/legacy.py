@@ -13,6 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MAX_OUTPUT = 256 * 1024
 # One environment value handed to a script (MON_LAST_OUTPUT is the last run's output):
@@ -49,7 +50,11 @@ def alert_argv(script: Path, kind: str, group: str, service: str, hosts: list[st
     return argv + list(args)
 
 
-async def run(argv: list[str], env: dict[str, str], timeout: float, stdin: str | None = None) -> Run:
+async def run(argv: list[str], env: dict[str, str], timeout: float, stdin: str | None = None,
+              keep_caps: bool = False) -> Run:
+    """Run a script. Unless `keep_caps`, it runs without the daemon's capabilities
+    (CAP_NET_ADMIN, CAP_NET_RAW under systemd): its ambient and inheritable sets are
+    cleared between fork and exec, so a script that is not root has none after exec."""
     start = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -59,6 +64,7 @@ async def run(argv: list[str], env: dict[str, str], timeout: float, stdin: str |
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, **env},
             start_new_session=True,
+            preexec_fn=None if keep_caps or not _CAPS.needed() else _CAPS.drop,
         )
     except OSError as e:
         return Run(127, "", time.monotonic() - start, error=f"cannot run {argv[0]}: {e.strerror}")
@@ -76,6 +82,48 @@ async def run(argv: list[str], env: dict[str, str], timeout: float, stdin: str |
     _killpg(proc)  # children left behind by the script die with it
     _close(proc)
     return Run(rc, out.decode("utf-8", "replace"), time.monotonic() - start)
+
+
+class _Caps:
+    """Clearing a child's ambient and inheritable capabilities (prctl, capset) through
+    libc, with everything it needs made before the fork: between fork and exec the child
+    only calls into libc. Needed only when this process holds ambient or inheritable
+    capabilities at all (/proc/self/status)."""
+
+    PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+    VERSION_3 = 0x20080522
+
+    def __init__(self) -> None:
+        self.libc: Any = None
+        self._needed: bool | None = None
+
+    def needed(self) -> bool:
+        if self._needed is None:
+            self._needed = False
+            try:
+                status = Path("/proc/self/status").read_text()
+                sets = {k: int(v, 16) for k, _, v in (ln.partition(":\t") for ln in status.splitlines())
+                        if k in ("CapInh", "CapAmb")}
+                if any(sets.values()):
+                    import ctypes
+
+                    self.libc = ctypes.CDLL(None, use_errno=True)
+                    self.header = (ctypes.c_uint32 * 2)(self.VERSION_3, 0)
+                    self.data = (ctypes.c_uint32 * 6)()
+                    self._needed = True
+            except (OSError, ValueError):
+                pass
+        return self._needed
+
+    def drop(self) -> None:  # pragma: no cover - in the forked child, before exec
+        libc = self.libc
+        libc.prctl(self.PR_CAP_AMBIENT, self.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        if libc.capget(self.header, self.data) == 0:
+            self.data[2] = self.data[5] = 0  # inheritable, both 32-bit halves
+            libc.capset(self.header, self.data)
+
+
+_CAPS = _Caps()
 
 
 def _close(proc: asyncio.subprocess.Process) -> None:

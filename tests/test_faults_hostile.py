@@ -633,3 +633,24 @@ def test_keep_caps_is_a_monitor_and_alert_flag(tmp_path: Path) -> None:
     s = c.services[("g", "s")]
     assert s.monitor.keep_caps is True and "keep_caps" not in s.monitor.params
     assert s.periods[0].alert[0].keep_caps is False
+
+
+def test_with_one_probe_worker_a_hostile_backend_changes_no_other_result(tmp_path: Path,
+                                                                          daemons: list[Daemon]) -> None:
+    bad = Canned(HOSTILE_HEADS["superscript-two length"])
+    worse = Canned(HOSTILE_HEADS["5000-digit status"])
+    good = Canned(OK)
+    cfg = http_config(tmp_path, {"bad": bad.port, "worse": worse.port, "good": good.port}, glob=", probe_workers: 1")
+    d = Started(cfg)
+    daemons.append(d)
+    for name in ("bad", "worse"):  # each goes down for its own answer, and nothing else does
+        e = d.wait(lambda e, name=name: e["event"] == "host.state" and e["service"] == name and e["state"] == "down",
+                   timeout=15)
+    time.sleep(3)
+    downs = [e for e in d.events if e["event"] == "host.state" and e["state"] == "down"]
+    assert sorted(e["service"] for e in downs) == ["bad", "worse"], downs
+    assert not [e for e in d.events if e["event"] == "probe.worker_died"]
+    assert sum(1 for e in d.events if e["event"] == "check.done" and e["service"] == "good" and e["ok"]) >= 5
+    assert d.stop() == 0
+    for s in (bad, worse, good):
+        s.close()

@@ -414,7 +414,7 @@ def read_source(file: str, where: str) -> str:
                 raise ConfigError([f"{where}: config is {st.st_size} bytes, more than the limit of "
                                    f"{MAX_CONFIG_BYTES}; refusing"])
             age = time.time() - st.st_mtime_ns / 1e9
-            if settle and age < SETTLE_S:
+            if settle and 0 <= age < SETTLE_S:  # (an mtime in the future tells nothing: not waited for)
                 time.sleep(SETTLE_S - max(age, 0.0))  # being written, maybe: wait until it rests
                 continue
             chunks, size = [], 0

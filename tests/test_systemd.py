@@ -197,6 +197,12 @@ def test_unit_settings() -> None:
     assert one["StateDirectory"] == one["ConfigurationDirectory"] == "pymon"
     assert one["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6 AF_NETLINK"
     assert one["SystemCallFilter"] == "@system-service"
+    # bounds on what a runaway can take, each with its reason in a comment just above it
+    assert int(one["LimitNOFILE"]) >= 16384 and one["MemoryMax"] == "1G" and int(one["TasksMax"]) >= 256
+    lines = text.splitlines()
+    for key in ("LimitNOFILE", "MemoryMax", "TasksMax"):
+        i = next(i for i, ln in enumerate(lines) if ln.startswith(key + "="))
+        assert lines[i - 1].startswith("#"), f"{key} needs its reason in a comment above it"
 
 
 def test_exposure_score_matches_readme() -> None:

@@ -41,7 +41,7 @@ async def deliver(cfg: Config, plugins: Plugins, st: ServiceState, fire: Fire, n
             env["MON_ACK"] = st.acked
         argv = legacy.alert_argv(found, fire.kind, svc.group, svc.name, cfg.hostgroups[svc.group], now,
                                  fire.alert.args)
-        run = await legacy.run(argv, env, cfg.alert_timeout, stdin=fire.output)
+        run = await legacy.run(argv, env, cfg.alert_timeout, stdin=fire.output, keep_caps=fire.alert.keep_caps)
         fields = dict(ev, argv=argv, exit=run.retval, duration_s=round(run.duration_s, 3),
                       output=run.output[-2000:])
         if run.error or run.timed_out or run.retval != 0:

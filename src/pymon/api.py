@@ -17,6 +17,7 @@ cookie must also carry `X-Pymon-Request: 1` (which a cross-site form cannot send
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -54,12 +55,29 @@ CSRF_HEADER = "X-Pymon-Request"
 SOCKET_MODE = 0o660
 
 
+MIN_TOKEN_CHARS = 16  # a generated token has 43
+
+
 def load_token(path: Path, log: Any) -> str:
-    """The token file's content; a new random token (file mode 0600) when it is missing."""
+    """The token file's content; a new random token (file mode 0600) when it is missing.
+    A token file that others can read, or a token too short to resist guessing, is
+    refused loudly: the API then has a token only this process knows (unusable) until
+    the file is fixed and the daemon restarted."""
     try:
         tok = path.read_text().strip()
+        mode = path.stat().st_mode
         if tok:
-            return tok
+            why = ""
+            if mode & stat.S_IROTH:
+                why = f"the token file is readable by every user (mode {stat.filemode(mode)}; chmod o-r)"
+            elif len(tok) < MIN_TOKEN_CHARS:
+                why = (f"the token is {len(tok)} characters, fewer than {MIN_TOKEN_CHARS} "
+                       "(delete the file: pymon writes a random one)")
+            if not why:
+                return tok
+            log.error("api.token_refused", file=str(path), error=why,
+                      action="the API answers 401 to every token until the file is fixed and pymon restarted")
+            return secrets.token_urlsafe(32)
     except FileNotFoundError:
         pass
     tok = secrets.token_urlsafe(32)
@@ -204,6 +222,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
         data = await request.json()
     except ValueError:
         raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json")
+    except RecursionError:  # nested deeper than the parser's stack
+        raise web.HTTPBadRequest(text='{"error": "body must be JSON nested less deeply"}',
+                                 content_type="application/json") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
     return data
@@ -240,10 +261,132 @@ class _ProtocolLog:
     info = debug
 
 
+# Bounds on the listeners, so that a local user without the token cannot exhaust the
+# daemon's file descriptors (every probe needs one) or memory by holding connections.
+MAX_CONNECTIONS = 64  # per listener; more are closed at once (the API has a handful of users)
+IDLE_S = 10.0  # a connection with no complete request for this long is closed (idle or slow headers)
+ACCEPT_LOG_EVERY_S = 60.0  # one `api.accept_failed` / `api.too_many_connections` line per this, with a count
+
+
+class _Limit:
+    """The protocol factory of one listener, counting its connections: past `limit`,
+    a new connection is aborted before aiohttp sees it, and one log line says so per
+    ACCEPT_LOG_EVERY_S (with how many were refused since the last)."""
+
+    def __init__(self, factory: Callable[[], Any], limit: int, log: Any, where: str):
+        self.factory, self.limit, self.log, self.where = factory, limit, log, where
+        self.open = 0
+        self.refused = 0
+        self.logged_at = -ACCEPT_LOG_EVERY_S
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        return _Counted(self)
+
+    def _refused(self) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self.logged_at >= ACCEPT_LOG_EVERY_S:
+            self.logged_at = now
+            self.log.warning("api.too_many_connections", listener=self.where, limit=self.limit,
+                             refused=self.refused, action="closing new connections until some end")
+            self.refused = 0
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's request handler behind a count; a refused connection never reaches it."""
+
+    def __init__(self, limit: _Limit):
+        self.lim = limit
+        self.inner: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        lim = self.lim
+        if lim.open >= lim.limit:
+            lim._refused()
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        lim.open += 1
+        self.inner = lim.factory()
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is not None:
+            self.lim.open -= 1
+            inner, self.inner = self.inner, None
+            inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+
+class _Site(web.SockSite):
+    """A SockSite whose connections go through a `_Limit`."""
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, log: Any, where: str):
+        super().__init__(runner, sock)
+        self.guard = (log, where)
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            _Limit(server, MAX_CONNECTIONS, *self.guard), sock=self._sock, backlog=self._backlog)
+
+
+def accept_error_handler(log: Any) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """The loop's exception handler: a failed accept (EMFILE, ENFILE, ENOBUFS) is one JSON
+    line per ACCEPT_LOG_EVERY_S with a count, not a traceback per attempt; anything else
+    goes to asyncio's default handler."""
+    state = {"at": -ACCEPT_LOG_EVERY_S, "count": 0}
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        msg = str(context.get("message", ""))
+        if "accept" not in msg:
+            loop.default_exception_handler(context)
+            return
+        state["count"] += 1
+        now = time.monotonic()
+        if now - state["at"] >= ACCEPT_LOG_EVERY_S:
+            exc = context.get("exception")
+            log.error("api.accept_failed", error=f"{type(exc).__name__}: {exc}" if exc else msg[:200],
+                      failures=state["count"], action="asyncio retries the accept in 1 s")
+            state["at"], state["count"] = now, 0
+    return handler
+
+
+MAX_SESSIONS = 64  # page logins kept; the oldest goes first
+SESSION_S = 30 * 86400
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _host_name(host: str) -> str:
+    """The Host header without its port, lower case ("[::1]:8080" -> "[::1]")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[:host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 class Api:
     def __init__(self, d: "Daemon", token: str):
         self.d = d
         self.token = token
+        # the page's cookie: a random session value per login, kept here only (the token
+        # itself in a cookie would sit in every browser profile and backup)
+        self.sessions: dict[str, float] = {}
         self.runners: list[web.AppRunner] = []
         self.socket_path: Path | None = None
 
@@ -252,16 +395,47 @@ class Api:
     def _ok(self, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())  # type: ignore[union-attr]
 
+    def _applied(self, body: dict[str, Any]) -> web.Response:
+        """A change's answer: 200 once it is in the state file; 507 when it is in force in
+        memory but could not be written (it is lost at a restart), saying so."""
+        if self.d.control.unsaved:
+            store = self.d.control.store
+            return web.json_response({**body, "persisted": False, "error": "applied in memory, but the state "
+                                      f"file {store.path if store else ''} could not be written (see the log's "
+                                      "state.write_failed): the change is lost at a restart"}, status=507)
+        return web.json_response(body)
+
+    def _session(self, value: str | None) -> bool:
+        if not value:
+            return False
+        for known, at in self.sessions.items():
+            if hmac.compare_digest(known.encode(), value.encode()):
+                return time.monotonic() - at < SESSION_S
+        return False
+
+    def _new_session(self) -> str:
+        value = secrets.token_urlsafe(32)
+        while len(self.sessions) >= MAX_SESSIONS:
+            del self.sessions[next(iter(self.sessions))]
+        self.sessions[value] = time.monotonic()
+        return value
+
     def middleware(self, tcp: bool) -> Any:
         @web.middleware
         async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if tcp:  # a page on another site whose name resolves to 127.0.0.1 (DNS rebinding) sends its own name
+                cfg = self.d.cfg
+                host = _host_name(request.headers.get("Host", ""))
+                if host not in LOOPBACK_HOSTS and (cfg is None or host not in cfg.control_hosts):
+                    return _err(421, f"Host {host[:100]!r} is not this daemon's (localhost, 127.0.0.1, [::1] "
+                                     "or globals.control_hosts)")
             if request.path == "/health" or (tcp and request.path == "/login"):
                 return await handler(request)
             header = request.headers.get("Authorization", "")
             bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
             if self._ok(bearer):
                 return await handler(request)
-            if tcp and self._ok(request.cookies.get(COOKIE)):
+            if tcp and self._session(request.cookies.get(COOKIE)):
                 if request.method not in ("GET", "HEAD") and request.headers.get(CSRF_HEADER) != "1":
                     return _err(403, f"a cookie-authenticated change needs the {CSRF_HEADER}: 1 header")
                 return await handler(request)
@@ -307,21 +481,22 @@ class Api:
         try:
             sock = _unix_socket(path)
             runner = web.AppRunner(self.app(tcp=False), access_log=None, handle_signals=False,
-                                   logger=_ProtocolLog(log))
+                                   logger=_ProtocolLog(log), keepalive_timeout=IDLE_S)
             await runner.setup()
             self.runners.append(runner)
-            await web.SockSite(runner, sock).start()
+            await _Site(runner, sock, log, str(path)).start()
             self.socket_path = path
             log.info("api.listening", socket=str(path), mode=oct(SOCKET_MODE))
         except OSError as e:
             log.error("api.failed", socket=str(path), error=str(e), action="running without the control socket")
         if cfg.control_port:
             try:
+                tsock = socket.create_server(("127.0.0.1", cfg.control_port), reuse_port=False)
                 runner = web.AppRunner(self.app(tcp=True), access_log=None, handle_signals=False,
-                                       logger=_ProtocolLog(log))
+                                       logger=_ProtocolLog(log), keepalive_timeout=IDLE_S)
                 await runner.setup()
                 self.runners.append(runner)
-                await web.TCPSite(runner, "127.0.0.1", cfg.control_port).start()
+                await _Site(runner, tsock, log, f"127.0.0.1:{cfg.control_port}").start()
                 log.info("api.listening", address=f"127.0.0.1:{cfg.control_port}", page=True)
             except OSError as e:
                 log.error("api.failed", address=f"127.0.0.1:{cfg.control_port}", error=str(e),
@@ -375,14 +550,14 @@ class Api:
                                                _peer(request))
         except KeyError as e:
             return _err(404, str(e.args[0]))
-        return web.json_response({"kind": kind, "name": name, "disabled": _disabled_json(dis)})
+        return self._applied({"kind": kind, "name": name, "disabled": _disabled_json(dis)})
 
     async def enable(self, request: web.Request) -> web.Response:
         kind, name = self._target(request)
         if not self.d.control.exists(kind, name):  # type: ignore[arg-type]
             return _err(404, f"no such {kind} {name!r}")
         was = await self.d.control.enable(kind, name, _peer(request))  # type: ignore[arg-type]
-        return web.json_response({"kind": kind, "name": name, "was_disabled": was})
+        return self._applied({"kind": kind, "name": name, "was_disabled": was})
 
     def _service(self, request: web.Request) -> tuple[str, str]:
         key = (request.match_info["group"], request.match_info["service"])
@@ -401,7 +576,7 @@ class Api:
             await self.d.control.ack(key, comment, _peer(request))
         except ValueError as e:
             return _err(409, str(e))
-        return web.json_response({"group": key[0], "service": key[1], "acked": comment})
+        return self._applied({"group": key[0], "service": key[1], "acked": comment})
 
     async def test_now(self, request: web.Request) -> web.Response:
         key = self._service(request)
@@ -456,8 +631,8 @@ class Api:
             given = str((await _form(request)).get("token", ""))
         if given is not None and self._ok(given.strip()):
             resp = web.HTTPSeeOther("/")
-            resp.set_cookie(COOKIE, given.strip(), httponly=True, samesite="Strict", path="/",
-                            max_age=30 * 86400)
+            resp.set_cookie(COOKIE, self._new_session(), httponly=True, samesite="Strict", path="/",
+                            max_age=SESSION_S)
             raise resp
         bad = "<p class=bad>wrong token</p>" if given is not None else ""
         return web.Response(content_type="text/html", status=401 if given is not None else 200, text=f"""<!doctype html>

@@ -26,6 +26,7 @@ class Check:
 
 
 GUARD_GRACE_S = 1.0
+ABANDON_S = 2.0  # past the guard: a probe that swallowed the guard's cancellation is abandoned (scheduler.in_task)
 
 
 def _timeout_result(timeout: float) -> Result:
@@ -53,7 +54,7 @@ Done = Callable[[Check | BaseException], None]
 
 
 def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceState, done: Done,
-                in_task: Callable[[Coroutine[Any, Any, Check], Done], Cancel]) -> Cancel | None:
+                in_task: Callable[..., Cancel]) -> Cancel | None:
     """Start one check; `done(check)` when it is over (or done(exception) for a bug).
     A probe's callback form (`Monitor.start`) runs without a task; anything else is
     `run_check` in one (`in_task`)."""
@@ -73,7 +74,31 @@ def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceStat
             return None  # over already: nothing to cancel
         if cancel is not None:
             return cancel
-    return in_task(run_check(cfg, plugins, svc, st), done)
+    return in_task(run_check(cfg, plugins, svc, st), done, svc.timeout + GUARD_GRACE_S + ABANDON_S,
+                   _Abandoned(svc, cfg))
+
+
+class _Abandoned:
+    """What a check that ignored its cancellation counts as: every host failed. Logged
+    once per service (a probe that does it once does it every time)."""
+
+    __slots__ = ("svc", "cfg")
+    logged: set[tuple[str, str]] = set()
+    log: Any = None  # the daemon's logger, set at start
+
+    def __init__(self, svc: ServiceSpec, cfg: Config):
+        self.svc, self.cfg = svc, cfg
+
+    def __call__(self) -> Check:
+        svc = self.svc
+        limit = svc.timeout + GUARD_GRACE_S + ABANDON_S
+        if svc.key not in _Abandoned.logged and _Abandoned.log is not None:
+            _Abandoned.logged.add(svc.key)
+            _Abandoned.log.error("check.abandoned", group=svc.group, service=svc.name, monitor=svc.monitor.name,
+                                 after_s=limit, action="failed; its task is left to itself (it ignored its "
+                                 "cancellation); the schedule goes on")
+        bad = Result(False, f"probe ignored its timeout and cancellation: abandoned after {limit:g}s")
+        return Check({h: bad for h in self.cfg.hosts(svc)})
 
 
 class _FirstAnswer:
@@ -153,7 +178,8 @@ async def _run_legacy(cfg: Config, svc: ServiceSpec, st: ServiceState, script: P
                       hosts: list[str]) -> Check:
     env = legacy.monitor_env(svc.group, svc.name, svc.description, cfg.statedir, cfg.logdir,
                              Path(cfg.file).parent, svc.env, mon_state_env(st))
-    run = await legacy.run(legacy.mon_argv(script, svc.monitor.args, hosts), env, svc.timeout)
+    run = await legacy.run(legacy.mon_argv(script, svc.monitor.args, hosts), env, svc.timeout,
+                           keep_caps=svc.monitor.keep_caps)
     if run.error:
         output, rc = run.error, 127
     elif run.timed_out:

@@ -77,7 +77,34 @@ def run_loop(coro: Any) -> Any:
             pass
         else:
             return uvloop.run(coro)
-    return asyncio.run(coro)
+    return _run_bounded(coro)
+
+
+SHUTDOWN_WAIT_S = 5.0  # tasks left at the end (a plugin that ignores cancellation) are waited for this long
+
+
+def _run_bounded(coro: Any) -> Any:
+    """asyncio.run, except that the tasks still pending at the end are cancelled and
+    waited for SHUTDOWN_WAIT_S, not forever: asyncio.run's own wait never ends for a
+    task that swallows its cancellation, and SIGTERM would hang."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            pending = asyncio.all_tasks(loop)
+            for t in pending:
+                t.cancel()
+            if pending:
+                _, left = loop.run_until_complete(asyncio.wait(pending, timeout=SHUTDOWN_WAIT_S))
+                if left:
+                    loop.set_exception_handler(lambda _loop, _ctx: None)  # their "destroyed but pending" notes
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 def _check_config(a: argparse.Namespace) -> int:

@@ -24,7 +24,11 @@ if TYPE_CHECKING:  # the daemon reads its config in a forked child (forked.py): 
 
     from . import yamlsrc
 
-DURATION = r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)?\s*)+$"
+# Linear on any input: the number and the blanks are atomic groups, so a run of digits or
+# blanks can be split between repetitions in one way only (with plain groups, 26-41
+# characters of "1 1 1 ..." took seconds to minutes to refuse).
+DURATION = r"^\s*(?:(?>\d+(?:\.\d+)?)(?>\s*)(?:ms|s|m|h|d|w)?(?>\s*))+$"
+MAX_DURATION_CHARS = 100
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 1}
 
 _duration = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION}],
@@ -135,11 +139,17 @@ SCHEMA: dict[str, Any] = {
                 "randstart": _duration,
                 "alert_timeout": _duration,
                 "block_warning": _duration,
+                "config_timeout": _duration,
+                "max_alert_procs": {"type": "integer", "minimum": 1,
+                                    "description": "alerts delivered at once (scripts and plugins); more wait their turn"},
                 "probe_workers": {"type": "integer", "minimum": 0, "maximum": 64,
                                   "description": "processes for plain HTTP checks (exchange.py); 0 = in the daemon"},
                 "dep_behavior": {"enum": ["a", "m"]},
                 # control API (api.py)
                 "control_socket": {"type": "string", "description": "unix socket; default <statedir>/pymon.sock"},
+                "control_hosts": {"type": "array", "items": {"type": "string"},
+                                  "description": "Host header names the TCP listener answers besides localhost, "
+                                                 "127.0.0.1 and [::1] (a DNS-rebinding guard)"},
                 "control_port": {"type": "integer", "minimum": 1, "maximum": 65535,
                                  "description": "also listen on 127.0.0.1:PORT (status page)"},
                 "token_file": {"type": "string", "description": "API token; default <statedir>/token"},
@@ -174,11 +184,15 @@ class ConfigError(Exception):
 def parse_duration(v: Any) -> float:
     """mon durations: `30s`, `5m`, `1h30m`, bare numbers are seconds."""
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    s = str(v).strip()
-    if not re.fullmatch(DURATION, s):
-        raise ValueError(f"bad duration {v!r} (use e.g. 30s, 5m, 1h)")
-    return sum(float(n) * _UNITS[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)\s*(ms|s|m|h|d|w)?", s))
+        out = float(v)
+    else:
+        s = str(v).strip()
+        if len(s) > MAX_DURATION_CHARS or not re.fullmatch(DURATION, s):
+            raise ValueError(f"bad duration {str(v)[:40]!r} (use e.g. 30s, 5m, 1h)")
+        out = sum(float(n) * _UNITS[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)\s*(ms|s|m|h|d|w)?", s))
+    if not 0 <= out < 1e12:  # NaN, infinity and negatives too: they would reach JSON and timers
+        raise ValueError(f"bad duration {str(v)[:40]!r} (a number of seconds from 0 to 10^12)")
+    return out
 
 
 def argv_of(v: Any) -> list[str]:
@@ -198,6 +212,7 @@ class PluginSpec:
     args: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
     exit_range: tuple[int, int] | None = None
+    keep_caps: bool = False  # a legacy script keeps the daemon's capabilities (else they are dropped at exec)
 
 
 @dataclass(slots=True)
@@ -343,10 +358,13 @@ class Config:
     ipvs: IpvsOptions = field(default_factory=IpvsOptions)
     control_socket: Path | None = None  # control API (api.py); the builder fills in the defaults
     control_port: int | None = None
+    control_hosts: tuple[str, ...] = ()  # Host header names the TCP listener accepts besides the loopback ones
     token_file: Path | None = None
     block_warning: float = 1.0  # watchdog.py: warn when the event loop is blocked this long
     # MON_LOGDIR for mon's scripts (mon's `logdir`): systemd's LogsDirectory= when it is set
     logdir: Path = field(default_factory=lambda: Path(os.environ.get("LOGS_DIRECTORY") or "/var/log/pymon"))
+    config_timeout: float = 60.0  # reading the next config (and importing its plugins) at reload, at most
+    max_alert_procs: int = 16  # alerts delivered at once; more wait (never dropped)
     probe_workers: int = 0  # exchange.py: worker processes for plain HTTP checks
     vrrp_alert: list[PluginSpec] = field(default_factory=list)  # vrrp.py: alerts on a VRRP role change
 
@@ -367,14 +385,65 @@ class PluginCheck(Protocol):
 PluginsFor = Callable[[list[Path], list[Path]], PluginCheck]
 
 
+MAX_CONFIG_BYTES = 32 * 1024 * 1024  # a 10,000-watch config is ~2 MiB
+# On reload (`settle` below): a file is taken once it has not changed for this long and
+# did not change while it was read, so a slow in-place rewrite is not taken half-written.
+SETTLE_S = 0.5
+settle = False  # set in the daemon's forked reader at reload (daemon.load_all)
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def read_source(file: str, where: str) -> str:
-    """A config file's text, or a ConfigError located at `where` (`FILE:1:1`, `FILE:1`)."""
-    try:
-        return Path(file).read_text()
-    except OSError as e:
-        raise ConfigError([f"{where}: cannot read config: {e.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{where}: config is not UTF-8 text"]) from None
+    """A config file's text, or a ConfigError located at `where` (`FILE:1:1`, `FILE:1`).
+    Only a regular file of at most MAX_CONFIG_BYTES: a FIFO or a device would block or
+    never end (opened non-blocking, so even the open returns). With `settle`, the read is
+    done again until the file was unchanged for SETTLE_S before and during it."""
+    import stat
+    import time
+
+    while True:
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise ConfigError([f"{where}: cannot read config: {e.strerror}"]) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError([f"{where}: cannot read config: not a regular file (mode "
+                                   f"{stat.filemode(st.st_mode)}); refusing"])
+            if st.st_size > MAX_CONFIG_BYTES:
+                raise ConfigError([f"{where}: config is {st.st_size} bytes, more than the limit of "
+                                   f"{MAX_CONFIG_BYTES}; refusing"])
+            age = time.time() - st.st_mtime_ns / 1e9
+            if settle and 0 <= age < SETTLE_S:  # (an mtime in the future tells nothing: not waited for)
+                time.sleep(SETTLE_S - max(age, 0.0))  # being written, maybe: wait until it rests
+                continue
+            chunks, size = [], 0
+            while chunk := os.read(fd, 1024 * 1024):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_CONFIG_BYTES:
+                    raise ConfigError([f"{where}: config grew past the limit of {MAX_CONFIG_BYTES} bytes "
+                                       "while read; refusing"])
+        except OSError as e:
+            raise ConfigError([f"{where}: cannot read config: {e.strerror}"]) from None
+        finally:
+            os.close(fd)
+        if settle:
+            try:
+                again = os.stat(file)
+            except OSError:
+                again = None
+            if again is None or _signature(again) != _signature(st) or size != st.st_size:
+                continue  # changed (or replaced) while read: read it again once it rests
+        try:
+            text = b"".join(chunks).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError([f"{where}: config is not UTF-8 text"]) from None
+        return text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as read_text() had
 
 
 def load_config(path: str | os.PathLike[str], *, plugins: PluginsFor | None = None) -> Config:
@@ -545,6 +614,8 @@ class _Builder:
             randstart=self.duration(("globals", "randstart"), g.get("randstart"), 0.0),
             alert_timeout=self.duration(("globals", "alert_timeout"), g.get("alert_timeout"), 60.0),
             block_warning=self.duration(("globals", "block_warning"), g.get("block_warning"), 1.0),
+            config_timeout=self.duration(("globals", "config_timeout"), g.get("config_timeout"), 60.0),
+            max_alert_procs=int(g.get("max_alert_procs", 16)),
             probe_workers=int(g.get("probe_workers", 0)),
             hostgroups=groups,
             services=services,
@@ -552,6 +623,7 @@ class _Builder:
             ipvs=ipvs,
             control_socket=(self.base / statedir / g.get("control_socket", "pymon.sock")).resolve(),
             control_port=g.get("control_port"),
+            control_hosts=tuple(str(h).lower() for h in g.get("control_hosts", ())),
             token_file=(self.base / statedir / g.get("token_file", "token")).resolve(),
             vrrp_alert=vrrp_alert,
         )
@@ -613,9 +685,14 @@ class _Builder:
 
     def plugin(self, path: yamlsrc.Path, v: Any, kind: str) -> PluginSpec:
         exit_range = None
+        keep_caps = False
         if isinstance(v, dict):
-            params = {k: x for k, x in v.items() if k not in ("name", "exit")}
+            params = {k: x for k, x in v.items() if k not in ("name", "exit", "keep_caps")}
             name = str(v["name"])
+            keep_caps = v.get("keep_caps", False)
+            if not isinstance(keep_caps, bool):
+                self.err(path + ("keep_caps",), f"keep_caps: expected true or false, got {keep_caps!r}")
+                keep_caps = False
             args: list[str] = []
             if "exit" in v:
                 exit_range = self.exit_range(path, str(v["exit"]))
@@ -639,7 +716,7 @@ class _Builder:
             checked = dict(params, argv=args) if args else params
             for problem in found.problems(kind, name, checked):
                 self.err(path, f"{kind} {name}: {problem}")
-        return PluginSpec(name, tuple(args), params, exit_range)
+        return PluginSpec(name, tuple(args), params, exit_range, keep_caps)
 
     def exit_range(self, path: yamlsrc.Path, s: str) -> tuple[int, int] | None:
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", s.strip())

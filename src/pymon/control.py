@@ -67,6 +67,7 @@ class Control:
         self.log = daemon.log
         self.state = persist.State()
         self.store: persist.Store | None = None
+        self.unsaved = False  # the last save of the state file failed
         self.notifier = notify.Notifier.from_env(self.log)
         self.ready = False
         self.pending: set[tuple[str, str]] | None = None  # services still to check once before READY
@@ -374,6 +375,7 @@ class Control:
         st = self.d.states[key]
         targets = self.targets(st.spec)
         now = time.time()
+        summary, detail = _cut(summary, MAX_TRAP_SUMMARY), _cut(detail, MAX_TRAP_DETAIL)
         self.traps[key] = now
         if ok:
             results = {h: Result(True, summary) for h in targets}
@@ -411,7 +413,9 @@ class Control:
         self.dirty.clear()
         self.stale, self.saved_at = False, time.monotonic()
         async with self.save_lock:  # one snapshot at a time: an older one must not be written last
-            return await asyncio.to_thread(self.store.save, await self.snapshot())
+            ok = await asyncio.to_thread(self.store.save, await self.snapshot())
+        self.unsaved = not ok  # the API tells an operator whose change is in memory only
+        return ok
 
     async def _housekeeping(self) -> None:
         """Woken by a change (`dirty`: a state, an operator's command) or when something
@@ -493,3 +497,16 @@ class Control:
         if line != self.last_status:
             self.last_status = line
             self.notifier.send(f"STATUS={line}")
+
+
+# A trap's text is kept (status, history, state.json) and handed to alerts: bounded, so a
+# client sending megabytes per trap cannot grow the daemon and its state file without end.
+MAX_TRAP_SUMMARY = 1024
+MAX_TRAP_DETAIL = 16 * 1024
+
+
+def _cut(text: str, most: int) -> str:
+    if len(text) <= most:
+        return text
+    mark = f" [truncated by pymon: {len(text)} characters in all]"
+    return text[:most - len(mark)] + mark

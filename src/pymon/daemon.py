@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import alerting, forked, lvs, plugins as plugins_mod, pool
+from . import alerting, checks as checks_mod, forked, lvs, plugins as plugins_mod, pool
 from .control import Control
+from .api import accept_error_handler
 from .checks import Check, start_check
 from .config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
 from .plugin import Alert
@@ -21,6 +23,9 @@ from .watchdog import Watchdog
 from .state import Fire, Outcome, ServiceState
 
 ALERT_DRAIN_S = 10.0
+ALERT_QUEUE_LOG_S = 10.0  # `alert.queued` once per this, with how many waited
+TASKS_EVERY_S = 10.0  # how often the loop's tasks are counted (a leak warning)
+TASKS_SLACK = 1000  # tasks beyond checks and alerts in flight (API requests, timers of plugins) before it warns
 CHECK_DONE_PER_S = 100.0  # `check.done` lines a second at most (a token bucket); `check.sampled` counts the rest
 SAMPLED_EVERY_S = 60.0
 
@@ -67,13 +72,23 @@ class _Checked:
         self.d._checked(self.st, self.key, self.dep_ok, self.start, self.lag, self.finish, check)
 
 
-def load_all(path: str) -> tuple[Config, Plugins]:
+CONFIG_TIMEOUT_S = 60.0  # reading a config at start or by check-config; at reload: globals.config_timeout
+
+
+def load_all(path: str, running: Config | None = None) -> tuple[Config, Plugins]:
     """Config and plugins together: the plugin dirs come from the config, and the
     config's monitor/alert names are only valid once the plugins are known. The file is
     read and checked in a forked child (forked.py: the heap that reading leaves behind
-    stays there); the plugins it named are then loaded here, where they run."""
+    stays there), killed past its timeout (a plugin that hangs at import, a file that
+    never rests); the plugins it named are then loaded here, where they run. At a reload
+    (`running`: the config in force) the file must rest before it is taken
+    (config.SETTLE_S)."""
+    timeout = running.config_timeout if running is not None else CONFIG_TIMEOUT_S
     try:
-        cfg = forked.call(_checked_config, path)
+        cfg = forked.call(_checked_config, path, running is not None, timeout=timeout)
+    except forked.TimedOut:
+        raise ConfigError([f"{path}:1:1: reading the config and importing its plugins took more than "
+                           f"{timeout:g}s; killed (a plugin that hangs at import?)"]) from None
     except forked.ChildDied as e:
         raise ConfigError([f"{path}:1:1: cannot read config: {e}"]) from None
     found = plugins_mod.load(cfg.mondir, cfg.alertdir)
@@ -82,7 +97,10 @@ def load_all(path: str) -> tuple[Config, Plugins]:
     return cfg, found
 
 
-def _checked_config(path: str) -> Config:
+def _checked_config(path: str, settle: bool = False) -> Config:
+    from . import config
+
+    config.settle = settle  # in the forked child only
     loading = plugins_mod.Loading()
     try:
         cfg = load_config(path, plugins=loading)
@@ -112,6 +130,12 @@ class Daemon:
         self.control = Control(self)  # persisted state, sd_notify, control API (control.py)
         self._reload_lock = asyncio.Lock()  # one reload at a time: the newest file wins
         self._hup_pending = False  # a SIGHUP's reload waits for the lock: more SIGHUPs join it
+        self._tasks_warned = False
+        self._alert_slots: asyncio.Semaphore | None = None
+        self._alert_slots_n = 0
+        self._alerts_waited = 0
+        self._alerts_logged_at = -ALERT_QUEUE_LOG_S
+        self._task_watch: asyncio.TimerHandle | None = None
         self.done_log = _Sampler(CHECK_DONE_PER_S)
         enabled = getattr(self.log, "is_enabled_for", None)
         self.debug = enabled(10) if enabled else True  # skip building check.result fields when filtered
@@ -126,7 +150,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.set_exception_handler(accept_error_handler(self.log))
         self.sched = Scheduler(self.cfg.maxprocs, self.log)
+        checks_mod._Abandoned.log = self.log
+        self._task_watch = loop.call_later(TASKS_EVERY_S, self._count_tasks)
         self.watchdog = Watchdog(self.log, self.cfg.block_warning)
         self.watchdog.start()
         pool.configure(self.cfg.probe_workers, self.log)
@@ -145,7 +172,25 @@ class Daemon:
         await self.shutdown()
         return 0
 
+    def _count_tasks(self) -> None:
+        """Warn, once, when the loop holds far more tasks than checks and alerts in flight
+        explain: a plugin that starts tasks and never ends them grows the daemon's memory
+        without any other sign. The most common coroutines name the culprit."""
+        loop = asyncio.get_running_loop()
+        if self.sched is not None and not self._tasks_warned:
+            tasks = asyncio.all_tasks(loop)
+            expected = self.sched.running + len(self.alert_tasks) + TASKS_SLACK
+            if len(tasks) > expected:
+                self._tasks_warned = True
+                top = Counter(getattr(t.get_coro(), "__qualname__", "?") for t in tasks).most_common(3)
+                self.log.warning("loop.tasks_leaking", tasks=len(tasks), expected_at_most=expected,
+                                 most_common=[f"{name} x{n}" for name, n in top],
+                                 action="a plugin starts tasks it never ends: memory grows; said once")
+        self._task_watch = loop.call_later(TASKS_EVERY_S, self._count_tasks)
+
     async def shutdown(self) -> None:
+        if self._task_watch is not None:
+            self._task_watch.cancel()
         self.log.info("daemon.stopping")
         await self.control.stopping()
         if self.sched:
@@ -185,13 +230,17 @@ class Daemon:
     async def _reload(self) -> bool:
         self.log.info("reload.started", file=self.path)
         try:
-            cfg, found = await asyncio.get_running_loop().run_in_executor(None, load_all, self.path)
+            cfg, found = await asyncio.get_running_loop().run_in_executor(None, load_all, self.path, self.cfg)
+            old = self.cfg
+            assert old is not None and self.sched is not None
+            if not cfg.services and old.services:
+                raise ConfigError([f"{self.path}:1:1: the new config has no services, the running one has "
+                                   f"{len(old.services)}: refusing (a file caught mid-write?); stop the "
+                                   "daemon to monitor nothing"])
         except ConfigError as e:
             self.log.error("config.invalid", file=self.path, problems=e.problems,
                            action="keeping the running config")
             return False
-        old = self.cfg
-        assert old is not None and self.sched is not None
         self.cfg, self.plugins = cfg, found
         if self.watchdog:
             self.watchdog.bound = cfg.block_warning
@@ -339,11 +388,30 @@ class Daemon:
                           summary=st.last_summary if st.status == "fail" else "")
         self._fire(st, out.fires, now)
 
+    async def _deliver(self, st: ServiceState, fire: Fire, now: float) -> bool:
+        """One alert, once one of `max_alert_procs` slots is free: a trap storm queues its
+        alerts instead of starting a process each."""
+        assert self.cfg is not None
+        if self._alert_slots is None or self._alert_slots_n != self.cfg.max_alert_procs:
+            self._alert_slots = asyncio.Semaphore(self.cfg.max_alert_procs)  # holders of the old one finish
+            self._alert_slots_n = self.cfg.max_alert_procs
+        slots = self._alert_slots
+        if slots.locked():
+            self._alerts_waited += 1
+            at = time.monotonic()
+            if at - self._alerts_logged_at >= ALERT_QUEUE_LOG_S:
+                self._alerts_logged_at = at
+                self.log.warning("alert.queued", running=self.cfg.max_alert_procs, waiting=self._alerts_waited,
+                                 action="waiting for a free slot (globals.max_alert_procs)")
+                self._alerts_waited = 0
+        async with slots:
+            assert self.cfg is not None and self.plugins is not None
+            return await alerting.deliver(self.cfg, self.plugins, st, fire, now, self.log)
+
     def _fire(self, st: ServiceState, fires: list[Fire], now: float) -> None:
         assert self.cfg is not None and self.plugins is not None
         for fire in self.control.allowed(st, fires):  # disabled service/watch: suppressed
-            task = asyncio.get_running_loop().create_task(
-                alerting.deliver(self.cfg, self.plugins, st, fire, now, self.log))
+            task = asyncio.get_running_loop().create_task(self._deliver(st, fire, now))
             self.alert_tasks.add(task)
             task.add_done_callback(self.alert_tasks.discard)
             task.add_done_callback(lambda t, st=st, fire=fire: self.control.alert_done(st, fire, now, t))

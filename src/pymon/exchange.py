@@ -21,6 +21,8 @@ An exchange ends in an `Outcome` (kind, data, phase, received, seconds it took);
 - ("too_big", bytes) more than MAX_HEAD bytes without the end of the head;
 - ("timeout", b"") the deadline passed in `phase` (connect / response / body);
 - ("oserror", errno) connect or I/O failed (every address tried);
+- ("error", str) handling the exchange raised (an answer nothing foresaw): that host
+  fails, the other exchanges go on;
 - ("lost", b"") the worker running it died (the daemon starts another).
 """
 
@@ -69,7 +71,7 @@ Job = tuple[int, Addrs, bytes, float, bool, int, tuple[tuple[int, int], ...], bo
 
 
 class _Conn:
-    __slots__ = ("id", "sock", "fd", "addrs", "phase", "buf", "head_end", "want", "chunked", "job", "start")
+    __slots__ = ("id", "sock", "fd", "addrs", "phase", "buf", "head_end", "sep", "want", "chunked", "job", "start")
 
     def __init__(self, job: Job, now: float):
         self.id, self.addrs = job[0], list(job[1])  # addresses still to try
@@ -77,13 +79,28 @@ class _Conn:
         self.job = job
         self.sock: _CSocket | None = None
         self.fd = -1
-        self.phase, self.buf, self.head_end = "connect", bytearray(), -1
+        self.phase, self.buf, self.head_end, self.sep = "connect", bytearray(), -1, 4
         self.want, self.chunked = 0, False
 
 
 def _status(head: bytes) -> int:
     parts = head.split(b" ", 2)
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    # bytes.isdigit is ASCII-only; three digits, as int() refuses more than 4,300
+    return int(parts[1]) if len(parts) > 1 and len(parts[1]) == 3 and parts[1].isdigit() else 0
+
+
+def head_end(data: bytes | bytearray) -> tuple[int, int]:
+    """Where the head ends and the length of the blank line ending it: CRLF CRLF, or bare
+    LFs (aiohttp and mon's http.monitor accept a head whose lines end with LF only).
+    (-1, 0) when the head is not complete."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return end, 4
+    end = data.find(b"\n\n")
+    if end >= 0:
+        return end, 2
+    end = data.find(b"\n\r\n")
+    return (end, 3) if end >= 0 else (-1, 0)
 
 
 # A head that `_http10._parse_head` accepts (a status line, then lines with a colon), each
@@ -98,7 +115,7 @@ _WELL_FORMED = re.compile(rb"HTTP/\S* (\d\d\d)(?: .*)?\r\n(?>[^:\n]*:.*\r\n)*")
 
 
 def _header(head: bytes, name: bytes) -> bytes | None:
-    for line in head.lower().split(b"\r\n")[1:]:
+    for line in head.lower().split(b"\n")[1:]:
         key, sep, value = line.partition(b":")
         if sep and key.strip() == name:
             return value.strip()
@@ -162,13 +179,19 @@ class Exchanger:
             while q and q[0][0] <= now:
                 c = q.popleft()[1]
                 if c.phase in ("response", "body"):
-                    self._look(c)  # an answer waiting unread is not the server's fault
+                    try:
+                        self._look(c)  # an answer waiting unread is not the server's fault
+                    except Exception as e:
+                        self._failed(c, e)
                 if c.phase != "done":
                     self._finish(c, ("timeout", b"", c.phase, self._received(c)))
 
     def _look(self, c: _Conn) -> None:
         """Read what has arrived, to the end: the epoll is edge-triggered. A read shorter
-        than asked for drained the socket (the next data is a new event). The first read
+        than asked for drained the socket's data (the next data is a new event), but not
+        its EOF: a server that answers and closes at once (HTTP/1.0 without a length)
+        sends no event after the one its answer came with, so an exchange that is not
+        over after a read reads again, until EAGAIN or the EOF. The first read
         only peeks: most exchanges end with it, and their socket closes with the answer
         unread (a reset, see _PEEK); one that goes on takes the peeked bytes out."""
         s = c.sock
@@ -184,19 +207,37 @@ class Exchanger:
             self._feed(c, data)
             if peek and data and c.phase != "done":
                 s.recv(len(data))  # queued, so it cannot fail: exactly the peeked bytes
-            if len(data) < _RECV:
-                return
 
     def ready(self) -> None:
         """Handle every fd that is ready now (epoll hands out at most 1,023 at a time)."""
-        handle, poll = self.handle, self.ep.poll
+        poll = self.ep.poll
         while True:
             events = poll(0, _MAX_EVENTS)
             self.now = time.monotonic()
-            for fd, ev in events:
-                handle(fd, ev)
+            self.handle_all(events)
             if len(events) < _MAX_EVENTS:
                 return
+
+    def handle_all(self, events: list[tuple[int, int]], skip: int = -1) -> None:
+        """`handle` each event, but `skip`'s. Whatever one exchange raises (a server's
+        answer no parser foresaw, a bug) fails that exchange alone, and the rest of the
+        batch goes on: one try per batch, resumed after the event that raised."""
+        handle, it = self.handle, iter(events)
+        fd = -1
+        while True:
+            try:
+                for fd, ev in it:
+                    if fd != skip:
+                        handle(fd, ev)
+                return
+            except Exception as e:
+                c = self.conns.get(fd)
+                if c is not None:
+                    self._failed(c, e)
+
+    def _failed(self, c: _Conn, e: Exception) -> None:
+        if c.phase != "done":
+            self._finish(c, ("error", f"{type(e).__name__}: {e}"[:300], c.phase, self._received(c)))
 
     def _connect(self, c: _Conn, last: int | None) -> None:
         while c.addrs:
@@ -246,6 +287,8 @@ class Exchanger:
         buf += data
         if c.head_end < 0:
             end = buf.find(b"\r\n\r\n")
+            if end < 0:  # not yet, or lines ended by bare LFs
+                end, c.sep = head_end(buf)
             if end < 0:
                 if not data:
                     return self._finish(c, ("closed", bytes(buf), c.phase, len(buf)))
@@ -266,17 +309,18 @@ class Exchanger:
             head = bytes(buf[:end])
             length = _header(head, b"content-length")
             max_body = job[5]
-            c.want = min(max_body, int(length)) if length and length.isdigit() else max_body
+            # ASCII digits (bytes.isdigit), and few enough for int(): a hostile length raises nothing
+            c.want = min(max_body, int(length)) if length and len(length) <= 18 and length.isdigit() else max_body
             c.chunked = (_header(head, b"transfer-encoding") or b"") == b"chunked"
             c.phase = "body"
-        body = len(buf) - c.head_end - 4
+        body = len(buf) - c.head_end - c.sep
         if (not data or body >= c.want and not c.chunked or c.chunked and (
                 body >= c.job[5] + 64 or buf.endswith(b"0\r\n\r\n"))):
             self._finish(c, ("answer", bytes(buf), c.phase, len(buf)))
 
     @staticmethod
     def _received(c: _Conn) -> int:
-        return len(c.buf) - c.head_end - 4 if c.phase == "body" else len(c.buf)
+        return len(c.buf) - c.head_end - c.sep if c.phase == "body" else len(c.buf)
 
     def _drop(self, c: _Conn) -> None:
         s, c.sock = c.sock, None
@@ -327,7 +371,7 @@ def worker(chan: socket.socket) -> None:
     cfd = chan.fileno()
     ex.ep.register(cfd, _IN)
     frames = _Frames()
-    handle = ex.handle
+    handle_all = ex.handle_all
     first = 0.0  # when the oldest unsent outcome arrived
     while True:
         at = ex.next_deadline()
@@ -335,9 +379,9 @@ def worker(chan: socket.socket) -> None:
             at = first + BATCH_S if at is None else min(at, first + BATCH_S)
         events = ex.ep.poll(-1 if at is None else max(0.0, at - time.monotonic()))
         now = ex.now = time.monotonic()
+        handle_all(events, cfd)
         for fd, ev in events:
             if fd != cfd:
-                handle(fd, ev)
                 continue
             try:
                 data = chan.recv(_RECV)

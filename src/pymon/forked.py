@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
+import time
 import traceback
 from typing import Any, Callable
 
@@ -21,16 +23,34 @@ class ChildDied(Exception):
     """The child ended without an answer (killed, or out of memory)."""
 
 
-def call(fn: Callable[..., Any], *args: Any) -> Any:
-    """fn(*args), computed in a child; its exception is raised here."""
+class TimedOut(ChildDied):
+    """The child took longer than its timeout (a plugin that hangs at import...) and was killed."""
+
+
+def call(fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+    """fn(*args), computed in a child; its exception is raised here. Past `timeout`
+    seconds the child is killed (SIGKILL, with its process group if it made one) and
+    TimedOut raised: nothing the child runs can hold the caller for longer."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; its answer is what the tests check
         os.close(r)
         _child(w, fn, args)
     os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    chunks = []
+    with os.fdopen(r, "rb", buffering=0) as f:
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and (left <= 0 or not select.select([f], [], [], left)[0]):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise TimedOut(f"no answer in {timeout:g}s (killed)")
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    data = b"".join(chunks)
     _, status = os.waitpid(pid, 0)
     if not data:
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0

@@ -13,8 +13,14 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MAX_OUTPUT = 256 * 1024
+# One environment value handed to a script (MON_LAST_OUTPUT is the last run's output):
+# the kernel refuses an exec whose single string passes 128 KiB (MAX_ARG_STRLEN), which
+# would fail every later run. Longer values are cut, and say so at their end.
+MAX_ENV_VALUE = 16 * 1024
+TRUNCATED = "\n[truncated by pymon: {n} bytes in all]"
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,11 @@ def alert_argv(script: Path, kind: str, group: str, service: str, hosts: list[st
     return argv + list(args)
 
 
-async def run(argv: list[str], env: dict[str, str], timeout: float, stdin: str | None = None) -> Run:
+async def run(argv: list[str], env: dict[str, str], timeout: float, stdin: str | None = None,
+              keep_caps: bool = False) -> Run:
+    """Run a script. Unless `keep_caps`, it runs without the daemon's capabilities
+    (CAP_NET_ADMIN, CAP_NET_RAW under systemd): its ambient and inheritable sets are
+    cleared between fork and exec, so a script that is not root has none after exec."""
     start = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -54,6 +64,7 @@ async def run(argv: list[str], env: dict[str, str], timeout: float, stdin: str |
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, **env},
             start_new_session=True,
+            preexec_fn=None if keep_caps or not _CAPS.needed() else _CAPS.drop,
         )
     except OSError as e:
         return Run(127, "", time.monotonic() - start, error=f"cannot run {argv[0]}: {e.strerror}")
@@ -61,13 +72,93 @@ async def run(argv: list[str], env: dict[str, str], timeout: float, stdin: str |
         out = await asyncio.wait_for(_talk(proc, stdin), timeout)
     except (asyncio.TimeoutError, asyncio.CancelledError) as e:
         _killpg(proc)
+        _kill_escaped(proc)
         await proc.wait()
+        _close(proc)
         if isinstance(e, asyncio.CancelledError):
             raise
         return Run(124, "", time.monotonic() - start, timed_out=True)
     rc = await proc.wait()
     _killpg(proc)  # children left behind by the script die with it
+    _close(proc)
     return Run(rc, out.decode("utf-8", "replace"), time.monotonic() - start)
+
+
+class _Caps:
+    """Clearing a child's ambient and inheritable capabilities (prctl, capset) through
+    libc, with everything it needs made before the fork: between fork and exec the child
+    only calls into libc. Needed only when this process holds ambient or inheritable
+    capabilities at all (/proc/self/status)."""
+
+    PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+    VERSION_3 = 0x20080522
+
+    def __init__(self) -> None:
+        self.libc: Any = None
+        self._needed: bool | None = None
+
+    def needed(self) -> bool:
+        if self._needed is None:
+            self._needed = False
+            try:
+                status = Path("/proc/self/status").read_text()
+                sets = {k: int(v, 16) for k, _, v in (ln.partition(":\t") for ln in status.splitlines())
+                        if k in ("CapInh", "CapAmb")}
+                if any(sets.values()):
+                    import ctypes
+
+                    self.libc = ctypes.CDLL(None, use_errno=True)
+                    self.header = (ctypes.c_uint32 * 2)(self.VERSION_3, 0)
+                    self.data = (ctypes.c_uint32 * 6)()
+                    self._needed = True
+            except (OSError, ValueError):
+                pass
+        return self._needed
+
+    def drop(self) -> None:  # pragma: no cover - in the forked child, before exec
+        libc = self.libc
+        libc.prctl(self.PR_CAP_AMBIENT, self.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        if libc.capget(self.header, self.data) == 0:
+            self.data[2] = self.data[5] = 0  # inheritable, both 32-bit halves
+            libc.capset(self.header, self.data)
+
+
+_CAPS = _Caps()
+
+
+def _close(proc: asyncio.subprocess.Process) -> None:
+    """Close our ends of the pipes now: a child that left the process group (setsid)
+    may still hold their other ends, and the transport would wait for it."""
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
+
+
+def _kill_escaped(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL every process still holding the script's output pipe: children that left
+    its process group (setsid, daemonizing) and would keep the pipe, and themselves,
+    alive. Found by the pipe's inode in /proc/*/fd; processes of other users are out of
+    reach and left alone. Only after a timeout: a script that ends with its output
+    closed leaves nothing to find."""
+    stdout = proc.stdout
+    transport = getattr(stdout, "_transport", None) if stdout is not None else None
+    pipe_obj = transport.get_extra_info("pipe") if transport is not None else None
+    if pipe_obj is None:
+        return
+    try:
+        pipe = os.readlink(f"/proc/self/fd/{pipe_obj.fileno()}")
+    except (OSError, ValueError):
+        return
+    me = os.getpid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{f}") == pipe for f in fds):
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:  # gone, or another user's
+            continue
 
 
 async def _talk(proc: asyncio.subprocess.Process, stdin: str | None) -> bytes:
@@ -117,4 +208,16 @@ def monitor_env(group: str, service: str, description: str, statedir: Path, logd
     for k, v in state.items():
         if v is not None:
             env[k] = v
+    for k, v in env.items():
+        if len(v) > MAX_ENV_VALUE // 4:  # a str of this many characters may pass the bound in UTF-8
+            env[k] = bounded_env(v)
     return env
+
+
+def bounded_env(v: str) -> str:
+    """`v`, cut to MAX_ENV_VALUE bytes of UTF-8 with the marker included."""
+    raw = v.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_ENV_VALUE:
+        return v
+    mark = TRUNCATED.format(n=len(raw))
+    return raw[:MAX_ENV_VALUE - len(mark)].decode("utf-8", "ignore") + mark

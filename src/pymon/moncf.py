@@ -202,15 +202,34 @@ def wants_m4(file: str, text: str) -> bool:
     return first == "dnl" or first.startswith(("dnl ", "dnl\t", "define("))
 
 
+# m4's builtins that run commands or write files: a config is data, and even
+# `import-mon --check` runs m4 on it. The prelude (read first, from stdin) undefines
+# them, `builtin` first among them (it reaches a builtin by name after its undefine);
+# a file that names one is refused before m4 runs, with its line.
+M4_REFUSED = ("builtin", "indir", "syscmd", "esyscmd", "sysval", "maketemp", "mkstemp", "debugfile")
+M4_PRELUDE = "".join(f"undefine(`{name}')" for name in reversed(M4_REFUSED)) + "dnl\n"
+_M4_REFUSED_RE = re.compile(r"\b(" + "|".join(M4_REFUSED) + r")\b")
+
+
+def m4_refused(file: str, text: str) -> None:
+    """A ConfigError for each line that names a builtin m4 must not run."""
+    problems = [f"{file}:{no}: m4: {m[1]} is refused (it would run a command or write a file; "
+                f"pymon runs m4 with {', '.join(M4_REFUSED)} undefined)"
+                for no, line in enumerate(text.split("\n"), 1) for m in [_M4_REFUSED_RE.search(line)] if m]
+    if problems:
+        raise ConfigError(problems)
+
+
 def run_m4(file: str) -> str:
-    """`m4 -s FILE`: the `#line N` sync lines map the output back to source lines."""
+    """`m4 -s - FILE`, the prelude on stdin: the `#line N` sync lines map the output back
+    to source lines."""
     m4 = shutil.which("m4")
     if m4 is None:
         raise ConfigError([f"{file}:1: this file needs m4 (mon runs m4 on it) but m4 is not installed "
                            f"(apt-get install m4)"])
     p = Path(file)
-    r = subprocess.run([m4, "-s", p.name], cwd=p.parent if str(p.parent) else None, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run([m4, "-s", "-", p.name], cwd=p.parent if str(p.parent) else None, capture_output=True,
+                       text=True, timeout=60, input=M4_PRELUDE)
     if r.returncode != 0:
         problems = []
         for ln in r.stderr.splitlines():
@@ -261,6 +280,7 @@ def parse(text: str, file: str, *, m4: bool | None = None) -> MonCf:
     """The whole mon.cf language, with mon's checks; ConfigError lists every error."""
     use_m4 = wants_m4(file, text) if m4 is None else m4
     if use_m4:
+        m4_refused(file, text)
         text = run_m4(file)
     lines, warnings = logical_lines(text, synclines=use_m4)
     return _Parser(file).run(lines, warnings)

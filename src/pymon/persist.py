@@ -249,14 +249,14 @@ class Store:
             return State()
         try:
             return State.from_json(json.loads(raw))
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
             aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
             try:
                 os.replace(self.path, aside)
                 moved: str | None = str(aside)
             except OSError:
                 moved = None
-            self.log.warning("state.corrupt", file=str(self.path), error=str(e)[:300], moved_to=moved,
+            self.log.warning("state.corrupt", file=str(self.path), error=f"{type(e).__name__}: {e}"[:300], moved_to=moved,
                              action="starting clean")
             return State()
 

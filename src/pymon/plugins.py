@@ -127,28 +127,53 @@ def load(mondirs: list[Path], alertdirs: list[Path]) -> Plugins:
 
 
 def _world_writable(p: Path) -> bool:
+    return _unsafe(p) is not None
+
+
+def _unsafe(p: Path) -> str | None:
+    """Why code at `p` could be replaced by any local user, or None. The symlink's
+    target is what runs, so it is the target that is checked (symlinks are followed),
+    and with it every directory above it: one that is world-writable lets anyone rename
+    the file away and put their own in its place, unless it is sticky (/tmp: only the
+    file's owner may rename or delete it). Owners are not checked: pymon's own user
+    owning its plugins is the common, safe case."""
     try:
-        return bool(p.stat().st_mode & stat.S_IWOTH) and not p.is_symlink()
-    except OSError:
-        return False
+        real = Path(os.path.realpath(p))
+        st = real.stat()
+    except (OSError, ValueError):
+        return None  # gone: the caller's own checks say so
+    if st.st_mode & stat.S_IWOTH and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+        return f"{real} is world-writable" if real == p.absolute() else f"{p} -> {real} is world-writable"
+    for parent in real.parents:
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            continue
+        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+            return f"{parent} (above {real}) is world-writable without the sticky bit"
+    return None
 
 
 def _load_dir(d: Path) -> list[str]:
     if not d.is_dir():
         return []
-    if _world_writable(d):
-        return [f"{d}:0: plugin directory is world-writable; refusing to load anything from it (chmod o-w)"]
+    why = _unsafe(d)
+    if why:
+        return [f"{d}:0: plugin directory is world-writable ({why}); refusing to load anything from it (chmod o-w)"]
     errors = []
     for f in sorted(d.glob("*.py")):
-        if _world_writable(f):
-            errors.append(f"{f}:0: plugin file is world-writable; refusing to load it (chmod o-w)")
+        why = _unsafe(f)
+        if why:
+            errors.append(f"{f}:0: plugin file is world-writable ({why}); refusing to load it (chmod o-w)")
             continue
         err = _import(f)
         if err:
             errors.append(err)
     for f in sorted(d.iterdir()):  # legacy scripts: skipped by executable(), so say why here
-        if f.suffix != ".py" and f.is_file() and os.access(f, os.X_OK) and _world_writable(f):
-            errors.append(f"{f}:0: script is world-writable; refusing to run it (chmod o-w)")
+        if f.suffix != ".py" and f.is_file() and os.access(f, os.X_OK):
+            why = _unsafe(f)
+            if why:
+                errors.append(f"{f}:0: script is world-writable ({why}); refusing to run it (chmod o-w)")
     return errors
 
 

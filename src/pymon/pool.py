@@ -70,8 +70,8 @@ class _Worker:
     """A worker process (exchange.py as a script) and its socketpair."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, done: Callable[[int, Outcome], None],
-                 lost: Callable[["_Worker"], None]):
-        self.loop, self.done, self.lost = loop, done, lost
+                 lost: Callable[["_Worker"], None], failed: Callable[[Exception], None]):
+        self.loop, self.done, self.lost, self.failed = loop, done, lost, failed
         ours, theirs = socket.socketpair()
         self.proc = subprocess.Popen([sys.executable, "-I", "-S", exchange.__file__], stdin=theirs, stdout=theirs,
                                      close_fds=True)
@@ -122,9 +122,15 @@ class _Worker:
         if not data:
             return self._gone()
         for batch in self.frames.feed(data):
-            for jid, out in batch:
-                self.inflight.discard(jid)
-                self.done(jid, out)
+            it = iter(batch)
+            while True:  # one try per batch: an outcome whose callback raises loses no other outcome
+                try:
+                    for jid, out in it:
+                        self.inflight.discard(jid)
+                        self.done(jid, out)
+                    break
+                except Exception as e:
+                    self.failed(e)
 
     def _gone(self) -> None:
         self.close()
@@ -176,13 +182,14 @@ class Pool:
         self.batch: list[Job] = []
         self.turn = 0
         self.retired = False
+        self.callback_failed = False
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         if self.workers <= 0:
             self.places = [_Local(loop, self._done)]
         else:
-            self.places = [_Worker(loop, self._done, self._lost) for _ in range(self.workers)]
+            self.places = [_Worker(loop, self._done, self._lost, self._failed) for _ in range(self.workers)]
 
     def submit(self, exchanges: list[tuple[Addrs, bytes]], how: How, done: Callable[[int, Outcome], None],
                now: float) -> Callable[[], None]:
@@ -236,6 +243,12 @@ class Pool:
         if self.retired:
             self._close_if_drained()
 
+    def _failed(self, e: Exception) -> None:
+        if self.log is not None and not self.callback_failed:
+            self.callback_failed = True  # once: a bug, not a server's doing, and it would repeat per check
+            self.log.error("probe.callback_failed", error=f"{type(e).__name__}: {e}"[:300],
+                           action="that outcome is dropped; the other outcomes of its batch go on")
+
     def _lost(self, w: _Worker) -> None:
         i = self.places.index(w)
         if self.log is not None:
@@ -243,7 +256,7 @@ class Pool:
                            action="starting another")
         assert self.loop is not None
         if not self.retired:
-            self.places[i] = _Worker(self.loop, self._done, self._lost)
+            self.places[i] = _Worker(self.loop, self._done, self._lost, self._failed)
 
     def retire(self) -> None:
         """Take no new jobs and close once the ones in flight have their answers: a reload

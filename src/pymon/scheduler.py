@@ -38,6 +38,8 @@ from typing import Any, Callable, Coroutine, Hashable, TypeVar
 
 T = TypeVar("T")
 THROTTLE_LOG_S = 10.0
+SWEEP_S = 1.0  # how often runs past their limit are looked for
+CLOSE_WAIT_S = 5.0  # at close, runs that ignore their cancellation are waited for this long, then left
 TICK_S = 0.02  # starts are rounded up to this grid: checks due close together share one wake-up
 DENSE = 4000  # services from which the grid is a quarter as coarse
 
@@ -73,6 +75,10 @@ class Scheduler:
         self.queue: deque[_Entry] = deque()  # due, waiting for a maxprocs slot
         self.running = 0
         self.tasks: set[asyncio.Task[Any]] = set()
+        # runs with a time limit: task -> (deadline, what `done` gets instead when it passes)
+        self.limits: dict[asyncio.Task[Any], tuple[float, Callable[[], Any], Callable[[Any], None]]] = {}
+        self.abandoned: set[asyncio.Task[Any]] = set()
+        self.sweeper: asyncio.TimerHandle | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = float("inf")
         # made in the daemon's loop, which it keeps: asyncio.get_running_loop() makes a
@@ -108,26 +114,57 @@ class Scheduler:
         if self.timer is not None:
             self.timer.cancel()
             self.timer, self.timer_at = None, float("inf")
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
         if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(self.tasks, timeout=CLOSE_WAIT_S)
+            if pending:  # a probe that swallows its cancellation must not hold the shutdown
+                self.log.warning("scheduler.runs_abandoned", count=len(pending),
+                                 action="left running: they ignored their cancellation")
 
     def set_maxprocs(self, maxprocs: int) -> None:
         self.maxprocs = maxprocs
         self._drain()
 
-    def in_task(self, coro: Coroutine[Any, Any, T], done: Callable[[T | BaseException], None]) -> Cancel:
+    def in_task(self, coro: Coroutine[Any, Any, T], done: Callable[[T | BaseException], None],
+                limit: float | None = None, abandon: Callable[[], T] | None = None) -> Cancel:
         """Run the part of a job that awaits: `done` gets the coroutine's result or the
-        exception it raised (not a cancellation: a cancelled run is over)."""
+        exception it raised (not a cancellation: a cancelled run is over). Past `limit`
+        seconds a run still going (it swallowed the cancellation its own timeout sent) is
+        abandoned: cancelled once more and left to itself, and `done` gets `abandon()`, so
+        the service's schedule goes on."""
         task = self.loop.create_task(coro)
         self.tasks.add(task)
 
         def ended(t: asyncio.Task[T]) -> None:
             self.tasks.discard(t)
+            self.limits.pop(t, None)
+            if t in self.abandoned:
+                self.abandoned.discard(t)
+                return
             if not t.cancelled():
                 done(t.exception() or t.result())
 
         task.add_done_callback(ended)
+        if limit is not None and abandon is not None:
+            self.limits[task] = (self.loop.time() + limit, abandon, done)  # type: ignore[assignment]
+            if self.sweeper is None:
+                self.sweeper = self.loop.call_later(SWEEP_S, self._sweep)
         return task.cancel
+
+    def _sweep(self) -> None:
+        self.sweeper = None
+        now = self.loop.time()
+        for task, (deadline, abandon, done) in list(self.limits.items()):
+            if deadline <= now and not task.done():
+                del self.limits[task]
+                self.tasks.discard(task)
+                self.abandoned.add(task)
+                task.cancel()
+                done(abandon())
+        if self.limits:
+            self.sweeper = self.loop.call_later(SWEEP_S, self._sweep)
 
     # -- the timer ------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from .daemon import Daemon
 
+MAX_AHEAD_S = 300.0  # a report's `time` may be this far ahead of our clock (keepalived on a peer, skew)
 STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "INIT", "DELETED")
 # keepalived's vrrpInstanceState numbering (SNMP): init 0, backup 1, master 2, fault 3
 METRIC_VALUE = {"INIT": 0, "STOP": 0, "DELETED": 0, "BACKUP": 1, "MASTER": 2, "FAULT": 3}
@@ -84,12 +86,26 @@ class Vrrp:
         self.path = self.d.cfg.statedir / "vrrp.json"
         try:
             data = json.loads(self.path.read_text())
+            now = time.time()
             self.roles = {k: replace(Role(**{f: v[f] for f in Role.__dataclass_fields__ if f in v}), restored=True)
                           for k, v in data.get("instances", {}).items()}
+            for r in self.roles.values():  # a clock that was ahead must not freeze a role
+                if not isinstance(r.reported, (int, float)) or not r.reported <= now + MAX_AHEAD_S:
+                    r.reported = now
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, TypeError) as e:
+        except OSError as e:
             self.d.log.warning("vrrp.state_unreadable", file=str(self.path), error=str(e))
+        except (ValueError, TypeError, AttributeError, RecursionError) as e:  # not a file we wrote: moved aside
+            self.roles = {}
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            try:
+                os.replace(self.path, aside)
+                moved: str | None = str(aside)
+            except OSError:
+                moved = None
+            self.d.log.warning("vrrp.state_corrupt", file=str(self.path),
+                               error=f"{type(e).__name__}: {e}"[:300], moved_to=moved, action="starting without roles")
         if self.roles:
             self.d.log.info("vrrp.restored", roles={k: r.state for k, r in self.roles.items()})
 
@@ -109,6 +125,10 @@ class Vrrp:
         A report older than the one held (`at`, the hook's clock) is ignored."""
         now = time.time()
         at = now if at is None else at
+        if not math.isfinite(at) or at > now + MAX_AHEAD_S:
+            # a report from the far future would make every later one "stale": the role would freeze
+            raise ValueError(f"time {at!r} is not a time within {MAX_AHEAD_S:g}s of this host's clock "
+                             f"({now:.0f}); leave it out to use the time of arrival")
         state = parse_state(state)
         old = self.roles.get(instance)
         if old is not None and at < old.reported:

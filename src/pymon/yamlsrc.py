@@ -50,6 +50,9 @@ _RESOLVER = yaml.resolver.Resolver()
 _PARSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 5x faster at 10,000 watches
 
 
+MAX_VALUES = 2_000_000  # values in one document, aliases expanded (a 10,000-watch config: ~200,000)
+
+
 class YamlError(Exception):
     """A document that is not YAML at all; str() is already `FILE:LINE:COL: msg`."""
 
@@ -100,6 +103,11 @@ class _Builder:
         self.events, self.file = events, file
         self.marks, self.key_marks = marks or (None, None)
         self.anchors: dict[str, Any] = {}
+        # Values built so far, an alias counting as many as its anchor holds (each alias is
+        # a deep copy): bounded, so a few hundred bytes of nested aliases (a "billion
+        # laughs") is an error and not gigabytes.
+        self.built = 0
+        self.sizes: dict[str, int] = {}
 
     def value(self, ev: yaml.Event, path: Path) -> Any:
         if self.marks is not None:
@@ -108,7 +116,12 @@ class _Builder:
             if ev.anchor not in self.anchors:  # undefined, or an alias inside its own anchor
                 raise YamlError(f"{_where(self.file, ev)}: invalid YAML: found undefined alias {ev.anchor!r} "
                                 "(or a recursive alias)")
+            self.built += self.sizes.get(ev.anchor, 1)
+            if self.built > MAX_VALUES:
+                raise YamlError(f"{_where(self.file, ev)}: invalid YAML: aliases expand to more than "
+                                f"{MAX_VALUES:,} values; refusing (nested aliases?)")
             return copy.deepcopy(self.anchors[ev.anchor])
+        before = self.built
         if isinstance(ev, yaml.MappingStartEvent):
             out: dict[Any, Any] = {}
             while not isinstance(kev := next(self.events), yaml.MappingEndEvent):
@@ -126,8 +139,10 @@ class _Builder:
                 out.append(self.value(iev, path + (len(out),)))  # type: ignore[attr-defined]
         else:
             out = self.scalar(ev)
+        self.built += 1
         if getattr(ev, "anchor", None):
             self.anchors[ev.anchor] = out
+            self.sizes[ev.anchor] = self.built - before
         return out
 
     def key(self, ev: yaml.Event) -> Any:

@@ -91,8 +91,18 @@ def _build_request(target: Target, cfg: "HttpParams") -> bytes:
             f"Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1")
 
 
+def digits(s: str | bytes, most: int = 18) -> int | None:
+    """A decimal number made of ASCII digits only, at most `most` of them, else None.
+    str.isdigit() accepts '²' and int() then raises; int() also refuses more than 4,300
+    digits: a server's header must never raise in here."""
+    if 0 < len(s) <= most and s.isascii() and s.isdigit():
+        return int(s)
+    return None
+
+
 def _parse_head(head: bytes) -> _Response:
-    lines = head.decode("latin-1").split("\r\n")
+    # lines end with CRLF, or with a bare LF as aiohttp and mon's http.monitor accept
+    lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
     parts = lines[0].split(" ", 2)
     code = parts[1] if len(parts) > 1 else ""
     if not parts[0].startswith("HTTP/") or len(code) != 3 or not (code.isascii() and code.isdigit()):
@@ -114,8 +124,7 @@ def _parse_head(head: bytes) -> _Response:
             if k.lower() == "charset":
                 charset = v.strip('"') or None
     length = headers.get("content-length")
-    return _Response(int(parts[1]), headers, charset,
-                     int(length) if length and length.isdigit() else None)
+    return _Response(int(code), headers, charset, digits(length) if length else None)
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -192,7 +201,10 @@ class _Results:
             code = out[1]
             self.results[i] = Result(True, _OK.get(code) or f"status {code}", "", out[4], float(code))  # positional
         else:
-            self.results[i] = _result(self.targets[i], self.cfg, out)
+            try:
+                self.results[i] = _result(self.targets[i], self.cfg, out)
+            except Exception as e:  # whatever a server sent, this host fails and the check ends
+                self.results[i] = Result(False, f"bad response: {type(e).__name__}: {e}"[:300], "", out[4])
         self.left -= 1
         if not self.left:
             self.done(self.results)
@@ -241,14 +253,14 @@ def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
     if kind == "answer":
         from pymon.probes.http import _judge  # http.py imports this module
 
-        end = data.find(b"\r\n\r\n")
+        end, sep = exchange.head_end(data)
         try:
             resp = _parse_head(data[:end])
         except _BadResponse as e:
             return Result(ok=False, summary=f"bad response: {e}", latency_s=latency)
         body: bytes | None = None
         if cfg.method != "HEAD" and (cfg.body_regex is not None or resp.status not in cfg.status):
-            raw = data[end + 4:]
+            raw = data[end + sep:]
             chunked = (resp.headers.get("transfer-encoding") or "").lower() == "chunked"
             want = cfg.max_body if resp.content_length is None else min(cfg.max_body, resp.content_length)
             body = _dechunk(raw)[:cfg.max_body] if chunked else raw[:want]
@@ -264,5 +276,7 @@ def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
                       "response headers", latency_s=latency)
     if kind == "lost":
         return Result(ok=False, summary="probe worker died during the check", latency_s=latency)
+    if kind == "error":
+        return Result(ok=False, summary=f"bad response: {data}", latency_s=latency)
     err = OSError(data, os.strerror(data))
     return Result(ok=False, summary=describe(err, cfg.timeout, target.host), detail=repr(err), latency_s=latency)

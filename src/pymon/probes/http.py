@@ -13,7 +13,7 @@ Why these choices:
 Params (all optional): method GET|HEAD, scheme http|https, port (80/443), path "/",
 host_header (virtual host; also SNI), verify (true), status (int, list, "200-399" or
 "2xx"; default "200-399"), body_regex, header {Name: regex}, max_body (65536),
-redirects (false, true or max hops), cert_days, keepalive (false), agent, timeout (10),
+follow_redirects (or redirects: false, true or max hops), cert_days, keepalive (false), agent, timeout (10),
 argv (mon's http.monitor options, see `from_mon_args`).
 """
 
@@ -151,11 +151,17 @@ def _parse(params: Params) -> HttpParams:
             rx = compile_regex(f"header {name}", str(pattern), r.errors)
             if rx is not None:
                 headers.append((str(name), rx))
-    redirects = r.raw("redirects", False)
+    # `follow_redirects` is the documented name, `redirects` the older one: either, not both
+    redirects = r.raw("follow_redirects", None)
+    older = r.raw("redirects", None)
+    if redirects is not None and older is not None:
+        r.error("follow_redirects and redirects are the same param: give one")
+    redirects = older if redirects is None else redirects
+    redirects = False if redirects is None else redirects
     if isinstance(redirects, bool):
         redirects = 10 if redirects else 0
     elif not isinstance(redirects, int) or redirects < 0:
-        r.error(f"redirects: expected true, false or a number of hops, got {redirects!r}")
+        r.error(f"follow_redirects: expected true, false or a number of hops, got {redirects!r}")
         redirects = 0
     cfg = HttpParams(
         method=r.string("method", "GET", ("GET", "HEAD"), upper=True),

@@ -194,7 +194,7 @@ async def test_a_huge_last_output_does_not_break_the_next_exec(tmp_path: Path) -
     loud = _script(tmp_path / "loud.monitor", "#!/bin/sh\nhead -c 200000 /dev/zero | tr '\\0' x\nexit 1\n")
     first = await legacy.run([str(loud)], {}, 10)
     assert first.retval == 1 and len(first.output) == 200000
-    env = legacy.monitor_env("g", "s", "", tmp_path, tmp_path, {}, {"MON_LAST_OUTPUT": first.output})
+    env = legacy.monitor_env("g", "s", "", tmp_path, tmp_path, tmp_path, {}, {"MON_LAST_OUTPUT": first.output})
     show = _script(tmp_path / "show.monitor", "#!/bin/sh\nprintf %s \"$MON_LAST_OUTPUT\" | wc -c\n"
                    "printf %s \"$MON_LAST_OUTPUT\" | tail -c 60\n")
     second = await legacy.run([str(show)], env, 10)

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     tp = with_config("test", "run one check now and print the result (exit 0 ok, 1 failed)")
     tp.add_argument("group")
     tp.add_argument("service")
-    sub.add_parser("schema", help="print the config's JSON Schema")
+    sc = sub.add_parser("schema", help="print the config's JSON Schema")
+    sc.add_argument("--markdown", action="store_true", help="print the config reference (docs/configuration.md) instead")
     im = sub.add_parser("import-mon", help="convert a mon.cf to pymon YAML on stdout (see moncf.py)")
     im.add_argument("file", help="mon.cf (run through m4 when named *.m4, as mon does)")
     im.add_argument("--check", action="store_true", help="list what cannot be carried over; exit 1 if anything")
@@ -181,6 +182,11 @@ def _ipvs(a: argparse.Namespace) -> int:
 
 
 def _schema(a: argparse.Namespace) -> int:
+    if a.markdown:
+        from .schema_doc import render
+
+        print(render(), end="")
+        return 0
     print(json.dumps(SCHEMA, indent=2))
     return 0
 

@@ -33,92 +33,158 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 
 
 _duration = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION}],
              "description": "seconds, or a mon-style duration such as 30s, 5m, 1h, 1d"}
+
+
+def _dur(description: str) -> dict[str, Any]:
+    """A duration key with its own description (`_duration` itself stays one object: _message knows it)."""
+    return {"allOf": [_duration], "description": description}
+
+
 _argv = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": ["string", "number"]}, "minItems": 1}]}
 _plugin = {"anyOf": [_argv, {"type": "object", "required": ["name"],
-                             "properties": {"name": {"type": "string"}}}]}
+                             "properties": {"name": {"type": "string"},
+                                            "keep_caps": {"type": "boolean",
+                                                          "description": "a legacy script keeps the daemon's "
+                                                          "CAP_NET_ADMIN/CAP_NET_RAW (default false: dropped at "
+                                                          "exec)"}}}]}
 _alerts = {"type": "array", "items": _plugin}
+
+
+def _alert_list(description: str) -> dict[str, Any]:
+    return {**_alerts, "description": description}
+
+
 _period = {
     "type": "object",
     "additionalProperties": False,
+    "description": "one alert period of a service: when it applies and which alerts it runs (mon's period block)",
     "properties": {
-        "period": {"type": "string", "description": "Time::Period spec, e.g. wd {Mon-Fri} hr {9am-5pm}"},
-        "alert": _alerts, "upalert": _alerts, "startupalert": _alerts,
+        "period": {"type": "string", "description": "when this period applies: a Time::Period spec such as "
+                   "`wd {Mon-Fri} hr {9am-5pm}`; omitted: always"},
+        "alert": _alert_list("alerts run when the service fails; an entry may start with `exit=N` or `exit=N-M` "
+                             "(mon's `alert exit=2-3 ...`): it then runs only when the monitor's exit status is in range"),
+        "upalert": _alert_list("alerts run when the service recovers (only if a down alert was sent in this "
+                               "period, unless `no_comp_alerts`)"),
+        "startupalert": _alert_list("alerts run once when the daemon starts"),
         "alertevery": {"anyOf": [_duration, {"type": "string"}],
-                       "description": "DURATION [strict|observe_detail|summary]"},
+                       "description": "`DURATION [strict|observe_detail|summary]`: repeat an alert only after "
+                       "DURATION unless the summary changed (`strict`: even then; `observe_detail`: compare the "
+                       "whole output; `summary`: ignore summary changes). Omitted: every failed check alerts"},
         "alertafter": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}],
-                       "description": "N, 'N DURATION' or 'DURATION'"},
-        "numalerts": {"type": "integer", "minimum": 0},
-        "no_comp_alerts": {"type": "boolean"},
+                       "description": "`N` (after N consecutive failures), `'N DURATION'` (N failures within "
+                       "DURATION) or `'DURATION'` (failing for longer than DURATION)"},
+        "numalerts": {"type": "integer", "minimum": 0,
+                      "description": "at most this many alerts per outage; 0 = no limit (default 0)"},
+        "no_comp_alerts": {"type": "boolean",
+                           "description": "send upalerts even when no down alert was sent in this period "
+                           "(default false)"},
     },
 }
 _service = {
     "type": "object",
     "additionalProperties": False,
+    "description": "one service of a hostgroup: its check, schedule and alert periods",
     # a trap-only (passive) service has `traptimeout` and no monitor
     "if": {"not": {"required": ["traptimeout"]}}, "then": {"required": ["monitor"]},
     "properties": {
-        "interval": _duration, "failure_interval": _duration, "timeout": _duration,
-        "randskew": _duration,
-        "monitor": _plugin,
-        "exclude_hosts": {"type": "array", "items": {"type": "string"}},
-        "exclude_period": {"type": "string"},
-        "depend": {"type": "array", "items": {"type": "string", "pattern": r"^[^:\s]+:[^:\s]+$"}},
-        "dep_behavior": {"enum": ["a", "m"]},
-        "description": {"type": "string"},
-        "env": {"type": "object", "additionalProperties": {"type": ["string", "number"]}},
-        "fall": {"type": "integer", "minimum": 1},
-        "rise": {"type": "integer", "minimum": 1},
-        "traptimeout": _duration,  # trap-only service: no trap within this long is a failure
-        "periods": {"type": "array", "items": _period},
+        "interval": _dur("time between checks (default 60s)"),
+        "failure_interval": _dur("time between checks while the service fails (default: `interval`)"),
+        "timeout": _dur("a check past it fails (`timeout after 5s connecting`): the probe times its own I/O, "
+                        "a probe still running 1 s later is stopped, a legacy monitor's process group is killed "
+                        "(default: the interval, at least 1s, at most 30s)"),
+        "randskew": _dur("each interval ± up to this (default 0)"),
+        "monitor": {"allOf": [_plugin],
+                    "description": "the probe: a string (`http.monitor -p 80 -u /health`, split like a shell "
+                    "would, never run by one), a list `[name, arg, ...]`, or a mapping "
+                    "`{name: http, port: 80, ...}` for native plugins"},
+        "exclude_hosts": {"type": "array", "items": {"type": "string"},
+                          "description": "hosts of the group this service does not check"},
+        "exclude_period": {"type": "string", "description": "a Time::Period spec during which no checks run"},
+        "depend": {"type": "array", "items": {"type": "string", "pattern": r"^[^:\s]+:[^:\s]+$"},
+                   "description": "`group:service` entries that must be up (see `dep_behavior`)"},
+        "dep_behavior": {"enum": ["a", "m"],
+                         "description": "while a dependency fails: `m` skips the check, `a` runs it and "
+                         "suppresses its alerts (default: `globals.dep_behavior`)"},
+        "description": {"type": "string", "description": "free text, passed to alerts (`MON_DESCRIPTION`)"},
+        "env": {"type": "object", "additionalProperties": {"type": ["string", "number"]},
+                "description": "extra environment for legacy monitors and alerts"},
+        "fall": {"type": "integer", "minimum": 1,
+                 "description": "consecutive failures before a host is down (default 1)"},
+        "rise": {"type": "integer", "minimum": 1,
+                 "description": "consecutive successes before a host is up again (default 1)"},
+        "traptimeout": _dur("instead of `monitor`: a trap-only service; no trap for this long fails every host, "
+                            "again every time it passes while silent"),
+        "periods": {"type": "array", "items": _period,
+                    "description": "alert periods (default: one period, always, with no alerts)"},
     },
 }
 _SCHEDULERS = ["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"]
 _forwarding = {"enum": ["dr", "nat", "tun", "gate", "masq", "ipip", "g", "m", "i"]}
+
+
+def _fwd(description: str) -> dict[str, Any]:
+    return {**_forwarding, "description": description}
+
+
 _real_server = {"anyOf": [
     {"type": "string", "description": "ADDRESS[:PORT]"},
-    {"type": "object", "additionalProperties": False, "required": ["address"], "properties": {
-        "address": {"type": "string", "description": "ADDRESS[:PORT]"},
-        "port": {"type": "integer", "minimum": 0, "maximum": 65535},
-        "weight": {"type": "integer", "minimum": 0},
-        "forwarding": _forwarding,
+    {"type": "object", "additionalProperties": False, "required": ["address"],
+     "description": "a real server with its own settings", "properties": {
+        "address": {"type": "string", "description": "ADDRESS[:PORT]; the port defaults to the VIP's"},
+        "port": {"type": "integer", "minimum": 0, "maximum": 65535, "description": "the port, if not in `address`"},
+        "weight": {"type": "integer", "minimum": 0,
+                   "description": "its weight while healthy (default: the virtual service's `weight`)"},
+        "forwarding": _fwd("its forwarding method (default: the virtual service's)"),
         "host": {"type": "string", "description": "the host's name in the watched hostgroup (default: address)"},
     }},
 ]}
 _virtual_service = {
     "type": "object",
     "additionalProperties": False,
+    "description": "an IPVS virtual service pymon owns, driven by one watched service's per-host health",
     "required": ["watch", "real_servers"],
     "properties": {
-        "name": {"type": "string"},
+        "name": {"type": "string", "description": "label for logs and alerts (default `TCP VIP:PORT`)"},
         "vip": {"type": "string", "description": "VIP:PORT, [IPv6]:PORT"},
-        "fwmark": {"type": "integer", "minimum": 1},
-        "family": {"enum": [4, 6]},
-        "protocol": {"enum": ["tcp", "udp", "sctp"]},
-        "scheduler": {"enum": _SCHEDULERS},
-        "persistent": _duration,
+        "fwmark": {"type": "integer", "minimum": 1, "description": "a firewall-mark service instead of `vip`"},
+        "family": {"enum": [4, 6], "description": "address family of a `fwmark` service (default 4)"},
+        "protocol": {"enum": ["tcp", "udp", "sctp"], "description": "default tcp"},
+        "scheduler": {"enum": _SCHEDULERS, "description": "IPVS scheduler (default wlc)"},
+        "persistent": _dur("persistence timeout (default 0: none)"),
         "netmask": {"type": ["integer", "string"], "description": "persistence netmask: prefix length or dotted"},
-        "forwarding": _forwarding,
-        "weight": {"type": "integer", "minimum": 0, "description": "default real-server weight"},
+        "forwarding": _fwd("dr, nat or tun (also gate/masq/ipip, g/m/i as ipvsadm's -g/-m/-i; default dr)"),
+        "weight": {"type": "integer", "minimum": 0, "description": "default real-server weight (default 1)"},
         "watch": {"type": "string", "pattern": r"^[^:\s]+:[^:\s]+$", "description": "GROUP:SERVICE driving health"},
-        "quiescent": {"type": "boolean"},
+        "quiescent": {"type": "boolean",
+                      "description": "true: a failed server gets weight 0 instead of removal (default false)"},
         "sorry_server": {"type": "string", "description": "ADDRESS[:PORT] used while no real server is healthy"},
-        "quorum": {"type": "integer", "minimum": 0, "description": "minimum healthy weight"},
-        "hysteresis": {"type": "integer", "minimum": 0},
-        "quorum_alert": _alerts,
-        "real_servers": {"type": "array", "items": _real_server},
+        "quorum": {"type": "integer", "minimum": 0,
+                   "description": "minimum healthy weight; below it the quorum is lost (default 0)"},
+        "hysteresis": {"type": "integer", "minimum": 0,
+                       "description": "quorum lost below quorum-hysteresis, regained at quorum+hysteresis "
+                       "(default 0)"},
+        "quorum_alert": _alert_list("alerts run when the quorum is lost or regained"),
+        "real_servers": {"type": "array", "items": _real_server,
+                         "description": "the real servers: `ADDRESS[:PORT]` strings or mappings"},
     },
 }
 _ipvs = {
     "type": "object",
     "additionalProperties": False,
+    "description": "how pymon applies the IPVS table",
     "properties": {
-        "dry_run": {"type": "boolean", "description": "log the changes, never touch the kernel"},
-        "fallback": {"enum": ["error", "dry-run"], "description": "what to do when IPVS is unavailable"},
-        "cleanstop": {"type": "boolean", "description": "remove the virtual services on stop"},
-        "resync": _duration,
+        "dry_run": {"type": "boolean", "description": "log the changes, never touch the kernel "
+                    "(also: `pymon run --dry-run`; default false)"},
+        "fallback": {"enum": ["error", "dry-run"],
+                     "description": "what to do when IPVS is unavailable: `dry-run` logs instead of failing "
+                     "(default error)"},
+        "cleanstop": {"type": "boolean", "description": "remove the virtual services on stop (default false)"},
+        "resync": _dur("re-read the kernel this often and repair drift (default 30s)"),
     },
 }
 from .vrrp import SCHEMA as _VRRP  # noqa: E402
+
+_dirs = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -129,43 +195,61 @@ SCHEMA: dict[str, Any] = {
         "globals": {
             "type": "object",
             "additionalProperties": False,
+            "description": "daemon-wide settings",
             "properties": {
-                "mondir": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                "alertdir": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                "statedir": {"type": "string"},
-                "logdir": {"type": "string", "description": "MON_LOGDIR for mon scripts; default "
-                           "$LOGS_DIRECTORY, else /var/log/pymon"},
-                "maxprocs": {"type": "integer", "minimum": 0, "description": "max concurrent checks, 0 = unlimited"},
-                "randstart": _duration,
-                "alert_timeout": _duration,
-                "block_warning": _duration,
-                "config_timeout": _duration,
+                "mondir": {**_dirs, "description": "dir or list of dirs with drop-in `*.py` probes and legacy "
+                           "monitor scripts (default `monitors`)"},
+                "alertdir": {**_dirs, "description": "dir or list of dirs with drop-in `*.py` alerts and legacy "
+                             "alert scripts (default `alerts`)"},
+                "statedir": {"type": "string",
+                             "description": "state file, control socket and token (default `$STATE_DIRECTORY`, "
+                             "else /var/lib/pymon)"},
+                "logdir": {"type": "string", "description": "MON_LOGDIR for mon scripts (default "
+                           "`$LOGS_DIRECTORY`, else /var/log/pymon)"},
+                "maxprocs": {"type": "integer", "minimum": 0,
+                             "description": "max concurrent checks, 0 = unlimited; excess waits (logged)"},
+                "randstart": _dur("first run of each service after a random delay in [0, randstart] (default 0)"),
+                "alert_timeout": _dur("hard timeout for each alert (default 60s)"),
+                "block_warning": _dur("log `loop.blocked` when the event loop was blocked this long (default 1s)"),
+                "config_timeout": _dur("reading the next config at reload (and importing its plugins) is stopped "
+                                       "after this long (default 60s)"),
                 "max_alert_procs": {"type": "integer", "minimum": 1,
-                                    "description": "alerts delivered at once (scripts and plugins); more wait their turn"},
+                                    "description": "alerts delivered at once (scripts and plugins); more wait "
+                                    "their turn (default 16)"},
                 "probe_workers": {"type": "integer", "minimum": 0, "maximum": 64,
-                                  "description": "processes for plain HTTP checks (exchange.py); 0 = in the daemon"},
-                "dep_behavior": {"enum": ["a", "m"]},
+                                  "description": "processes for plain HTTP checks' network I/O (exchange.py); "
+                                  "0 = in the daemon (default). Past ~5,000 checks a second: 1. They run at "
+                                  "nice +5"},
+                "dep_behavior": {"enum": ["a", "m"],
+                                 "description": "default for services: `m` = skip the check while a dependency "
+                                 "fails, `a` = run it and suppress alerts (default m)"},
                 # control API (api.py)
-                "control_socket": {"type": "string", "description": "unix socket; default <statedir>/pymon.sock"},
+                "control_socket": {"type": "string",
+                                   "description": "unix socket of the control API, mode 0660; default "
+                                   "`<statedir>/pymon.sock`"},
                 "control_hosts": {"type": "array", "items": {"type": "string"},
                                   "description": "Host header names the TCP listener answers besides localhost, "
                                                  "127.0.0.1 and [::1] (a DNS-rebinding guard)"},
                 "control_port": {"type": "integer", "minimum": 1, "maximum": 65535,
-                                 "description": "also listen on 127.0.0.1:PORT (status page)"},
-                "token_file": {"type": "string", "description": "API token; default <statedir>/token"},
+                                 "description": "also listen on 127.0.0.1:PORT (control API and status page)"},
+                "token_file": {"type": "string",
+                               "description": "API token; default `<statedir>/token` (created 0600 when missing)"},
             },
         },
         "hostgroups": {
             "type": "object",
+            "description": "hostgroup name → list of hosts (names or addresses, IPv4 or IPv6)",
             "additionalProperties": {"type": "array", "items": {"type": "string"}},
         },
         "watch": {
             "type": "object",
+            "description": "hostgroup name → service name → service",
             "additionalProperties": {"type": "object", "additionalProperties": _service},
         },
-        "virtual_services": {"type": "array", "items": _virtual_service},
+        "virtual_services": {"type": "array", "items": _virtual_service,
+                             "description": "IPVS virtual services pymon owns (see docs/ipvs.md)"},
         "ipvs": _ipvs,
-        "vrrp": {**_VRRP, "properties": {"alert": _alerts}},  # keepalived's role (vrrp.py)
+        "vrrp": {**_VRRP, "properties": {"alert": _alert_list(_VRRP["properties"]["alert"]["description"])}},  # keepalived's role (vrrp.py)
     },
 }
 

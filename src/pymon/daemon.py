@@ -330,13 +330,14 @@ class Daemon:
             return
         fields = dict(group=st.spec.group, service=st.spec.name)
         for ch in out.hosts:
-            self.log.info("host.state", **fields, host=ch.host, state="up" if ch.up else "down",
-                          summary=ch.result.summary)
+            # a real server going down is a warning (journalctl -p warning); coming back is info
+            (self.log.info if ch.up else self.log.warning)(
+                "host.state", **fields, host=ch.host, state="up" if ch.up else "down", summary=ch.result.summary)
         if out.hosts and self.lvs is not None:
             self.lvs.poke()
         if out.status_changed:
-            self.log.info("service.state", **fields, state=st.status,
-                          summary=st.last_summary if st.status == "fail" else "")
+            (self.log.warning if st.status == "fail" else self.log.info)(
+                "service.state", **fields, state=st.status, summary=st.last_summary if st.status == "fail" else "")
         self._fire(st, out.fires, now)
 
     def _fire(self, st: ServiceState, fires: list[Fire], now: float) -> None:

@@ -99,8 +99,11 @@ def _missing_dirs(path: str, cfg: Any) -> list[str]:
     defaults are left out: an absent default drop-in dir just means no drop-ins)."""
     import yaml
 
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):  # a mon.cf given directly: no globals of ours
+        return []
     g = raw.get("globals") or {} if isinstance(raw, dict) else {}
     found = [(k, d) for k in ("mondir", "alertdir") if g.get(k) for d in getattr(cfg, k)]
     if g.get("statedir"):

@@ -11,9 +11,11 @@ show() { systemctl show pymon -p MainPID -p ActiveState -p SubState -p NRestarts
     -p ExecMainStartTimestampMonotonic -p ActiveEnterTimestampMonotonic -p User -p Result; }
 pid() { systemctl show -p MainPID --value pymon; }
 wait_for() {  # wait_for SECONDS COMMAND...: until COMMAND succeeds; status 1 on timeout
-    n=$(($1 * 5)); shift
-    while [ $n -gt 0 ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; n=$((n - 1)); done
-    return 1
+    end=$(awk -v n="$1" '{ print $1 + n }' /proc/uptime); shift
+    until "$@" >/dev/null 2>&1; do
+        awk -v e="$end" '{ exit !($1 > e) }' /proc/uptime && return 1
+        sleep 0.2
+    done
 }
 C=/etc/pymon/pymon.yaml
 
@@ -78,8 +80,10 @@ echo "pid_before $p pid_after $(pid)" > $R/a3-pid.txt
 mark a5
 # 5. a real server fails: its warnings in the journal at priority warning
 touch /run/backend/down-10.0.0.12
-wait_for 60 sh -c 'journalctl -u pymon -p warning -o cat | grep -q "\"host.state\".*10.0.0.12"'
+wait_for 60 sh -c 'w=$(journalctl -u pymon -p warning -o cat)
+    echo "$w" | grep 10.0.0.12 | grep -q "\"host.state\"" && echo "$w" | grep -q "\"alert.log\""'
 mark a5-seen
+wait_for 30 sh -c '! ipvsadm -Ln | grep -q "10.0.0.12:80"'
 journalctl -u pymon -p warning -o cat --no-pager > $R/a5-warning.txt
 journalctl -u pymon -o json --no-pager > $R/a5-journal.json
 ipvsadm -Ln > $R/a5-ipvs.txt 2>&1

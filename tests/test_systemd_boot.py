@@ -19,8 +19,8 @@ system systemd can own. So this builds a small Debian root of its own and boots 
         -virtfs local,path=SHARE,mount_tag=share,security_model=none,id=share \\
         -append 'root=/dev/vda rw init=/lib/systemd/systemd console=ttyS0 quiet'
 
-  systemd boots the image to multi-user.target in ~10 s; its pymon-scenario.service
-  runs /share/scenario.sh (tests/systemd/scenario.sh) from the 9p share and powers off.
+  systemd starts the image's pymon-scenario.service ~20 s after qemu does; it
+  runs /share/scenario.sh (tests/systemd/scenario.sh) from the 9p share, then powers off.
 - the share carries the source tree (the files git knows, as they are in the
   worktree), the wheels of pymon's dependencies (the guest has no network: built on
   the host with pip, cached by pyproject.toml's hash) and install.sh: the commands
@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.kernel  # boots Debian's kernel under qemu, like tests/test_kernel_ipvs.py
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "tests" / "systemd"
@@ -111,6 +113,9 @@ def image(ver: str) -> Path:
                                capture_output=True, text=True, timeout=600)
             assert r.returncode == 0, f"image build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
             tmp.rename(img)
+            for old in CACHE.glob("pymon-systemd-image-*.img"):
+                if old != img:
+                    old.unlink()  # a boot still using it keeps its open inode
     return img
 
 
@@ -120,7 +125,7 @@ def wheels() -> Path:
     out = CACHE / f"pymon-systemd-wheels-{h}"
     with _lock(CACHE / "pymon-systemd-wheels.lock"):
         if not out.is_dir():
-            tmp = Path(tempfile.mkdtemp(prefix="pymon-systemd-wheels-", dir=CACHE))
+            tmp = Path(tempfile.mkdtemp(prefix="pymon-systemd-wheels.tmp-", dir=CACHE))
             for args in (["wheel", "-w", str(tmp), str(REPO)],
                          ["download", "-d", str(tmp), "setuptools>=68", "wheel"]):
                 r = subprocess.run([sys.executable, "-m", "pip", "-q", *args],
@@ -129,6 +134,9 @@ def wheels() -> Path:
             for w in tmp.glob("pymon-*.whl"):
                 w.unlink()  # the guest builds pymon itself, from the source, as the README says
             tmp.rename(out)
+            for old in CACHE.glob("pymon-systemd-wheels-*"):
+                if old != out and old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
     return out
 
 

@@ -19,7 +19,7 @@ wait_for() {  # wait_for SECONDS COMMAND...: until COMMAND succeeds; status 1 on
 }
 C=/etc/pymon/pymon.yaml
 
-echo "boot $(systemd-analyze 2>&1 | head -1)" > $R/info
+echo "scenario started at uptime $(t)" > $R/info
 uname -r >> $R/info
 
 # The real servers, on a dummy interface.

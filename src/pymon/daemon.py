@@ -309,11 +309,12 @@ class Daemon:
             mono = time.monotonic()
             duration = mono - start
             out = self.control.observe(st, now, check.results, check.output, check.retval, dep_ok, duration, lag)
-            if self.done_log.allow(mono):
-                self.log.debug("check.done", group=svc.group, service=svc.name, ok=st.status == "ok",
-                              failing=st.failing_hosts, duration_s=round(duration, 4), lag_s=round(lag, 4))
-            if left_out := self.done_log.report(mono):
-                self.log.debug("check.sampled", left_out=left_out, per_s=CHECK_DONE_PER_S)
+            if self.debug:  # check.done is debug: at info its fields are not even built
+                if self.done_log.allow(mono):
+                    self.log.debug("check.done", group=svc.group, service=svc.name, ok=st.status == "ok",
+                                   failing=st.failing_hosts, duration_s=round(duration, 4), lag_s=round(lag, 4))
+                if left_out := self.done_log.report(mono):
+                    self.log.debug("check.sampled", left_out=left_out, per_s=CHECK_DONE_PER_S)
             self.act(st, out, now)
             interval = svc.failure_interval if st.status == "fail" and svc.failure_interval else svc.interval
         except Exception as e:  # noqa: BLE001

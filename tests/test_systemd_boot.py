@@ -30,7 +30,12 @@ system systemd can own. So this builds a small Debian root of its own and boots 
   asserts one behaviour on them. One boot for all (module fixture).
 
 The shipped unit is used as it is, WatchdogSec=30s included: the watchdog test waits
-the real 30 s.
+the real 30 s. The serial console is only kept for diagnosis (no login, no expect-style
+driver): the scenario's files on the share are the results.
+
+Measured here (2 cores shared with other qemu guests, load ~5): cold 6 min 20 s (image
+~30 s, wheels ~25 s, guest 5 min 20 s, of which the README's `pip install .` under TCG
+~150 s and each pymon start ~20-40 s), warm 5 min 35 s.
 """
 
 from __future__ import annotations

@@ -131,11 +131,14 @@ def wheels() -> Path:
     with _lock(CACHE / "pymon-systemd-wheels.lock"):
         if not out.is_dir():
             tmp = Path(tempfile.mkdtemp(prefix="pymon-systemd-wheels.tmp-", dir=CACHE))
-            for args in (["wheel", "-w", str(tmp), str(REPO)],
+            tree = Path(tempfile.mkdtemp(prefix="pymon-systemd-src-"))
+            _source(tree)  # pip builds in the tree it is given: not in the checkout
+            for args in (["wheel", "-w", str(tmp), str(tree)],
                          ["download", "-d", str(tmp), "setuptools>=68", "wheel"]):
                 r = subprocess.run([sys.executable, "-m", "pip", "-q", *args],
                                    capture_output=True, text=True, timeout=600)
                 assert r.returncode == 0, f"pip {args[0]} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+            shutil.rmtree(tree, ignore_errors=True)
             for w in tmp.glob("pymon-*.whl"):
                 w.unlink()  # the guest builds pymon itself, from the source, as the README says
             tmp.rename(out)

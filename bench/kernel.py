@@ -309,7 +309,7 @@ virtual_services:
     real_servers:
 {reals}
 """)
-        self.spawn([self.python, "-m", "pymon", "run", "-c", str(cfg)])
+        self.spawn([self.python, "-m", "pymon", "run", "-c", str(cfg), "--log-level", "debug"])
 
     def breakdown(self, kills: list[tuple[str, float]], window_start: float, window: float) -> dict[str, Any]:
         """From pymon's own log: when it saw each failure (host.state down) and changed the table

@@ -115,3 +115,20 @@ def test_a_plugin_that_kills_the_reader_is_a_config_error(tmp_path: Path) -> Non
         load_all(str(cfg_file))
     assert e.value.problems == [f"{cfg_file}:1:1: cannot read config: the child process ended without an "
                                 "answer (killed by signal 9)"]
+
+
+def test_check_config_warns_about_missing_configured_dirs(tmp_path: Path) -> None:
+    """Valid, exit 0, but a path that is not there is said in one line on stderr."""
+    (tmp_path / "mon").mkdir()
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"globals: {{mondir: [{tmp_path}/mon, {tmp_path}/nope], alertdir: {tmp_path}/gone, "
+                   f"statedir: {tmp_path}/state}}\nhostgroups: {{a: [h]}}\n"
+                   "watch: {a: {s: {monitor: {name: tcp, port: 1}}}}\n")
+    r = pymon("check-config", "-c", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == (f"{cfg}: warning: configured directories do not exist: mondir {tmp_path}/nope, "
+                        f"alertdir {tmp_path}/gone, statedir {tmp_path}/state\n")
+    for d in ("nope", "gone", "state"):
+        (tmp_path / d).mkdir()
+    r = pymon("check-config", "-c", str(cfg))
+    assert r.returncode == 0 and r.stderr == "", r.stderr

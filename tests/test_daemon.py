@@ -35,7 +35,7 @@ async def rec(target, params):
 
 class Daemon:
     def __init__(self, cfg: Path):
-        self.proc = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cfg)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cfg), "--log-level", "debug"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.events: list[dict[str, Any]] = []
         self.raw: list[str] = []

@@ -76,7 +76,7 @@ def test_sd_notify_from_a_real_daemon(tmp_path: Path) -> None:
     ns = NotifySocket(tmp_path / "notify.sock")
     env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="1000000")
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cfg)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cfg), "--log-level", "debug"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]

@@ -170,7 +170,7 @@ watch:
       interval: 0.2s
       monitor: {{name: freespace, argv: ["/:1KB"]}}
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cfg)],
+    proc = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cfg), "--log-level", "debug"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events: list[dict[str, Any]] = []
     try:

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from . import __version__, logs
@@ -113,7 +114,29 @@ def _check_config(a: argparse.Namespace) -> int:
 
     cfg, _ = load_all(a.config)
     print(f"{a.config}: OK ({len(cfg.hostgroups)} hostgroups, {len(cfg.services)} services)")
+    if missing := _missing_dirs(a.config, cfg):
+        # valid (a drop-in dir may come later, statedir is made by systemd's StateDirectory=),
+        # but a wrong path is the usual cause of "my monitor script is not found"
+        print(f"{a.config}: warning: configured directories do not exist: {', '.join(missing)}",
+              file=sys.stderr)
     return 0
+
+
+def _missing_dirs(path: str, cfg: Any) -> list[str]:
+    """`KEY DIR` for each directory named in the file's globals that does not exist (the
+    defaults are left out: an absent default drop-in dir just means no drop-ins)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):  # a mon.cf given directly: no globals of ours
+        return []
+    g = raw.get("globals") or {} if isinstance(raw, dict) else {}
+    found = [(k, d) for k in ("mondir", "alertdir") if g.get(k) for d in getattr(cfg, k)]
+    if g.get("statedir"):
+        found.append(("statedir", cfg.statedir))
+    return [f"{k} {d}" for k, d in found if not Path(d).is_dir()]
 
 
 def _test(a: argparse.Namespace) -> int:

@@ -358,11 +358,12 @@ class Daemon:
             mono = time.monotonic()
             duration = mono - start
             out = self.control.observe(st, now, check.results, check.output, check.retval, dep_ok, duration, lag)
-            if self.done_log.allow(mono):
-                self.log.info("check.done", group=svc.group, service=svc.name, ok=st.status == "ok",
-                              failing=st.failing_hosts, duration_s=round(duration, 4), lag_s=round(lag, 4))
-            if left_out := self.done_log.report(mono):
-                self.log.info("check.sampled", left_out=left_out, per_s=CHECK_DONE_PER_S)
+            if self.debug:  # check.done is debug: at info its fields are not even built
+                if self.done_log.allow(mono):
+                    self.log.debug("check.done", group=svc.group, service=svc.name, ok=st.status == "ok",
+                                   failing=st.failing_hosts, duration_s=round(duration, 4), lag_s=round(lag, 4))
+                if left_out := self.done_log.report(mono):
+                    self.log.debug("check.sampled", left_out=left_out, per_s=CHECK_DONE_PER_S)
             self.act(st, out, now)
             interval = svc.failure_interval if st.status == "fail" and svc.failure_interval else svc.interval
         except Exception as e:  # noqa: BLE001
@@ -379,13 +380,14 @@ class Daemon:
             return
         fields = dict(group=st.spec.group, service=st.spec.name)
         for ch in out.hosts:
-            self.log.info("host.state", **fields, host=ch.host, state="up" if ch.up else "down",
-                          summary=ch.result.summary)
+            # a real server going down is a warning (journalctl -p warning); coming back is info
+            (self.log.info if ch.up else self.log.warning)(
+                "host.state", **fields, host=ch.host, state="up" if ch.up else "down", summary=ch.result.summary)
         if out.hosts and self.lvs is not None:
             self.lvs.poke()
         if out.status_changed:
-            self.log.info("service.state", **fields, state=st.status,
-                          summary=st.last_summary if st.status == "fail" else "")
+            (self.log.warning if st.status == "fail" else self.log.info)(
+                "service.state", **fields, state=st.status, summary=st.last_summary if st.status == "fail" else "")
         self._fire(st, out.fires, now)
 
     async def _deliver(self, st: ServiceState, fire: Fire, now: float) -> bool:

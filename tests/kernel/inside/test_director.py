@@ -137,7 +137,7 @@ class Pymon:
 
     def start(self) -> None:
         n = len(self.events)
-        self.proc = subprocess.Popen([PY, "-m", "pymon", "run", "-c", str(self.cfg)],
+        self.proc = subprocess.Popen([PY, "-m", "pymon", "run", "-c", str(self.cfg), "--log-level", "debug"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         self.wait_event("daemon.started", 300, since=n)

@@ -206,9 +206,10 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
                      profile: str | None, nginx_pgid: int) -> None:
     """In the child: the daemon as `pymon run` builds it, plus a recorder of every check."""
     sys.path.insert(0, str(ROOT / "src"))
-    from pymon import logs, pool
-    from pymon.control import Control
-    from pymon.daemon import Daemon
+    from pymon import logs
+    from pymon.probes.http import pool
+    from pymon.ops.control import Control
+    from pymon.app import Daemon
 
     log = logs.setup("json", "info", stream=open(os.devnull, "w"))
     loop = asyncio.get_running_loop()

@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pymon.alerts import check_params, file as file_alert, mail, webhook
-from pymon.config import ConfigError
-from pymon.daemon import load_all
+from pymon.model.config import ConfigError
+from pymon.app import load_all
 from pymon.plugin import AlertEvent
 
 EVENT = AlertEvent("alert", "web", "http", ("10.0.0.12", "10.0.0.13"), "10.0.0.12 10.0.0.13",

@@ -241,7 +241,7 @@ def test_metrics_openapi_history(pymon: Running) -> None:
     assert h["type"] == "alert" and h["alert"] == "log" and h["ok"] and h["summary"] == B
     code, doc = pymon.call("GET", "/openapi.json")
     assert code == 200 and doc["openapi"].startswith("3.")
-    from pymon.api import Api
+    from pymon.ops.api import Api
 
     class D:
         pass

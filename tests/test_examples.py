@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pymon.config import ConfigError
-from pymon.daemon import load_all
+from pymon.model.config import ConfigError
+from pymon.app import load_all
 from pymon.plugin import AlertEvent, Target
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,9 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymon import exchange, pool
+from pymon.probes.http import exchange, pool
 from pymon.plugin import Target
-from pymon.probes import _http10
+from pymon.probes.http import lean as _http10
 from pymon.probes import http as probe
 from test_daemon import Daemon
 from test_probe_http import Server, server  # noqa: F401 - the fixture

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from apiclient import call, wait_socket
 from test_daemon import Daemon, setup
 
-from pymon import moncf
-from pymon.config import ConfigError, parse_config
-from pymon.period import PeriodError, parse_period
+from pymon.mon import moncf
+from pymon.model.config import ConfigError, parse_config
+from pymon.model.period import PeriodError, parse_period
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymon.ipvs_table import (
+from pymon.ipvs.table import (
     SVC_F_ONEPACKET,
     Dest,
     IPVSError,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from pymon.ipvs import IPVSError, KernelIPVS
+from pymon.ipvs.kernel import IPVSError, KernelIPVS
 
 _VM_PATH = Path(__file__).parent / "kernel" / "vm.py"
 _spec = importlib.util.spec_from_file_location("pymon_tests_kernel_vm", _VM_PATH)

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pymon.config import ConfigError, parse_config
-from pymon.ipvs_table import Dest, MemoryTable, Service, ServiceKey, diff, make_table
-from pymon.lvs import LvsOwner, parse_lvs_args, quorum_step, wanted_table
+from pymon.model.config import ConfigError, parse_config
+from pymon.ipvs.table import Dest, MemoryTable, Service, ServiceKey, diff, make_table
+from pymon.ipvs.owner import LvsOwner, parse_lvs_args, quorum_step, wanted_table
 
 VIP = ServiceKey("tcp", "10.0.0.100", 80)
 

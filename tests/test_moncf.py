@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pymon import moncf
-from pymon.config import ConfigError
+from pymon.mon import moncf
+from pymon.model.config import ConfigError
 
 HERE = Path(__file__).parent / "moncf"
 BAD = HERE / "bad"

@@ -1,4 +1,4 @@
-"""Tests for pymon.period: fixed-time tables, error reporting, and a differential
+"""Tests for pymon.model.period: fixed-time tables, error reporting, and a differential
 test against the real Perl Time::Period (the behaviour we must reproduce)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pymon.period import Period, PeriodError, parse_period
+from pymon.model.period import Period, PeriodError, parse_period
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -22,11 +22,12 @@ import pytest
 from apiclient import call, wait_socket
 from test_daemon import Daemon, setup
 
-from pymon import control, logs, persist
-from pymon.config import parse_config
-from pymon.daemon import Daemon as PymonDaemon
+from pymon.ops import control, persist
+from pymon import logs
+from pymon.model.config import parse_config
+from pymon.app import Daemon as PymonDaemon
 from pymon.plugin import Result
-from pymon.state import ServiceState
+from pymon.engine.rules import ServiceState
 
 
 class Log:
@@ -150,7 +151,7 @@ def test_unwritable_dir_logs_once_and_recovers(tmp_path: Path) -> None:
 
 WRITER = r"""
 import sys, json
-from pymon import persist
+from pymon.ops import persist
 class L:
     def __getattr__(self, n): return lambda *a, **k: None
 store = persist.Store(sys.argv[1], L())

@@ -1,4 +1,4 @@
-"""The http probe's lean HTTP/1.0 path (probes/_http10.py) says what the aiohttp path says.
+"""The http probe's lean HTTP/1.0 path (probes/http/lean.py) says what the aiohttp path says.
 
 `http` takes the lean path for plain http without keep-alive, redirects or cert
 checks; here both paths check the same real server with the same parsed params and
@@ -13,9 +13,9 @@ from typing import Iterator
 
 import pytest
 
-from pymon import pool
+from pymon.probes.http import pool
 from pymon.plugin import Target
-from pymon.probes import _http10
+from pymon.probes.http import lean as _http10
 from pymon.probes import http as probe
 from test_probe_http import Server, free_port, server  # noqa: F401 - the fixture
 

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from pymon import scheduler
+from pymon.engine import scheduler
 
 
 class Log:

@@ -6,9 +6,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymon.config import parse_config
+from pymon.model.config import parse_config
 from pymon.plugin import Result
-from pymon.state import ServiceState
+from pymon.engine.rules import ServiceState
 
 HOSTS = ["h1", "h2", "h3"]
 T0 = 1_700_000_000.0

@@ -20,7 +20,7 @@ import pytest
 
 from test_daemon import setup
 
-from pymon.notify import Notifier
+from pymon.ops.notify import Notifier
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "pymon.service"

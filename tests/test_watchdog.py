@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from pymon import watchdog
-from pymon.watchdog import Running, Watchdog, labelled
+from pymon.engine import watchdog
+from pymon.engine.watchdog import Running, Watchdog, labelled
 
 
 class Log:

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import logs
-from .daemon import Daemon, load_all
+from pymon.app import Daemon, load_all
 
 BACKENDS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 PORT = 18080

@@ -18,13 +18,13 @@ from typing import Callable
 
 from pymon import plugin
 from pymon.plugin import Params, Registry
-from pymon.plugins import param_problems
+from pymon.engine.plugin_loading import param_problems
 
 from . import file, log, lvs, mail, webhook  # noqa: F401
 
 
 def _check_lvs(params: Params) -> list[str]:
-    from pymon.lvs import parse_lvs_args
+    from pymon.ipvs.owner import parse_lvs_args
 
     try:
         parse_lvs_args(list(params.get("argv", [])))

@@ -5,7 +5,7 @@ with `-X quiesce`, zero-weights) the real server, an upalert puts it back with W
 
 from __future__ import annotations
 
-from .. import lvs
+from pymon.ipvs import owner as lvs
 from ..plugin import AlertEvent, Params, alert
 
 

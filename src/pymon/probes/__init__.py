@@ -33,7 +33,7 @@ from typing import Callable
 
 from pymon import plugin
 from pymon.plugin import Params, Registry
-from pymon.plugins import param_problems
+from pymon.engine.plugin_loading import param_problems
 from pymon.probes import dns, freespace, http, icmp, tcp
 
 CHECKS: dict[str, Callable[[Params], list[str]]] = {

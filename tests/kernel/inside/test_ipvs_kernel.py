@@ -11,8 +11,8 @@ import os
 import pytest
 from ipvsadm_reader import ipvsadm_blocks, ipvsadm_services, sh
 
-from pymon.ipvs import IPVSError, KernelIPVS
-from pymon.ipvs_table import (
+from pymon.ipvs.kernel import IPVSError, KernelIPVS
+from pymon.ipvs.table import (
     SVC_F_ONEPACKET,
     Dest,
     Op,

@@ -13,8 +13,8 @@ import getopt
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
-from .config import IpvsOptions, VirtualServiceSpec, split_hostport, _FWD
-from .ipvs_table import Dest, IPVSError, MemoryTable, Op, Service, ServiceKey, Table, diff, format_ipvsadm
+from pymon.model.config import IpvsOptions, VirtualServiceSpec, split_hostport, _FWD
+from pymon.ipvs.table import Dest, IPVSError, MemoryTable, Op, Service, ServiceKey, Table, diff, format_ipvsadm
 
 Health = Callable[[tuple[str, str], str], "bool | None"]  # (group, service), host -> up? None = unknown
 
@@ -241,7 +241,7 @@ def side_by_side(left: str, right: str, titles: tuple[str, str] = ("WANTED (conf
 async def open_backend(opts: IpvsOptions, dry_run: bool, log: Any) -> tuple[Backend, bool]:
     """The kernel backend, or a MemoryTable seeded from the kernel when dry-running
     (or when IPVS is unavailable and the config asks for `fallback: dry-run`)."""
-    from .ipvs import KernelIPVS
+    from pymon.ipvs.kernel import KernelIPVS
 
     kernel = KernelIPVS()
     try:

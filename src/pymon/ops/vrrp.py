@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .daemon import Daemon
+    from pymon.app import Daemon
 
 STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "INIT", "DELETED")
 # keepalived's vrrpInstanceState numbering (SNMP): init 0, backup 1, master 2, fault 3
@@ -148,9 +148,9 @@ class Vrrp:
         cfg = self.d.cfg
         if cfg is None or not cfg.vrrp_alert or self.d.plugins is None:
             return
-        from . import alerting
-        from .config import ServiceSpec, PluginSpec
-        from .state import Fire, ServiceState
+        from pymon.engine import alerting
+        from pymon.model.config import ServiceSpec, PluginSpec
+        from pymon.engine.rules import Fire, ServiceState
 
         kind = _ALERT_KIND[role.state]
         prio = f" (priority {role.priority})" if role.priority is not None else ""

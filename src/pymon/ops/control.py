@@ -33,14 +33,14 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from . import notify, persist
-from .config import ServiceSpec
-from .plugin import Result
-from .scheduler import Cancel, Finish
-from .state import Fire, Outcome, ServiceState
+from pymon.model.config import ServiceSpec
+from pymon.plugin import Result
+from pymon.engine.scheduler import Cancel, Finish
+from pymon.engine.rules import Fire, Outcome, ServiceState
 from .vrrp import Vrrp
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from pymon.app import Daemon
 
 SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesce bursts of changes
 STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this often (and at stop)

@@ -1,5 +1,5 @@
 """Plain HTTP/1.0 exchanges (connect, send, read the answer) with many real servers at
-once, on one epoll; in the daemon's loop or in worker processes (`pymon.pool`).
+once, on one epoll; in the daemon's loop or in worker processes (`pymon.probes.http.pool`).
 
 Why not the loop's `sock_*` calls: at thousands of checks a second each of their steps
 costs a future, a handle and a selector update, more than the exchange itself. Here a

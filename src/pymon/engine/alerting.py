@@ -10,10 +10,10 @@ from typing import Any
 
 from . import legacy
 from .checks import mon_state_env
-from .config import Config
-from .plugin import AlertEvent
-from .plugins import Plugins
-from .state import Fire, ServiceState
+from pymon.model.config import Config
+from pymon.plugin import AlertEvent
+from pymon.engine.plugin_loading import Plugins
+from pymon.engine.rules import Fire, ServiceState
 from .watchdog import Running, labelled
 
 _MON_TYPE = {"alert": "failure", "upalert": "up", "startupalert": "startup"}

@@ -4,7 +4,7 @@ Pure model, no I/O: `ServiceKey`, `Service` and `Dest` describe what `ipvsadm -L
 shows; a `Table` maps each service key to its service and real servers. `diff()`
 computes the operations that turn the kernel's table into the wanted one, touching
 only the services pymon owns (reconcile, don't replay). `MemoryTable` is an
-in-memory twin of the kernel backend (`pymon.ipvs.KernelIPVS`) with the same async
+in-memory twin of the kernel backend (`pymon.ipvs.kernel.KernelIPVS`) with the same async
 interface and the same error messages, for tests and dry runs. `format_ipvsadm()`
 renders a table the way `ipvsadm -Ln` does.
 """
@@ -348,7 +348,7 @@ class IPVSError(Exception):
 
 
 class MemoryTable:
-    """In-memory twin of `pymon.ipvs.KernelIPVS`: same async interface, same errors.
+    """In-memory twin of `pymon.ipvs.kernel.KernelIPVS`: same async interface, same errors.
 
     Behaves like the kernel where it matters to callers: adding an existing service
     or real server fails (EEXIST), editing or deleting a missing one fails

@@ -9,16 +9,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import alerting, forked, lvs, plugins as plugins_mod, pool
-from .control import Control
-from .checks import Check, start_check
-from .config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
+from pymon.engine import alerting, plugin_loading as plugins_mod
+from pymon.model import forked
+from pymon.ipvs import owner as lvs
+from pymon.probes.http import pool
+from pymon.ops.control import Control
+from pymon.engine.checks import Check, start_check
+from pymon.model.config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
 from .plugin import Alert
-from .plugins import Plugins
+from pymon.engine.plugin_loading import Plugins
 from .probes.http import close_sessions
-from .scheduler import Cancel, Finish, Scheduler
-from .watchdog import Watchdog
-from .state import Fire, Outcome, ServiceState
+from pymon.engine.scheduler import Cancel, Finish, Scheduler
+from pymon.engine.watchdog import Watchdog
+from pymon.engine.rules import Fire, Outcome, ServiceState
 
 ALERT_DRAIN_S = 10.0
 CHECK_DONE_PER_S = 100.0  # `check.done` lines a second at most (a token bucket); `check.sampled` counts the rest

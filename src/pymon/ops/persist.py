@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from .plugin import Result
-from .state import HostState, PeriodState, ServiceState
+from pymon.plugin import Result
+from pymon.engine.rules import HostState, PeriodState, ServiceState
 
 VERSION = 1
 HISTORY_MAX = 1000  # alert history entries kept (mon's `maxkeep` is 100)

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine
 
 from . import legacy
-from .config import Config, ServiceSpec
-from .plugin import Monitor, Result
-from .plugins import Plugins
+from pymon.model.config import Config, ServiceSpec
+from pymon.plugin import Monitor, Result
+from pymon.engine.plugin_loading import Plugins
 from .scheduler import Cancel
-from .state import ServiceState
+from pymon.engine.rules import ServiceState
 from .watchdog import CURRENT, Running, labelled
 
 

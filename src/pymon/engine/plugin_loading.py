@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import plugin
-from .plugin import Alert, Monitor, Registry
+from pymon import plugin
+from pymon.plugin import Alert, Monitor, Registry
 
 _seq = itertools.count()
 
@@ -59,8 +59,8 @@ class Plugins:
         found = self.monitor(name) if kind == "monitor" else self.alert(name)
         if not isinstance(found, (Monitor, Alert)):
             return []
-        from .alerts import CHECKS as ALERT_CHECKS
-        from .probes import CHECKS as PROBE_CHECKS
+        from pymon.alerts import CHECKS as ALERT_CHECKS
+        from pymon.probes import CHECKS as PROBE_CHECKS
 
         return param_problems(found, params, PROBE_CHECKS if kind == "monitor" else ALERT_CHECKS)
 

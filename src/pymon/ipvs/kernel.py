@@ -1,7 +1,7 @@
 """The kernel's IPVS table, read and changed over generic netlink (pyroute2).
 
 `KernelIPVS` is the only code that talks to the kernel's IP Virtual Server; it has
-the same async interface as `pymon.ipvs_table.MemoryTable`:
+the same async interface as `pymon.ipvs.table.MemoryTable`:
 
     async with KernelIPVS() as ipvs:
         actual = await ipvs.read()                      # Table
@@ -35,7 +35,7 @@ import socket
 import struct
 from typing import Any, Iterable
 
-from pymon.ipvs_table import (
+from pymon.ipvs.table import (
     PROTOCOLS,
     SVC_F_HASHED,
     SVC_F_PERSISTENT,

@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
 
-from . import __version__, vrrp
-from .config import parse_duration
-from .ipvs_table import Dest, format_ipvsadm
+from pymon import __version__
+from . import vrrp
+from pymon.model.config import parse_duration
+from pymon.ipvs.table import Dest, format_ipvsadm
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format
 
@@ -47,7 +48,7 @@ def rs_label(d: Dest) -> str:
     return f"[{d.address}]:{d.port}" if ":" in d.address else f"{d.address}:{d.port}"
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from pymon.app import Daemon
 
 COOKIE = "pymon_token"
 CSRF_HEADER = "X-Pymon-Request"
@@ -444,7 +445,7 @@ class Api:
         return web.json_response(OPENAPI)
 
     async def page(self, request: web.Request) -> web.Response:
-        html = resources.files("pymon").joinpath("web/status.html").read_text()
+        html = resources.files("pymon.ops").joinpath("web/status.html").read_text()
         return web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "

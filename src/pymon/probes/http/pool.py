@@ -1,8 +1,8 @@
 """Where the HTTP exchanges run: in the daemon's loop or in worker processes.
 
-`Pool.submit` starts one exchange (`pymon.exchange`) and calls back with its Outcome.
+`Pool.submit` starts one exchange (`pymon.probes.http.exchange`) and calls back with its Outcome.
 With `globals.probe_workers: 0` the Exchanger's epoll is one reader of the daemon's
-loop; with N > 0, N worker processes run it (`python -I -S pymon/exchange.py`: stdlib
+loop; with N > 0, N worker processes run it (`python -I -S pymon/probes/http/exchange.py`: stdlib
 only, no site, so each holds about 11 MiB instead of 22 with asyncio and the site
 imports) and take the kernel's TCP work of the connections off the daemon's core,
 leaving its loop the schedule and the state machine. Jobs and outcomes cross a

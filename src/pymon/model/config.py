@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
-from .ipvs_table import Dest, Service, ServiceKey
+from pymon.ipvs.table import Dest, Service, ServiceKey
 from .period import Period, PeriodError, parse_period
-from .plugin import Target
+from pymon.plugin import Target
 
 if TYPE_CHECKING:  # the daemon reads its config in a forked child (forked.py): it need not hold these 4 MiB
     import jsonschema
@@ -114,7 +114,7 @@ _ipvs = {
         "resync": _duration,
     },
 }
-from .vrrp import SCHEMA as _VRRP  # noqa: E402
+from pymon.ops.vrrp import SCHEMA as _VRRP  # noqa: E402
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -376,7 +376,7 @@ def read_source(file: str, where: str) -> str:
 def load_config(path: str | os.PathLike[str], *, plugins: PluginsFor | None = None) -> Config:
     file = str(path)
     text = read_source(file, f"{file}:1:1")
-    from . import moncf  # a mon.cf (by name or content) is converted in memory: see moncf.py
+    from pymon.mon import moncf  # a mon.cf (by name or content) is converted in memory: see moncf.py
 
     if moncf.is_moncf(file, text):
         return moncf.load(text, file, plugins=plugins)

@@ -20,13 +20,13 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .config import ServiceSpec
+from pymon.model.config import ServiceSpec
 from .api import CONTENT_TYPE, rs_label, vs_label  # noqa: F401 (CONTENT_TYPE re-exported)
-from .plugin import Result
+from pymon.plugin import Result
 from .vrrp import metrics as vrrp_metrics
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from pymon.app import Daemon
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)

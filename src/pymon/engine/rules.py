@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .config import PeriodSpec, PluginSpec, ServiceSpec
-from .plugin import Result
+from pymon.model.config import PeriodSpec, PluginSpec, ServiceSpec
+from pymon.plugin import Result
 
 Status = Literal["untested", "ok", "fail"]
 AlertKind = Literal["alert", "upalert", "startupalert"]

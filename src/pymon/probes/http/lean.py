@@ -3,7 +3,7 @@
 The common director check (`scheme: http`, no keep-alive, no redirects, no
 certificate) needs one connect, one write and one bounded read. Through aiohttp that
 costs a session, a connector, a request and a response object per check (~0.5 ms of
-CPU); here the exchange runs in `pymon.exchange` (raw epoll, in the loop or in worker
+CPU); here the exchange runs in `pymon.probes.http.exchange` (raw epoll, in the loop or in worker
 processes) and this module only builds the request and judges the answer. It asks in HTTP/1.0 with `Connection: close`, as mon's `http.monitor` and keepalived's
 `HTTP_GET` do, so the server answers without chunking and closes.
 
@@ -20,7 +20,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from pymon import exchange, pool
+from pymon.probes.http import exchange, pool
 from pymon.plugin import Cancel, Result, ResultsDone, Target
 from pymon.probes._common import describe, http_timeout_summary
 

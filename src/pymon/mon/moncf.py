@@ -47,8 +47,8 @@ from typing import Any
 
 import yaml
 
-from .config import Config, ConfigError, PluginsFor, parse_config, read_source
-from .period import PeriodError, parse_period
+from pymon.model.config import Config, ConfigError, PluginsFor, parse_config, read_source
+from pymon.model.period import PeriodError, parse_period
 
 A = re.ASCII
 YPath = tuple[Any, ...]
@@ -513,7 +513,7 @@ class Resolver:
     """What pymon would run for a name, given mon's dirs (no drop-in *.py is loaded)."""
 
     def __init__(self, mondirs: list[str], alertdirs: list[str]):
-        from .plugins import Plugins, builtins
+        from pymon.engine.plugin_loading import Plugins, builtins
 
         self.mondirs = [Path(d) for d in mondirs]
         self.alertdirs = [Path(d) for d in alertdirs]
@@ -1194,7 +1194,7 @@ def cli(a: argparse.Namespace) -> int:
     text = read_source(file, f"{file}:1")
     conv = import_text(text, file, m4=True if a.m4 else None, native=not a.legacy_monitors)
     yaml_text, lmap = to_yaml(conv)
-    from .plugins import Loading
+    from pymon.engine.plugin_loading import Loading
 
     check_yaml(conv, yaml_text, lmap, Loading())
     lines = report_lines(conv)

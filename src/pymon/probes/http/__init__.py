@@ -35,7 +35,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from pymon import __version__
 from pymon.plugin import Cancel, Params, Result, ResultsDone, Target, monitor
-from pymon.probes import _http10
+from pymon.probes.http import lean as _http10
 from pymon.probes._common import (
     ParamError,
     ParamReader,

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from pymon.engine.checks import run_check  # noqa: E402
-from pymon.app import load_all  # noqa: E402
+from pymon.loader import load_all  # noqa: E402
 from pymon.engine.rules import ServiceState  # noqa: E402
 
 MON_D = [Path("/usr/lib/mon/mon.d"), Path("/usr/lib/mon/mon-local.d")]

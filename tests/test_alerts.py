@@ -33,7 +33,7 @@ from cryptography.x509.oid import NameOID
 
 from pymon.alerts import check_params, file as file_alert, mail, webhook
 from pymon.model.config import ConfigError
-from pymon.app import load_all
+from pymon.loader import load_all
 from pymon.plugin import AlertEvent
 
 EVENT = AlertEvent("alert", "web", "http", ("10.0.0.12", "10.0.0.13"), "10.0.0.12 10.0.0.13",

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pymon.model.config import ConfigError, load_config, parse_config
+from pymon.loader import load_config
+from pymon.model.config import ConfigError, parse_config
 
 BAD = Path(__file__).parent / "configs" / "bad"
 CASES = sorted(p.stem for p in BAD.glob("*.yaml"))
@@ -85,7 +86,7 @@ def test_a_key_with_a_newline_is_quoted_in_its_one_line_error() -> None:
 
 
 def test_the_forked_reader_gives_the_config_read_here(tmp_path: Path) -> None:
-    from pymon.app import load_all
+    from pymon.loader import load_all
 
     cfg_file = tmp_path / "pymon.yaml"
     cfg_file.write_text(f"""globals: {{mondir: {tmp_path}, alertdir: {tmp_path}, statedir: {tmp_path}}}
@@ -105,7 +106,7 @@ def test_a_plugin_that_kills_the_reader_is_a_config_error(tmp_path: Path) -> Non
     """The file and the plugins it names are first read in a child: one that ends its
     process there costs a one-line config error, and the caller (the daemon, keeping its
     running config on a reload) goes on."""
-    from pymon.app import load_all
+    from pymon.loader import load_all
 
     (tmp_path / "killer.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
     cfg_file = tmp_path / "pymon.yaml"

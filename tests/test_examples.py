@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from pymon.model.config import ConfigError
-from pymon.app import load_all
+from pymon.loader import load_all
 from pymon.plugin import AlertEvent, Target
 
 REPO = Path(__file__).resolve().parent.parent

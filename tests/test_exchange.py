@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from pymon.probes.http import exchange, pool
 from pymon.plugin import Target
 from pymon.probes.http import lean as _http10
+from pymon.probes.http import verdict
 from pymon.probes import http as probe
 from test_daemon import Daemon
 from test_probe_http import Server, server  # noqa: F401 - the fixture
@@ -49,7 +50,7 @@ def workers() -> Iterator[Log]:
 
 async def test_a_dead_worker_fails_its_checks_once_and_is_replaced(server: Server,  # noqa: F811
                                                                   workers: Log) -> None:
-    cfg = probe._parse({"port": server.port, "path": "/slow", "timeout": 5})
+    cfg = verdict.parse({"port": server.port, "path": "/slow", "timeout": 5})
     slow = [asyncio.create_task(_http10.check(T, cfg)) for _ in range(4)]  # one batch, two per worker
     await asyncio.sleep(0.5)
     pids = [w.proc.pid for w in pool.POOL.places]
@@ -88,7 +89,7 @@ async def test_a_resize_lets_the_checks_in_flight_finish(workers: Log, sent: boo
     loop_errors: list[dict] = []
     asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
     srv = await asyncio.start_server(answer_late, "127.0.0.1", 0)
-    cfg = probe._parse({"port": srv.sockets[0].getsockname()[1], "timeout": 5})
+    cfg = verdict.parse({"port": srv.sockets[0].getsockname()[1], "timeout": 5})
     checks = [asyncio.create_task(_http10.check(T, cfg)) for _ in range(4)]
     await asyncio.sleep(0.1 if sent else 0)
     old = [w.proc for w in pool.POOL.places]
@@ -105,7 +106,7 @@ async def test_a_check_cancelled_while_its_pool_closes(workers: Log) -> None:
     timer, still armed, finds nothing to send (it raised in the loop)."""
     loop_errors: list[dict] = []
     asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
-    check = asyncio.create_task(_http10.check(T, probe._parse({"port": 9})))
+    check = asyncio.create_task(_http10.check(T, verdict.parse({"port": 9})))
     await asyncio.sleep(0)  # in the batch, not yet sent
     old = [w.proc for w in pool.POOL.places]
     check.cancel()

@@ -11,7 +11,8 @@ import pytest
 
 from pymon.model.config import ConfigError, parse_config
 from pymon.ipvs.table import Dest, MemoryTable, Service, ServiceKey, diff, make_table
-from pymon.ipvs.owner import LvsOwner, parse_lvs_args, quorum_step, wanted_table
+from pymon.alerts.lvs import parse_lvs_args
+from pymon.ipvs.owner import LvsOwner, quorum_step, wanted_table
 
 VIP = ServiceKey("tcp", "10.0.0.100", 80)
 

@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from pymon.plugin import Result, Target
 from pymon.probes import check_params
 from pymon.probes import http as probe
+from pymon.probes.http import verdict
 
 T = Target("127.0.0.1", "web", "http")
 
@@ -205,7 +206,7 @@ async def test_ipv6_on_the_aiohttp_path(server: Server) -> None:
         pytest.skip("no IPv6")
     s6 = await Server().start(hosts=["::1"])
     try:
-        r = await probe.check(Target("::1", "g", "s"), probe._parse({"port": s6.port, "timeout": 2}))
+        r = await probe.check(Target("::1", "g", "s"), verdict.parse({"port": s6.port, "timeout": 2}))
         assert r.ok, r
     finally:
         await s6.stop()

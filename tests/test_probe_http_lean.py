@@ -16,6 +16,7 @@ import pytest
 from pymon.probes.http import pool
 from pymon.plugin import Target
 from pymon.probes.http import lean as _http10
+from pymon.probes.http import verdict
 from pymon.probes import http as probe
 from test_probe_http import Server, free_port, server  # noqa: F401 - the fixture
 
@@ -53,14 +54,14 @@ CASES = [
 
 @pytest.mark.parametrize("params", CASES, ids=[str(c) for c in CASES])
 async def test_lean_path_agrees_with_aiohttp(server: Server, params: dict) -> None:  # noqa: F811
-    cfg = probe._parse({"port": server.port, "timeout": 5, **params})
+    cfg = verdict.parse({"port": server.port, "timeout": 5, **params})
     assert _http10.eligible(cfg)
     lean, full = await _http10.check(T, cfg), await probe.check(T, cfg)
     assert (lean.ok, lean.summary, lean.value, lean.detail) == (full.ok, full.summary, full.value, full.detail)
 
 
 async def test_lean_path_failures_agree() -> None:
-    cfg = probe._parse({"port": free_port(), "timeout": 2})
+    cfg = verdict.parse({"port": free_port(), "timeout": 2})
     lean, full = await _http10.check(T, cfg), await probe.check(T, cfg)
     assert (lean.ok, lean.summary) == (full.ok, full.summary) == (False, "connection refused")
     bad = Target("no-such-host.invalid", "web", "http")
@@ -135,7 +136,7 @@ async def test_an_accepted_status_still_needs_a_well_formed_head(answer: bytes, 
     (no head to copy and parse); only a head that parses may take that shortcut."""
     srv, port = await _raw_server(answer)
     try:
-        r = await _http10.check(T, probe._parse({"port": port, "timeout": 2}))
+        r = await _http10.check(T, verdict.parse({"port": port, "timeout": 2}))
         assert (r.ok, r.summary) == (summary == "status 200", summary)
     finally:
         srv.close()  # type: ignore[attr-defined]
@@ -151,7 +152,7 @@ async def test_an_answer_in_pieces_is_read_to_its_end(pieces: tuple[bytes, ...])
     srv, port = await _raw_server(*pieces, pause=0.05)
     try:
         params = {"port": port, "timeout": 2, "body_regex": "END$", "max_body": 200_000}
-        r = await _http10.check(T, probe._parse(params if len(pieces) == 1 else {"port": port, "timeout": 2}))
+        r = await _http10.check(T, verdict.parse(params if len(pieces) == 1 else {"port": port, "timeout": 2}))
         assert (r.ok, r.summary) == (True, "status 200") and r.latency_s < 1.0, r
     finally:
         srv.close()  # type: ignore[attr-defined]
@@ -162,11 +163,11 @@ async def test_latency_is_the_time_the_answer_took() -> None:
     late says so, and a refused connection says about nothing."""
     srv, port = await _raw_server(b"", b"HTTP/1.0 200 OK\r\n\r\n", pause=0.2)
     try:
-        r = await _http10.check(T, probe._parse({"port": port, "timeout": 2}))
+        r = await _http10.check(T, verdict.parse({"port": port, "timeout": 2}))
         assert r.ok and 0.2 <= r.latency_s < 0.6, r
     finally:
         srv.close()  # type: ignore[attr-defined]
-    refused = await _http10.check(T, probe._parse({"port": free_port(), "timeout": 2}))
+    refused = await _http10.check(T, verdict.parse({"port": free_port(), "timeout": 2}))
     assert not refused.ok and 0.0 <= refused.latency_s < 0.1, refused
 
 

@@ -9,13 +9,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pymon.engine import alerting, plugin_loading as plugins_mod
-from pymon.model import forked
-from pymon.ipvs import owner as lvs
+from pymon.engine import alerting
+from pymon.loader import load_all
+from pymon.alerts import lvs as lvs_alert
+from pymon.ipvs import owner
 from pymon.probes.http import pool
-from pymon.ops.control import Control
+from pymon.ops import api
+from pymon.ops.control import CheckObserver, Control
 from pymon.engine.checks import Check, start_check
-from pymon.model.config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
+from pymon.model.config import Config, ServiceSpec, VirtualServiceSpec, ConfigError
 from .plugin import Alert
 from pymon.engine.plugin_loading import Plugins
 from .probes.http import close_sessions
@@ -70,32 +72,6 @@ class _Checked:
         self.d._checked(self.st, self.key, self.dep_ok, self.start, self.lag, self.finish, check)
 
 
-def load_all(path: str) -> tuple[Config, Plugins]:
-    """Config and plugins together: the plugin dirs come from the config, and the
-    config's monitor/alert names are only valid once the plugins are known. The file is
-    read and checked in a forked child (forked.py: the heap that reading leaves behind
-    stays there); the plugins it named are then loaded here, where they run."""
-    try:
-        cfg = forked.call(_checked_config, path)
-    except forked.ChildDied as e:
-        raise ConfigError([f"{path}:1:1: cannot read config: {e}"]) from None
-    found = plugins_mod.load(cfg.mondir, cfg.alertdir)
-    if found.errors:  # a plugin file that changed between the two reads
-        raise ConfigError(found.errors)
-    return cfg, found
-
-
-def _checked_config(path: str) -> Config:
-    loading = plugins_mod.Loading()
-    try:
-        cfg = load_config(path, plugins=loading)
-    except ConfigError as e:
-        raise ConfigError(loading.errors + e.problems) from None
-    if loading.errors:
-        raise ConfigError(loading.errors)
-    return cfg
-
-
 @dataclass
 class Daemon:
     path: str
@@ -109,9 +85,11 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.alert_tasks: set[asyncio.Task[None]] = set()
         self.sched: Scheduler | None = None
-        self.lvs: lvs.LvsOwner | None = None
+        self.lvs: owner.LvsOwner | None = None
         self.lvs_task: asyncio.Task[None] | None = None
         self.watchdog: Watchdog | None = None  # loop-block warnings (watchdog.py)
+        self.api: api.Api | None = None
+        self.reloads: set[asyncio.Task[bool]] = set()  # referenced until done (the loop holds tasks weakly)
         self.control = Control(self)  # persisted state, sd_notify, control API (control.py)
         self._reload_lock = asyncio.Lock()  # one reload at a time: the newest file wins
         self._hup_pending = False  # a SIGHUP's reload waits for the lock: more SIGHUPs join it
@@ -133,6 +111,7 @@ class Daemon:
         self.watchdog = Watchdog(self.log, self.cfg.block_warning)
         self.watchdog.start()
         pool.configure(self.cfg.probe_workers, self.log)
+        self.control.metrics = self._metrics()
         self.control.load()
         if self.uses_lvs(self.cfg, self.plugins):
             await self.start_lvs()
@@ -142,6 +121,8 @@ class Daemon:
             self._fire(st, st.startup(now), now)
             self._schedule(svc)
         await self.control.started()
+        self.api = await api.start(self)
+        self.control.serving()
         self.control.freeze()  # config, states, plugins: long-lived; the cyclic GC need not scan them again and again
         self.log.info("daemon.started", services=len(self.cfg.services))
         await self.stopping.wait()
@@ -151,6 +132,8 @@ class Daemon:
     async def shutdown(self) -> None:
         self.log.info("daemon.stopping")
         await self.control.stopping()
+        if self.api is not None:
+            await self.api.stop()
         if self.sched:
             await self.sched.close()
         if self.lvs_task:
@@ -164,7 +147,7 @@ class Daemon:
                 self.log.warning("daemon.alerts_abandoned", count=len(pending))
         if self.lvs:
             await self.lvs.stop()
-            lvs.OWNER = None
+            lvs_alert.bind(None)
         await close_sessions()
         pool.configure(0, self.log)  # the workers exit
         await self.control.stopped()
@@ -176,7 +159,9 @@ class Daemon:
         if self._hup_pending:
             return  # a reload that has not read the file yet will see this change too
         self._hup_pending = True
-        asyncio.get_running_loop().create_task(self.control.reload())
+        task = asyncio.get_running_loop().create_task(self.control.reload())
+        self.reloads.add(task)
+        task.add_done_callback(self.reloads.discard)
 
     async def reload(self) -> bool:
         """Serialised: concurrent reloads (a SIGHUP storm, the API) could otherwise apply
@@ -224,6 +209,14 @@ class Daemon:
         self._log_loaded("config.reloaded")
         return True
 
+    def _metrics(self) -> CheckObserver | None:
+        try:
+            from pymon.ops.metrics import Metrics  # prometheus-client is optional
+        except ImportError as e:  # missing: everything but /metrics works
+            self.log.warning("metrics.unavailable", error=str(e))
+            return None
+        return Metrics(self)
+
     def _log_loaded(self, event: str) -> None:
         assert self.cfg is not None and self.plugins is not None
         self.log.info(event, file=self.path, hostgroups=len(self.cfg.hostgroups),
@@ -241,10 +234,10 @@ class Daemon:
 
     async def start_lvs(self) -> None:
         assert self.cfg is not None
-        backend, dry = await lvs.open_backend(self.cfg.ipvs, self.dry_run or self.cfg.ipvs.dry_run, self.log)
-        self.lvs = lvs.LvsOwner(self.cfg.ipvs, backend, self.log, dry, list(self.cfg.virtual_services),
+        backend, dry = await owner.open_backend(self.cfg.ipvs, self.dry_run or self.cfg.ipvs.dry_run, self.log)
+        self.lvs = owner.LvsOwner(self.cfg.ipvs, backend, self.log, dry, list(self.cfg.virtual_services),
                                 health=self.host_up, alert=self.quorum_alert)
-        lvs.OWNER = self.lvs
+        lvs_alert.bind(self.lvs)
         await self.lvs.reconcile("start")
         self.lvs_task = asyncio.get_running_loop().create_task(self.lvs.run())
 

@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a: argparse.Namespace) -> int:
-    from pymon.app import Daemon, load_all
+    from pymon.app import Daemon
+    from pymon.loader import load_all
 
     cfg, plugins = load_all(a.config)
     log = logs.setup(a.log_format, a.log_level)
@@ -81,7 +82,7 @@ def run_loop(coro: Any) -> Any:
 
 
 def _check_config(a: argparse.Namespace) -> int:
-    from pymon.app import load_all
+    from pymon.loader import load_all
 
     cfg, _ = load_all(a.config)
     print(f"{a.config}: OK ({len(cfg.hostgroups)} hostgroups, {len(cfg.services)} services)")
@@ -90,7 +91,7 @@ def _check_config(a: argparse.Namespace) -> int:
 
 def _test(a: argparse.Namespace) -> int:
     from pymon.engine.checks import run_check
-    from pymon.app import load_all
+    from pymon.loader import load_all
     from pymon.engine.rules import ServiceState
 
     cfg, plugins = load_all(a.config)
@@ -109,7 +110,7 @@ def _test(a: argparse.Namespace) -> int:
 
 
 def _ipvs(a: argparse.Namespace) -> int:
-    from pymon.app import load_all
+    from pymon.loader import load_all
     from pymon.ipvs.kernel import KernelIPVS
     from pymon.ipvs.table import IPVSError, format_ipvsadm
     from pymon.ipvs.owner import side_by_side, wanted_table

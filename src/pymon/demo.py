@@ -10,7 +10,8 @@ from pathlib import Path
 from aiohttp import web
 
 from . import logs
-from pymon.app import Daemon, load_all
+from pymon.app import Daemon
+from pymon.loader import load_all
 
 BACKENDS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 PORT = 18080

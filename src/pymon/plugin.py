@@ -142,3 +142,19 @@ def alert(name: str) -> Callable[[AlertFn], AlertFn]:
         return fn
 
     return deco
+
+
+def param_problems(found: Monitor | Alert, params: dict[str, Any],
+                   builtin: dict[str, Callable[[dict[str, Any]], list[str]]]) -> list[str]:
+    """`CHECKS[name](params)`: a built-in's from its package table, a drop-in's from
+    the module that defines it. A checker that raises is itself the problem."""
+    fn = found.fn
+    checks = builtin if fn.__module__.startswith(("pymon.probes.", "pymon.alerts.")) \
+        else getattr(fn, "__globals__", {}).get("CHECKS")
+    check = checks.get(found.name) if isinstance(checks, dict) else None
+    if not callable(check):
+        return []
+    try:
+        return [str(m) for m in check(params)]
+    except Exception as e:  # noqa: BLE001 - a drop-in checker's bug is a config problem
+        return [f"{found.origin}: param checker raised {type(e).__name__}: {e}"]

@@ -17,24 +17,13 @@ from __future__ import annotations
 from typing import Callable
 
 from pymon import plugin
-from pymon.plugin import Params, Registry
-from pymon.engine.plugin_loading import param_problems
+from pymon.plugin import Params, Registry, param_problems
 
 from . import file, log, lvs, mail, webhook  # noqa: F401
 
 
-def _check_lvs(params: Params) -> list[str]:
-    from pymon.ipvs.owner import parse_lvs_args
-
-    try:
-        parse_lvs_args(list(params.get("argv", [])))
-    except ValueError as e:
-        return [str(e)]
-    return []
-
-
 CHECKS: dict[str, Callable[[Params], list[str]]] = {
-    **mail.CHECKS, **webhook.CHECKS, **file.CHECKS, "lvs": _check_lvs,
+    **mail.CHECKS, **webhook.CHECKS, **file.CHECKS, "lvs": lvs.validate,
 }
 
 

@@ -17,10 +17,10 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pymon import plugin
-from pymon.plugin import Alert, Monitor, Registry
+from pymon.plugin import Alert, Monitor, Registry, param_problems
 
 _seq = itertools.count()
 
@@ -72,22 +72,6 @@ class Plugins:
         elif found is None and name.endswith(".alert"):
             found = self.registry.alerts.get(name.removesuffix(".alert"))
         return found
-
-
-def param_problems(found: Monitor | Alert, params: dict[str, Any],
-                   builtin: dict[str, Callable[[dict[str, Any]], list[str]]]) -> list[str]:
-    """`CHECKS[name](params)`: a built-in's from its package table, a drop-in's from
-    the module that defines it. A checker that raises is itself the problem."""
-    fn = found.fn
-    checks = builtin if fn.__module__.startswith(("pymon.probes.", "pymon.alerts.")) \
-        else getattr(fn, "__globals__", {}).get("CHECKS")
-    check = checks.get(found.name) if isinstance(checks, dict) else None
-    if not callable(check):
-        return []
-    try:
-        return [str(m) for m in check(params)]
-    except Exception as e:  # noqa: BLE001 - a drop-in checker's bug is a config problem
-        return [f"{found.origin}: param checker raised {type(e).__name__}: {e}"]
 
 
 def builtins() -> Registry:

@@ -9,11 +9,10 @@ every `resync` seconds to repair drift (someone ran `ipvsadm -C`).
 from __future__ import annotations
 
 import asyncio
-import getopt
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
-from pymon.model.config import IpvsOptions, VirtualServiceSpec, split_hostport, _FWD
+from pymon.model.config import IpvsOptions, VirtualServiceSpec
 from pymon.ipvs.table import Dest, IPVSError, MemoryTable, Op, Service, ServiceKey, Table, diff, format_ipvsadm
 
 Health = Callable[[tuple[str, str], str], "bool | None"]  # (group, service), host -> up? None = unknown
@@ -80,32 +79,6 @@ def quorum_step(has_quorum: bool, healthy: int, quorum: int, hysteresis: int) ->
     if has_quorum:
         return healthy >= quorum - hysteresis
     return healthy >= quorum + hysteresis
-
-
-def parse_lvs_args(argv: list[str]) -> tuple[Service, Dest, str]:
-    """The classic lvs.alert options: -P proto -V VIP:PORT -R RIP[:PORT] -W weight -F fwd [-X down|quiesce]."""
-    try:
-        opts, rest = getopt.getopt(argv, "P:V:R:W:F:X:")
-    except getopt.GetoptError as e:
-        raise ValueError(f"lvs alert: {e}") from None
-    o = dict(opts)
-    if "-V" not in o or "-R" not in o:
-        raise ValueError("lvs alert: needs -V VIP:PORT and -R REALSERVER")
-    proto = o.get("-P", "tcp")
-    if o["-V"].isdigit() or proto in ("fwm", "fwmark"):
-        key = ServiceKey(fwmark=int(o["-V"]))
-        port = 0
-    else:
-        vip, port = split_hostport(o["-V"], None)
-        key = ServiceKey(proto, vip, port)
-    rip, rport = split_hostport(o["-R"], port)
-    fwd = _FWD.get(o.get("-F", "dr"))
-    if fwd is None:
-        raise ValueError(f"lvs alert: -F must be dr, nat or tun, not {o['-F']!r}")
-    action = o.get("-X", "down")
-    if action not in ("down", "quiesce"):
-        raise ValueError(f"lvs alert: -X must be down or quiesce, not {action!r}")
-    return Service(key), Dest(rip, rport, fwd, int(o.get("-W", "1"))), action  # type: ignore[arg-type]
 
 
 @dataclass
@@ -263,6 +236,3 @@ async def open_backend(opts: IpvsOptions, dry_run: bool, log: Any) -> tuple[Back
              dests=sum(len(d) for _, d in current.values()))
     return kernel, False
 
-
-# The built-in `lvs` alert reaches the table through its one owner, set by the daemon.
-OWNER: LvsOwner | None = None

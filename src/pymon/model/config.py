@@ -114,7 +114,15 @@ _ipvs = {
         "resync": _duration,
     },
 }
-from pymon.ops.vrrp import SCHEMA as _VRRP  # noqa: E402
+_VRRP: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "the VRRP role keepalived reports through etc/ha/pymon-vrrp-notify",
+    "properties": {
+        "alert": {"type": "array", "description": "alerts run on every role change (group vrrp, "
+                  "service = instance): FAULT/STOP as alert, MASTER/BACKUP as upalert"},
+    },
+}
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -371,19 +379,6 @@ def read_source(file: str, where: str) -> str:
         raise ConfigError([f"{where}: cannot read config: {e.strerror}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{where}: config is not UTF-8 text"]) from None
-
-
-def load_config(path: str | os.PathLike[str], *, plugins: PluginsFor | None = None) -> Config:
-    file = str(path)
-    text = read_source(file, f"{file}:1:1")
-    from pymon.mon import moncf  # a mon.cf (by name or content) is converted in memory: see moncf.py
-
-    if moncf.is_moncf(file, text):
-        return moncf.load(text, file, plugins=plugins)
-    if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in text.splitlines()):
-        # a file caught mid-write (truncated, not yet filled) would stop every check
-        raise ConfigError([f"{file}:1:1: config is empty: nothing to monitor"])
-    return parse_config(text, file, plugins=plugins)
 
 
 def parse_config(text: str, file: str, *, plugins: PluginsFor | None = None) -> Config:

@@ -20,15 +20,13 @@ from __future__ import annotations
 import hmac
 import json
 import os
-import pwd
 import secrets
 import socket
 import stat
-import struct
 import time
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from aiohttp import web
 
@@ -36,6 +34,7 @@ from pymon import __version__
 from . import vrrp
 from pymon.model.config import parse_duration
 from pymon.ipvs.table import Dest, format_ipvsadm
+from pymon.ops.web_request import body as _body, err as _err, form as _form, peer as _peer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format
 
@@ -48,7 +47,20 @@ def rs_label(d: Dest) -> str:
     return f"[{d.address}]:{d.port}" if ":" in d.address else f"{d.address}:{d.port}"
 
 if TYPE_CHECKING:
-    from pymon.app import Daemon
+    from pymon.engine.rules import ServiceState
+    from pymon.ipvs.owner import LvsOwner
+    from pymon.model.config import Config
+    from pymon.ops.control import Control
+
+
+class Daemon(Protocol):
+    """What the API reads of the running daemon (the wiring passes it in)."""
+
+    cfg: "Config | None"
+    log: Any
+    states: "dict[tuple[str, str], ServiceState]"
+    lvs: "LvsOwner | None"
+    control: "Control"
 
 COOKIE = "pymon_token"
 CSRF_HEADER = "X-Pymon-Request"
@@ -173,50 +185,6 @@ def open_outages(d: "Daemon") -> list[dict[str, Any]]:
 # -- handlers --------------------------------------------------------------------------------
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _err(status: int, msg: str) -> web.Response:
-    return web.json_response({"error": msg}, status=status)
-
-
-def _peer(request: web.Request) -> str:
-    """Who asked, for the audit trail: the unix peer's user, or the TCP peer."""
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is not None and sock.family == socket.AF_UNIX:
-        try:
-            _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                             struct.calcsize("3i")))
-            try:
-                return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-            except KeyError:
-                return f"uid {uid}"
-        except OSError:
-            return "unix socket"
-    return f"web {request.remote}"
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    ctype = request.content_type
-    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return dict(await _form(request))
-    try:
-        data = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json")
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
-    return data
-
-
-async def _form(request: web.Request) -> Any:
-    """request.post(), with a malformed form (multipart without a boundary...) a 400."""
-    try:
-        return await request.post()
-    except ValueError as e:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"bad form body: {e}"}),
-                                 content_type="application/json") from None
 
 
 class _ProtocolLog:

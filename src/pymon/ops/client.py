@@ -37,7 +37,7 @@ class Where:
         cfg = None
         path = a.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
         if path and not (a.socket and (a.token_file or os.environ.get("PYMON_TOKEN"))):
-            from pymon.model.config import load_config
+            from pymon.loader import load_config
 
             cfg = load_config(path)
         statedir = Path(os.environ.get("STATE_DIRECTORY") or "/var/lib/pymon")

@@ -30,7 +30,7 @@ import time
 from dataclasses import replace
 from functools import partial
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import notify, persist
 from pymon.model.config import ServiceSpec
@@ -40,7 +40,32 @@ from pymon.engine.rules import Fire, Outcome, ServiceState
 from .vrrp import Vrrp
 
 if TYPE_CHECKING:
-    from pymon.app import Daemon
+    from pymon.engine.scheduler import Scheduler
+    from pymon.ipvs.owner import LvsOwner
+    from pymon.model.config import Config
+
+
+class Daemon(Protocol):
+    """What Control needs of the running daemon (the wiring passes itself in)."""
+
+    cfg: "Config | None"
+    log: Any
+    states: dict[tuple[str, str], ServiceState]
+    lvs: "LvsOwner | None"
+    sched: "Scheduler | None"
+
+    def check(self, key: tuple[str, str], lag: float, finish: Finish) -> Cancel | None: ...
+    def dep_ok(self, svc: ServiceSpec) -> bool: ...
+    def act(self, st: ServiceState, out: Outcome, now: float) -> None: ...
+    async def reload(self) -> bool: ...
+
+
+class CheckObserver(Protocol):
+    """Metrics (metrics.py) as Control sees them: told of every check and alert."""
+
+    def check(self, spec: ServiceSpec, results: dict[str, Result], duration: float, lag: float) -> None: ...
+    def alert(self, group: str, service: str, kind: str, ok: bool) -> None: ...
+    def render(self) -> bytes: ...
 
 SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesce bursts of changes
 STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this often (and at stop)
@@ -79,8 +104,8 @@ class Control:
         self.young_at = 0.0  # when the young generation was last frozen (time.time())
         self.save_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task[Any]] = []
-        self.api: Any = None
-        self.metrics: Any = None
+        self.spawned: set[asyncio.Task[Any]] = set()  # one-off tasks, referenced until done
+        self.metrics: CheckObserver | None = None  # set by the wiring when prometheus-client is there
         self.started_at = time.time()
         self.last_status = ""
         self.vrrp = Vrrp(daemon)  # keepalived's role, reported through the API (vrrp.py)
@@ -90,12 +115,6 @@ class Control:
     def load(self) -> None:
         """Before the services start: read state.json (disables count from the first check)."""
         assert self.d.cfg is not None
-        try:
-            from .metrics import Metrics
-        except ImportError as e:  # prometheus-client missing: everything but /metrics works
-            self.log.warning("metrics.unavailable", error=str(e))
-        else:
-            self.metrics = Metrics(self.d)
         statedir = self.d.cfg.statedir
         try:
             statedir.mkdir(parents=True, exist_ok=True)
@@ -128,16 +147,20 @@ class Control:
         wd = self.notifier.watchdog_interval()
         if wd:
             self.tasks.append(loop.create_task(self._watchdog(wd)))
-        from . import api
 
-        self.api = await api.start(self.d)
+    def _spawn(self, coro: Any) -> None:
+        """A one-off task, kept referenced until it is done (the loop holds tasks weakly)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.spawned.add(task)
+        task.add_done_callback(self.spawned.discard)
+
+    def serving(self) -> None:
+        """Once the API listens: with nothing to check first (all passive), ready now."""
         if not self.pending:
-            loop.create_task(self._become_ready())
+            self._spawn(self._become_ready())
 
     async def stopping(self) -> None:
         self.notifier.send("STOPPING=1")
-        if self.api is not None:
-            await self.api.stop()
 
     async def stopped(self) -> None:
         for t in self.tasks:
@@ -160,7 +183,7 @@ class Control:
                 self.pending &= set(self.d.states)
                 if not self.pending:
                     self.pending = None
-                    asyncio.get_running_loop().create_task(self._become_ready())
+                    self._spawn(self._become_ready())
             self.notifier.send("READY=1", f"STATUS={self.status_line()}")
         self.dirty.set()
         return ok
@@ -182,7 +205,7 @@ class Control:
             self.pending.discard(key)
             if not self.pending:
                 self.pending = None  # every check from now on skips this bookkeeping
-                asyncio.get_running_loop().create_task(self._become_ready())
+                self._spawn(self._become_ready())
 
     def spec_to_run(self, svc: ServiceSpec) -> ServiceSpec | None:
         """The spec to check with disabled hosts left out; None when nothing is to be

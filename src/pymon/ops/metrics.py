@@ -14,7 +14,7 @@ bookkeeping (bench/throughput.py).
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -26,7 +26,17 @@ from pymon.plugin import Result
 from .vrrp import metrics as vrrp_metrics
 
 if TYPE_CHECKING:
-    from pymon.app import Daemon
+    from pymon.engine.rules import ServiceState
+    from pymon.ipvs.owner import LvsOwner
+    from pymon.ops.control import Control
+
+
+class Daemon(Protocol):
+    """What a scrape reads of the running daemon (the wiring passes it in)."""
+
+    states: "dict[tuple[str, str], ServiceState]"
+    lvs: "LvsOwner | None"
+    control: "Control"
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)

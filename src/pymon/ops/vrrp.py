@@ -27,28 +27,34 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from pymon.app import Daemon
+    from pymon.engine.plugin_loading import Plugins
+    from pymon.engine.rules import Fire, ServiceState
+    from pymon.model.config import Config
+
+
+class AlertDone(Protocol):
+    def alert_done(self, st: "ServiceState", fire: "Fire", now: float, task: "asyncio.Task[bool]") -> None: ...
+
+
+class Daemon(Protocol):
+    """What the VRRP role needs of the running daemon (the wiring passes it in)."""
+
+    cfg: "Config | None"
+    plugins: "Plugins | None"
+    log: Any
+    alert_tasks: "set[asyncio.Task[Any]]"
+    control: AlertDone
 
 STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "INIT", "DELETED")
 # keepalived's vrrpInstanceState numbering (SNMP): init 0, backup 1, master 2, fault 3
 METRIC_VALUE = {"INIT": 0, "STOP": 0, "DELETED": 0, "BACKUP": 1, "MASTER": 2, "FAULT": 3}
 _ALERT_KIND = {"FAULT": "alert", "STOP": "alert", "DELETED": "alert", "INIT": "alert",
                "MASTER": "upalert", "BACKUP": "upalert"}
-
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "description": "the VRRP role keepalived reports through etc/ha/pymon-vrrp-notify",
-    "properties": {
-        "alert": {"type": "array", "description": "alerts run on every role change (group vrrp, "
-                  "service = instance): FAULT/STOP as alert, MASTER/BACKUP as upalert"},
-    },
-}
 
 
 @dataclass
@@ -177,7 +183,7 @@ class Vrrp:
 def routes(router: "web.UrlDispatcher", api: Any) -> None:
     from aiohttp import web
 
-    from .api import _body, _err, _peer
+    from pymon.ops.web_request import body as _body, err as _err, peer as _peer
 
     async def get(request: web.Request) -> web.Response:
         return web.json_response(api.d.control.vrrp.json())

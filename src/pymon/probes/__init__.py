@@ -32,8 +32,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pymon import plugin
-from pymon.plugin import Params, Registry
-from pymon.engine.plugin_loading import param_problems
+from pymon.plugin import Params, Registry, param_problems
 from pymon.probes import dns, freespace, http, icmp, tcp
 
 CHECKS: dict[str, Callable[[Params], list[str]]] = {

@@ -18,14 +18,11 @@ import asyncio
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
 
 from pymon.probes.http import exchange, pool
 from pymon.plugin import Cancel, Result, ResultsDone, Target
 from pymon.probes._common import describe, http_timeout_summary
-
-if TYPE_CHECKING:
-    from pymon.probes.http import HttpParams
+from pymon.probes.http.verdict import HttpParams, judge as _judge
 
 
 
@@ -239,8 +236,6 @@ def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
     """The Result of any outcome but "status" (`_Results` makes that one itself)."""
     kind, data, phase, received, latency = out
     if kind == "answer":
-        from pymon.probes.http import _judge  # http.py imports this module
-
         end = data.find(b"\r\n\r\n")
         try:
             resp = _parse_head(data[:end])

@@ -16,7 +16,7 @@ from pymon.ipvs import owner
 from pymon.probes.http import pool
 from pymon.ops import api
 from pymon.ops.control import CheckObserver, Control
-from pymon.engine.checks import Check, start_check
+from pymon.engine.checks import Check, Deadlines, start_check
 from pymon.model.config import Config, ServiceSpec, VirtualServiceSpec, ConfigError
 from .plugin import Alert
 from pymon.engine.plugin_loading import Plugins
@@ -85,6 +85,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.alert_tasks: set[asyncio.Task[None]] = set()
         self.sched: Scheduler | None = None
+        self.deadlines: Deadlines | None = None  # the callback-form checks' guard (checks.py)
         self.lvs: owner.LvsOwner | None = None
         self.lvs_task: asyncio.Task[None] | None = None
         self.watchdog: Watchdog | None = None  # loop-block warnings (watchdog.py)
@@ -108,6 +109,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.sched = Scheduler(self.cfg.maxprocs, self.log)
+        self.deadlines = Deadlines(loop)
         self.watchdog = Watchdog(self.log, self.cfg.block_warning)
         self.watchdog.start()
         pool.configure(self.cfg.probe_workers, self.log)
@@ -136,6 +138,8 @@ class Daemon:
             await self.api.stop()
         if self.sched:
             await self.sched.close()
+        if self.deadlines:
+            self.deadlines.close()
         if self.lvs_task:
             self.lvs_task.cancel()
             await asyncio.gather(self.lvs_task, return_exceptions=True)
@@ -272,6 +276,7 @@ class Daemon:
         svc = st.spec
         try:
             assert self.cfg is not None and self.plugins is not None and self.sched is not None
+            assert self.deadlines is not None
             now = time.time()
             if svc.exclude_period is not None and svc.exclude_period.contains(now):
                 self.log.debug("check.skipped", group=svc.group, service=svc.name, reason="exclude_period")
@@ -285,7 +290,7 @@ class Daemon:
                 return finish(self.control.idle(st, now))
             start = time.monotonic()
             return start_check(self.cfg, self.plugins, to_run, st, _Checked(self, st, key, dep_ok, start, lag, finish),
-                               self.sched.in_task)
+                               self.sched.in_task, self.deadlines)
         except Exception as e:  # noqa: BLE001 - a bug must not silently end a service's timer
             return finish(self._crashed(svc, e))
 

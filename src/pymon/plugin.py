@@ -114,8 +114,10 @@ def monitor(name: str, scope: Literal["host", "group"] = "host", many: GroupProb
     start(targets, params, done) starts the checks without blocking, calls
     done([Result, ...]) once, in target order, from the loop, and returns a function
     that cancels them, or returns None to have this check awaited through fn/many. It
-    must bound its own time (no guard wraps it) and never raise. At thousands of checks
-    a second a task and its coroutines cost as much as the check itself."""
+    never raises. Every form bounds its I/O by `params["timeout"]` (the service's one
+    budget); the daemon fails a check still running a second later, whatever its form,
+    and calls a start form's cancel. The start form exists because at thousands of
+    checks a second a task and its coroutines cost as much as the check itself."""
 
     def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         _check(fn, "monitor", name)

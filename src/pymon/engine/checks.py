@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine
@@ -53,14 +54,18 @@ Done = Callable[[Check | BaseException], None]
 
 
 def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceState, done: Done,
-                in_task: Callable[[Coroutine[Any, Any, Check], Done], Cancel]) -> Cancel | None:
-    """Start one check; `done(check)` when it is over (or done(exception) for a bug).
-    A probe's callback form (`Monitor.start`) runs without a task; anything else is
-    `run_check` in one (`in_task`)."""
+                in_task: Callable[[Coroutine[Any, Any, Check], Done], Cancel],
+                deadlines: "Deadlines") -> Cancel | None:
+    """The one contract the engine sees: start one check; `done(check)` exactly once
+    (or done(exception) for a bug) unless the returned Cancel is called first. Every
+    probe form runs within the service's `timeout` budget, guarded the same way at
+    budget + GUARD_GRACE_S from the start: the callback form (`Monitor.start`, no task)
+    by `deadlines`, anything else (awaited per host, `many=`, group scope) by `_guard`
+    in one task (`in_task`); a legacy script is killed at the budget (legacy.py)."""
     found = plugins.monitor(svc.monitor.name)
     if isinstance(found, Monitor) and found.start is not None:
         hosts = cfg.hosts(svc)
-        got = _FirstAnswer(found, hosts, done)
+        got = _FirstAnswer(found, hosts, done, svc.timeout)
         prev, CURRENT[0] = CURRENT[0], _running(found, svc)  # named by the loop watchdog, as awaited probes are
         try:
             cancel = found.start(svc.targets(hosts), svc.probe_params, got)
@@ -72,25 +77,97 @@ def start_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceStat
         if got.calls:
             return None  # over already: nothing to cancel
         if cancel is not None:
-            return cancel
+            got.cancel = cancel
+            deadlines.add(got)
+            return got.stop
     return in_task(run_check(cfg, plugins, svc, st), done)
 
 
 class _FirstAnswer:
     """A callback probe's `done`: the results in host order, from its first call (a plugin
-    calling back twice). An object with slots, not a closure: one tracked object per check
-    instead of a function and its cells, which the garbage collector's young generation
-    walked for checks in flight (10,000 real servers: a collection every 40 ms)."""
+    calling back twice), or the budget's timeout from `Deadlines`. An object with slots,
+    not a closure: the young garbage collection walks every check in flight
+    (docs/performance.md). `done` is dropped once answered, so that an answered check
+    still queued in `Deadlines` holds nothing of its service."""
 
-    __slots__ = ("mon", "hosts", "done", "calls")
+    __slots__ = ("mon", "hosts", "done", "calls", "budget", "deadline", "cancel")
 
-    def __init__(self, mon: Monitor, hosts: list[str], done: Done):
-        self.mon, self.hosts, self.done, self.calls = mon, hosts, done, 0
+    def __init__(self, mon: Monitor, hosts: list[str], done: Done, budget: float):
+        self.mon, self.hosts, self.done, self.calls, self.budget = mon, hosts, done, 0, budget
+        self.deadline = 0.0
+        self.cancel: Cancel | None = None
 
     def __call__(self, results: list[Result]) -> None:
         self.calls += 1
-        if self.calls == 1:
-            self.done(_per_host(self.mon, self.hosts, results))
+        done = self.done
+        if self.calls == 1 and done is not None:
+            self.done = None
+            done(_per_host(self.mon, self.hosts, results))
+
+    def stop(self) -> None:
+        """The scheduler's cancel: no answer is wanted any more."""
+        self.calls += 1
+        self.done = None
+        if self.cancel is not None:
+            self.cancel()
+
+    def expire(self) -> None:
+        """Past budget + grace with no answer: every host failed by timeout; the probe is
+        told to stop, and what it says later is dropped."""
+        done = self.done
+        self.stop()
+        if done is not None:
+            res = _timeout_result(self.budget)
+            done(Check({h: res for h in self.hosts}))
+
+
+class Deadlines:
+    """The guard of callback-form checks in flight: one loop timer for all of them. A
+    budget's checks are queued in start order, which is deadline order; an answered check
+    is skipped when it reaches the head of its queue (no removal from the middle)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.queues: dict[float, deque[_FirstAnswer]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = float("inf")
+
+    def add(self, got: _FirstAnswer) -> None:
+        got.deadline = at = self.loop.time() + got.budget + GUARD_GRACE_S
+        q = self.queues.get(got.budget)
+        if q is None:
+            q = self.queues[got.budget] = deque()
+        q.append(got)
+        if at < self.timer_at:
+            self._arm(at)
+
+    def _arm(self, at: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer, self.timer_at = self.loop.call_at(at, self._expire), at
+
+    def _expire(self) -> None:
+        self.timer, self.timer_at = None, float("inf")
+        now = self.loop.time()
+        nxt = float("inf")
+        for budget in list(self.queues):
+            q = self.queues[budget]
+            while q and (q[0].calls or q[0].deadline <= now):
+                got = q.popleft()
+                if not got.calls:
+                    got.expire()
+            if q:
+                nxt = min(nxt, q[0].deadline)
+            else:
+                del self.queues[budget]
+        if nxt != float("inf"):
+            self._arm(nxt)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer, self.timer_at = None, float("inf")
+        self.queues.clear()
 
 
 _RUNNING: dict[tuple[str, str, str], Running] = {}

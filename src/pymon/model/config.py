@@ -266,7 +266,7 @@ class ServiceSpec:
 
     def _shared_params(self) -> dict[str, Any]:
         params = dict(self.monitor.params)
-        params.setdefault("timeout", self.timeout)
+        params["timeout"] = self.timeout  # the check's one budget (`service`): the probe's bound and the guard's
         if self.monitor.args:
             params.setdefault("argv", list(self.monitor.args))
         key = repr(params)  # a farm's services mostly share their params: one dict for all
@@ -644,10 +644,14 @@ class _Builder:
         timeout = self.duration(path + ("timeout",), raw.get("timeout"), min(30.0, max(interval, 1.0)))
         fi = raw.get("failure_interval")
         depend = [tuple(d.split(":", 1)) for d in raw.get("depend", [])]
+        monitor = (self.shared(self.plugin(path + ("monitor",), raw["monitor"], "monitor")) if "monitor" in raw
+                   else PluginSpec("trap"))
+        own = monitor.params.get("timeout")  # a monitor's own timeout is the nearer word: it is the budget
+        if isinstance(own, (int, float)) and not isinstance(own, bool) and own > 0:
+            timeout = float(own)
         svc = ServiceSpec(
             group=group, name=name,
-            monitor=(self.shared(self.plugin(path + ("monitor",), raw["monitor"], "monitor")) if "monitor" in raw
-                     else PluginSpec("trap")),
+            monitor=monitor,
             interval=interval,
             failure_interval=None if fi is None else self.duration(path + ("failure_interval",), fi, interval),
             timeout=timeout,

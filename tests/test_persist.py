@@ -22,6 +22,7 @@ import pytest
 from apiclient import call, wait_socket
 from test_daemon import Daemon, setup
 
+from pymon.engine import gc_policy
 from pymon.ops import control, persist
 from pymon import logs
 from pymon.model.config import parse_config
@@ -311,11 +312,11 @@ def test_a_daemon_with_nothing_to_save_sleeps(tmp_path: Path, monkeypatch: pytes
 def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Once a second a check's bookkeeping freezes the young objects without collecting
-    them (control.YOUNG_FREEZE_S): a garbage cycle made in between is frozen too, and the
+    them (gc_policy.YOUNG_FREEZE_S): a garbage cycle made in between is frozen too, and the
     next full collection (FREEZE_S apart) must still free it, or every cycle a plugin
     leaves would stay for good."""
-    monkeypatch.setattr(control, "YOUNG_FREEZE_S", 0.05)
-    monkeypatch.setattr(control, "FREEZE_S", 1.0)
+    monkeypatch.setattr(gc_policy, "YOUNG_FREEZE_S", 0.05)
+    monkeypatch.setattr(gc_policy, "FREEZE_S", 1.0)
     cfg = tmp_path / "pymon.yaml"
     cfg.write_text(f"globals: {{statedir: {tmp_path}, mondir: {tmp_path}, alertdir: {tmp_path}}}\n"
                    "hostgroups: {web: [127.0.0.1]}\n"
@@ -332,13 +333,13 @@ def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Pat
         c.me = c  # type: ignore[attr-defined]
         ref = weakref.ref(c)
         del c
-        young_at = d.control.young_at
-        while d.control.young_at == young_at:  # a check's bookkeeping froze the young objects, the cycle too
+        young_at = d.gc.young_at
+        while d.gc.young_at == young_at:  # a check's bookkeeping froze the young objects, the cycle too
             await asyncio.sleep(0.02)
         frozen = ref() is not None and gc.get_freeze_count() > 0
-        full_at = d.control.frozen_at
+        full_at = d.gc.frozen_at
         for _ in range(200):  # the housekeeping's full collection, FREEZE_S after the last
-            if d.control.frozen_at != full_at:
+            if d.gc.frozen_at != full_at:
                 break
             await asyncio.sleep(0.05)
         d.stopping.set()

@@ -4,6 +4,7 @@ neither has to know the other."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from pymon.engine import plugin_loading
@@ -34,6 +35,16 @@ def load_all(path: str) -> tuple[Config, Plugins]:
     except forked.ChildDied as e:
         raise ConfigError([f"{path}:1:1: cannot read config: {e}"]) from None
     return cfg, _plugins(cfg)
+
+
+async def load_all_async(path: str) -> tuple[Config, Plugins]:
+    """`load_all` for a reload in the running daemon: the child is forked from the loop's
+    thread, and the plugins are imported in an executor thread, off the loop."""
+    try:
+        cfg = await forked.call_async(_checked_config, path)
+    except forked.ChildDied as e:
+        raise ConfigError([f"{path}:1:1: cannot read config: {e}"]) from None
+    return cfg, await asyncio.get_running_loop().run_in_executor(None, _plugins, cfg)
 
 
 def _plugins(cfg: Config) -> Plugins:

@@ -10,11 +10,14 @@ every module already imported (a Python start costs a minute under qemu's TCG).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import signal
 import traceback
 from typing import Any, Callable
+
+CHILD_TIMEOUT_S = 300.0  # an answer that takes longer will not come (a hung child is killed)
 
 
 class ChildDied(Exception):
@@ -32,6 +35,48 @@ def call(fn: Callable[..., Any], *args: Any) -> Any:
     with os.fdopen(r, "rb") as f:
         data = f.read()
     _, status = os.waitpid(pid, 0)
+    return _answer(data, status)
+
+
+async def call_async(fn: Callable[..., Any], *args: Any) -> Any:
+    """`call` from a running loop: forked in the loop's thread (forking from another
+    thread of a threaded process can deadlock the child), the answer read without
+    blocking the loop, a child silent for CHILD_TIMEOUT_S killed."""
+    loop = asyncio.get_running_loop()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(r)
+        _child(w, fn, args)
+    os.close(w)
+    os.set_blocking(r, False)
+    chunks: list[bytes] = []
+    eof: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            data = os.read(r, 1 << 20)
+        except BlockingIOError:
+            return
+        if data:
+            chunks.append(data)
+        elif not eof.done():
+            eof.set_result(None)
+
+    loop.add_reader(r, readable)
+    try:
+        async with asyncio.timeout(CHILD_TIMEOUT_S):
+            await eof
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        loop.remove_reader(r)
+        os.close(r)
+    _, status = os.waitpid(pid, 0)  # its end of the pipe is closed: the child has exited or is exiting
+    return _answer(b"".join(chunks), status)
+
+
+def _answer(data: bytes, status: int) -> Any:
     if not data:
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
         how = f"killed by signal {sig}" if sig else f"exit status {os.waitstatus_to_exitcode(status)}"

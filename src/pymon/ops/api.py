@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from pymon.ipvs.owner import LvsOwner
     from pymon.model.config import Config
     from pymon.ops.control import Control
+    from pymon.ops.readiness import Readiness
 
 
 class Daemon(Protocol):
@@ -61,6 +62,7 @@ class Daemon(Protocol):
     states: "dict[tuple[str, str], ServiceState]"
     lvs: "LvsOwner | None"
     control: "Control"
+    readiness: "Readiness"
 
 COOKIE = "pymon_token"
 CSRF_HEADER = "X-Pymon-Request"
@@ -133,7 +135,7 @@ def status_json(d: "Daemon") -> dict[str, Any]:
         })
     groups = {g: {"hosts": hs, "disabled": _disabled_json(ctl.state.is_disabled("watch", g, now))}
               for g, hs in cfg.hostgroups.items()}
-    return {"version": __version__, "time": now, "started": ctl.started_at, "ready": ctl.ready,
+    return {"version": __version__, "time": now, "started": ctl.started_at, "ready": d.readiness.ready,
             "config": cfg.file, "counts": ctl.counts(), "status_line": ctl.status_line(),
             "groups": groups, "services": services, "disabled": disabled_json(d), "ipvs": ipvs_json(d),
             "vrrp": ctl.vrrp.json()}
@@ -309,7 +311,7 @@ class Api:
     # -- endpoints ------------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "ready": self.d.control.ready})
+        return web.json_response({"status": "ok", "ready": self.d.readiness.ready})
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(status_json(self.d))

@@ -1,14 +1,13 @@
 """The daemon's day-two side: what operators decide and what must survive a restart.
 
-`Control` sits beside the `Daemon` (one instance, created by it) and holds:
+`Control` (one instance, made by the wiring) holds:
 - the persisted state (persist.py): disabled hosts/services/watches, acks, alert
   history, the downtime log, and a snapshot of every ServiceState, saved a second
   after a change and at stop;
-- readiness for systemd (notify.py): READY=1 once every service has had its first
-  check and IPVS has been reconciled with that health; STATUS=, WATCHDOG=1,
-  RELOADING=1, STOPPING=1;
 - the operator's commands, as the control API (api.py) calls them: disable/enable,
-  ack, test-now, trap, reload.
+  ack, test-now, trap, reload;
+- what each check asks of them (the engine's `Operator` hook, runner.py): the hosts
+  to probe, the downtime log, when to save.
 
 Semantics follow mon 1.3 (`disen_host`, `disen_service`, `disen_watch` in /usr/sbin/mon):
 - a disabled *host* is not checked by any service (it is left out of the targets, as
@@ -24,23 +23,22 @@ Semantics follow mon 1.3 (`disen_host`, `disen_service`, `disen_watch` in /usr/s
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import time
 from dataclasses import replace
-from functools import partial
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import notify, persist
+from pymon.ops import persist
 from pymon.model.config import ServiceSpec
 from pymon.plugin import Result
-from pymon.engine.scheduler import Cancel, Finish
+from pymon.engine.scheduler import Finish
 from pymon.engine.rules import Fire, Outcome, ServiceState
-from .vrrp import Vrrp
+from pymon.ops.vrrp import Vrrp
 
 if TYPE_CHECKING:
-    from pymon.engine.scheduler import Scheduler
+    from pymon.engine.runner import Runner
+    from pymon.ops.readiness import Readiness
     from pymon.ipvs.owner import LvsOwner
     from pymon.model.config import Config
 
@@ -52,38 +50,24 @@ class Daemon(Protocol):
     log: Any
     states: dict[tuple[str, str], ServiceState]
     lvs: "LvsOwner | None"
-    sched: "Scheduler | None"
+    runner: "Runner | None"
+    readiness: "Readiness"
 
-    def check(self, key: tuple[str, str], lag: float, finish: Finish) -> Cancel | None: ...
-    def dep_ok(self, svc: ServiceSpec) -> bool: ...
-    def act(self, st: ServiceState, out: Outcome, now: float) -> None: ...
     async def reload(self) -> bool: ...
 
 
-class CheckObserver(Protocol):
-    """Metrics (metrics.py) as Control sees them: told of every check and alert."""
+class AlertObserver(Protocol):
+    """Metrics (metrics.py) as Control sees them: told of every alert, rendered for the API."""
 
-    def check(self, spec: ServiceSpec, results: dict[str, Result], duration: float, lag: float) -> None: ...
     def alert(self, group: str, service: str, kind: str, ok: bool) -> None: ...
+
     def render(self) -> bytes: ...
+
 
 SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesce bursts of changes
 STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this often (and at stop)
 SAVE_SLICE = 250  # services snapshotted per loop pass while saving (about 6 ms)
-_CONSEC_FAIL, _OK = attrgetter("consec_fail"), attrgetter("ok")
-FREEZE_S = 60.0  # the one full garbage collection (`freeze`) comes this often
-# The garbage collector finds nothing here but walks every object young enough: each
-# Result lives one interval, long enough to be walked. At 4,000 checks a second the
-# default (700, 10, 10) ran a 5-15 ms collection several times a second and a 20-50 ms
-# full one every second or two; at 10,000 with a 10,000 threshold a young one still came
-# about once a second and walked an interval's results, 30-75 ms in which no check started
-# (bench/throughput.py, gc.callbacks). So: full collections only from `freeze` (a minute
-# apart), and once a second, after a check, the objects of the checks in flight and of the
-# last interval's results are frozen without a collection (gc.freeze splices a list and
-# resets the young count): a young collection comes only when 50,000 objects pile up
-# within one second. Garbage cycles frozen meanwhile wait for the minute's collection.
-GC_THRESHOLDS = (50_000, 20, 1_000_000)
-YOUNG_FREEZE_S = 1.0
+_OK = attrgetter("ok")
 
 
 class Control:
@@ -92,25 +76,18 @@ class Control:
         self.log = daemon.log
         self.state = persist.State()
         self.store: persist.Store | None = None
-        self.notifier = notify.Notifier.from_env(self.log)
-        self.ready = False
-        self.pending: set[tuple[str, str]] | None = None  # services still to check once before READY
         self.fresh: set[tuple[str, str]] = set()  # checked by this process (restored state is not health)
         self.traps: dict[tuple[str, str], float] = {}
-        self.waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self.dirty = asyncio.Event()
         self.stale = False  # only steady checks since the last save: no hurry (a snapshot is O(services))
-        self.saved_at = self.frozen_at = time.monotonic()
-        self.young_at = 0.0  # when the young generation was last frozen (time.time())
+        self.saved_at = time.monotonic()
         self.save_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task[Any]] = []
-        self.spawned: set[asyncio.Task[Any]] = set()  # one-off tasks, referenced until done
-        self.metrics: CheckObserver | None = None  # set by the wiring when prometheus-client is there
+        self.metrics: AlertObserver | None = None  # set by the wiring when prometheus-client is there
         self.started_at = time.time()
-        self.last_status = ""
         self.vrrp = Vrrp(daemon)  # keepalived's role, reported through the API (vrrp.py)
 
-    # -- lifecycle hooks (called by the Daemon) -------------------------------------
+    # -- lifecycle hooks (called by the wiring) -------------------------------------
 
     def load(self) -> None:
         """Before the services start: read state.json (disables count from the first check)."""
@@ -141,26 +118,7 @@ class Control:
             ack = self.state.acks.get(persist.service_key(key))
             st.acked = ack.comment if ack and st.status == "fail" else None
         self.state.services = {}  # restored: the states hold it now
-        self.pending = {k for k, st in self.d.states.items() if not st.spec.passive}
-        loop = asyncio.get_running_loop()
-        self.tasks.append(loop.create_task(self._housekeeping()))
-        wd = self.notifier.watchdog_interval()
-        if wd:
-            self.tasks.append(loop.create_task(self._watchdog(wd)))
-
-    def _spawn(self, coro: Any) -> None:
-        """A one-off task, kept referenced until it is done (the loop holds tasks weakly)."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self.spawned.add(task)
-        task.add_done_callback(self.spawned.discard)
-
-    def serving(self) -> None:
-        """Once the API listens: with nothing to check first (all passive), ready now."""
-        if not self.pending:
-            self._spawn(self._become_ready())
-
-    async def stopping(self) -> None:
-        self.notifier.send("STOPPING=1")
+        self.tasks.append(asyncio.get_running_loop().create_task(self._housekeeping()))
 
     async def stopped(self) -> None:
         for t in self.tasks:
@@ -170,44 +128,22 @@ class Control:
         await self.save()
 
     async def reload(self) -> bool:
-        """SIGHUP or the API: RELOADING=1 … READY=1 around the Daemon's reload."""
-        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        """SIGHUP or the API: RELOADING=1 … READY=1 around the daemon's reload."""
+        ready = self.d.readiness
+        ready.reloading()
         try:
             ok = await self.d.reload()
         finally:
-            for key in [k for k in self.waiters if k not in self.d.states]:  # removed: no check of it will end
-                for fut in self.waiters.pop(key):
-                    if not fut.done():
-                        fut.set_result(None)
-            if self.pending is not None:
-                self.pending &= set(self.d.states)
-                if not self.pending:
-                    self.pending = None
-                    self._spawn(self._become_ready())
-            self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+            ready.reloaded(set(self.d.states))
         self.dirty.set()
         return ok
 
-    # -- checks ---------------------------------------------------------------------
+    # -- what each check asks (the engine's Operator hook) ----------------------------------
 
-    def checked(self, key: tuple[str, str], lag: float, finish: Finish) -> Cancel | None:
-        """The scheduler's job: one check, then bookkeeping (test-now callers, readiness)."""
-        if self.waiters or self.pending is not None:
-            finish = partial(self._after, key, finish)
-        return self.d.check(key, lag, finish)
+    def finishing(self, key: tuple[str, str], finish: Finish) -> Finish:
+        return self.d.readiness.finishing(key, finish)
 
-    def _after(self, key: tuple[str, str], finish: Finish, interval: float) -> None:
-        finish(interval)
-        for fut in self.waiters.pop(key, []):  # asked before this check started: each asking restarts it
-            if not fut.done():
-                fut.set_result(None)
-        if self.pending is not None and key in self.pending:
-            self.pending.discard(key)
-            if not self.pending:
-                self.pending = None  # every check from now on skips this bookkeeping
-                self._spawn(self._become_ready())
-
-    def spec_to_run(self, svc: ServiceSpec) -> ServiceSpec | None:
+    def to_run(self, svc: ServiceSpec) -> ServiceSpec | None:
         """The spec to check with disabled hosts left out; None when nothing is to be
         probed (a trap-only service, or every host disabled: mon's default without
         `allow_empty_group`)."""
@@ -223,7 +159,7 @@ class Control:
             return None
         return replace(svc, exclude_hosts=list(svc.exclude_hosts) + off)
 
-    def idle(self, st: ServiceState, now: float) -> float:
+    def idle(self, st: ServiceState, now: float) -> None:
         """A check with nothing to probe; a trap-only service's silence check."""
         svc = st.spec
         if svc.passive and svc.traptimeout:
@@ -233,19 +169,14 @@ class Control:
                 summary = f"no trap for {svc.traptimeout:g}s"
                 self._passive(st, now, {h: Result(False, summary) for h in self.targets(svc)}, None, 1)
                 self.traps[svc.key] = now  # the next failure after another traptimeout (mon)
-            return min(svc.interval, svc.traptimeout)
-        return svc.interval
 
     def targets(self, svc: ServiceSpec) -> list[str]:
         assert self.d.cfg is not None
         return [h for h in self.d.cfg.hosts(svc) if not self.state.is_disabled("host", h)]
 
-    def observe(self, st: ServiceState, now: float, results: dict[str, Result], output: str | None,
-                retval: int | None, dep_ok: bool, duration: float = 0.0, lag: float = 0.0) -> Outcome:
-        """ServiceState.observe plus the downtime log and metrics."""
-        old_status, old_first, old_summary = st.status, st.first_failure, st.last_summary
-        counting = any(map(_CONSEC_FAIL, st.hosts.values()))  # map, not a generator: no Python frame per host
-        out = st.observe(now, results, output, retval, dep_ok)
+    def record(self, st: ServiceState, now: float, results: dict[str, Result], out: Outcome, old_status: str,
+               old_first: float, old_summary: str, counting: bool) -> None:
+        """After the rules (runner.py): the downtime log, and whether to save soon."""
         self.fresh.add(st.spec.key)
         g, s = st.spec.key
         for ch in out.hosts:
@@ -253,17 +184,11 @@ class Control:
                 self._outage(g, s, ch.host, ch.since, now, (st.hosts[ch.host].last_bad or ch.result).summary)
         if old_status == "fail" and st.status == "ok":
             self._outage(g, s, None, old_first, now, old_summary)
-        if self.metrics is not None:
-            self.metrics.check(st.spec, results, duration, lag)
         if (old_status == st.status == "ok" and not out.hosts and not out.fires and not counting
                 and all(map(_OK, results.values()))):
             self.stale = True  # steady: only last-check times and the ok count moved (saved every STALE_SAVE_S)
         else:
             self.dirty.set()
-        if not 0.0 <= now - self.young_at < YOUNG_FREEZE_S:  # (a clock step either way freezes too)
-            self.young_at = now
-            gc.freeze()
-        return out
 
     def _outage(self, group: str, service: str, host: str | None, start: float, end: float, summary: str,
                 note: str = "") -> None:
@@ -275,8 +200,8 @@ class Control:
 
     def _passive(self, st: ServiceState, now: float, results: dict[str, Result], output: str | None,
                  retval: int) -> None:
-        out = self.observe(st, now, results, output, retval, self.d.dep_ok(st.spec))
-        self.d.act(st, out, now)
+        assert self.d.runner is not None
+        self.d.runner.passive(st, now, results, output, retval)
 
     # -- IPVS and alerts ----------------------------------------------------------------
 
@@ -362,7 +287,7 @@ class Control:
     def expire(self, now: float) -> None:
         for kind, name, d in self.state.expire(now):
             self.log.warning("control.enabled", kind=kind, name=name, reason="disable expired", since=d.since)
-            if self.d.sched is not None:
+            if self.d.runner is not None:
                 self._enabled(kind, name)
             self.dirty.set()
 
@@ -377,13 +302,13 @@ class Control:
 
     def run_now(self, key: tuple[str, str]) -> asyncio.Future[None]:
         """Restart the service's timer with no delay: the check runs now (one in flight is cancelled)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         st = self.d.states.get(key)
-        if st is None or self.d.sched is None:
+        if st is None or self.d.runner is None:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_result(None)
             return fut
-        self.waiters.setdefault(key, []).append(fut)
-        self.d.sched.start(key, 0.0, self.checked, st.spec.randskew)
+        fut = self.d.readiness.wait(key)
+        self.d.runner.schedule(st.spec, 0.0)
         return fut
 
     async def test_now(self, key: tuple[str, str]) -> None:
@@ -409,7 +334,7 @@ class Control:
         output = summary + ("\n" + detail if detail else "")
         self._passive(st, now, results, output, 0 if ok else 1)
 
-    # -- persistence, readiness, status ------------------------------------------------------
+    # -- persistence, status ------------------------------------------------------------------
 
     async def snapshot(self) -> list[bytes]:
         """The state file's content, built for this save only (kept between saves, the
@@ -438,8 +363,8 @@ class Control:
 
     async def _housekeeping(self) -> None:
         """Woken by a change (`dirty`: a state, an operator's command) or when something
-        falls due, not every second: each wake-up of an idle daemon costs 0.15-0.2 ms of
-        CPU on a virtual machine, and the status line counts every service."""
+        falls due, not every second: each wake-up of an idle daemon costs CPU
+        (docs/performance.md), and the status line counts every service."""
         while True:
             try:
                 async with asyncio.timeout(self._quiet_for()):  # wait_for would start a task each time
@@ -447,55 +372,21 @@ class Control:
             except TimeoutError:
                 pass
             self.expire(time.time())
-            self.send_status()
-            if time.monotonic() - self.frozen_at >= FREEZE_S:
-                self.freeze()
+            self.d.readiness.send_status()
             if self.dirty.is_set():
                 await asyncio.sleep(SAVE_DELAY_S)
                 await self.save()
             elif self.stale and time.monotonic() - self.saved_at >= STALE_SAVE_S:
                 await self.save()
 
-    def _quiet_for(self) -> float:
-        """Seconds until housekeeping is due unasked: a disable that expires, the next
-        gc freeze, or the steady-state save when steady checks wait to be saved (without
-        them that time passed and stayed past, and this loop spun: half a core in a
-        daemon whose checks were an hour apart)."""
-        due = self.frozen_at + FREEZE_S
-        if self.stale:
-            due = min(due, self.saved_at + STALE_SAVE_S)
-        wait = due - time.monotonic()
-        ends = [d.until for kind in self.state.disabled.values() for d in kind.values() if d.until is not None]
-        if ends:
-            wait = min(wait, min(ends) - time.time())
-        return max(wait, 0.0)
-
-    async def _watchdog(self, interval: float) -> None:
-        """WATCHDOG=1 from the event loop itself: a loop that hangs stops the pings."""
-        while True:
-            self.notifier.send("WATCHDOG=1")
-            await asyncio.sleep(interval)
-
-    async def _become_ready(self) -> None:
-        if self.ready:
-            return
-        if self.d.lvs is not None:
-            await self.d.lvs.reconcile("first round")
-        self.ready = True
-        self.freeze()  # the first round made each service's results and metric counts
-        self.notifier.send("READY=1", f"STATUS={self.status_line()}")
-        self.log.info("daemon.ready", services=len(self.d.states), status=self.status_line())
-
-    def freeze(self) -> None:
-        """The one full collection, a minute apart (FREEZE_S): thaw what the young freezes
-        held, collect, freeze what survives. It walks every object of the daemon (10,000
-        services: 150-200 ms, bench/throughput.py), once a minute instead of a young
-        collection every second. Frozen objects are still freed by reference counting."""
-        gc.set_threshold(*GC_THRESHOLDS)
-        gc.unfreeze()  # what the young freezes held since the last time
-        gc.collect()
-        gc.freeze()
-        self.frozen_at = time.monotonic()
+    def _quiet_for(self) -> float | None:
+        """Seconds until housekeeping is due unasked (None: nothing is): a disable that
+        expires, or the steady-state save when steady checks wait to be saved (without
+        them that time passed and stayed past, and this loop spun)."""
+        due = [self.saved_at + STALE_SAVE_S - time.monotonic()] if self.stale else []
+        due += [d.until - time.time() for kind in self.state.disabled.values() for d in kind.values()
+                if d.until is not None]
+        return max(min(due), 0.0) if due else None
 
     def counts(self) -> dict[str, int]:
         c = {"services": len(self.d.states), "ok": 0, "fail": 0, "untested": 0, "hosts_down": 0, "acked": 0}
@@ -510,9 +401,3 @@ class Control:
         c = self.counts()
         return (f"{c['services']} services: {c['ok']} ok, {c['fail']} failing, {c['untested']} untested; "
                 f"{c['hosts_down']} host checks down; {c['disabled']} disabled; {c['acked']} acked")
-
-    def send_status(self) -> None:
-        line = self.status_line()
-        if line != self.last_status:
-            self.last_status = line
-            self.notifier.send(f"STATUS={line}")

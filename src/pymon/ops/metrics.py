@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pymon.engine.rules import ServiceState
     from pymon.ipvs.owner import LvsOwner
     from pymon.ops.control import Control
+    from pymon.ops.readiness import Readiness
 
 
 class Daemon(Protocol):
@@ -37,6 +38,7 @@ class Daemon(Protocol):
     states: "dict[tuple[str, str], ServiceState]"
     lvs: "LvsOwner | None"
     control: "Control"
+    readiness: "Readiness"
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)
@@ -163,7 +165,7 @@ class _StateCollector(Collector):
             for kind, items in ctl.state.disabled.items():
                 for name in sorted(items):
                     disabled.add_metric([kind, name], 1.0)
-            yield GaugeMetricFamily("pymon_ready", "1 after the first full round of checks", value=float(ctl.ready))
+            yield GaugeMetricFamily("pymon_ready", "1 after the first full round of checks", value=float(d.readiness.ready))
         yield disabled
         weight = GaugeMetricFamily("pymon_ipvs_weight", "IPVS weight per real server (table: actual = kernel, "
                                    "wanted = config x health)", labels=["virtual_service", "real_server", "table"])

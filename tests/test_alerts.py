@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pymon.alerts import check_params, file as file_alert, mail, webhook
+from pymon.alerts import validate_params, file as file_alert, mail, webhook
 from pymon.model.config import ConfigError
 from pymon.loader import load_all
 from pymon.plugin import AlertEvent
@@ -119,7 +119,7 @@ from pymon.plugin import alert
 def _check(params):
     return [] if "number" in params else ["number: required"]
 
-CHECKS = {"pager": _check}
+PARAM_VALIDATORS = {"pager": _check}
 
 @alert("pager")
 async def pager(event, params):
@@ -130,10 +130,10 @@ async def pager(event, params):
 
 
 def test_check_params_entry_point() -> None:
-    assert check_params("webhook", {"url": "http://x/"}) == []
-    assert check_params("file", {"argv": ["-d", "/tmp", "a", "b"]}) == [
+    assert validate_params("webhook", {"url": "http://x/"}) == []
+    assert validate_params("file", {"argv": ["-d", "/tmp", "a", "b"]}) == [
         "argv: file.alert: one file name expected, got ['a', 'b']"]
-    assert check_params("log", {"anything": 1}) == []
+    assert validate_params("log", {"anything": 1}) == []
 
 
 # --- mail --------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ async def test_mail_starttls_auth_delivers_mail_alert_message(smtp: dict[str, An
     params = {"host": "127.0.0.1", "port": smtp["port"], "starttls": True, "cafile": smtp["cafile"],
               "username": "mon", "password_file": str(pwfile), "from": "mon@example.com",
               "argv": ["ops@example.com", "root@example.com"]}
-    assert check_params("mail", params) == []
+    assert validate_params("mail", params) == []
     await mail.mail_alert(EVENT, params)
     (sender, rcpts, msg, auth), = smtp["inbox"].messages
     assert sender == "mon@example.com" and rcpts == ["ops@example.com", "root@example.com"]

@@ -13,7 +13,7 @@ import dns.query
 import pytest
 
 from pymon.plugin import Target
-from pymon.probes import check_params
+from pymon.probes import validate_params
 from pymon.probes.dns import dns_probe as probe
 
 pytestmark = pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq not installed")
@@ -177,11 +177,11 @@ async def test_hostname_as_server(servers: dict[str, object]) -> None:
 
 
 async def test_params() -> None:
-    assert check_params("dns", {"query": "example.test", "type": "MX", "rcode": "SERVFAIL", "answer": "x"}) == []
-    assert check_params("dns", {"type": "XX", "rcode": "OOPS", "argv": ["-x"]}) == [
+    assert validate_params("dns", {"query": "example.test", "type": "MX", "rcode": "SERVFAIL", "answer": "x"}) == []
+    assert validate_params("dns", {"type": "XX", "rcode": "OOPS", "argv": ["-x"]}) == [
         "query: required (the name to look up)", "type: unknown record type 'XX'", "rcode: unknown rcode 'OOPS'",
         "argv: this probe takes no mon-style options; give params instead"]
-    assert check_params("dns", {"query": "z", "soa_serial_agree": True, "type": "A"}) == [
+    assert validate_params("dns", {"query": "z", "soa_serial_agree": True, "type": "A"}) == [
         "type: soa_serial_agree needs type SOA, got A"]
     res = await probe(targets("a", "b"), {})
     assert all(r.summary == "bad params: query: required (the name to look up)" for r in res.values())

@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 
 from pymon.plugin import Target
-from pymon.probes import check_params
+from pymon.probes import validate_params
 from pymon.probes import freespace as fs
 from pymon.probes.freespace import freespace as probe
 
@@ -83,10 +83,10 @@ def test_thresholds_and_params() -> None:
     for bad in ("lots", "5%GB", "101%", -1, True):
         with pytest.raises(ValueError):
             fs.parse_threshold(bad)
-    assert check_params("freespace", {"paths": {"/": "1GB", "var": "1XB"}, "ttl": 3}) == [
+    assert validate_params("freespace", {"paths": {"/": "1GB", "var": "1XB"}, "ttl": 3}) == [
         "paths var: bad threshold '1XB' (expected e.g. 500MB, 5%, 1000i, 5% inodes)",
         "paths: 'var' is not an absolute path",
         "unknown param: ttl",
     ]
-    assert check_params("freespace", {}) == ["paths: expected a mapping of path to threshold, got None"]
-    assert check_params("freespace", {"argv": ["nocolon"]}) == ["argv: expected path:threshold, got 'nocolon'"]
+    assert validate_params("freespace", {}) == ["paths: expected a mapping of path to threshold, got None"]
+    assert validate_params("freespace", {"argv": ["nocolon"]}) == ["argv: expected path:threshold, got 'nocolon'"]

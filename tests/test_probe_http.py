@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pymon.plugin import Result, Target
-from pymon.probes import check_params
+from pymon.probes import validate_params
 from pymon.probes import http as probe
 from pymon.probes.http import verdict
 
@@ -216,7 +216,7 @@ async def test_mon_args(server: Server) -> None:
     argv = ["-p", str(server.port), "-t", "3", "-u", "/vhost", "-a", "mon/1.2", "-m", "127.0.0.1"]
     assert probe.from_mon_args(argv) == {"port": str(server.port), "timeout": "3", "path": "/vhost",
                                          "agent": "mon/1.2", "body_regex": "127.0.0.1", "status": "100-599"}
-    assert check_params("http", {"argv": argv}) == []
+    assert validate_params("http", {"argv": argv}) == []
     r = await probe.http(T, {"argv": argv})
     assert r.ok, r
     # explicit params override argv; the scheduler adds timeout itself
@@ -234,14 +234,14 @@ async def test_mon_args(server: Server) -> None:
 
 
 async def test_bad_params_fail_without_raising() -> None:
-    assert check_params("http", {"status": "abc", "colour": 1, "scheme": "gopher", "body_regex": "("}) == [
+    assert validate_params("http", {"status": "abc", "colour": 1, "scheme": "gopher", "body_regex": "("}) == [
         "scheme: must be one of http, https, got 'gopher'",
         "status: expected a code, list or range like 200-399, got 'abc'",
         "body_regex: bad regex '(': missing ), unterminated subpattern at position 0",
         "unknown param: colour",
     ]
-    assert check_params("http", {"argv": ["-x"]}) == ["argv: http.monitor: option -x not recognized"]
-    assert check_params("http", {"cert_days": 10}) == ["cert_days: needs scheme: https"]
+    assert validate_params("http", {"argv": ["-x"]}) == ["argv: http.monitor: option -x not recognized"]
+    assert validate_params("http", {"cert_days": 10}) == ["cert_days: needs scheme: https"]
     r = await probe.http(T, {"port": "eighty"})
     assert not r.ok and r.summary == "bad params: port: expected an integer, got 'eighty'"
 

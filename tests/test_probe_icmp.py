@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from pymon.plugin import Target
-from pymon.probes import check_params
+from pymon.probes import validate_params
 from pymon.probes import icmp
 from pymon.probes.icmp import fping as probe
 
@@ -113,7 +113,7 @@ async def test_thresholds(netns: Ns) -> None:
 async def test_mon_args_and_only_all_down(netns: Ns) -> None:
     assert icmp.from_mon_args(["-r", "1", "-t", "500", "-s", "250", "-a", "-T"]) == {
         "count": 2, "wait": 0.5, "rtt": 250.0, "only_all_down": True}
-    assert check_params("fping", {"argv": ["-r", "x"]}) == [
+    assert validate_params("fping", {"argv": ["-r", "x"]}) == [
         "argv: fping.monitor: invalid literal for int() with base 10: 'x'"]
     argv = ["-r", "1", "-t", "300", "-a"]
     res = await probe(targets(netns.ok4, netns.drop4), {"argv": argv, "interval": 0.05})
@@ -126,13 +126,13 @@ async def test_mon_args_and_only_all_down(netns: Ns) -> None:
 async def test_names_and_params() -> None:
     res = await probe(targets("no-such-host.invalid"), FAST)
     assert res["no-such-host.invalid"].summary == "cannot resolve no-such-host.invalid"
-    assert check_params("fping", {"count": 0, "loss": 101, "family": 5, "privileged": "maybe"}) == [
+    assert validate_params("fping", {"count": 0, "loss": 101, "family": 5, "privileged": "maybe"}) == [
         "family: must be 4 or 6, got 5",
         "privileged: expected auto, true or false, got 'maybe'",
         "loss: a percentage (0-100), got 101",
         "count: must be > 0, got 0",
     ]
-    assert check_params("fping", {"count": 5, "interval": 1, "timeout": 3}) == [
+    assert validate_params("fping", {"count": 5, "interval": 1, "timeout": 3}) == [
         "timeout: 3s is too short for 5 echoes 1s apart"]
     # the per-echo wait shrinks so that all echoes fit in the scheduler's timeout
     assert icmp.reply_wait(icmp._parse({"count": 3, "interval": 0.5, "timeout": 2})) == pytest.approx(0.2667, 0.01)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from pymon.plugin import Target
-from pymon.probes import check_params
+from pymon.probes import validate_params
 from pymon.probes import tcp as probe
 from pymon.probes.tcp import DO, DONT, IAC, SB, SE, WILL, WONT, TelnetFilter
 
@@ -154,11 +154,11 @@ async def test_telnet_negotiation_refused_and_stripped() -> None:
 async def test_telnet_defaults_and_mon_args() -> None:
     assert probe._parse_telnet({}).port == 23
     assert probe._parse_telnet({}).expect.pattern == "login:"  # type: ignore[union-attr]
-    assert check_params("telnet", {}) == []
-    assert check_params("tcp", {}) == ["port: required"]
-    assert check_params("tcp", {"argv": ["-p", "25"]}) == []
-    assert check_params("tcp", {"argv": ["-p", "25", "-q"]}) == ["argv: tcp.monitor: option -q not recognized"]
-    assert check_params("tcp", {"port": 70000, "expect": "("})[0] == "port: not a TCP/UDP port: 70000"
+    assert validate_params("telnet", {}) == []
+    assert validate_params("tcp", {}) == ["port: required"]
+    assert validate_params("tcp", {"argv": ["-p", "25"]}) == []
+    assert validate_params("tcp", {"argv": ["-p", "25", "-q"]}) == ["argv: tcp.monitor: option -q not recognized"]
+    assert validate_params("tcp", {"port": 70000, "expect": "("})[0] == "port: not a TCP/UDP port: 70000"
     async with Peer(banner(b"+OK POP3 ready\r\n")) as p:
         r = await probe.tcp(T, {"argv": ["-p", str(p.port), "-t", "2"], "expect": r"^\+OK"})
     assert r.ok, r

@@ -51,7 +51,7 @@ HostProbe = Callable[[Target, Params], Awaitable[Result]]
 GroupProbe = Callable[[list[Target], Params], Awaitable[dict[str, Result]]]
 AlertFn = Callable[[AlertEvent, Params], Awaitable[None]]
 ResultsDone = Callable[[list[Result]], None]  # a start form's answer: one Result per target, in order
-Cancel = Callable[[], None]
+Cancel = Callable[[], object]  # stops what was started; what it returns is ignored
 # (targets, params, done) -> cancel, or None when this check needs the awaited form
 StartProbe = Callable[[list[Target], Params, ResultsDone], Cancel | None]
 
@@ -148,15 +148,15 @@ def alert(name: str) -> Callable[[AlertFn], AlertFn]:
 
 def param_problems(found: Monitor | Alert, params: dict[str, Any],
                    builtin: dict[str, Callable[[dict[str, Any]], list[str]]]) -> list[str]:
-    """`CHECKS[name](params)`: a built-in's from its package table, a drop-in's from
-    the module that defines it. A checker that raises is itself the problem."""
+    """`PARAM_VALIDATORS[name](params)`: a built-in's from its package table, a drop-in's from
+    the module that defines it. A validator that raises is itself the problem."""
     fn = found.fn
-    checks = builtin if fn.__module__.startswith(("pymon.probes.", "pymon.alerts.")) \
-        else getattr(fn, "__globals__", {}).get("CHECKS")
-    check = checks.get(found.name) if isinstance(checks, dict) else None
+    validators = builtin if fn.__module__.startswith(("pymon.probes.", "pymon.alerts.")) \
+        else getattr(fn, "__globals__", {}).get("PARAM_VALIDATORS")
+    check = validators.get(found.name) if isinstance(validators, dict) else None
     if not callable(check):
         return []
     try:
         return [str(m) for m in check(params)]
-    except Exception as e:  # noqa: BLE001 - a drop-in checker's bug is a config problem
-        return [f"{found.origin}: param checker raised {type(e).__name__}: {e}"]
+    except Exception as e:  # noqa: BLE001 - a drop-in validator's bug is a config problem
+        return [f"{found.origin}: param validator raised {type(e).__name__}: {e}"]

@@ -12,9 +12,8 @@ from typing import Any, Callable, Coroutine
 
 from . import legacy
 from pymon.model.config import Config, ServiceSpec
-from pymon.plugin import Monitor, Result
+from pymon.plugin import Cancel, Monitor, Result
 from pymon.engine.plugin_loading import Plugins
-from .scheduler import Cancel
 from pymon.engine.rules import ServiceState
 from .watchdog import CURRENT, Running, labelled
 

@@ -59,10 +59,10 @@ class Plugins:
         found = self.monitor(name) if kind == "monitor" else self.alert(name)
         if not isinstance(found, (Monitor, Alert)):
             return []
-        from pymon.alerts import CHECKS as ALERT_CHECKS
-        from pymon.probes import CHECKS as PROBE_CHECKS
+        from pymon.alerts import PARAM_VALIDATORS as ALERT_VALIDATORS
+        from pymon.probes import PARAM_VALIDATORS as PROBE_VALIDATORS
 
-        return param_problems(found, params, PROBE_CHECKS if kind == "monitor" else ALERT_CHECKS)
+        return param_problems(found, params, PROBE_VALIDATORS if kind == "monitor" else ALERT_VALIDATORS)
 
     def alert(self, name: str) -> Path | Alert | None:
         """`lvs.alert`/`ipvs.alert` with no such script means the built-in `lvs`."""

@@ -78,7 +78,7 @@ class HostChange:
 
 
 @dataclass
-class Outcome:
+class Changes:
     """What one observation changed: host flips, service flip, alerts to fire."""
 
     hosts: list[HostChange] = field(default_factory=list)
@@ -132,10 +132,10 @@ class ServiceState:
         return self._do_alert("startupalert", "", 0, now)
 
     def observe(self, now: float, results: dict[str, Result], output: str | None = None,
-                retval: int | None = None, dep_ok: bool = True) -> Outcome:
+                retval: int | None = None, dep_ok: bool = True) -> Changes:
         """One completed check. `output`/`retval` come from a legacy monitor; native
         probes leave them None and mon's summary (failing hosts) is built here."""
-        out = Outcome()
+        out = Changes()
         for host, res in results.items():
             hs = self.hosts.get(host)
             if hs is None:

@@ -13,10 +13,10 @@ from typing import Any, Callable, Protocol
 from pymon.engine.checks import Check, Deadlines, start_check
 from pymon.engine.gc_policy import GcPolicy
 from pymon.engine.plugin_loading import Plugins
-from pymon.engine.rules import Fire, Outcome, ServiceState
-from pymon.engine.scheduler import Cancel, Finish, Scheduler
+from pymon.engine.rules import Fire, Changes, ServiceState
+from pymon.engine.scheduler import Finish, Scheduler
 from pymon.model.config import Config, ServiceSpec
-from pymon.plugin import Result
+from pymon.plugin import Cancel, Result
 
 CHECK_DONE_PER_S = 100.0  # `check.done` lines a second at most (a token bucket); `check.sampled` counts the rest
 SAMPLED_EVERY_S = 60.0
@@ -47,7 +47,7 @@ class Operator(Protocol):
     def idle(self, st: ServiceState, now: float) -> None:
         """A check with nothing to probe (a trap-only service's silence check)."""
 
-    def record(self, st: ServiceState, now: float, results: dict[str, Result], out: Outcome, old_status: str,
+    def record(self, st: ServiceState, now: float, results: dict[str, Result], out: Changes, old_status: str,
                old_first: float, old_summary: str, counting: bool) -> None:
         """After the rules: the downtime log and when to save."""
 
@@ -184,7 +184,7 @@ class Runner:
         self.log.exception("check.crashed", group=svc.group, service=svc.name, error=f"{type(e).__name__}: {e}")
 
     def observe(self, st: ServiceState, now: float, results: dict[str, Result], output: str | None,
-                retval: int | None, dep_ok: bool, duration: float = 0.0, lag: float = 0.0) -> Outcome:
+                retval: int | None, dep_ok: bool, duration: float = 0.0, lag: float = 0.0) -> Changes:
         """The rules on one check's results, then the operator's record and metrics."""
         old_status, old_first, old_summary = st.status, st.first_failure, st.last_summary
         counting = any(map(_CONSEC_FAIL, st.hosts.values()))  # map, not a generator: no Python frame per host
@@ -201,7 +201,7 @@ class Runner:
         """Results that came without a check (a trap, a trap's silence)."""
         self.act(st, self.observe(st, now, results, output, retval, self.dep_ok(st.spec)), now)
 
-    def act(self, st: ServiceState, out: Outcome, now: float) -> None:
+    def act(self, st: ServiceState, out: Changes, now: float) -> None:
         """Log the transitions of one observation, tell IPVS, fire the alerts."""
         if not (out.hosts or out.status_changed or out.fires):
             return

@@ -36,13 +36,14 @@ import random
 from collections import deque
 from typing import Any, Callable, Coroutine, Hashable, TypeVar
 
+from pymon.plugin import Cancel
+
 T = TypeVar("T")
 THROTTLE_LOG_S = 10.0
 TICK_S = 0.02  # starts are rounded up to this grid: checks due close together share one wake-up
 DENSE = 4000  # services from which the grid is a quarter as coarse
 
 Finish = Callable[[float], None]  # the run is over: seconds until the next one
-Cancel = Callable[[], object]
 Job = Callable[[Any, float, Finish], "Cancel | None"]  # (key, start lag s, finish) -> how to cancel the run
 
 

@@ -33,7 +33,7 @@ from pymon.ops import persist
 from pymon.model.config import ServiceSpec
 from pymon.plugin import Result
 from pymon.engine.scheduler import Finish
-from pymon.engine.rules import Fire, Outcome, ServiceState
+from pymon.engine.rules import Fire, Changes, ServiceState
 from pymon.ops.vrrp import Vrrp
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class Control:
         assert self.d.cfg is not None
         return [h for h in self.d.cfg.hosts(svc) if not self.state.is_disabled("host", h)]
 
-    def record(self, st: ServiceState, now: float, results: dict[str, Result], out: Outcome, old_status: str,
+    def record(self, st: ServiceState, now: float, results: dict[str, Result], out: Changes, old_status: str,
                old_first: float, old_summary: str, counting: bool) -> None:
         """After the rules (runner.py): the downtime log, and whether to save soon."""
         self.fresh.add(st.spec.key)

@@ -34,7 +34,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from pymon.plugin import Cancel, Params, Result, ResultsDone, Target, monitor
 from pymon.probes.http import lean as _http10
-from pymon.probes.http.verdict import CHECKS, HttpParams, judge, parse_cached  # noqa: F401 (CHECKS: the probe module's contract)
+from pymon.probes.http.verdict import PARAM_VALIDATORS, HttpParams, judge, parse_cached  # noqa: F401 (PARAM_VALIDATORS: the probe module's contract)
 from pymon.probes._common import bad_params, describe, first_line, http_timeout_summary
 
 # --- TLS: cached contexts (loading the CA store costs ~20 ms) and peer-cert capture ---

@@ -14,7 +14,7 @@ import aiohttp
 
 from pymon import __version__
 from pymon.plugin import Params
-from pymon.probes._common import ParamReader, checker, compile_regex, parse_opts
+from pymon.probes._common import ParamReader, validator, compile_regex, parse_opts
 
 DEFAULT_MAX_BODY = 64 * 1024
 DEFAULT_STATUS = "200-399"
@@ -150,8 +150,8 @@ def parse(params: Params) -> HttpParams:
     return cfg
 
 
-check_params = checker(parse)
-CHECKS = {"http": check_params}
+validate_params = validator(parse)
+PARAM_VALIDATORS = {"http": validate_params}
 
 
 # A service's params are the same dict every check (ServiceSpec.probe_params): found by

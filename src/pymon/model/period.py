@@ -3,7 +3,7 @@
 mon configurations carry period strings such as ``wd {Mon-Fri} hr {9am-5pm}``
 and operators rely on Perl's precise (sometimes surprising) interpretation of
 them, so this is a literal re-implementation of Time::Period 1.25, quirks
-included, rather than a "cleaner" grammar.  See ``tests/test_period.py`` for
+included, rather than a "cleaner" grammar.  See ``tests/unit/test_period.py`` for
 the differential test against the real Perl module.
 
 The one deliberate difference: Perl validates lazily, sub-period by sub-period

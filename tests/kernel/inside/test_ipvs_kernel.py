@@ -1,6 +1,6 @@
 """KernelIPVS against a real ip_vs, asserted with `ipvsadm -Ln` (an independent reader).
 
-Runs only inside the VM booted by tests/test_kernel_ipvs.py, as root.
+Runs only inside the VM booted by tests/kernel/test_kernel_ipvs.py, as root.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ from pymon.probes.dns import dns_probe
 from pymon.probes.http import http
 from pymon.probes.icmp import fping
 from pymon.probes.tcp import tcp
-from test_probe_http import pki  # noqa: F401 - the fixture (a test CA and leaf certs)
 
 T = 1.0  # every probe's timeout here
 SLACK = 0.6  # how much later than the timeout a result may come

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apiclient import call, wait_socket
-from test_daemon import Daemon, setup
+from daemons import Daemon, setup
 
 from pymon.mon import moncf
 from pymon.model.config import ConfigError, parse_config

@@ -13,7 +13,7 @@ import pytest
 from pymon.loader import load_config
 from pymon.model.config import ConfigError, parse_config
 
-BAD = Path(__file__).parent / "configs" / "bad"
+BAD = Path(__file__).parents[1] / "configs" / "bad"
 CASES = sorted(p.stem for p in BAD.glob("*.yaml"))
 
 
@@ -53,7 +53,7 @@ def test_missing_file() -> None:
 
 
 def test_example_config_is_valid() -> None:
-    r = pymon("check-config", "-c", str(Path(__file__).parents[1] / "etc" / "pymon.yaml"))
+    r = pymon("check-config", "-c", str(Path(__file__).parents[2] / "etc" / "pymon.yaml"))
     assert r.returncode == 0, r.stderr
 
 
@@ -64,7 +64,7 @@ def test_schema_is_json_schema_and_accepts_the_example() -> None:
     r = pymon("schema")
     schema = json.loads(r.stdout)
     jsonschema.Draft202012Validator.check_schema(schema)
-    example = yaml.safe_load((Path(__file__).parents[1] / "etc" / "pymon.yaml").read_text())
+    example = yaml.safe_load((Path(__file__).parents[2] / "etc" / "pymon.yaml").read_text())
     jsonschema.validate(example, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"watch": {"g": {"s": {"interval": "1s"}}}}, schema)

@@ -27,7 +27,7 @@ import pytest
 
 from pymon.ipvs.kernel import IPVSError, KernelIPVS
 
-_VM_PATH = Path(__file__).parent / "kernel" / "vm.py"
+_VM_PATH = Path(__file__).parent / "vm.py"
 _spec = importlib.util.spec_from_file_location("pymon_tests_kernel_vm", _VM_PATH)
 assert _spec and _spec.loader
 vm = importlib.util.module_from_spec(_spec)

@@ -20,64 +20,8 @@ from typing import Any
 
 import pytest
 
-from apiclient import call, wait_socket
-from test_daemon import Daemon, setup
-
-A, B = "127.0.0.1", "127.0.0.2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Running:
-    def __init__(self, tmp: Path, d: Daemon, port: int):
-        self.tmp, self.d, self.port = tmp, d, port
-        self.sock = tmp / "pymon.sock"
-        wait_socket(self.sock)
-        self.token = (tmp / "token").read_text().strip()
-
-    def call(self, method: str, path: str, body: Any = None, token: str | None = "") -> tuple[int, Any]:
-        return call(self.sock, method, path, self.token if token == "" else token, body)
-
-    def svc(self, name: str) -> dict[str, Any]:
-        code, st = self.call("GET", "/status")
-        assert code == 200
-        return next(s for s in st["services"] if s["service"] == name)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pymon", *args, "-c", str(self.tmp / "pymon.yaml")],
-                              capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def pymon(tmp_path: Path):  # type: ignore[no-untyped-def]
-    port = free_port()
-    cfg = setup(tmp_path, f"""  g:
-    s:
-      interval: 0.2s
-      monitor: {{name: rec, dir: "{tmp_path}"}}
-      periods: [{{alert: [log], upalert: [log]}}]
-    p:
-      traptimeout: 1s
-      periods: [{{alert: [log], upalert: [log]}}]
-virtual_services:
-  - vip: 10.9.9.9:80
-    watch: g:s
-    quiescent: true
-    real_servers: [{A}, {B}]
-ipvs: {{dry_run: true}}
-""", groups=f"g: [{A}, {B}]", glob=f", control_port: {port}")
-    d = Daemon(cfg)
-    try:
-        yield Running(tmp_path, d, port)
-    finally:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
-
+from apiclient import A, B, Running, call
+from daemons import Daemon, setup
 
 def test_auth_methods_and_socket_mode(pymon: Running) -> None:
     st = os.stat(pymon.sock)

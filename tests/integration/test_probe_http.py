@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import socket
-import ssl
 import time
-from pathlib import Path
 
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from httpserver import Server, free_port
 from pymon.plugin import Result, Target
 from pymon.probes import validate_params
 from pymon.probes import http as probe
@@ -26,86 +19,6 @@ T = Target("127.0.0.1", "web", "http")
 
 
 # --- servers -------------------------------------------------------------------------
-
-
-class Server:
-    def __init__(self) -> None:
-        self.peers: list[tuple[str, int]] = []
-        self.sni: list[str | None] = []
-        self.hosts: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    def app(self) -> web.Application:
-        app = web.Application()
-
-        async def root(req: web.Request) -> web.Response:
-            self.peers.append(req.transport.get_extra_info("peername")[:2])  # type: ignore[union-attr]
-            self.hosts.append(req.host)
-            return web.Response(text="all ok here\n", headers={"X-App": "pymon-test/1.2"})
-
-        async def status(req: web.Request) -> web.Response:
-            return web.Response(status=int(req.match_info["code"]), text="down for maintenance")
-
-        async def slow(req: web.Request) -> web.Response:
-            await asyncio.sleep(10)
-            return web.Response(text="late")
-
-        async def big(req: web.Request) -> web.StreamResponse:
-            resp = web.StreamResponse()
-            await resp.prepare(req)
-            chunk = b"x" * 65536
-            try:
-                for _ in range(800):  # 50 MiB, then the marker the probe must never see
-                    await resp.write(chunk)
-                await resp.write(b"END")
-            except (ConnectionResetError, ConnectionError):
-                pass
-            return resp
-
-        async def redirect(req: web.Request) -> web.Response:
-            raise web.HTTPFound("/")
-
-        async def vhost(req: web.Request) -> web.Response:
-            return web.Response(text=req.host)
-
-        app.router.add_get("/", root)
-        app.router.add_get("/status/{code}", status)
-        app.router.add_get("/slow", slow)
-        app.router.add_get("/big", big)
-        app.router.add_get("/redirect", redirect)
-        app.router.add_get("/vhost", vhost)
-        return app
-
-    async def start(self, hosts: list[str] | None = None, ssl_context: ssl.SSLContext | None = None,
-                    port: int = 0) -> "Server":
-        if ssl_context is not None:
-            ssl_context.sni_callback = lambda sock, name, ctx: self.sni.append(name)  # type: ignore[assignment,misc]
-        self.runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.2)
-        await self.runner.setup()
-        for h in hosts or ["127.0.0.1"]:
-            site = web.TCPSite(self.runner, h, port or self.port, ssl_context=ssl_context)
-            await site.start()
-            if not self.port:
-                self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
-
-
-@pytest.fixture
-async def server():
-    s = await Server().start()
-    yield s
-    await s.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def check(server: Server, **params: object) -> Result:
@@ -214,7 +127,7 @@ async def test_ipv6_on_the_aiohttp_path(server: Server) -> None:
 
 async def test_mon_args(server: Server) -> None:
     argv = ["-p", str(server.port), "-t", "3", "-u", "/vhost", "-a", "mon/1.2", "-m", "127.0.0.1"]
-    assert probe.from_mon_args(argv) == {"port": str(server.port), "timeout": "3", "path": "/vhost",
+    assert verdict.from_mon_args(argv) == {"port": str(server.port), "timeout": "3", "path": "/vhost",
                                          "agent": "mon/1.2", "body_regex": "127.0.0.1", "status": "100-599"}
     assert validate_params("http", {"argv": argv}) == []
     r = await probe.http(T, {"argv": argv})
@@ -229,8 +142,8 @@ async def test_mon_args(server: Server) -> None:
     assert r.ok, r
     r = await probe.http(T, {"argv": ["-p", str(server.port), "-u", "/status/204"]})
     assert r.summary == "status 204 not in 200,301,302,401"
-    assert probe.from_mon_args(["-u", "https://x:8443/a?b=1"]) == {"path": "/a?b=1", "scheme": "https",
-                                                                  "port": 8443, "status": probe.MON_STATUS}
+    assert verdict.from_mon_args(["-u", "https://x:8443/a?b=1"]) == {"path": "/a?b=1", "scheme": "https",
+                                                                  "port": 8443, "status": verdict.MON_STATUS}
 
 
 async def test_bad_params_fail_without_raising() -> None:
@@ -261,58 +174,6 @@ async def test_hundred_hosts_concurrently() -> None:
 
 
 # --- HTTPS ---------------------------------------------------------------------------
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_cert(tmp: Path, tag: str, not_before: dt.datetime, not_after: dt.datetime,
-              ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> ssl.SSLContext:
-    """A leaf for www.example.test and 127.0.0.1 signed by `ca`, as a server context."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("www.example.test"))
-        .issuer_name(ca[0].subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("www.example.test"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(ca[1], hashes.SHA256())
-    )
-    (tmp / f"{tag}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp / f"{tag}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                       serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tmp / f"{tag}.pem", tmp / f"{tag}.key")
-    return ctx
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    tmp = tmp_path_factory.mktemp("pki")
-    now = dt.datetime.now(dt.timezone.utc)
-    key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("pymon test CA")).issuer_name(_name("pymon test CA"))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=30)).not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    day = dt.timedelta(days=1)
-    return {
-        "ca": tmp / "ca.pem",
-        "good": make_cert(tmp, "good", now - day, now + 365 * day, (ca, key)),
-        "expired": make_cert(tmp, "expired", now - 10 * day, now - 2 * day - dt.timedelta(hours=1), (ca, key)),
-        "soon": make_cert(tmp, "soon", now - day, now + 3 * day + dt.timedelta(hours=1), (ca, key)),
-    }
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from pymon.model.config import ConfigError
 from pymon.loader import load_all
 from pymon.plugin import AlertEvent, Target
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MONITORS, ALERTS = REPO / "monitors", REPO / "alerts"
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 

@@ -22,7 +22,7 @@ import yaml
 from pymon.mon import moncf
 from pymon.model.config import ConfigError
 
-HERE = Path(__file__).parent / "moncf"
+HERE = Path(__file__).parents[1] / "moncf"
 BAD = HERE / "bad"
 EXAMPLES = Path("/usr/share/doc/mon/examples")
 MON = "/usr/sbin/mon"

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from test_daemon import setup
+from daemons import setup
 
 from pymon.ops.notify import Notifier
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "pymon.service"
 
 

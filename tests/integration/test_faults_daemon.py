@@ -21,7 +21,7 @@ from typing import Callable
 
 import pytest
 
-from test_daemon import Daemon, setup, starts
+from daemons import Daemon, setup, starts
 
 
 def run(cfg: Path, daemons: list[Daemon]) -> Daemon:

@@ -14,7 +14,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
+import pytest
+
+pytestmark = pytest.mark.slow  # minutes of load (pyproject: deselect with -m 'not slow')
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
 _spec = importlib.util.spec_from_file_location("pymon_bench_soak", BENCH)
 assert _spec is not None and _spec.loader is not None
 soak = importlib.util.module_from_spec(_spec)

@@ -18,7 +18,7 @@ from pymon.plugin import Target
 from pymon.probes.http import lean as _http10
 from pymon.probes.http import verdict
 from pymon.probes import http as probe
-from test_probe_http import Server, free_port, server  # noqa: F401 - the fixture
+from httpserver import Server, free_port
 
 T = Target("127.0.0.1", "web", "http")
 

@@ -26,8 +26,8 @@ from pymon.plugin import Target
 from pymon.probes.http import lean as _http10
 from pymon.probes.http import verdict
 from pymon.probes import http as probe
-from test_daemon import Daemon
-from test_probe_http import Server, server  # noqa: F401 - the fixture
+from daemons import Daemon
+from httpserver import Server
 
 T = Target("127.0.0.1", "web", "http")
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pytest
 
 from apiclient import call, wait_socket
-from test_daemon import Daemon, setup
+from daemons import Daemon, setup
 
 from pymon.engine import gc_policy
 from pymon.ops import control, persist

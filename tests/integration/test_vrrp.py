@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from apiclient import call, wait_socket
-from test_daemon import Daemon, setup
+from daemons import Daemon, setup
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTIFY = REPO / "etc" / "ha" / "pymon-vrrp-notify"
 ALERT = """#!/bin/sh
 echo "$*" >> "$(dirname "$0")/alerts.log"

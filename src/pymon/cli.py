@@ -68,7 +68,7 @@ def _run(a: argparse.Namespace) -> int:
 
 def run_loop(coro: Any) -> Any:
     """asyncio.run; on uvloop with PYMON_LOOP=uvloop when it is installed (`pip install
-    'pymon[fast]'`): far less start lag at thousands of checks a second (bench/RESULTS.md).
+    'pymon[fast]'`): far less start lag at thousands of checks a second (docs/performance.md).
     Opt-in: a hung legacy alert script is not handled as on asyncio yet
     (tests/integration/test_faults_daemon.py fails on uvloop)."""
     if os.environ.get("PYMON_LOOP", "asyncio") == "uvloop":

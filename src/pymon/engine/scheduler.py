@@ -5,23 +5,18 @@ accumulates. A run that started late or overran its interval skips the slots tha
 passed and keeps its phase: restarting late services "now" bunched them, and after one
 stall (a start with 10,000 services) thousands stayed due in the same tick for good.
 
-All services share one heap and one loop timer. A task per service, asleep between
-runs, cost a wake-up, a sleep future and a timer handle per check and a few KiB of
-frames per service; with it and the probe's coroutine chain gone, a check at 10,000
-servers costs 0.11 ms of CPU instead of 0.19-0.23 (bench/throughput.py). A run is a callback
-pair, not a coroutine: the job gets the service's key, the start lag and a
+All services share one heap and one loop timer: a task per service, asleep between
+runs, costs a wake-up, a sleep future and a timer handle per check and frames per
+service (docs/performance.md). A run is a callback pair, not a coroutine: the job gets the service's key, the start lag and a
 `finish(interval)` to call when the check is over, and returns how to cancel it (a
 service stopped or restarted while its check runs). Jobs that await things run in a
 task (`in_task`).
 
-Starts are rounded up to a TICK_S grid: on a virtual machine every wake-up from an idle
-wait costs tens of microseconds of cold CPU, and at 1,000 checks a second one wake-up
-per 20 ms instead of one per check took a third off the CPU per check
-(bench/throughput.py: 0.33 -> 0.22 ms) for at most 20 ms of start lag. From DENSE
+Starts are rounded up to a TICK_S grid: every wake-up from an idle wait costs cold CPU,
+so checks due close together share one, for at most TICK_S of start lag. From DENSE
 services on, the loop is never idle and a wake-up is no dearer than a pass: the grid is
-5 ms, and the checks start in smaller bursts. At 10,000 real servers the start lag p99
-went from 51-65 ms to 7-12 ms and the CPU per check from 0.110-0.121 to 0.095-0.105 ms
-(two 30 s runs each, one probe worker).
+a quarter as coarse, and the checks start in smaller bursts, which lowers both the
+start lag and the CPU per check (docs/performance.md).
 
 `maxprocs` queues checks (never drops them) and says so, once per THROTTLE_LOG_S with
 the count: an overloaded daemon must not also write a line per check.
@@ -49,7 +44,8 @@ Job = Callable[[Any, float, Finish], "Cancel | None"]  # (key, start lag s, fini
 
 class _Entry:
     """One service's timer; calling it is the run's `finish` (no bound method or
-    partial per service: at 10,000 services each costs a MiB)."""
+    partial per service: each is an object per service for the garbage collector,
+docs/performance.md)."""
 
     __slots__ = ("sched", "key", "job", "skew", "due", "live", "running", "cancel")
 

@@ -20,8 +20,8 @@ The thread looks every half bound while the loop is busy, and one bound after a 
 that found it idle (a pass starting after that look has lasted under a bound at the
 next one, and half a bound later it is looked at again): a pass of `bound` always
 spans one of its looks at least a quarter of the bound in. Every wake-up of an idle
-daemon costs 0.15-0.2 ms of CPU on a virtual machine: a heartbeat timer on the loop and
-a thread woken at each beat, four of each a second, were most of an idle daemon's CPU.
+daemon costs CPU: a heartbeat timer on the loop and a thread woken at each beat, four of
+each a second, would be most of an idle daemon's CPU (docs/performance.md).
 A loop without a selector to wrap (uvloop) gets that heartbeat instead, every quarter
 bound: its passes are the beats, and a pass counts as busy only past the beat's own
 length.

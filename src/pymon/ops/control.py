@@ -66,7 +66,7 @@ class AlertObserver(Protocol):
 
 SAVE_DELAY_S = float(os.environ.get("PYMON_STATE_SAVE_DELAY", "1.0"))  # coalesce bursts of changes
 STALE_SAVE_S = 60.0  # steady ok checks change only times and counts: saved this often (and at stop)
-SAVE_SLICE = 250  # services snapshotted per loop pass while saving (about 6 ms)
+SAVE_SLICE = 250  # services snapshotted per loop pass while saving: the loop keeps starting checks
 _OK = attrgetter("ok")
 
 
@@ -338,7 +338,8 @@ class Control:
 
     async def snapshot(self) -> list[bytes]:
         """The state file's content, built for this save only (kept between saves, the
-        services' part held 25 MiB at 10,000 services), SAVE_SLICE services per loop pass."""
+        services' part would be the biggest thing in the heap: docs/performance.md),
+        SAVE_SLICE services per loop pass."""
         for k in list(self.state.acks):
             g, _, s = k.partition(":")
             st = self.d.states.get((g, s))

@@ -6,9 +6,9 @@ they can never disagree with `/status`. One registry per daemon, not the global 
 
 The per-check counts are plain integers, turned into metric families at scrape time:
 prometheus-client's Histogram and Counter children hold a lock and a value object per
-bucket, which at 10,000 services was 160,000 long-lived objects (and a full GC walk
-through them), and an observation through them cost more than the rest of the check's
-bookkeeping (bench/throughput.py).
+bucket: long-lived objects per service for every full garbage collection to walk, and
+an observation through them costs more than the rest of the check's bookkeeping
+(docs/performance.md).
 """
 
 from __future__ import annotations

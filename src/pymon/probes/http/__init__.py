@@ -37,7 +37,7 @@ from pymon.probes.http import lean as _http10
 from pymon.probes.http.verdict import PARAM_VALIDATORS, HttpParams, judge, parse_cached  # noqa: F401 (PARAM_VALIDATORS: the probe module's contract)
 from pymon.probes._common import bad_params, describe, first_line, http_timeout_summary
 
-# --- TLS: cached contexts (loading the CA store costs ~20 ms) and peer-cert capture ---
+# --- TLS: cached contexts (loading the CA store is slow: once per verify mode) and peer-cert capture ---
 
 _PEER_CERTS: contextvars.ContextVar[list[bytes]] = contextvars.ContextVar("pymon_http_peer_certs")
 

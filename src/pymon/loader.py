@@ -11,12 +11,13 @@ from pymon.engine import plugin_loading
 from pymon.engine.plugin_loading import Plugins
 from pymon.model import forked
 from pymon.model.config import Config, ConfigError, PluginsFor, parse_config, read_source
-from pymon.mon import moncf
 
 
 def load_config(path: str | os.PathLike[str], *, plugins: PluginsFor | None = None) -> Config:
     file = str(path)
     text = read_source(file, f"{file}:1:1")
+    from pymon.mon import moncf  # here, in the forked child (load_all): the daemon need not hold it and PyYAML
+
     if moncf.is_moncf(file, text):  # a mon.cf (by name or content) is converted in memory: see moncf.py
         return moncf.load(text, file, plugins=plugins)
     if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in text.splitlines()):

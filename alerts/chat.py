@@ -14,7 +14,7 @@ alert:
   `alert.sent` otherwise); it also enforces globals.alert_timeout, so a hung
   endpoint costs one alert, not the daemon;
 - be idempotent (an alert may repeat, see alertevery) and never block the loop;
-- `CHECKS = {"name": fn(params) -> [problem, ...]}` turns bad params into config
+- `PARAM_VALIDATORS = {"name": fn(params) -> [problem, ...]}` turns bad params into config
   errors at load time, with the config file's line.
 
 Config:
@@ -87,7 +87,7 @@ def check(params: dict[str, Any]) -> list[str]:
     return problems
 
 
-CHECKS = {"chat": check}
+PARAM_VALIDATORS = {"chat": check}
 
 
 def message(event: AlertEvent, params: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ is not counted): `python3 -m http.server` for http, an accept-and-close loop for
 for dns (dns.monitor has no port option; needs root), the kernel for fping (ICMP to
 127.0.0.1), the root filesystem for freespace.
 
-- native: N checks, one after another, each through `pymon.checks.run_check` (the
+- native: N checks, one after another, each through `pymon.engine.checks.run_check` (the
   daemon's own path: param handling, hard timeout, result mapping); CPU is this
   process's user+system time (resource.RUSAGE_SELF, all threads) divided by N.
 - mon: the matching script from /usr/lib/mon/mon.d (freespace.monitor from
@@ -42,9 +42,9 @@ from results import write_section  # bench/results.py (scripts run from bench/)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from pymon.checks import run_check  # noqa: E402
-from pymon.daemon import load_all  # noqa: E402
-from pymon.state import ServiceState  # noqa: E402
+from pymon.engine.checks import run_check  # noqa: E402
+from pymon.loader import load_all  # noqa: E402
+from pymon.engine.rules import ServiceState  # noqa: E402
 
 MON_D = [Path("/usr/lib/mon/mon.d"), Path("/usr/lib/mon/mon-local.d")]
 SECTION = "## Probes"

@@ -206,9 +206,10 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
                      profile: str | None, nginx_pgid: int) -> None:
     """In the child: the daemon as `pymon run` builds it, plus a recorder of every check."""
     sys.path.insert(0, str(ROOT / "src"))
-    from pymon import logs, pool
-    from pymon.control import Control
-    from pymon.daemon import Daemon
+    from pymon import logs
+    from pymon.probes.http import pool
+    from pymon.app import Daemon
+    from pymon.engine.runner import Runner
 
     log = logs.setup("json", "info", stream=open(os.devnull, "w"))
     loop = asyncio.get_running_loop()
@@ -217,22 +218,22 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     window = [float("inf"), float("inf")]
     lags = array.array("d")
     counts = [0, 0, 0]  # host checks done, failed; lags recorded
-    orig = Control.checked
+    orig = Runner.job
 
     class Finished:
         """The recorder's wrap of a check's finish: slots, not a closure, so that the harness
         adds one object per check in flight, not a function and its cells, to what the
         garbage collector walks."""
 
-        __slots__ = ("control", "key", "due", "lag", "finish")
+        __slots__ = ("runner", "key", "due", "lag", "finish")
 
-        def __init__(self, control: Control, key: tuple[str, str], due: float, lag: float,
+        def __init__(self, runner: Runner, key: tuple[str, str], due: float, lag: float,
                      finish: Callable[[float], None]):
-            self.control, self.key, self.due, self.lag, self.finish = control, key, due, lag, finish
+            self.runner, self.key, self.due, self.lag, self.finish = runner, key, due, lag, finish
 
         def __call__(self, interval: float) -> None:
             if window[0] <= self.due < window[1]:
-                st = self.control.d.states[self.key]
+                st = self.runner.states[self.key]
                 if counts[2] < len(lags):
                     lags[counts[2]] = self.lag
                 else:
@@ -242,19 +243,19 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
                 counts[1] += sum(1 for h in st.hosts.values() if h.last is not None and not h.last.ok)
             self.finish(interval)
 
-    def checked(self: Control, key: tuple[str, str], lag: float, finish: Callable[[float], None]) -> Any:
+    def job(self: Runner, key: tuple[str, str], lag: float, finish: Callable[[float], None]) -> Any:
         return orig(self, key, lag, Finished(self, key, loop.time() - lag, lag, finish))
 
-    Control.checked = checked  # type: ignore[method-assign]
+    Runner.job = job  # type: ignore[method-assign]
     t_load = time.monotonic()
     d = Daemon(cfg, log)
     task = loop.create_task(d.run())
-    while not task.done() and (d.sched is None or not d.sched.entries):
+    while not task.done() and (d.runner is None or not d.runner.sched.entries):
         await asyncio.sleep(0.05)
     if task.done():
         task.result()
     load_s = time.monotonic() - t_load
-    lags = array.array("d", bytes(8 * int(len(d.sched.entries) * (duration + 1) * 1.5)))  # 1 s interval; more append
+    lags = array.array("d", bytes(8 * int(len(d.runner.sched.entries) * (duration + 1) * 1.5)))  # 1 s interval; more append
     await asyncio.sleep(warmup)
     workers = [p.proc.pid for p in pool.POOL.places if hasattr(p, "proc")]  # probe_workers: CPU and RSS count
     rss: list[int] = []

@@ -12,7 +12,7 @@ start and on SIGHUP), rename the monitor, and change `check()`. What makes a pro
 - the daemon enforces the service's `timeout` (a hung probe is one failed check),
   and passes it as `params["timeout"]` so the probe can bound its own I/O first and
   say what it was waiting for;
-- `CHECKS = {"name": fn(params) -> [problem, ...]}` makes bad params a config error
+- `PARAM_VALIDATORS = {"name": fn(params) -> [problem, ...]}` makes bad params a config error
   at load time (`pymon check-config`), with the config file's line;
 - `Result(ok, summary, detail)`: `summary` is one short line (it becomes mon's
   summary and the alert subject), `detail` anything longer.
@@ -51,7 +51,7 @@ from pymon.plugin import Result, Target, monitor
 
 try:
     import asyncpg
-except ImportError:  # loads anyway; CHECKS refuses configs that use it
+except ImportError:  # loads anyway; PARAM_VALIDATORS refuses configs that use it
     asyncpg = None
 
 DEFAULT_QUERY = "SELECT 1"
@@ -88,7 +88,7 @@ def check(params: dict[str, Any]) -> list[str]:
     return problems
 
 
-CHECKS = {"pgsql": check}
+PARAM_VALIDATORS = {"pgsql": check}
 
 
 def _why(e: BaseException, timeout: float) -> str:

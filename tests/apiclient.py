@@ -1,13 +1,18 @@
-"""A tiny HTTP-over-unix-socket client for the tests (stdlib only, independent of pymon's)."""
+"""A tiny HTTP-over-unix-socket client for the tests (stdlib only, independent of pymon's),
+and a running daemon's API as the tests use it."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from daemons import Daemon
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -52,3 +57,26 @@ def wait_socket(sock: Path, timeout: float = 15) -> None:
                 pass
         time.sleep(0.05)
     raise AssertionError(f"no control socket at {sock}")
+
+
+A, B = "127.0.0.1", "127.0.0.2"
+
+
+class Running:
+    def __init__(self, tmp: Path, d: Daemon, port: int):
+        self.tmp, self.d, self.port = tmp, d, port
+        self.sock = tmp / "pymon.sock"
+        wait_socket(self.sock)
+        self.token = (tmp / "token").read_text().strip()
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = "") -> tuple[int, Any]:
+        return call(self.sock, method, path, self.token if token == "" else token, body)
+
+    def svc(self, name: str) -> dict[str, Any]:
+        code, st = self.call("GET", "/status")
+        assert code == 200
+        return next(s for s in st["services"] if s["service"] == name)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pymon", *args, "-c", str(self.tmp / "pymon.yaml")],
+                              capture_output=True, text=True, timeout=60)

@@ -1,4 +1,5 @@
-"""Shared fixtures."""
+"""Shared fixtures; the helper modules beside this file (apiclient, daemons, httpserver,
+pki) are importable from every test folder."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ _SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, _SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture
 def daemons() -> Iterator[list[Any]]:
-    """Daemon subprocesses a test started (test_daemon.Daemon); killed if still running at the end."""
+    """Daemon subprocesses a test started (daemons.Daemon); killed if still running at the end."""
     running: list[Any] = []
     yield running
     for d in running:

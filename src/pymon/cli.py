@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, logs
-from .config import SCHEMA, ConfigError
+from pymon.model.config import SCHEMA, ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("-c", "--config", required=True, help="pymon YAML config")
         return sp
 
-    from . import client  # the control API's commands: status, disable, enable, ack, ... (client.py)
+    from pymon.ops import client  # the control API's commands: status, disable, enable, ack, ... (client.py)
 
     _COMMANDS.update(client.add_commands(sub))
     run_p = with_config("run", "run the daemon")
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a: argparse.Namespace) -> int:
-    from .daemon import Daemon, load_all
+    from pymon.app import Daemon
+    from pymon.loader import load_all
 
     cfg, plugins = load_all(a.config)
     log = logs.setup(a.log_format, a.log_level)
@@ -69,9 +70,9 @@ def _run(a: argparse.Namespace) -> int:
 
 def run_loop(coro: Any) -> Any:
     """asyncio.run; on uvloop with PYMON_LOOP=uvloop when it is installed (`pip install
-    'pymon[fast]'`): far less start lag at thousands of checks a second (bench/RESULTS.md).
+    'pymon[fast]'`): far less start lag at thousands of checks a second (docs/performance.md).
     Opt-in: a hung legacy alert script is not handled as on asyncio yet
-    (tests/test_faults_daemon.py fails on uvloop)."""
+    (tests/integration/test_faults_daemon.py fails on uvloop)."""
     if os.environ.get("PYMON_LOOP", "asyncio") == "uvloop":
         try:
             import uvloop
@@ -110,7 +111,7 @@ def _run_bounded(coro: Any) -> Any:
 
 
 def _check_config(a: argparse.Namespace) -> int:
-    from .daemon import load_all
+    from pymon.loader import load_all
 
     cfg, _ = load_all(a.config)
     print(f"{a.config}: OK ({len(cfg.hostgroups)} hostgroups, {len(cfg.services)} services)")
@@ -140,9 +141,9 @@ def _missing_dirs(path: str, cfg: Any) -> list[str]:
 
 
 def _test(a: argparse.Namespace) -> int:
-    from .checks import run_check
-    from .daemon import load_all
-    from .state import ServiceState
+    from pymon.engine.checks import run_check
+    from pymon.loader import load_all
+    from pymon.engine.rules import ServiceState
 
     cfg, plugins = load_all(a.config)
     svc = cfg.services.get((a.group, a.service))
@@ -160,16 +161,16 @@ def _test(a: argparse.Namespace) -> int:
 
 
 def _ipvs(a: argparse.Namespace) -> int:
-    from .daemon import load_all
-    from .ipvs import KernelIPVS
-    from .ipvs_table import IPVSError, format_ipvsadm
-    from .lvs import side_by_side, wanted_table
+    from pymon.loader import load_all
+    from pymon.ipvs.kernel import KernelIPVS
+    from pymon.ipvs.table import IPVSError, format_ipvsadm
+    from pymon.ipvs.owner import side_by_side, wanted_table
 
     cfg, plugins = load_all(a.config)
 
     async def main() -> tuple[str, str, list[str]]:
-        from .checks import run_check
-        from .state import ServiceState
+        from pymon.engine.checks import run_check
+        from pymon.engine.rules import ServiceState
 
         watched = {vs.watch for vs in cfg.virtual_services}
         # one round decides: no fall/rise debounce for a one-shot view
@@ -206,7 +207,7 @@ def _ipvs(a: argparse.Namespace) -> int:
 
 def _schema(a: argparse.Namespace) -> int:
     if a.markdown:
-        from .schema_doc import render
+        from pymon.model.schema_doc import render
 
         print(render(), end="")
         return 0
@@ -221,7 +222,7 @@ def _demo(a: argparse.Namespace) -> int:
 
 
 def _import_mon(a: argparse.Namespace) -> int:
-    from .moncf import cli
+    from pymon.mon.moncf import cli
 
     return cli(a)
 

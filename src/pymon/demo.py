@@ -16,8 +16,9 @@ from pathlib import Path
 from aiohttp import web
 
 from . import bundled, logs
-from .config import Config
-from .daemon import Daemon, load_all
+from pymon.app import Daemon
+from pymon.loader import load_all
+from pymon.model.config import Config
 
 DOWN_S, UP_S = 20.0, 25.0
 

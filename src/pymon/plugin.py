@@ -51,7 +51,7 @@ HostProbe = Callable[[Target, Params], Awaitable[Result]]
 GroupProbe = Callable[[list[Target], Params], Awaitable[dict[str, Result]]]
 AlertFn = Callable[[AlertEvent, Params], Awaitable[None]]
 ResultsDone = Callable[[list[Result]], None]  # a start form's answer: one Result per target, in order
-Cancel = Callable[[], None]
+Cancel = Callable[[], object]  # stops what was started; what it returns is ignored
 # (targets, params, done) -> cancel, or None when this check needs the awaited form
 StartProbe = Callable[[list[Target], Params, ResultsDone], Cancel | None]
 
@@ -114,8 +114,10 @@ def monitor(name: str, scope: Literal["host", "group"] = "host", many: GroupProb
     start(targets, params, done) starts the checks without blocking, calls
     done([Result, ...]) once, in target order, from the loop, and returns a function
     that cancels them, or returns None to have this check awaited through fn/many. It
-    must bound its own time (no guard wraps it) and never raise. At thousands of checks
-    a second a task and its coroutines cost as much as the check itself."""
+    never raises. Every form bounds its I/O by `params["timeout"]` (the service's one
+    budget); the daemon fails a check still running a second later, whatever its form,
+    and calls a start form's cancel. The start form exists because at thousands of
+    checks a second a task and its coroutines cost as much as the check itself."""
 
     def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         _check(fn, "monitor", name)
@@ -142,3 +144,19 @@ def alert(name: str) -> Callable[[AlertFn], AlertFn]:
         return fn
 
     return deco
+
+
+def param_problems(found: Monitor | Alert, params: dict[str, Any],
+                   builtin: dict[str, Callable[[dict[str, Any]], list[str]]]) -> list[str]:
+    """`PARAM_VALIDATORS[name](params)`: a built-in's from its package table, a drop-in's from
+    the module that defines it. A validator that raises is itself the problem."""
+    fn = found.fn
+    validators = builtin if fn.__module__.startswith(("pymon.probes.", "pymon.alerts.")) \
+        else getattr(fn, "__globals__", {}).get("PARAM_VALIDATORS")
+    check = validators.get(found.name) if isinstance(validators, dict) else None
+    if not callable(check):
+        return []
+    try:
+        return [str(m) for m in check(params)]
+    except Exception as e:  # noqa: BLE001 - a drop-in validator's bug is a config problem
+        return [f"{found.origin}: param validator raised {type(e).__name__}: {e}"]

@@ -7,8 +7,8 @@
     file      file.py     append mon file.alert records
 
 Param validation is the probes' contract (see pymon/probes/__init__.py): a module
-exposes `CHECKS: {alert name: fn(params) -> [problem, ...]}`, and a drop-in alert may
-do the same in its own file. `check_params` is the single entry point the config
+exposes `PARAM_VALIDATORS: {alert name: fn(params) -> [problem, ...]}`, and a drop-in alert may
+do the same in its own file. `validate_params` is the single entry point the config
 loader uses (through Plugins.problems).
 """
 
@@ -17,30 +17,19 @@ from __future__ import annotations
 from typing import Callable
 
 from pymon import plugin
-from pymon.plugin import Params, Registry
-from pymon.plugins import param_problems
+from pymon.plugin import Params, Registry, param_problems
 
 from . import file, log, lvs, mail, webhook  # noqa: F401
 
 
-def _check_lvs(params: Params) -> list[str]:
-    from pymon.lvs import parse_lvs_args
-
-    try:
-        parse_lvs_args(list(params.get("argv", [])))
-    except ValueError as e:
-        return [str(e)]
-    return []
-
-
-CHECKS: dict[str, Callable[[Params], list[str]]] = {
-    **mail.CHECKS, **webhook.CHECKS, **file.CHECKS, "lvs": _check_lvs,
+PARAM_VALIDATORS: dict[str, Callable[[Params], list[str]]] = {
+    **mail.PARAM_VALIDATORS, **webhook.PARAM_VALIDATORS, **file.PARAM_VALIDATORS, "lvs": lvs.validate,
 }
 
 
-def check_params(name: str, params: Params, registry: Registry | None = None) -> list[str]:
-    """Problems in `params` for alert `name`; [] if valid or if it has no checker."""
+def validate_params(name: str, params: Params, registry: Registry | None = None) -> list[str]:
+    """Problems in `params` for alert `name`; [] if valid or if it has no validator."""
     found = (registry or plugin.current).alerts.get(name)
     if found is None:
-        return CHECKS[name](params) if name in CHECKS else []
-    return param_problems(found, params, CHECKS)
+        return PARAM_VALIDATORS[name](params) if name in PARAM_VALIDATORS else []
+    return param_problems(found, params, PARAM_VALIDATORS)

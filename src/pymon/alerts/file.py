@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 
 from ..plugin import AlertEvent, Params, alert
-from ..probes._common import ParamError, ParamReader, checker
+from ..probes._common import ParamError, ParamReader, validator
 from . import _format
 
 
@@ -76,8 +76,8 @@ def _parse(params: Params) -> FileParams:
     return cfg
 
 
-check_file_params = checker(_parse)
-CHECKS = {"file": check_file_params}
+validate_file_params = validator(_parse)
+PARAM_VALIDATORS = {"file": validate_file_params}
 
 
 def record(event: AlertEvent, summary: str | None = None, oneline: bool = False) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 import aiosmtplib
 
 from ..plugin import AlertEvent, Params, alert
-from ..probes._common import ParamError, ParamReader, checker, parse_opts
+from ..probes._common import ParamError, ParamReader, validator, parse_opts
 from . import _format
 
 DEFAULT_SUBJECT = "{alert} {group}/{service}: {summary} ({time_short})"
@@ -124,8 +124,8 @@ def _parse(params: Params) -> MailParams:
     return cfg
 
 
-check_mail_params = checker(_parse)
-CHECKS = {"mail": check_mail_params}
+validate_mail_params = validator(_parse)
+PARAM_VALIDATORS = {"mail": validate_mail_params}
 
 
 def message(event: AlertEvent, p: MailParams) -> EmailMessage:

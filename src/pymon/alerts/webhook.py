@@ -31,7 +31,7 @@ import aiohttp
 import structlog
 
 from ..plugin import AlertEvent, Params, alert
-from ..probes._common import ParamReader, checker, describe
+from ..probes._common import ParamReader, validator, describe
 
 RETRYABLE = {408, 429}
 MAX_BACKOFF = 30.0
@@ -84,8 +84,8 @@ def _parse(params: Params) -> WebhookParams:
     return cfg
 
 
-check_webhook_params = checker(_parse)
-CHECKS = {"webhook": check_webhook_params}
+validate_webhook_params = validator(_parse)
+PARAM_VALIDATORS = {"webhook": validate_webhook_params}
 
 
 def payload(event: AlertEvent) -> dict[str, Any]:

@@ -9,11 +9,11 @@
 
 Param validation contract (for the config loader)
 -------------------------------------------------
-Every probe module exposes `CHECKS: dict[str, Callable[[params], list[str]]]`, one
-entry per monitor name it registers. A checker returns every problem it finds in the
+Every probe module exposes `PARAM_VALIDATORS: dict[str, Callable[[params], list[str]]]`, one
+entry per monitor name it registers. A validator returns every problem it finds in the
 params as one-line messages (empty list: valid); it never raises. Unknown keys are
-errors, so typos in the config surface at load time. `check_params(name, params)`
-below is the single entry point; for a drop-in plugin without CHECKS it returns [].
+errors, so typos in the config surface at load time. `validate_params(name, params)`
+below is the single entry point; for a drop-in plugin without PARAM_VALIDATORS it returns [].
 
 Where a probe accepts mon's command-line options (http, tcp, telnet, fping, freespace), the
 params may carry `argv: [...]` (the options as mon's monitor script took them, without
@@ -32,21 +32,20 @@ from __future__ import annotations
 from typing import Callable
 
 from pymon import plugin
-from pymon.plugin import Params, Registry
-from pymon.plugins import param_problems
+from pymon.plugin import Params, Registry, param_problems
 from pymon.probes import dns, freespace, http, icmp, tcp
 
-CHECKS: dict[str, Callable[[Params], list[str]]] = {
-    **http.CHECKS, **tcp.CHECKS, **dns.CHECKS, **icmp.CHECKS, **freespace.CHECKS,
+PARAM_VALIDATORS: dict[str, Callable[[Params], list[str]]] = {
+    **http.PARAM_VALIDATORS, **tcp.PARAM_VALIDATORS, **dns.PARAM_VALIDATORS, **icmp.PARAM_VALIDATORS, **freespace.PARAM_VALIDATORS,
 }
 
 
-def check_params(name: str, params: Params, registry: Registry | None = None) -> list[str]:
-    """Problems in `params` for monitor `name`; [] if valid or if it has no checker."""
+def validate_params(name: str, params: Params, registry: Registry | None = None) -> list[str]:
+    """Problems in `params` for monitor `name`; [] if valid or if it has no validator."""
     found = (registry or plugin.current).monitors.get(name)
     if found is None:
-        return CHECKS[name](params) if name in CHECKS else []
-    return param_problems(found, params, CHECKS)
+        return PARAM_VALIDATORS[name](params) if name in PARAM_VALIDATORS else []
+    return param_problems(found, params, PARAM_VALIDATORS)
 
 
-__all__ = ["CHECKS", "check_params", "dns", "freespace", "http", "icmp", "tcp"]
+__all__ = ["PARAM_VALIDATORS", "validate_params", "dns", "freespace", "http", "icmp", "tcp"]

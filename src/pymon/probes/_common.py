@@ -135,10 +135,10 @@ def compile_regex(key: str, pattern: str, errors: list[str]) -> re.Pattern[str] 
         return None
 
 
-def checker(parse: Callable[[Params], Any]) -> Callable[[Params], list[str]]:
-    """Turn a module's `_parse` into the `check_params(params) -> list[str]` contract."""
+def validator(parse: Callable[[Params], Any]) -> Callable[[Params], list[str]]:
+    """Turn a module's `_parse` into the `validate_params(params) -> list[str]` contract."""
 
-    def check(params: Params) -> list[str]:
+    def validate(params: Params) -> list[str]:
         try:
             parse(params)
         except ParamError as e:
@@ -147,8 +147,8 @@ def checker(parse: Callable[[Params], Any]) -> Callable[[Params], list[str]]:
             return [str(e)]
         return []
 
-    check.__doc__ = f"Errors in params for {parse.__module__}; empty when valid."
-    return check
+    validate.__doc__ = f"Errors in params for {parse.__module__}; empty when valid."
+    return validate
 
 
 def bad_params(e: ValueError) -> Result:

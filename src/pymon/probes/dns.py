@@ -31,7 +31,7 @@ import dns.rcode
 import dns.rdatatype
 
 from pymon.plugin import Params, Result, Target, monitor
-from pymon.probes._common import ParamReader, bad_params, checker, describe, fmt_s
+from pymon.probes._common import ParamReader, bad_params, validator, describe, fmt_s
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ def _parse(params: Params) -> DnsParams:
     return cfg
 
 
-check_params = checker(_parse)
-CHECKS = {"dns": check_params}
+validate_params = validator(_parse)
+PARAM_VALIDATORS = {"dns": validate_params}
 
 
 async def _address(host: str) -> str:

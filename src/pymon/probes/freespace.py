@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pymon.plugin import Params, Result, Target, monitor
-from pymon.probes._common import ParamError, ParamReader, bad_params, checker, describe, fmt_s
+from pymon.probes._common import ParamError, ParamReader, bad_params, validator, describe, fmt_s
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2,
           "G": 1024**3, "GB": 1024**3, "T": 1024**4, "TB": 1024**4}
@@ -99,8 +99,8 @@ def _parse(params: Params) -> FreespaceParams:
     return cfg
 
 
-check_params = checker(_parse)
-CHECKS = {"freespace": check_params}
+validate_params = validator(_parse)
+PARAM_VALIDATORS = {"freespace": validate_params}
 
 
 def _size(n: float) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import icmplib
 
 from pymon.plugin import Params, Result, Target, monitor
-from pymon.probes._common import ParamError, ParamReader, bad_params, checker, describe, parse_opts
+from pymon.probes._common import ParamError, ParamReader, bad_params, validator, describe, parse_opts
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,8 @@ def reply_wait(cfg: PingParams) -> float:
     return max(0.05, min(cfg.wait, budget))
 
 
-check_params = checker(_parse)
-CHECKS = {"fping": check_params}
+validate_params = validator(_parse)
+PARAM_VALIDATORS = {"fping": validate_params}
 
 
 def unprivileged_allowed(path: str = "/proc/sys/net/ipv4/ping_group_range") -> bool:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from pymon.plugin import Params, Result, Target, monitor
-from pymon.probes._common import ParamReader, bad_params, checker, describe, fmt_s, parse_opts, perl_regex
+from pymon.probes._common import ParamReader, bad_params, validator, describe, fmt_s, parse_opts, perl_regex
 
 IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
 
@@ -73,9 +73,9 @@ def _parser(telnet: bool):  # type: ignore[no-untyped-def]
 
 _parse_tcp = _parser(telnet=False)
 _parse_telnet = _parser(telnet=True)
-check_tcp_params = checker(_parse_tcp)
-check_telnet_params = checker(_parse_telnet)
-CHECKS = {"tcp": check_tcp_params, "telnet": check_telnet_params}
+validate_tcp_params = validator(_parse_tcp)
+validate_telnet_params = validator(_parse_telnet)
+PARAM_VALIDATORS = {"tcp": validate_tcp_params, "telnet": validate_telnet_params}
 
 
 class TelnetFilter:

@@ -1,6 +1,6 @@
 """KernelIPVS against a real ip_vs, asserted with `ipvsadm -Ln` (an independent reader).
 
-Runs only inside the VM booted by tests/test_kernel_ipvs.py, as root.
+Runs only inside the VM booted by tests/kernel/test_kernel_ipvs.py, as root.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 import pytest
 from ipvsadm_reader import ipvsadm_blocks, ipvsadm_services, sh
 
-from pymon.ipvs import IPVSError, KernelIPVS
-from pymon.ipvs_table import (
+from pymon.ipvs.kernel import IPVSError, KernelIPVS
+from pymon.ipvs.table import (
     SVC_F_ONEPACKET,
     Dest,
     Op,

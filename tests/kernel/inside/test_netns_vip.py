@@ -29,8 +29,8 @@ import pytest
 from ipvsadm_reader import sh
 from netns import run_in_netns
 
-from pymon.ipvs import KernelIPVS
-from pymon.ipvs_table import Dest, Service, ServiceKey, diff, make_table
+from pymon.ipvs.kernel import KernelIPVS
+from pymon.ipvs.table import Dest, Service, ServiceKey, diff, make_table
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 VIP = "10.0.0.100"

@@ -1,0 +1,243 @@
+"""Timing of checks on asyncio: no drift, no overlap, bounded concurrency.
+
+Each service's next start is its previous *scheduled* start + interval, so lag never
+accumulates. A run that started late or overran its interval skips the slots that
+passed and keeps its phase: restarting late services "now" bunched them, and after one
+stall (a start with 10,000 services) thousands stayed due in the same tick for good.
+
+All services share one heap and one loop timer: a task per service, asleep between
+runs, costs a wake-up, a sleep future and a timer handle per check and frames per
+service (docs/performance.md). A run is a callback pair, not a coroutine: the job gets the service's key, the start lag and a
+`finish(interval)` to call when the check is over, and returns how to cancel it (a
+service stopped or restarted while its check runs). Jobs that await things run in a
+task (`in_task`).
+
+Starts are rounded up to a TICK_S grid: every wake-up from an idle wait costs cold CPU,
+so checks due close together share one, for at most TICK_S of start lag. From DENSE
+services on, the loop is never idle and a wake-up is no dearer than a pass: the grid is
+a quarter as coarse, and the checks start in smaller bursts, which lowers both the
+start lag and the CPU per check (docs/performance.md).
+
+`maxprocs` queues checks (never drops them) and says so, once per THROTTLE_LOG_S with
+the count: an overloaded daemon must not also write a line per check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+from collections import deque
+from typing import Any, Callable, Coroutine, Hashable, TypeVar
+
+from pymon.plugin import Cancel
+
+T = TypeVar("T")
+THROTTLE_LOG_S = 10.0
+SWEEP_S = 1.0  # how often runs past their limit are looked for
+CLOSE_WAIT_S = 5.0  # at close, runs that ignore their cancellation are waited for this long, then left
+TICK_S = 0.02  # starts are rounded up to this grid: checks due close together share one wake-up
+DENSE = 4000  # services from which the grid is a quarter as coarse
+
+Finish = Callable[[float], None]  # the run is over: seconds until the next one
+Job = Callable[[Any, float, Finish], "Cancel | None"]  # (key, start lag s, finish) -> how to cancel the run
+
+
+class _Entry:
+    """One service's timer; calling it is the run's `finish` (no bound method or
+    partial per service: each is an object per service for the garbage collector,
+docs/performance.md)."""
+
+    __slots__ = ("sched", "key", "job", "skew", "due", "live", "running", "cancel")
+
+    def __init__(self, sched: "Scheduler", key: Hashable, job: Job, skew: float, due: float):
+        self.sched, self.key, self.job, self.skew, self.due = sched, key, job, skew, due
+        self.live = True  # False once stopped or replaced
+        self.running = False
+        self.cancel: Cancel | None = None
+
+    def __call__(self, interval: float) -> None:
+        self.sched._finished(self, interval)
+
+
+class Scheduler:
+    def __init__(self, maxprocs: int, log: Any, rng: random.Random | None = None):
+        self.maxprocs = maxprocs
+        self.log = log
+        self.rng = rng or random.Random()
+        self.entries: dict[Hashable, _Entry] = {}
+        self.heap: list[tuple[float, int, _Entry]] = []
+        self.seq = itertools.count()
+        self.queue: deque[_Entry] = deque()  # due, waiting for a maxprocs slot
+        self.running = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        # runs with a time limit: task -> (deadline, what `done` gets instead when it passes)
+        self.limits: dict[asyncio.Task[Any], tuple[float, Callable[[], Any], Callable[[Any], None]]] = {}
+        self.abandoned: set[asyncio.Task[Any]] = set()
+        self.sweeper: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = float("inf")
+        # made in the daemon's loop, which it keeps: asyncio.get_running_loop() makes a
+        # getpid() syscall each time, and every check asked twice
+        self.loop = asyncio.get_running_loop()
+        self.throttled = 0  # checks that waited since the last `scheduler.throttled` line
+        self.logged_at = -THROTTLE_LOG_S
+        self._draining = False
+
+    def start(self, key: Hashable, delay: float, job: Job, skew: float = 0.0) -> None:
+        """(Re)start a service's timer; a run of it in flight is cancelled."""
+        self.stop(key)
+        e = self.entries[key] = _Entry(self, key, job, skew, self.loop.time() + delay)
+        self._push(e)
+
+    def stop(self, key: Hashable) -> None:
+        e = self.entries.pop(key, None)
+        if e is None:
+            return
+        e.live = False
+        if e.running:
+            e.running = False
+            self.running -= 1
+            cancel, e.cancel = e.cancel, None
+            if cancel is not None:
+                cancel()
+            self._drain()
+
+    async def close(self) -> None:
+        for key in list(self.entries):
+            self.stop(key)
+        self.queue.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer, self.timer_at = None, float("inf")
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=CLOSE_WAIT_S)
+            if pending:  # a probe that swallows its cancellation must not hold the shutdown
+                self.log.warning("scheduler.runs_abandoned", count=len(pending),
+                                 action="left running: they ignored their cancellation")
+
+    def set_maxprocs(self, maxprocs: int) -> None:
+        self.maxprocs = maxprocs
+        self._drain()
+
+    def in_task(self, coro: Coroutine[Any, Any, T], done: Callable[[T | BaseException], None],
+                limit: float | None = None, abandon: Callable[[], T] | None = None) -> Cancel:
+        """Run the part of a job that awaits: `done` gets the coroutine's result or the
+        exception it raised (not a cancellation: a cancelled run is over). Past `limit`
+        seconds a run still going (it swallowed the cancellation its own timeout sent) is
+        abandoned: cancelled once more and left to itself, and `done` gets `abandon()`, so
+        the service's schedule goes on."""
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+
+        def ended(t: asyncio.Task[T]) -> None:
+            self.tasks.discard(t)
+            self.limits.pop(t, None)
+            if t in self.abandoned:
+                self.abandoned.discard(t)
+                return
+            if not t.cancelled():
+                done(t.exception() or t.result())
+
+        task.add_done_callback(ended)
+        if limit is not None and abandon is not None:
+            self.limits[task] = (self.loop.time() + limit, abandon, done)  # type: ignore[assignment]
+            if self.sweeper is None:
+                self.sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+        return task.cancel
+
+    def _sweep(self) -> None:
+        self.sweeper = None
+        now = self.loop.time()
+        for task, (deadline, abandon, done) in list(self.limits.items()):
+            if deadline <= now and not task.done():
+                del self.limits[task]
+                self.tasks.discard(task)
+                self.abandoned.add(task)
+                task.cancel()
+                done(abandon())
+        if self.limits:
+            self.sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+
+    # -- the timer ------------------------------------------------------------------
+
+    def _push(self, e: _Entry) -> None:
+        heapq.heappush(self.heap, (e.due, next(self.seq), e))
+        self._arm()
+
+    def _arm(self) -> None:
+        if not self.heap:
+            return
+        tick = TICK_S if len(self.entries) < DENSE else TICK_S / 4
+        at = -(-self.heap[0][0] // tick) * tick
+        if at < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = at
+            self.timer = self.loop.call_at(at, self._tick)
+
+    def _tick(self) -> None:
+        self.timer, self.timer_at = None, float("inf")
+        now = self.loop.time()
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            e = heapq.heappop(heap)[2]
+            if not e.live:
+                continue
+            if self.maxprocs and self.running >= self.maxprocs:
+                self._throttle(e, now)
+            else:
+                self._run(e, now)
+        self._arm()
+
+    def _throttle(self, e: _Entry, now: float) -> None:
+        self.queue.append(e)
+        self.throttled += 1
+        if now - self.logged_at >= THROTTLE_LOG_S:
+            self.logged_at = now
+            self.log.warning("scheduler.throttled", service=":".join(map(str, e.key)) if isinstance(e.key, tuple)
+                             else str(e.key), queued=len(self.queue), waited=self.throttled)
+            self.throttled = 0
+
+    def _run(self, e: _Entry, now: float) -> None:
+        e.running = True
+        self.running += 1
+        cancel = e.job(e.key, now - e.due, e)
+        if e.running:  # not finished at once (a skipped check)
+            e.cancel = cancel
+
+    def _finished(self, e: _Entry, interval: float) -> None:
+        if not e.running:
+            return  # stopped or replaced while it ran
+        e.running = False
+        e.cancel = None
+        self.running -= 1
+        if e.live:
+            step = max(interval + (self.rng.uniform(-e.skew, e.skew) if e.skew else 0.0), 0.001)
+            due = e.due + step
+            late = self.loop.time() - due
+            if late > 0:  # started late or overran: skip the slots that passed, keep the phase
+                due += -(-late // step) * step
+            e.due = due
+            self._push(e)
+        if self.queue:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Start queued checks while there are free slots (a loop, not recursion: a
+        check that finishes at once frees its slot inside `_run`)."""
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            now = self.loop.time()
+            while self.queue and (not self.maxprocs or self.running < self.maxprocs):
+                e = self.queue.popleft()
+                if e.live:
+                    self._run(e, now)
+        finally:
+            self._draining = False

@@ -1,0 +1,178 @@
+"""Prometheus metrics (prometheus-client), served by the control API at `/metrics`.
+
+Events (check durations, results, alerts, scheduler lag) are counted as they happen;
+states (host up, IPVS weights, disabled) are read from the daemon at scrape time, so
+they can never disagree with `/status`. One registry per daemon, not the global one.
+
+The per-check counts are plain integers, turned into metric families at scrape time:
+prometheus-client's Histogram and Counter children hold a lock and a value object per
+bucket: long-lived objects per service for every full garbage collection to walk, and
+an observation through them costs more than the rest of the check's bookkeeping
+(docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from pymon.model.config import ServiceSpec
+from .api import CONTENT_TYPE, rs_label, vs_label  # noqa: F401 (CONTENT_TYPE re-exported)
+from pymon.plugin import Result
+from .vrrp import metrics as vrrp_metrics
+
+if TYPE_CHECKING:
+    from pymon.engine.rules import ServiceState
+    from pymon.ipvs.owner import LvsOwner
+    from pymon.ops.control import Control
+    from pymon.ops.readiness import Readiness
+
+
+class Daemon(Protocol):
+    """What a scrape reads of the running daemon (the wiring passes it in)."""
+
+    states: "dict[tuple[str, str], ServiceState]"
+    lvs: "LvsOwner | None"
+    control: "Control"
+    readiness: "Readiness"
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)
+_OUTCOMES = ("ok", "fail", "timeout", "error")
+
+
+class _Hist:
+    """Counts per bucket (not cumulative) and the sum; `le` bounds as Prometheus's."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds, self.counts, self.sum = bounds, [0] * (len(bounds) + 1), 0.0
+
+    def observe(self, v: float) -> None:
+        self.counts[bisect_left(self.bounds, v)] += 1
+        self.sum += v
+
+    def family_buckets(self) -> list[tuple[str, float]]:
+        out, total = [], 0
+        for le, n in zip([*map(_le, self.bounds), "+Inf"], self.counts):
+            total += n
+            out.append((le, float(total)))
+        return out
+
+
+def _le(b: float) -> str:
+    return repr(float(b))
+
+
+class _ServiceCounts:
+    __slots__ = ("duration", "results")
+
+    def __init__(self) -> None:
+        self.duration = _Hist(_BUCKETS)
+        self.results = [0] * len(_OUTCOMES)
+
+
+def outcome(r: Result) -> int:
+    """Index into _OUTCOMES."""
+    if r.ok:
+        return 0
+    if r.summary.startswith("timeout after"):
+        return 2
+    if r.summary.startswith("probe error"):
+        return 3
+    return 1
+
+
+class Metrics:
+    def __init__(self, daemon: "Daemon"):
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.alerts = Counter("pymon_alerts_sent_total", "Alerts delivered", ["group", "service", "type"], registry=r)
+        self.alerts_failed = Counter("pymon_alerts_failed_total", "Alerts that failed (exit status, timeout, error)",
+                                     ["group", "service", "type"], registry=r)
+        self.services: dict[tuple[str, str], _ServiceCounts] = {}
+        self.lag = _Hist(_LAG_BUCKETS)
+        r.register(_StateCollector(daemon))
+        r.register(_CountsCollector(self))
+
+    def check(self, svc: ServiceSpec, results: dict[str, Result], duration: float, lag: float) -> None:
+        c = self.services.get(svc.key)
+        if c is None:
+            c = self.services[svc.key] = _ServiceCounts()
+        if duration:
+            c.duration.observe(duration)
+            self.lag.observe(lag if lag > 0.0 else 0.0)
+        counts = c.results
+        for res in results.values():
+            counts[0 if res.ok else outcome(res)] += 1  # the usual ok without a call
+
+    def alert(self, group: str, service: str, kind: str, ok: bool) -> None:
+        (self.alerts if ok else self.alerts_failed).labels(group, service, kind).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _CountsCollector(Collector):
+    def __init__(self, m: Metrics):
+        self.m = m
+
+    def collect(self) -> Iterator[Any]:
+        duration = HistogramMetricFamily("pymon_check_duration_seconds", "Duration of one service check",
+                                         labels=["group", "service"])
+        results = CounterMetricFamily("pymon_check_results", "Per-host check results by outcome",
+                                      labels=["group", "service", "outcome"])
+        for (g, s), c in sorted(self.m.services.items()):
+            duration.add_metric([g, s], c.duration.family_buckets(), c.duration.sum)
+            for name, n in zip(_OUTCOMES, c.results):
+                if n:
+                    results.add_metric([g, s, name], float(n))
+        yield duration
+        yield results
+        lag = HistogramMetricFamily("pymon_scheduler_lag_seconds", "How late a check started against its schedule")
+        lag.add_metric([], self.m.lag.family_buckets(), self.m.lag.sum)
+        yield lag
+
+
+class _StateCollector(Collector):
+    def __init__(self, daemon: "Daemon"):
+        self.d = daemon
+
+    def collect(self) -> Iterator[Any]:
+        d = self.d
+        up = GaugeMetricFamily("pymon_host_up", "1 when the host is up for the service, 0 when down "
+                               "(absent until the first decisive result, and while disabled)",
+                               labels=["group", "service", "host"])
+        svc_ok = GaugeMetricFamily("pymon_service_ok", "1 ok, 0 failing (absent while untested)",
+                                   labels=["group", "service"])
+        for (g, s), st in sorted(d.states.items()):
+            for h, hs in sorted(st.hosts.items()):
+                if hs.up is not None:
+                    up.add_metric([g, s, h], 1.0 if hs.up else 0.0)
+            if st.status != "untested":
+                svc_ok.add_metric([g, s], 1.0 if st.status == "ok" else 0.0)
+        yield up
+        yield svc_ok
+        disabled = GaugeMetricFamily("pymon_disabled", "Disabled hosts, services and watches",
+                                     labels=["kind", "name"])
+        ctl = getattr(d, "control", None)
+        if ctl is not None:
+            for kind, items in ctl.state.disabled.items():
+                for name in sorted(items):
+                    disabled.add_metric([kind, name], 1.0)
+            yield GaugeMetricFamily("pymon_ready", "1 after the first full round of checks", value=float(d.readiness.ready))
+        yield disabled
+        weight = GaugeMetricFamily("pymon_ipvs_weight", "IPVS weight per real server (table: actual = kernel, "
+                                   "wanted = config x health)", labels=["virtual_service", "real_server", "table"])
+        if d.lvs is not None:
+            for table, t in (("actual", d.lvs.last_actual), ("wanted", d.lvs.last_wanted)):
+                for skey, (_, dests) in t.items():
+                    for dest in dests.values():
+                        weight.add_metric([vs_label(skey), rs_label(dest), table], float(dest.weight))
+        yield weight
+        yield from vrrp_metrics(d)  # pymon_vrrp_state{instance} (vrrp.py)

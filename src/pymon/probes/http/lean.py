@@ -1,0 +1,277 @@
+"""The lean path of the `http` probe: plain HTTP/1.0 GET/HEAD on a fresh connection.
+
+The common director check (`scheme: http`, no keep-alive, no redirects, no
+certificate) needs one connect, one write and one bounded read. Through aiohttp that
+costs a session, a connector, a request and a response object per check (~0.5 ms of
+CPU); here the exchange runs in `pymon.probes.http.exchange` (raw epoll, in the loop or in worker
+processes) and this module only builds the request and judges the answer. It asks in HTTP/1.0 with `Connection: close`, as mon's `http.monitor` and keepalived's
+`HTTP_GET` do, so the server answers without chunking and closes.
+
+The verdicts and summaries are the aiohttp path's (`verdict.judge` and the same wording
+for failures); `http.http` picks this path when `eligible(cfg)`; anything else (TLS,
+keep-alive, redirects) stays on aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+from pymon.probes.http import exchange, pool
+from pymon.plugin import Cancel, Result, ResultsDone, Target
+from pymon.probes._common import describe, http_timeout_summary
+from pymon.probes.http.verdict import HttpParams, judge as _judge
+
+
+
+def eligible(cfg: "HttpParams") -> bool:
+    return cfg.scheme == "http" and not cfg.keepalive and cfg.redirects == 0 and cfg.cert_days is None
+
+
+class _Response:
+    """What `verdict.judge` reads of an aiohttp response: status, headers, charset."""
+
+    __slots__ = ("status", "headers", "charset", "content_length")
+
+    def __init__(self, status: int, headers: "_Headers", charset: str | None, content_length: int | None):
+        self.status, self.headers, self.charset, self.content_length = status, headers, charset, content_length
+
+
+class _Headers:
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self.items = items
+
+    def getall(self, name: str, default: list[str]) -> list[str]:
+        key = name.lower()
+        found = [v for k, v in self.items if k == key]
+        return found or default
+
+    def get(self, name: str) -> str | None:
+        key = name.lower()
+        for k, v in self.items:
+            if k == key:
+                return v
+        return None
+
+
+class _BadResponse(Exception):
+    pass
+
+
+_REQUESTS: dict[tuple[str, int], tuple["HttpParams", bytes]] = {}
+
+
+def _request(target: Target, cfg: "HttpParams") -> bytes:
+    """The request for a host, built once per host and params (every check asks)."""
+    key = (target.host, id(cfg))
+    hit = _REQUESTS.get(key)
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    if len(_REQUESTS) >= 65536:
+        _REQUESTS.clear()
+    req = _build_request(target, cfg)
+    _REQUESTS[key] = (cfg, req)  # holding cfg keeps its id from being reused
+    return req
+
+
+def _build_request(target: Target, cfg: "HttpParams") -> bytes:
+    host = cfg.host_header
+    if host is None:
+        host = f"[{target.host}]" if ":" in target.host else target.host
+        if cfg.port != 80:
+            host = f"{host}:{cfg.port}"
+    return (f"{cfg.method} {cfg.path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: {cfg.agent}\r\n"
+            f"Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1")
+
+
+def digits(s: str | bytes, most: int = 18) -> int | None:
+    """A decimal number made of ASCII digits only, at most `most` of them, else None.
+    str.isdigit() accepts '²' and int() then raises; int() also refuses more than 4,300
+    digits: a server's header must never raise in here."""
+    if 0 < len(s) <= most and s.isascii() and s.isdigit():
+        return int(s)
+    return None
+
+
+def _parse_head(head: bytes) -> _Response:
+    # lines end with CRLF, or with a bare LF as aiohttp and mon's http.monitor accept
+    lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
+    parts = lines[0].split(" ", 2)
+    code = parts[1] if len(parts) > 1 else ""
+    if not parts[0].startswith("HTTP/") or len(code) != 3 or not (code.isascii() and code.isdigit()):
+        raise _BadResponse(f"Bad status line {lines[0][:100]!r}")
+    items = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            if line:
+                raise _BadResponse(f"Bad header line {line[:100]!r}")
+            continue
+        items.append((name.strip().lower(), value.strip()))
+    headers = _Headers(items)
+    charset = None
+    ctype = headers.get("content-type")
+    if ctype:
+        for param in ctype.split(";")[1:]:
+            k, _, v = param.strip().partition("=")
+            if k.lower() == "charset":
+                charset = v.strip('"') or None
+    length = headers.get("content-length")
+    return _Response(int(code), headers, charset, digits(length) if length else None)
+
+
+def _dechunk(data: bytes) -> bytes:
+    """The chunks of a (possibly cut-off) chunked body; a server should not chunk an
+    answer to HTTP/1.0, but some do."""
+    out, pos = bytearray(), 0
+    while True:
+        eol = data.find(b"\r\n", pos)
+        if eol < 0:
+            break
+        try:
+            size = int(data[pos:eol].split(b";", 1)[0], 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out += data[eol + 2:eol + 2 + size]
+        pos = eol + 2 + size + 2
+    return bytes(out)
+
+
+Addrs = list[tuple[int, tuple[str, int]]]
+_LITERAL: dict[tuple[str, int], Addrs | None] = {}
+
+
+def _literal(host: str, port: int) -> Addrs | None:
+    """The address of a host given as an IP literal (the usual real server), else None."""
+    key = (host, port)
+    found = _LITERAL.get(key, False)
+    if found is False:
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            socket.inet_pton(fam, host)
+            found = [(fam, (host, port))]
+        except OSError:
+            found = None
+        if len(_LITERAL) >= 65536:
+            _LITERAL.clear()
+        _LITERAL[key] = found
+    return found  # type: ignore[return-value]
+
+
+def start(targets: list[Target], cfg: "HttpParams", done: ResultsDone) -> Cancel | None:
+    """The callback form (plugin.Monitor.start): the exchanges start now and `done`
+    gets the results in target order. None when a host is a name to resolve first:
+    the caller then awaits `check_many`, which resolves it."""
+    addrs = [_literal(t.host, cfg.port) for t in targets]
+    if None in addrs:
+        return None
+    return _start(targets, addrs, cfg, done)  # type: ignore[arg-type]
+
+
+def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: ResultsDone) -> Cancel:
+    how = (cfg.timeout, cfg.method != "HEAD" and cfg.body_regex is not None, cfg.max_body, cfg.status.ranges,
+           bool(cfg.header))
+    return pool.POOL.submit([(a, _request(t, cfg)) for t, a in zip(targets, addrs)], how,
+                            _Results(targets, cfg, done), time.monotonic())
+
+
+class _Results:
+    """One check's results as its exchanges end (called with the exchange's index and
+    outcome); `done` gets them all. Slots, not a closure's cells: fewer objects per check
+    in flight for the garbage collector to walk."""
+
+    __slots__ = ("targets", "cfg", "done", "results", "left")
+
+    def __init__(self, targets: list[Target], cfg: "HttpParams", done: ResultsDone):
+        self.targets, self.cfg, self.done = targets, cfg, done
+        self.results: list[Result] = [None] * len(targets)  # type: ignore[list-item]
+        self.left = len(targets)
+
+    def __call__(self, i: int, out: exchange.Outcome) -> None:
+        if out[0] == "status":  # accepted, and nothing else to judge: `_judge`'s verdict without the head
+            code = out[1]
+            self.results[i] = Result(True, _OK.get(code) or f"status {code}", "", out[4], float(code))  # positional
+        else:
+            try:
+                self.results[i] = _result(self.targets[i], self.cfg, out)
+            except Exception as e:  # whatever a server sent, this host fails and the check ends
+                self.results[i] = Result(False, f"bad response: {type(e).__name__}: {e}"[:300], "", out[4])
+        self.left -= 1
+        if not self.left:
+            self.done(self.results)
+
+
+async def check(target: Target, cfg: "HttpParams") -> Result:
+    return (await check_many([target], cfg))[0]
+
+
+async def check_many(targets: list[Target], cfg: "HttpParams") -> list[Result]:
+    """The awaitable form: names are resolved first (through the loop's resolver)."""
+    loop = asyncio.get_running_loop()
+    results: list[Result | None] = []
+    addrs: list[Addrs] = []
+    for t in targets:
+        found = _literal(t.host, cfg.port)
+        if found is None:
+            began = time.monotonic()
+            try:
+                found = [(fam, addr) for fam, _, _, _, addr in await loop.getaddrinfo(
+                    t.host, cfg.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)]
+            except socket.gaierror as e:
+                results.append(Result(ok=False, summary=f"cannot resolve {t.host}", detail=str(e),
+                                      latency_s=time.monotonic() - began))
+                continue
+        results.append(None)
+        addrs.append(found)
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo:
+        fut: asyncio.Future[list[Result]] = loop.create_future()
+        cancel = _start([targets[i] for i in todo], addrs, cfg, lambda rs: fut.done() or fut.set_result(rs))
+        try:
+            for i, r in zip(todo, await fut):
+                results[i] = r
+        finally:
+            cancel()  # cancelled from outside: late outcomes are dropped
+    return results  # type: ignore[return-value]
+
+
+_OK = {code: f"status {code}" for code in range(200, 400)}
+
+
+def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
+    """The Result of any outcome but "status" (`_Results` makes that one itself)."""
+    kind, data, phase, received, latency = out
+    if kind == "answer":
+        end, sep = exchange.head_end(data)
+        try:
+            resp = _parse_head(data[:end])
+        except _BadResponse as e:
+            return Result(ok=False, summary=f"bad response: {e}", latency_s=latency)
+        body: bytes | None = None
+        if cfg.method != "HEAD" and (cfg.body_regex is not None or resp.status not in cfg.status):
+            raw = data[end + sep:]
+            chunked = (resp.headers.get("transfer-encoding") or "").lower() == "chunked"
+            want = cfg.max_body if resp.content_length is None else min(cfg.max_body, resp.content_length)
+            body = _dechunk(raw)[:cfg.max_body] if chunked else raw[:want]
+        ok, summary = _judge(cfg, resp, body, [])  # type: ignore[arg-type]
+        detail = body[:500].decode("utf-8", errors="replace") if not ok and body else ""
+        return Result(ok=ok, summary=summary, detail=detail, latency_s=latency, value=float(resp.status))
+    if kind == "timeout":
+        return Result(ok=False, summary=http_timeout_summary(cfg.timeout, phase, received), latency_s=latency)
+    if kind == "closed":
+        return Result(ok=False, summary="server disconnected", latency_s=latency)
+    if kind == "too_big":
+        return Result(ok=False, summary=f"bad response: Got more than {exchange.MAX_HEAD} bytes when reading "
+                      "response headers", latency_s=latency)
+    if kind == "lost":
+        return Result(ok=False, summary="probe worker died during the check", latency_s=latency)
+    if kind == "error":
+        return Result(ok=False, summary=f"bad response: {data}", latency_s=latency)
+    err = OSError(data, os.strerror(data))
+    return Result(ok=False, summary=describe(err, cfg.timeout, target.host), detail=repr(err), latency_s=latency)

@@ -1,0 +1,313 @@
+"""The IPVS owner against its in-memory twin: wanted = config × health, adoption,
+quiescent, sorry server, quorum with hysteresis, drift repair, lvs.alert args.
+The same scenarios run against the real kernel in tests/kernel/inside/."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import pytest
+
+from pymon.model.config import ConfigError, parse_config
+from pymon.ipvs.table import Dest, MemoryTable, Service, ServiceKey, diff, make_table
+from pymon.alerts.lvs import parse_lvs_args
+from pymon.ipvs.owner import LvsOwner, quorum_step, wanted_table
+
+VIP = ServiceKey("tcp", "10.0.0.100", 80)
+
+
+def config(extra: str = "") -> Any:
+    text = textwrap.dedent("""
+        hostgroups: {web: [10.0.0.1, 10.0.0.2, 10.0.0.3]}
+        watch: {web: {http: {monitor: x}}}
+        virtual_services:
+          - vip: 10.0.0.100:80
+            scheduler: wlc
+            watch: web:http
+            real_servers: [10.0.0.1, 10.0.0.2, {address: 10.0.0.3, weight: 3}]
+        """) + textwrap.indent(textwrap.dedent(extra), "    ")
+    return parse_config(text, "t.yaml")
+
+
+class Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **kw: self.events.append((event, kw))
+
+
+def owner(cfg: Any, table: MemoryTable, health: dict[str, bool | None]) -> LvsOwner:
+    return LvsOwner(cfg.ipvs, table, Log(), False, cfg.virtual_services,
+                    health=lambda watch, host: health.get(host))
+
+
+def dests(table: dict, key: ServiceKey = VIP) -> dict[str, int]:
+    return {a: d.weight for (a, _), d in table[key][1].items()}
+
+
+async def test_healthy_servers_in_failed_out() -> None:
+    cfg = config()
+    mem = MemoryTable()
+    health = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(cfg, mem, health)
+    await o.reconcile("start")
+    assert dests(await mem.read()) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
+    svc = (await mem.read())[VIP][0]
+    assert svc.scheduler == "wlc"
+    health["10.0.0.2"] = False
+    ops = await o.reconcile("health")
+    assert [str(op) for op in ops] == ["del dest TCP 10.0.0.100:80 -> 10.0.0.2:80"]
+    assert dests(await mem.read()) == {"10.0.0.1": 1, "10.0.0.3": 3}
+
+
+async def test_quiescent_sets_weight_zero() -> None:
+    cfg = config("quiescent: true\n")
+    mem = MemoryTable()
+    o = owner(cfg, mem, {"10.0.0.1": True, "10.0.0.2": False, "10.0.0.3": True})
+    await o.reconcile("start")
+    assert dests(await mem.read()) == {"10.0.0.1": 1, "10.0.0.2": 0, "10.0.0.3": 3}
+
+
+async def test_restart_adopts_kernel_entries_of_unchecked_hosts() -> None:
+    """A restart never drops a healthy real server: unknown health keeps the kernel entry."""
+    cfg = config()
+    existing = make_table([(Service(VIP, "wlc"), [Dest("10.0.0.1", 80, "dr", 1), Dest("10.0.0.2", 80, "dr", 1),
+                                                  Dest("10.0.0.9", 80, "dr", 1)])])
+    mem = MemoryTable(existing)
+    o = owner(cfg, mem, {})
+    ops = await o.reconcile("start")
+    # nothing of ours removed; the unconfigured 10.0.0.9 in a service we own goes
+    assert [str(op) for op in ops] == ["del dest TCP 10.0.0.100:80 -> 10.0.0.9:80"]
+    assert dests(await mem.read()) == {"10.0.0.1": 1, "10.0.0.2": 1}
+
+
+async def test_unowned_services_are_left_alone() -> None:
+    cfg = config()
+    other = ServiceKey("udp", "10.9.9.9", 53)
+    mem = MemoryTable(make_table([(Service(other, "rr"), [Dest("10.9.9.1", 53, "nat", 5)])]))
+    await owner(cfg, mem, {"10.0.0.1": True}).reconcile("start")
+    assert dests(await mem.read(), other) == {"10.9.9.1": 5}
+
+
+async def test_sorry_server_when_none_healthy_and_out_when_one_returns() -> None:
+    cfg = config("sorry_server: 10.0.0.200:80\n")
+    mem = MemoryTable()
+    health: dict[str, bool | None] = {"10.0.0.1": False, "10.0.0.2": False, "10.0.0.3": False}
+    o = owner(cfg, mem, health)
+    await o.reconcile("start")
+    assert dests(await mem.read()) == {"10.0.0.200": 1}
+    health["10.0.0.3"] = True
+    await o.reconcile("health")
+    assert dests(await mem.read()) == {"10.0.0.3": 3}
+
+
+async def test_no_sorry_server_while_health_is_unknown() -> None:
+    cfg = config("sorry_server: 10.0.0.200:80\n")
+    mem = MemoryTable()
+    await owner(cfg, mem, {"10.0.0.1": False}).reconcile("start")
+    assert dests(await mem.read()) == {}
+
+
+async def test_drift_is_repaired_and_logged() -> None:
+    cfg = config()
+    mem = MemoryTable()
+    o = owner(cfg, mem, {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True})
+    await o.reconcile("start")
+    for key in list((await mem.read())):
+        mem.run(diff({}, await mem.read(), [key])[-1])  # like `ipvsadm -D`
+    assert await mem.read() == {}
+    await o.reconcile("resync")
+    assert dests(await mem.read()) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
+    assert any(e == "ipvs.repaired" for e, _ in o.log.events)  # type: ignore[attr-defined]
+
+
+async def test_a_steady_resync_reads_the_kernel_once() -> None:
+    """A read is a netlink dump parsed in Python (~100 ms of CPU under qemu): a resync that
+    changes nothing reads once; after a change the table is read back (the API shows it)."""
+    mem = MemoryTable()
+    reads = 0
+    read = mem.read
+
+    async def counted() -> Any:
+        nonlocal reads
+        reads += 1
+        return await read()
+
+    mem.read = counted  # type: ignore[method-assign]
+    o = owner(config(), mem, {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True})
+    await o.reconcile("start")
+    assert reads == 2 and dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
+    assert await o.reconcile("resync") == [] and reads == 3
+    assert dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
+
+
+async def test_quorum_lost_and_regained_with_hysteresis() -> None:
+    cfg = config("quorum: 4\nhysteresis: 1\n")
+    mem = MemoryTable()
+    calls: list[tuple[bool, int]] = []
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(cfg, mem, health)
+    o.alert = lambda vs, ok, w: calls.append((ok, w))
+    await o.reconcile("start")  # weight 5
+    health["10.0.0.1"] = False  # 4: still >= 4-1
+    await o.reconcile("health")
+    health["10.0.0.2"] = False  # 3: >= 3, kept (hysteresis)
+    await o.reconcile("health")
+    assert calls == []
+    health["10.0.0.3"] = False  # 0: lost
+    await o.reconcile("health")
+    health["10.0.0.3"] = True  # 3 < 4+1: not yet
+    await o.reconcile("health")
+    health["10.0.0.1"] = health["10.0.0.2"] = True  # 5: regained
+    await o.reconcile("health")
+    assert calls == [(False, 0), (True, 5)]
+
+
+def test_quorum_step() -> None:
+    assert quorum_step(True, 2, 3, 1) is True
+    assert quorum_step(True, 1, 3, 1) is False
+    assert quorum_step(False, 3, 3, 1) is False
+    assert quorum_step(False, 4, 3, 1) is True
+
+
+def test_lvs_alert_args() -> None:
+    svc, dest, action = parse_lvs_args("-P tcp -V 10.0.0.100:80 -R 10.0.0.5 -W 2 -F nat".split())
+    assert svc.key == VIP and dest == Dest("10.0.0.5", 80, "nat", 2) and action == "down"
+    svc, dest, action = parse_lvs_args("-P udp -V [2001:db8::1]:53 -R [2001:db8::5]:5353 -W 1 -F tun -X quiesce".split())
+    assert svc.key == ServiceKey("udp", "2001:db8::1", 53) and dest.port == 5353 and action == "quiesce"
+    for bad in ("-V 10.0.0.1:80", "-V 10.0.0.1:80 -R 10.0.0.2 -F bogus", "-Q x", "-V x:80 -R 10.0.0.2"):
+        with pytest.raises(ValueError):
+            parse_lvs_args(bad.split())
+
+
+async def test_lvs_alert_override_removes_and_restores() -> None:
+    cfg = config()
+    mem = MemoryTable()
+    o = owner(cfg, mem, {"10.0.0.1": True})
+    svc, dest, _ = parse_lvs_args("-P tcp -V 10.0.0.100:80 -R 10.0.0.1 -W 1 -F dr".split())
+    await o.set_override(svc, dest, up=False, quiesce=False)
+    assert dests(await mem.read()) == {}
+    await o.set_override(svc, dest, up=True, quiesce=False)
+    assert dests(await mem.read()) == {"10.0.0.1": 1}
+
+
+def test_wanted_is_pure_and_weights_add_up() -> None:
+    cfg = config()
+    table, healthy = wanted_table(cfg.virtual_services, lambda w, h: h != "10.0.0.1", {})
+    assert dests(table) == {"10.0.0.2": 1, "10.0.0.3": 3}
+    assert healthy == {"TCP 10.0.0.100:80": 4}
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ("    vip: 10.0.0.100\n", "needs a port"),
+    ("    vip: nonsense:80\n", "virtual service"),
+    ("    watch: web:nosuch\n", "no such service web:nosuch"),
+    ("    scheduler: fastest\n", "fastest"),
+])
+def test_bad_virtual_service_config(bad: str, msg: str) -> None:
+    base = textwrap.dedent("""
+        hostgroups: {web: [10.0.0.1]}
+        watch: {web: {http: {monitor: x}}}
+        virtual_services:
+          - real_servers: [10.0.0.1]
+        """)
+    defaults = {"vip": "    vip: 10.0.0.100:80\n", "watch": "    watch: web:http\n"}
+    key = bad.split(":")[0].strip()
+    defaults[key] = bad
+    text = base + "".join(defaults.values())
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "t.yaml")
+    assert msg in str(e.value)
+    assert str(e.value).startswith("t.yaml:")
+
+
+def test_real_server_must_be_a_host_of_the_watched_group() -> None:
+    text = textwrap.dedent("""
+        hostgroups: {web: [10.0.0.1]}
+        watch: {web: {http: {monitor: x}}}
+        virtual_services:
+          - {vip: "10.0.0.100:80", watch: "web:http", real_servers: [10.0.0.7]}
+        """)
+    with pytest.raises(ConfigError, match="not a host of hostgroup 'web'"):
+        parse_config(text, "t.yaml")
+
+
+def test_daemon_dry_run_logs_table_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The real daemon, real HTTP backends, dry-run: the log shows the table following health."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backends = {h: subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", h],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for h in ("127.0.0.21", "127.0.0.22")}
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        globals: {{statedir: {tmp_path}, mondir: {tmp_path}, alertdir: {tmp_path}}}
+        hostgroups: {{web: [127.0.0.21, 127.0.0.22]}}
+        watch: {{web: {{http: {{monitor: {{name: http, port: {port}}}, interval: 0.3s, timeout: 1s}}}}}}
+        virtual_services:
+          - vip: 192.0.2.1:80
+            watch: web:http
+            forwarding: nat
+            real_servers: ["127.0.0.21:{port}", "127.0.0.22:{port}"]
+        ipvs: {{dry_run: true}}
+        """))
+    time.sleep(0.5)
+    d = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cfg)], stdout=subprocess.PIPE, text=True)
+    try:
+        lines: list[dict] = []
+        assert d.stdout is not None
+
+        def until(pred) -> dict:  # type: ignore[no-untyped-def]
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                e = json.loads(d.stdout.readline())
+                lines.append(e)
+                if pred(e):
+                    return e
+            raise AssertionError([x["event"] for x in lines])
+
+        until(lambda e: e["event"] == "ipvs.would_change" and "127.0.0.22" in e["op"])
+        backends["127.0.0.22"].terminate()
+        e = until(lambda e: e["event"] == "ipvs.would_change" and e["op"].startswith("del dest"))
+        assert e["op"] == f"del dest TCP 192.0.2.1:80 -> 127.0.0.22:{port}"
+    finally:
+        d.send_signal(signal.SIGTERM)
+        d.wait(10)
+        for b in backends.values():
+            b.kill()
+    adds = [x["op"] for x in lines if x["event"] == "ipvs.would_change" and x["op"].startswith("add dest")]
+    assert sorted(adds) == [f"add dest TCP 192.0.2.1:80 -> 127.0.0.21:{port} Masq weight 1",
+                            f"add dest TCP 192.0.2.1:80 -> 127.0.0.22:{port} Masq weight 1"]
+
+
+async def test_dry_run_lvs_alert_without_kernel_table_previews_the_removal() -> None:
+    """`run --dry-run` where no kernel table can be read: a down lvs.alert shows the removal
+    the script makes on the director (`ipvsadm -d`), and creates no service, which
+    `ipvsadm -d` never does; the upalert shows the real server going back."""
+    mem = MemoryTable()
+    mem.no_kernel_table = True  # type: ignore[attr-defined]  # as open_backend marks it
+    cfg = parse_config("hostgroups: {web: [10.0.0.1]}\nwatch: {web: {http: {monitor: x}}}\n", "t.yaml")
+    o = LvsOwner(cfg.ipvs, mem, Log(), True, [])
+    svc, dest, _ = parse_lvs_args("-P tcp -V 10.0.0.100:80 -R 10.0.0.1 -W 2 -F dr".split())
+    await o.set_override(svc, dest, up=False, quiesce=False)
+    changes = [kw["op"] for ev, kw in o.log.events if ev == "ipvs.would_change"]
+    assert changes == ["del dest TCP 10.0.0.100:80 -> 10.0.0.1:80"]
+    assert await mem.read() == {}
+    _, dest_q, _ = parse_lvs_args("-P tcp -V 10.0.0.100:80 -R 10.0.0.2 -W 2 -F dr -X quiesce".split())
+    await o.set_override(svc, dest_q, up=False, quiesce=True)
+    changes = [kw["op"] for ev, kw in o.log.events if ev == "ipvs.would_change"]
+    assert changes[1].startswith("edit dest TCP 10.0.0.100:80 -> 10.0.0.2:80") and "weight 0" in changes[1]
+    await o.set_override(svc, dest, up=True, quiesce=False)
+    changes = [kw["op"] for ev, kw in o.log.events if ev == "ipvs.would_change"]
+    assert changes[2:] == ["add service TCP 10.0.0.100:80 wlc",
+                           "add dest TCP 10.0.0.100:80 -> 10.0.0.1:80 Route weight 2"]

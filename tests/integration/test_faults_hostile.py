@@ -121,7 +121,7 @@ class Started(Daemon):
     """The daemon under `prlimit` (a soft fd limit like the default 1,024, only smaller)."""
 
     def __init__(self, cfg: Path, nofile: int = 0):
-        argv = [sys.executable, "-m", "pymon", "run", "-c", str(cfg)]
+        argv = [sys.executable, "-m", "pymon", "run", "-c", str(cfg), "--log-level", "debug"]
         if nofile:
             argv = ["prlimit", f"--nofile={nofile}:{nofile}", *argv]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

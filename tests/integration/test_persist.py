@@ -328,7 +328,11 @@ def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Pat
     async def run() -> tuple[bool, bool]:
         d = PymonDaemon(str(cfg), logs.setup("json", "info", stream=open(os.devnull, "w")))
         task = asyncio.get_running_loop().create_task(d.run())
-        await asyncio.sleep(0.5)  # started and ready (the first full collection is behind us)
+        while not d.readiness.ready:  # started and ready: the first full collection is behind us
+            await asyncio.sleep(0.02)
+        full_at = d.gc.frozen_at
+        while d.gc.frozen_at == full_at:  # and the one after it, so none is due while the cycle is made
+            await asyncio.sleep(0.02)
         c = Cycle()
         c.me = c  # type: ignore[attr-defined]
         ref = weakref.ref(c)

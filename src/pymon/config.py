@@ -115,6 +115,7 @@ _ipvs = {
     },
 }
 from .vrrp import SCHEMA as _VRRP  # noqa: E402
+from .routing import SCHEMA as _ROUTING, parse_options as _routing_options  # noqa: E402  (BGP: routing/)
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -154,6 +155,9 @@ SCHEMA: dict[str, Any] = {
         "virtual_services": {"type": "array", "items": _virtual_service},
         "ipvs": _ipvs,
         "vrrp": {**_VRRP, "properties": {"alert": _alerts}},  # keepalived's role (vrrp.py)
+        # BGP announcements through BIRD (routing/): its schema with this module's alerts and durations
+        "routing": {**_ROUTING, "properties": {**_ROUTING["properties"], "alert": _alerts,
+                                               "interval": _duration, "graceful_shutdown": _duration}},
     },
 }
 
@@ -345,6 +349,7 @@ class Config:
     block_warning: float = 1.0  # watchdog.py: warn when the event loop is blocked this long
     probe_workers: int = 0  # exchange.py: worker processes for plain HTTP checks
     vrrp_alert: list[PluginSpec] = field(default_factory=list)  # vrrp.py: alerts on a VRRP role change
+    routing: Any = None  # routing.Options: announce VIPs over BGP (routing/); None without a `routing:` section
 
     def hosts(self, svc: ServiceSpec) -> list[str]:
         return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
@@ -528,6 +533,7 @@ class _Builder:
                            resync=self.duration(("ipvs", "resync"), ip.get("resync"), 30.0))
         vrrp_alert = [self.plugin(("vrrp", "alert", j), a, "alert")
                       for j, a in enumerate((data.get("vrrp") or {}).get("alert", []))]
+        routing = self.routing(data.get("routing"), vss)
         if self.problems:
             raise ConfigError([m for _, m in sorted(self.problems)])
         statedir = g.get("statedir") or os.environ.get("STATE_DIRECTORY") or "/var/lib/pymon"
@@ -549,7 +555,21 @@ class _Builder:
             control_port=g.get("control_port"),
             token_file=(self.base / statedir / g.get("token_file", "token")).resolve(),
             vrrp_alert=vrrp_alert,
+            routing=routing,
         )
+
+    def routing(self, raw: dict[str, Any] | None, vss: list[VirtualServiceSpec | None]) -> Any:
+        """The `routing:` section (routing/__init__.py parses it; problems located here)."""
+        if raw is None:
+            return None
+        at = ("routing",)
+        alerts = [self.plugin(at + ("alert", j), a, "alert") for j, a in enumerate(raw.get("alert", []))]
+        opts = _routing_options(raw, lambda p, m: self.err(at + p, m),
+                                lambda p, v, d: self.duration(at + p, v, d), alerts)
+        if not any(vs is not None and vs.service.key.address for vs in vss):
+            self.err(at, "routing: no virtual service with a VIP to announce (fwmark services are not announced)",
+                     key=True)
+        return opts
 
     def virtual_service(self, path: yamlsrc.Path, raw: dict[str, Any], groups: dict[str, list[str]],
                         services: dict[tuple[str, str], ServiceSpec]) -> VirtualServiceSpec | None:

@@ -15,6 +15,8 @@ from .checks import Check, start_check
 from .config import Config, ConfigError, ServiceSpec, VirtualServiceSpec, load_config
 from .plugin import Alert
 from .plugins import Plugins
+from .routing import announce as route_announce, vip_of  # --- routing wiring: BGP announcements (routing/)
+from .routing.owner import Routes  # --- routing wiring
 from .probes.http import close_sessions
 from .scheduler import Cancel, Finish, Scheduler
 from .watchdog import Watchdog
@@ -109,6 +111,7 @@ class Daemon:
         self.lvs: lvs.LvsOwner | None = None
         self.lvs_task: asyncio.Task[None] | None = None
         self.watchdog: Watchdog | None = None  # loop-block warnings (watchdog.py)
+        self.routes: Routes | None = None  # --- routing wiring: BGP announcements (routing/)
         self.control = Control(self)  # persisted state, sd_notify, control API (control.py)
         self._reload_lock = asyncio.Lock()  # one reload at a time: the newest file wins
         self._hup_pending = False  # a SIGHUP's reload waits for the lock: more SIGHUPs join it
@@ -139,6 +142,8 @@ class Daemon:
             self._fire(st, st.startup(now), now)
             self._schedule(svc)
         await self.control.started()
+        if self.cfg.routing is not None:  # --- routing wiring
+            self.start_routes()
         self.control.freeze()  # config, states, plugins: long-lived; the cyclic GC need not scan them again and again
         self.log.info("daemon.started", services=len(self.cfg.services))
         await self.stopping.wait()
@@ -147,6 +152,8 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.log.info("daemon.stopping")
+        if self.routes is not None:  # --- routing wiring: drain, then withdraw, while IPVS still serves
+            await self.routes.stop()
         await self.control.stopping()
         if self.sched:
             await self.sched.close()
@@ -217,6 +224,13 @@ class Daemon:
         elif self.lvs is not None:
             self.lvs.vss = list(cfg.virtual_services)
             await self.lvs.reconcile("reload")
+        if cfg.routing is not None and self.routes is None:  # --- routing wiring
+            self.start_routes()
+        elif self.routes is not None and cfg.routing is None:
+            await self.routes.stop()
+            self.routes = None
+        elif self.routes is not None:
+            self.routes.reconfigure(cfg.routing)  # --- end routing wiring
         await close_sessions()  # keep-alive sessions may belong to params that changed
         self._log_loaded("config.reloaded")
         return True
@@ -258,6 +272,48 @@ class Daemon:
         output = f"quorum {what} for {vs.name}\nhealthy weight {healthy}, quorum {vs.quorum}"
         kind = "upalert" if ok else "alert"
         self._fire(st, [Fire(kind, a, "quorum", output, 0 if ok else 1) for a in vs.quorum_alert], time.time())
+        if self.routes is not None:  # --- routing wiring: a quorum change is evaluated now, not at the next tick
+            self.routes.poke()
+
+    # -- BGP announcements (routing/) --- routing wiring ------------------------------
+
+    def start_routes(self) -> None:
+        assert self.cfg is not None
+        self.routes = Routes(self.cfg.routing, self.log, self.route_services, lambda: self.control.ready,
+                             self.route_alert, self.cfg.statedir)
+        self.routes.start()
+
+    def route_services(self) -> dict[str, tuple[route_announce.Service, ...]]:
+        """Per VIP, its virtual services as the IPVS owner last computed them. An IPVS
+        table that cannot be read serves nothing: pooled 0, quorum lost."""
+        assert self.cfg is not None
+        o = self.lvs
+        dead = o is None or o.read_error is not None
+        out: dict[str, tuple[route_announce.Service, ...]] = {}
+        for vs in self.cfg.virtual_services:
+            vip = vip_of(vs.service.key.address)
+            if vip is None:
+                continue  # a fwmark service has no one address to announce
+            dests = {} if dead or o is None else o.last_wanted.get(vs.service.key, (None, {}))[1]
+            pooled = sum(1 for k, d in dests.items() if d.weight > 0 and (vs.sorry is None or k != vs.sorry.key))
+            quorum = None if not vs.quorum else (False if dead or o is None else o.quorum.get(vs.name, True))
+            out[vip] = out.get(vip, ()) + (route_announce.Service(vs.name, pooled, quorum),)
+        return out
+
+    def route_alert(self, vip: str, old: route_announce.Announcement, new: route_announce.Announcement) -> None:
+        """Every change of a VIP's announcement, as quorum alerts: on the watch of its first service."""
+        assert self.cfg is not None
+        if self.cfg.routing is None or not self.cfg.routing.alert:
+            return
+        vs = next((v for v in self.cfg.virtual_services if vip_of(v.service.key.address) == vip), None)
+        st = self.states.get(vs.watch) if vs is not None else None
+        if st is None:
+            return
+        what = {"up": "announced", "draining": "draining", "withdrawn": "withdrawn"}[new.state]
+        output = f"route {what} for {vip}\n{new.reason}\nwas {old.state}"
+        kind = "upalert" if new.state == "up" else "alert"
+        self._fire(st, [Fire(kind, a, "route", output, 0 if new.state == "up" else 1) for a in self.cfg.routing.alert],
+                   time.time())
 
     # -- one service ------------------------------------------------------------
 

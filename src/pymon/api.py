@@ -403,7 +403,7 @@ class Api:
     async def route_disable(self, request: web.Request) -> web.Response:
         body, vip = await _body(request), request.match_info["vip"]
         try:
-            self._routes().disable(vip, str(body.get("reason", "")), _peer(request))
+            await self._routes().disable(vip, str(body.get("reason", "")), _peer(request))
         except KeyError as e:
             return _err(404, str(e.args[0]))
         return web.json_response({"vip": vip, **self._routes().json()["vips"][vip]})
@@ -412,7 +412,7 @@ class Api:
         vip = request.match_info["vip"]
         if vip not in self._routes().ann:
             return _err(404, f"no virtual service has VIP {vip}")
-        was = self._routes().enable(vip, _peer(request))
+        was = await self._routes().enable(vip, _peer(request))
         return web.json_response({"vip": vip, "was_disabled": was, **self._routes().json()["vips"][vip]})
 
     def _service(self, request: web.Request) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
-from .ipvs_table import Dest, Service, ServiceKey
+from .ipvs_table import SVC_F_SCHED1, SVC_F_SCHED2, Dest, Service, ServiceKey
 from .period import Period, PeriodError, parse_period
 from .plugin import Target
 
@@ -91,6 +91,9 @@ _virtual_service = {
         "family": {"enum": [4, 6]},
         "protocol": {"enum": ["tcp", "udp", "sctp"]},
         "scheduler": {"enum": _SCHEDULERS},
+        # ipvsadm -b: mh/sh hash the source port too (-port) and skip a weight-0 server (-fallback);
+        # active-active directors need mh with both, so every director hashes a flow the same way
+        "scheduler_flags": {"type": "array", "items": {"enum": ["mh-port", "mh-fallback", "sh-port", "sh-fallback"]}},
         "persistent": _duration,
         "netmask": {"type": ["integer", "string"], "description": "persistence netmask: prefix length or dotted"},
         "forwarding": _forwarding,
@@ -588,7 +591,13 @@ class _Builder:
 
                 netmask = ipaddress.ip_network(f"0.0.0.0/{netmask}" if "." in netmask else f"::/{netmask}").prefixlen
             persistent = int(self.duration(path + ("persistent",), raw.get("persistent"), 0))
-            svc = Service(key, raw.get("scheduler", "wlc"), persistent, netmask)
+            sched = raw.get("scheduler", "wlc")
+            flags = 0
+            for f in raw.get("scheduler_flags", []):
+                if not f.startswith(sched + "-"):
+                    raise ValueError(f"scheduler_flags: {f} is for the {f.split('-')[0]} scheduler, not {sched}")
+                flags |= SVC_F_SCHED2 if f.endswith("-port") else SVC_F_SCHED1
+            svc = Service(key, sched, persistent, netmask, flags)
         except ValueError as e:
             self.err(path, f"virtual service: {e}")
             return None

@@ -143,7 +143,7 @@ class Daemon:
             self._schedule(svc)
         await self.control.started()
         if self.cfg.routing is not None:  # --- routing wiring
-            self.start_routes()
+            await self.start_routes()
         self.control.freeze()  # config, states, plugins: long-lived; the cyclic GC need not scan them again and again
         self.log.info("daemon.started", services=len(self.cfg.services))
         await self.stopping.wait()
@@ -225,12 +225,12 @@ class Daemon:
             self.lvs.vss = list(cfg.virtual_services)
             await self.lvs.reconcile("reload")
         if cfg.routing is not None and self.routes is None:  # --- routing wiring
-            self.start_routes()
+            await self.start_routes()
         elif self.routes is not None and cfg.routing is None:
             await self.routes.stop()
             self.routes = None
         elif self.routes is not None:
-            self.routes.reconfigure(cfg.routing)  # --- end routing wiring
+            await self.routes.reconfigure(cfg.routing)  # --- end routing wiring
         await close_sessions()  # keep-alive sessions may belong to params that changed
         self._log_loaded("config.reloaded")
         return True
@@ -277,11 +277,11 @@ class Daemon:
 
     # -- BGP announcements (routing/) --- routing wiring ------------------------------
 
-    def start_routes(self) -> None:
+    async def start_routes(self) -> None:
         assert self.cfg is not None
         self.routes = Routes(self.cfg.routing, self.log, self.route_services, lambda: self.control.ready,
                              self.route_alert, self.cfg.statedir)
-        self.routes.start()
+        await self.routes.start()
 
     def route_services(self) -> dict[str, tuple[route_announce.Service, ...]]:
         """Per VIP, its virtual services as the IPVS owner last computed them. An IPVS

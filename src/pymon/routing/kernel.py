@@ -14,9 +14,9 @@ listener at once (bench/bgp_handover.py: 1.9 ms median to the router's kernel ta
 The table is the state: a restarted BIRD re-learns it at its first scan, and a pymon
 that died leaves its routes there (ExecStopPost flushes them: docs/active-active.md).
 
-Calls are synchronous pyroute2: one netlink request per change, a dump per
-evaluation, each well under a millisecond for a handful of VIPs — cheaper than
-handing them to a thread.
+pyroute2 0.9's AsyncIPRoute (its synchronous IPRoute runs an event loop of its own
+and cannot be called from the daemon's): one netlink request per change, a dump per
+evaluation, each well under a millisecond for a handful of VIPs.
 """
 
 from __future__ import annotations
@@ -41,25 +41,26 @@ class KernelRoutes:
     def _sock(self) -> Any:
         if self._ipr is None:
             try:
-                from pyroute2 import IPRoute
+                from pyroute2 import AsyncIPRoute
             except ImportError as e:
                 raise RouteError(f"pyroute2 not importable ({e})") from None
-            self._ipr = IPRoute(netns=self.netns) if self.netns else IPRoute()
+            self._ipr = AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
         return self._ipr
 
-    def _call(self, what: str, *args: Any, **kw: Any) -> Any:
+    async def _call(self, what: str, *args: Any, **kw: Any) -> list[Any]:
         try:
-            return self._sock().route(*args, **kw)
+            out = await self._sock().route(*args, **kw)
+            return [r async for r in out] if hasattr(out, "__aiter__") else list(out or [])
         except Exception as e:  # noqa: BLE001 - NetlinkError, OSError: a one-line error, the socket renewed
             self.close()
             msg = e.args[1] if len(getattr(e, "args", ())) > 1 else str(e)
             raise RouteError(f"{what}: {msg}") from None
 
-    def read(self) -> dict[str, int]:
+    async def read(self) -> dict[str, int]:
         """pymon's routes in the table: {vip: metric}."""
         out: dict[str, int] = {}
         for family in (2, 10):  # AF_INET, AF_INET6
-            for r in self._call(f"read table {self.table}", "dump", family=family, table=self.table):
+            for r in await self._call(f"read table {self.table}", "dump", family=family, table=self.table):
                 if r.get("proto") != self.protocol or r.get_attr("RTA_TABLE") != self.table:
                     continue
                 dst = r.get_attr("RTA_DST")
@@ -68,21 +69,21 @@ class KernelRoutes:
                 out[str(ipaddress.ip_address(dst))] = r.get_attr("RTA_PRIORITY") or 0
         return out
 
-    def announce(self, vip: str, metric: int) -> None:
+    async def announce(self, vip: str, metric: int) -> None:
         dst = prefix(vip)
-        have = self.read().get(str(ipaddress.ip_address(vip)))
+        have = (await self.read()).get(str(ipaddress.ip_address(vip)))
         if have is not None and have != metric:
             # the metric is part of a route's key: `replace` with another metric would add a second route
-            self.withdraw(vip)
-        self._call(f"announce {dst} (table {self.table})", "replace", dst=dst, table=self.table, proto=self.protocol,
+            await self.withdraw(vip)
+        await self._call(f"announce {dst} (table {self.table})", "replace", dst=dst, table=self.table, proto=self.protocol,
                    type="blackhole", priority=metric, family=2 if ":" not in vip else 10)
 
-    def withdraw(self, vip: str) -> None:
+    async def withdraw(self, vip: str) -> None:
         dst = prefix(vip)
-        have = self.read().get(str(ipaddress.ip_address(vip)))
+        have = (await self.read()).get(str(ipaddress.ip_address(vip)))
         if have is None:
             return
-        self._call(f"withdraw {dst} (table {self.table})", "del", dst=dst, table=self.table, proto=self.protocol,
+        await self._call(f"withdraw {dst} (table {self.table})", "del", dst=dst, table=self.table, proto=self.protocol,
                    type="blackhole", priority=have, family=2 if ":" not in vip else 10)
 
     def close(self) -> None:

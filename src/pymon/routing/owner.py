@@ -42,15 +42,16 @@ class Routes:
         self.stop_phase: Stop = ""
         self.error: str | None = None  # the kernel table could not be set: said once until it can
         self.wake = asyncio.Event()
+        self.lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Load the operator's disables, withdraw what an earlier run left (nothing is
         announced before READY), and evaluate from now on."""
         self._load()
-        self.evaluate()
+        await self.evaluate()
         self.task = asyncio.get_running_loop().create_task(self.run())
 
     async def run(self) -> None:
@@ -62,7 +63,7 @@ class Routes:
                 pass
             self.wake.clear()
             try:
-                self.evaluate()
+                await self.evaluate()
             except Exception as e:  # noqa: BLE001 - a bug must not end the evaluations
                 self.log.exception("route.crashed", error=f"{type(e).__name__}: {e}")
 
@@ -74,7 +75,7 @@ class Routes:
         `graceful_shutdown` seconds, still evaluated (a pool that dies meanwhile is
         withdrawn at once), then everything is withdrawn."""
         self.stop_phase = "draining"
-        self.evaluate()
+        await self.evaluate()
         draining = [v for v, a in self.ann.items() if a.state == "draining"]
         if draining and self.opts.graceful_shutdown > 0:
             self.log.info("route.draining", vips=draining, wait_s=self.opts.graceful_shutdown)
@@ -84,13 +85,14 @@ class Routes:
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
         self.stop_phase = "stopped"
-        self.evaluate()
+        await self.evaluate()
         self.kernel.close()
 
-    def reconfigure(self, opts: Options) -> None:
+    async def reconfigure(self, opts: Options) -> None:
         """A reload: a new table or protocol takes pymon's routes out of the old one first."""
         if (opts.table, opts.protocol) != (self.opts.table, self.opts.protocol):
-            self._withdraw_all("table or protocol changed by a reload")
+            async with self.lock:
+                await self._withdraw_all("table or protocol changed by a reload")
             self.kernel.close()
             self.kernel = KernelRoutes(opts.table, opts.protocol)
         self.opts = opts
@@ -98,31 +100,37 @@ class Routes:
 
     # -- operator and owner inputs ------------------------------------------------------
 
-    def set_self_fault(self, fault: bool) -> None:
+    async def set_self_fault(self, fault: bool) -> None:
         if fault != self.self_fault:
             self.self_fault = fault
             self.log.warning("route.self_fault", fault=fault)
-            self.evaluate()
+            await self.evaluate()
 
-    def disable(self, vip: str, reason: str = "", by: str = "") -> None:
+    async def disable(self, vip: str, reason: str = "", by: str = "") -> None:
         if vip not in self.services():
             raise KeyError(f"no virtual service has VIP {vip}")
         self.disabled[vip] = {"reason": reason, "since": time.time(), "by": by}
         self.log.warning("route.disabled", vip=vip, reason=reason, by=by)
         self._save()
-        self.evaluate()
+        await self.evaluate()
 
-    def enable(self, vip: str, by: str = "") -> bool:
+    async def enable(self, vip: str, by: str = "") -> bool:
         if self.disabled.pop(vip, None) is None:
             return False
         self.log.warning("route.enabled", vip=vip, by=by)
         self._save()
-        self.evaluate()
+        await self.evaluate()
         return True
 
     # -- one evaluation -------------------------------------------------------------------
 
-    def evaluate(self) -> None:
+    async def evaluate(self) -> None:
+        """One evaluation; serialised, so an operator's command and the timer never
+        interleave their kernel changes."""
+        async with self.lock:
+            await self._evaluate()
+
+    async def _evaluate(self) -> None:
         services = self.services()
         ready = self.ready()
         now = time.time()
@@ -144,7 +152,7 @@ class Routes:
                 changed.add(vip)
                 self._log_change(vip, prev, new)
                 self.changed(vip, prev, new)
-        self.sync(changed)
+        await self.sync(changed)
 
     def _log_change(self, vip: str, prev: Announcement, new: Announcement) -> None:
         if new.announced:
@@ -156,21 +164,21 @@ class Routes:
     def wanted(self) -> dict[str, int]:
         return {vip: self.opts.med(a.state) for vip, a in self.ann.items() if a.state in ANNOUNCED}
 
-    def sync(self, changed: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    async def sync(self, changed: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         """pymon's routes in the kernel table := the announced VIPs with their MED.
         `changed`: the VIPs whose state this evaluation changed (others differing is drift)."""
         want = self.wanted()
         try:
-            have = self.kernel.read()
+            have = await self.kernel.read()
             for vip in sorted(set(have) - set(want)):
                 if vip not in changed:  # not a decision of this evaluation: a leftover or someone's route
                     self.log.warning("route.repaired", vip=vip, note="withdrawn: in the table but not announced")
-                self.kernel.withdraw(vip)
+                await self.kernel.withdraw(vip)
             for vip, med in sorted(want.items()):
                 if have.get(vip) != med:
                     if vip not in changed and self.error is None:
                         self.log.warning("route.repaired", vip=vip, note="announced again: missing from the table")
-                    self.kernel.announce(vip, med)
+                    await self.kernel.announce(vip, med)
         except RouteError as e:
             if str(e) != self.error:
                 self.log.error("route.error", error=str(e), action="will retry at the next evaluation")
@@ -180,10 +188,10 @@ class Routes:
             self.log.info("route.recovered", was=self.error)
             self.error = None
 
-    def _withdraw_all(self, why: str) -> None:
+    async def _withdraw_all(self, why: str) -> None:
         try:
-            for vip in self.kernel.read():
-                self.kernel.withdraw(vip)
+            for vip in await self.kernel.read():
+                await self.kernel.withdraw(vip)
                 self.log.warning("route.withdrawn", vip=vip, reason=why)
         except RouteError as e:
             self.log.error("route.error", error=str(e))

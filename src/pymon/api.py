@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from aiohttp import web
 
 from . import __version__, vrrp
-from .routing.owner import OPENAPI_PATHS as ROUTES_OPENAPI  # BGP announcements (routing/)
+from .routing.owner import OPENAPI_PATHS as ROUTES_OPENAPI, canonical  # BGP announcements (routing/)
 from .config import parse_duration
 from .ipvs_table import Dest, format_ipvsadm
 
@@ -401,15 +401,19 @@ class Api:
         return web.json_response(self._routes().json())
 
     async def route_disable(self, request: web.Request) -> web.Response:
-        body, vip = await _body(request), request.match_info["vip"]
+        body = await _body(request)
         try:
+            vip = canonical(request.match_info["vip"])
             await self._routes().disable(vip, str(body.get("reason", "")), _peer(request))
         except KeyError as e:
             return _err(404, str(e.args[0]))
         return web.json_response({"vip": vip, **self._routes().json()["vips"][vip]})
 
     async def route_enable(self, request: web.Request) -> web.Response:
-        vip = request.match_info["vip"]
+        try:
+            vip = canonical(request.match_info["vip"])
+        except KeyError as e:
+            return _err(404, str(e.args[0]))
         if vip not in self._routes().ann:
             return _err(404, f"no virtual service has VIP {vip}")
         was = await self._routes().enable(vip, _peer(request))

@@ -103,16 +103,16 @@ def step(prev: Announcement, inp: Inputs, policy: Policy) -> Announcement:
     keeps = prev.announced and (ok or bad_run < policy.fall)
     if inp.stop == "stopped":
         return replace(counted, state="withdrawn", reason="stopped")
+    if inp.self_fault:
+        return replace(counted, state="withdrawn", reason="self fault")
+    if inp.disabled and (policy.disabled == "withdraw" or not keeps):
+        return replace(counted, state="withdrawn", reason="disabled by operator")
     if inp.stop == "draining":
         if keeps:
             return replace(counted, state="draining", reason="stopping: graceful shutdown")
         return replace(counted, state="withdrawn", reason="stopping" if ok else f"stopping; {why}")
-    if inp.self_fault:
-        return replace(counted, state="withdrawn", reason="self fault")
     if inp.disabled:
-        if policy.disabled == "drain" and keeps:
-            return replace(counted, state="draining", reason="disabled by operator (draining)")
-        return replace(counted, state="withdrawn", reason="disabled by operator")
+        return replace(counted, state="draining", reason="disabled by operator (draining)")
     if keeps:
         if ok:
             return replace(counted, state="up", reason=why)

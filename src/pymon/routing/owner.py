@@ -14,6 +14,7 @@ VIP the operator took out.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import time
@@ -23,6 +24,14 @@ from typing import Any, Callable
 from . import Options
 from .announce import ANNOUNCED, Announcement, Inputs, Service, Stop, step
 from .kernel import KernelRoutes, RouteError
+
+def canonical(vip: str) -> str:
+    """An operator's spelling of a VIP as the announcements key it (2001:DB8::1 → 2001:db8::1)."""
+    try:
+        return str(ipaddress.ip_address(vip.strip().strip("[]")))
+    except ValueError:
+        raise KeyError(f"{vip!r} is not an IP address") from None
+
 
 Services = Callable[[], dict[str, tuple[Service, ...]]]  # VIP -> its virtual services now
 Changed = Callable[[str, Announcement, Announcement], None]  # vip, before, after
@@ -91,10 +100,10 @@ class Routes:
     async def reconfigure(self, opts: Options) -> None:
         """A reload: a new table or protocol takes pymon's routes out of the old one first."""
         if (opts.table, opts.protocol) != (self.opts.table, self.opts.protocol):
-            async with self.lock:
+            async with self.lock:  # the timer's evaluation must not use the socket being swapped
                 await self._withdraw_all("table or protocol changed by a reload")
-            self.kernel.close()
-            self.kernel = KernelRoutes(opts.table, opts.protocol)
+                self.kernel.close()
+                self.kernel = KernelRoutes(opts.table, opts.protocol)
         self.opts = opts
         self.poke()
 
@@ -107,6 +116,7 @@ class Routes:
             await self.evaluate()
 
     async def disable(self, vip: str, reason: str = "", by: str = "") -> None:
+        vip = canonical(vip)
         if vip not in self.services():
             raise KeyError(f"no virtual service has VIP {vip}")
         self.disabled[vip] = {"reason": reason, "since": time.time(), "by": by}
@@ -115,6 +125,7 @@ class Routes:
         await self.evaluate()
 
     async def enable(self, vip: str, by: str = "") -> bool:
+        vip = canonical(vip)
         if self.disabled.pop(vip, None) is None:
             return False
         self.log.warning("route.enabled", vip=vip, by=by)

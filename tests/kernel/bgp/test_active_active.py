@@ -9,7 +9,7 @@
 
 Each director runs pymon with a `routing:` section and BIRD from the shipped examples
 (etc/bgp/bird-director.conf, bird-router.conf: addresses substituted, BGP timers cut to
-hold 3 s / keepalive 1 s, BFD 100 ms x 3 as shipped). Both directors pool the same two
+hold 3 s / keepalive 1 s, BFD 200 ms x 5: see `fast`). Both directors pool the same two
 real servers with `mh`, so they hash a flow to the same one; d2 asks for quorum 2, d1
 for 1, so killing rs2's HTTP takes d2's pool below quorum while d1 can still serve.
 
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from pyroute2 import IPRoute  # imported here, not in the first measurement: an import costs seconds under TCG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inside"))
 from ipvsadm_reader import sh  # noqa: E402
@@ -53,13 +54,13 @@ T0 = time.monotonic()
 
 
 def log(msg: str) -> None:
-    print(f"[bgp {time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+    now = time.time()
+    utc = time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
+    print(f"[bgp {time.monotonic() - T0:6.1f}s {utc}] {msg}", flush=True)
 
 
 def next_hops() -> list[str]:
     """The gateways of the router's route to the VIP (its main table), read over netlink."""
-    from pyroute2 import IPRoute
-
     with IPRoute(netns="r") as ipr:
         for r in ipr.route("dump", table=254, family=socket.AF_INET):
             if r["dst_len"] != 32 or r.get_attr("RTA_DST") != VIP:
@@ -121,10 +122,18 @@ class Bird:
 
 
 def fast(conf: str) -> str:
-    """The shipped timers cut for the test (BFD stays as shipped: 100 ms x 3)."""
+    """The shipped timers cut for the test. BFD 200 ms x 5 (1 s) rather than 100 ms x 3:
+    under TCG on a busy host the guest stalls for more than 300 ms now and then (two
+    pythons starting, other jobs), and 100 ms x 3 took a healthy session down mid-run
+    (`bfd1: Bad packet ... unknown session id`, then Cease); the error wait is capped at
+    5 s so a flap at start-up does not back off to 30 s. Session state changes are logged."""
     for old, new in (("hold time 9;", "hold time 3;"), ("keepalive time 3;", "keepalive time 1;"),
                      ("connect retry time 5;", "connect retry time 1; connect delay time 1;"),
-                     ("log syslog all;", "log stderr all;")):
+                     ("error wait time 1, 30;", "error wait time 1, 5;"),
+                     ("min rx interval 300 ms;", "min rx interval 200 ms;"),
+                     ("min tx interval 300 ms;", "min tx interval 200 ms;"),
+                     ("multiplier 3;", "multiplier 5;"),
+                     ("log syslog all;", "log stderr all;\ndebug protocols { states };")):
         assert old in conf, old
         conf = conf.replace(old, new)
     return conf
@@ -161,7 +170,7 @@ class Pymon:
             hostgroups: {{web: [{RS['rs1']}, {RS['rs2']}]}}
             watch:
               web:
-                http: {{monitor: {{name: http, port: 80}}, interval: 1s, timeout: 1s}}
+                http: {{monitor: {{name: http, port: 80}}, interval: 1s, timeout: 2s}}
             virtual_services:
               - vip: {VIP}:80
                 scheduler: mh
@@ -343,10 +352,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         for ns, p in s.pymon.items():
             print(f"--- {ns} pymon route/alert events ---\n" + "\n".join(
                 json.dumps(e) for e in p.events if str(e.get("event", "")).startswith(("route", "alert", "raw",
-                                                                                       "ipvs.quorum"))))
+                                                                                       "ipvs.quorum", "daemon."))))
         for ns, b in s.bird.items():
             print(f"--- {ns} bird.log (tail) ---\n" + "".join(
-                b.log.read_text(errors="replace").splitlines(True)[-15:] if b.log.exists() else []))
+                b.log.read_text(errors="replace").splitlines(True)[-40:] if b.log.exists() else []))
         for ns in [*on_br, "client"]:
             sh(f"ip netns del {ns}", check=False)
         sh("ip link del br0", check=False)
@@ -358,12 +367,20 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def test_a_both_directors_announce_router_has_two_next_hops(site: Site) -> None:
     took = wait_until(hops("d1", "d2"), 60, "two next hops")
     log(f"two next hops {took:.1f} s after both pymons were ready")
+    log("router: birdc show protocols\n" + site.bird["r"].birdc("show", "protocols"))
     route = sh(f"ip -n r route show {VIP}")
     log("router: ip route show " + VIP + "\n" + route)
     assert "nexthop via 10.40.0.11" in route and "nexthop via 10.40.0.12" in route, route
     for ns in DIRECTORS:  # pymon's side of it: the route it handed to BIRD, and its log line
         assert sh(f"ip -n {ns} route show table 100") == f"blackhole {VIP} proto 252 metric 100 \n"
-        site.pymon[ns].wait_event(lambda e: e.get("event") == "route.announced" and e.get("vip") == VIP, 5)
+        e = site.pymon[ns].wait_event(lambda e: e.get("event") == "route.announced" and e.get("vip") == VIP, 5)
+        ready = site.pymon[ns].wait_event(lambda e: e.get("event") == "daemon.ready", 1)
+        log(f"{ns}: daemon.ready {ready['timestamp']}, route.announced {e['timestamp']}")
+    # both directors hash alike: the same mh service and real servers in both tables
+    # (service lines and real server, forwarding, weight: the connection counters differ)
+    tables = {ns: [ln.split()[:4] for ln in sh(f"ip netns exec {ns} ipvsadm -Ln").splitlines()[3:]]
+              for ns in DIRECTORS}
+    assert tables["d1"] == tables["d2"] and ["TCP", f"{VIP}:80", "mh", "(mh-fallback,mh-port)"] in tables["d1"], tables
     site.client.start()
     time.sleep(3)
     res = site.client.stop()
@@ -380,7 +397,7 @@ def test_b_director_bird_killed_leaves_one_next_hop(site: Site) -> None:
     time.sleep(2)
     res = site.client.stop()
     failed = report("BIRD on d1 killed (SIGKILL)", res, t, took)
-    assert took < 3.5, took  # the router's kernel closes the session at once; BFD (0.3 s) and hold (3 s) are the bounds
+    assert took < 3.5, took  # d1's kernel closes the session at once; BFD (1 s here) and hold (3 s) are the bounds
     assert failed <= 10, failed
     site.bird["d1"].start()
     back = wait_until(hops("d1", "d2"), 30, "d1 back after its BIRD restarted")
@@ -396,7 +413,7 @@ def test_c_director_link_cut_leaves_one_next_hop_by_bfd(site: Site) -> None:
     time.sleep(2)
     res = site.client.stop()
     failed = report("d1's link cut (switch port down)", res, t, took)
-    assert took < 3.5, took  # BFD 100 ms x 3; the hold time (3 s) is the fallback bound
+    assert took < 3.5, took  # BFD 200 ms x 5 here; the hold time (3 s) is the fallback bound
     assert failed <= 10, failed
     sh("ip link set vd1 up")
     back = wait_until(hops("d1", "d2"), 30, "d1 back after its link came back")
@@ -408,18 +425,20 @@ def test_d_pool_below_quorum_withdraws_that_director_only(site: Site) -> None:
     time.sleep(1)
     t = time.time()
     site.stop_rs("rs2")  # d2 wants quorum 2: its pool falls below; d1 (quorum 1) still serves with rs1
-    took = wait_until(hops("d1"), 15, "d2 withdrawn on losing quorum")
-    e = site.pymon["d2"].wait_event(lambda e: e.get("event") == "route.withdrawn" and e.get("vip") == VIP, 5)
-    assert "quorum lost" in e["reason"], e
-    site.pymon["d2"].wait_event(lambda e: e.get("event") == "alert.sent"
-                                and f"route withdrawn for {VIP}" in e.get("summary", ""), 10)
-    time.sleep(3)
-    res = site.client.stop()
-    failed = report("rs2's HTTP killed: d2 below quorum", res, t, took)
-    tail = [r["who"] for r in res if r["t"] > time.time() - 1.5]
-    assert tail and set(tail) == {"rs1"}, tail  # settled: d1 serves everything from rs1
-    assert failed <= 30, failed
-    site.start_rs("rs2")
+    try:
+        took = wait_until(hops("d1"), 15, "d2 withdrawn on losing quorum")
+        e = site.pymon["d2"].wait_event(lambda e: e.get("event") == "route.withdrawn" and e.get("vip") == VIP, 5)
+        assert "quorum lost" in e["reason"], e
+        site.pymon["d2"].wait_event(lambda e: e.get("event") == "alert.sent"
+                                    and f"route withdrawn for {VIP}" in e.get("summary", ""), 10)
+        time.sleep(3)
+        res = site.client.stop()
+        failed = report("rs2's HTTP killed: d2 below quorum", res, t, took)
+        tail = [r["who"] for r in res[-5:]]
+        assert set(tail) == {"rs1"}, tail  # settled: d1 serves everything from rs1
+        assert failed <= 30, failed
+    finally:
+        site.start_rs("rs2")
     back = wait_until(hops("d1", "d2"), 30, "d2 announces again once rs2 is back (rise 2)")
     log(f"rs2 back: d2 announced again after {back:.1f} s")
     e = site.pymon["d2"].wait_event(lambda e: e.get("event") == "route.announced" and e.get("vip") == VIP

@@ -175,7 +175,7 @@ class Routes:
     def wanted(self) -> dict[str, int]:
         return {vip: self.opts.med(a.state) for vip, a in self.ann.items() if a.state in ANNOUNCED}
 
-    async def sync(self, changed: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    async def sync(self, changed: frozenset[str] | set[str] = frozenset()) -> None:
         """pymon's routes in the kernel table := the announced VIPs with their MED.
         `changed`: the VIPs whose state this evaluation changed (others differing is drift)."""
         want = self.wanted()

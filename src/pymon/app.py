@@ -33,6 +33,9 @@ from pymon.ops.control import Control
 from pymon.ops.readiness import Readiness
 from pymon.plugin import Alert
 from pymon.probes.http import close_sessions, pool
+from pymon.model.routing import vip_of
+from pymon.routing import announce as route_announce
+from pymon.routing.owner import Routes
 
 if TYPE_CHECKING:
     from pymon.ops.metrics import Metrics
@@ -60,6 +63,7 @@ class Daemon:
         self.lvs_task: asyncio.Task[None] | None = None
         self.watchdog: Watchdog | None = None  # loop-block warnings (watchdog.py)
         self.api: api.Api | None = None
+        self.routes: Routes | None = None  # BGP announcements (routing/)
         self.reloads: set[asyncio.Task[bool]] = set()  # referenced until done (the loop holds tasks weakly)
         self.gc = GcPolicy()
         self.control = Control(self)  # persisted operator state and commands (control.py)
@@ -103,6 +107,8 @@ class Daemon:
             self._fire(st, st.startup(now), now)
             self._schedule(svc)
         await self.control.started()
+        if self.cfg.routing is not None:
+            await self.start_routes()
         self.readiness.start({k for k, st in self.states.items() if not st.spec.passive})
         self.api = await api.start(self)
         self.readiness.serving()
@@ -133,6 +139,8 @@ class Daemon:
         if self._task_watch is not None:
             self._task_watch.cancel()
         self.log.info("daemon.stopping")
+        if self.routes is not None:  # drain, then withdraw, while IPVS still serves
+            await self.routes.stop()
         self.readiness.stopping()
         if self.api is not None:
             await self.api.stop()
@@ -218,6 +226,13 @@ class Daemon:
         elif self.lvs is not None:
             self.lvs.vss = list(cfg.virtual_services)
             await self.lvs.reconcile("reload")
+        if cfg.routing is not None and self.routes is None:
+            await self.start_routes()
+        elif self.routes is not None and cfg.routing is None:
+            await self.routes.stop()
+            self.routes = None
+        elif self.routes is not None:
+            await self.routes.reconfigure(cfg.routing)
         await close_sessions()  # keep-alive sessions may belong to params that changed
         self._log_loaded("config.reloaded")
         return True
@@ -273,6 +288,48 @@ class Daemon:
         output = f"quorum {what} for {vs.name}\nhealthy weight {healthy}, quorum {vs.quorum}"
         kind = "upalert" if ok else "alert"
         self._fire(st, [Fire(kind, a, "quorum", output, 0 if ok else 1) for a in vs.quorum_alert], time.time())
+        if self.routes is not None:  # a quorum change is evaluated now, not at the next tick
+            self.routes.poke()
+
+    # -- BGP announcements (routing/) --------------------------------------------------
+
+    async def start_routes(self) -> None:
+        assert self.cfg is not None and self.cfg.routing is not None
+        self.routes = Routes(self.cfg.routing, self.log, self.route_services, lambda: self.readiness.ready,
+                             self.route_alert, self.cfg.statedir)
+        await self.routes.start()
+
+    def route_services(self) -> dict[str, tuple[route_announce.Service, ...]]:
+        """Per VIP, its virtual services as the IPVS owner last computed them. An IPVS
+        table that cannot be read serves nothing: pooled 0, quorum lost."""
+        assert self.cfg is not None
+        o = self.lvs
+        dead = o is None or o.read_error is not None
+        out: dict[str, tuple[route_announce.Service, ...]] = {}
+        for vs in self.cfg.virtual_services:
+            vip = vip_of(vs.service.key.address)
+            if vip is None:
+                continue  # a fwmark service has no one address to announce
+            dests = {} if dead or o is None else o.last_wanted.get(vs.service.key, (None, {}))[1]
+            pooled = sum(1 for k, d in dests.items() if d.weight > 0 and (vs.sorry is None or k != vs.sorry.key))
+            quorum = None if not vs.quorum else (False if dead or o is None else o.quorum.get(vs.name, True))
+            out[vip] = out.get(vip, ()) + (route_announce.Service(vs.name, pooled, quorum),)
+        return out
+
+    def route_alert(self, vip: str, old: route_announce.Announcement, new: route_announce.Announcement) -> None:
+        """Every change of a VIP's announcement, as quorum alerts: on the watch of its first service."""
+        assert self.cfg is not None
+        if self.cfg.routing is None or not self.cfg.routing.alert:
+            return
+        vs = next((v for v in self.cfg.virtual_services if vip_of(v.service.key.address) == vip), None)
+        st = self.states.get(vs.watch) if vs is not None else None
+        if st is None:
+            return
+        what = {"up": "announced", "draining": "draining", "withdrawn": "withdrawn"}[new.state]
+        output = f"route {what} for {vip}\n{new.reason}\nwas {old.state}"
+        kind = "upalert" if new.state == "up" else "alert"
+        self._fire(st, [Fire(kind, a, "route", output, 0 if new.state == "up" else 1) for a in self.cfg.routing.alert],
+                   time.time())
 
     # -- alerts ----------------------------------------------------------------------
 

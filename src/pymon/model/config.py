@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
-from pymon.ipvs.table import Dest, Service, ServiceKey
+from pymon.ipvs.table import SVC_F_SCHED1, SVC_F_SCHED2, Dest, Service, ServiceKey
 from .period import Period, PeriodError, parse_period
+from .routing import SCHEMA as _ROUTING, Options as RoutingOptions, parse_options as parse_routing
 from pymon.plugin import Target
 
 if TYPE_CHECKING:  # the daemon reads its config in a forked child (forked.py): it need not hold these 4 MiB
@@ -150,6 +151,10 @@ _virtual_service = {
         "family": {"enum": [4, 6], "description": "address family of a `fwmark` service (default 4)"},
         "protocol": {"enum": ["tcp", "udp", "sctp"], "description": "default tcp"},
         "scheduler": {"enum": _SCHEDULERS, "description": "IPVS scheduler (default wlc)"},
+        "scheduler_flags": {"type": "array", "items": {"enum": ["mh-port", "mh-fallback", "sh-port", "sh-fallback"]},
+                            "description": "ipvsadm's -b for `mh`/`sh`: `-port` hashes the source port too, "
+                            "`-fallback` skips a weight-0 server; active-active directors need `mh` with both, "
+                            "so every director hashes a flow the same way"},
         "persistent": _dur("persistence timeout (default 0: none)"),
         "netmask": {"type": ["integer", "string"], "description": "persistence netmask: prefix length or dotted"},
         "forwarding": _fwd("dr, nat or tun (also gate/masq/ipip, g/m/i as ipvsadm's -g/-m/-i; default dr)"),
@@ -257,6 +262,12 @@ SCHEMA: dict[str, Any] = {
         "virtual_services": {"type": "array", "items": _virtual_service,
                              "description": "IPVS virtual services pymon owns (see docs/ipvs.md)"},
         "ipvs": _ipvs,
+        # BGP announcements through BIRD (routing/): its schema with this module's alerts and durations
+        "routing": {**_ROUTING, "properties": {
+            **_ROUTING["properties"],
+            "alert": _alert_list(_ROUTING["properties"]["alert"]["description"]),
+            "interval": _dur(_ROUTING["properties"]["interval"]["description"]),
+            "graceful_shutdown": _dur(_ROUTING["properties"]["graceful_shutdown"]["description"])}},
         "vrrp": {**_VRRP, "properties": {"alert": _alert_list(_VRRP["properties"]["alert"]["description"])}},  # keepalived's role (vrrp.py)
     },
 }
@@ -459,6 +470,7 @@ class Config:
     max_alert_procs: int = 16  # alerts delivered at once; more wait (never dropped)
     probe_workers: int = 0  # exchange.py: worker processes for plain HTTP checks
     vrrp_alert: list[PluginSpec] = field(default_factory=list)  # vrrp.py: alerts on a VRRP role change
+    routing: RoutingOptions | None = None  # announce VIPs over BGP (routing/); None without a `routing:` section
 
     def hosts(self, svc: ServiceSpec) -> list[str]:
         return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
@@ -678,6 +690,7 @@ class _Builder:
         ipvs = IpvsOptions(dry_run=ip.get("dry_run", False), fallback=ip.get("fallback", "error"),
                            cleanstop=ip.get("cleanstop", False),
                            resync=self.duration(("ipvs", "resync"), ip.get("resync"), 30.0))
+        routing = self.routing(data.get("routing"), vss)
         vrrp_alert = [self.plugin(("vrrp", "alert", j), a, "alert")
                       for j, a in enumerate((data.get("vrrp") or {}).get("alert", []))]
         if self.problems:
@@ -705,7 +718,21 @@ class _Builder:
             control_hosts=tuple(str(h).lower() for h in g.get("control_hosts", ())),
             token_file=(self.base / statedir / g.get("token_file", "token")).resolve(),
             vrrp_alert=vrrp_alert,
+            routing=routing,
         )
+
+    def routing(self, raw: dict[str, Any] | None, vss: list[VirtualServiceSpec | None]) -> RoutingOptions | None:
+        """The `routing:` section (model/routing.py reads it; problems located here)."""
+        if raw is None:
+            return None
+        at = ("routing",)
+        alerts = [self.plugin(at + ("alert", j), a, "alert") for j, a in enumerate(raw.get("alert", []))]
+        opts = parse_routing(raw, lambda p, m: self.err(at + p, m),
+                             lambda p, v, d: self.duration(at + p, v, d), alerts)
+        if not any(vs is not None and vs.service.key.address for vs in vss):
+            self.err(at, "routing: no virtual service with a VIP to announce (fwmark services are not announced)",
+                     key=True)
+        return opts
 
     def virtual_service(self, path: yamlsrc.Path, raw: dict[str, Any], groups: dict[str, list[str]],
                         services: dict[tuple[str, str], ServiceSpec]) -> VirtualServiceSpec | None:
@@ -724,7 +751,13 @@ class _Builder:
 
                 netmask = ipaddress.ip_network(f"0.0.0.0/{netmask}" if "." in netmask else f"::/{netmask}").prefixlen
             persistent = int(self.duration(path + ("persistent",), raw.get("persistent"), 0))
-            svc = Service(key, raw.get("scheduler", "wlc"), persistent, netmask)
+            sched = raw.get("scheduler", "wlc")
+            flags = 0
+            for f in raw.get("scheduler_flags", []):
+                if not f.startswith(sched + "-"):
+                    raise ValueError(f"scheduler_flags: {f} is for the {f.split('-')[0]} scheduler, not {sched}")
+                flags |= SVC_F_SCHED2 if f.endswith("-port") else SVC_F_SCHED1
+            svc = Service(key, sched, persistent, netmask, flags)
         except ValueError as e:
             self.err(path, f"virtual service: {e}")
             return None

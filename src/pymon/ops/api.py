@@ -36,6 +36,7 @@ from . import vrrp
 from pymon.model.config import parse_duration
 from pymon.ipvs.table import Dest, format_ipvsadm
 from pymon.ops.web_request import body as _body, err as _err, form as _form, peer as _peer
+from pymon.routing.owner import OPENAPI_PATHS as ROUTES_OPENAPI, canonical  # BGP announcements (routing/)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format
 
@@ -156,7 +157,8 @@ def status_json(d: "Daemon") -> dict[str, Any]:
     return {"version": __version__, "time": now, "started": ctl.started_at, "ready": d.readiness.ready,
             "config": cfg.file, "counts": ctl.counts(), "status_line": ctl.status_line(),
             "groups": groups, "services": services, "disabled": disabled_json(d), "ipvs": ipvs_json(d),
-            "vrrp": ctl.vrrp.json()}
+            "vrrp": ctl.vrrp.json(),
+            "routes": d.routes.json() if getattr(d, "routes", None) else None}  # BGP announcements (routing/)
 
 
 def disabled_json(d: "Daemon") -> dict[str, dict[str, Any]]:
@@ -434,6 +436,9 @@ class Api:
         r.add_get("/metrics", self.metrics)
         r.add_get("/openapi.json", self.openapi)
         vrrp.routes(r, self)  # GET /vrrp, POST /vrrp/{instance}: keepalived's notify hook
+        r.add_get("/routes", self.routes)  # BGP announcements (routing/)
+        r.add_post("/disable/route/{vip}", self.route_disable)
+        r.add_post("/enable/route/{vip}", self.route_enable)
         if tcp:
             r.add_get("/", self.page)
             r.add_get("/login", self.login)
@@ -526,6 +531,36 @@ class Api:
             return _err(404, f"no such {kind} {name!r}")
         was = await self.d.control.enable(kind, name, _peer(request))  # type: ignore[arg-type]
         return self._applied({"kind": kind, "name": name, "was_disabled": was})
+
+    # -- BGP announcements (routing/) ----------------------------------------------------
+
+    def _routes(self) -> Any:
+        if getattr(self.d, "routes", None) is None:
+            raise web.HTTPNotFound(text='{"error": "no routing: section in the config"}',
+                                   content_type="application/json")
+        return self.d.routes
+
+    async def routes(self, request: web.Request) -> web.Response:
+        return web.json_response(self._routes().json())
+
+    async def route_disable(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        try:
+            vip = canonical(request.match_info["vip"])
+            await self._routes().disable(vip, str(body.get("reason", "")), _peer(request))
+        except KeyError as e:
+            return _err(404, str(e.args[0]))
+        return web.json_response({"vip": vip, **self._routes().json()["vips"][vip]})
+
+    async def route_enable(self, request: web.Request) -> web.Response:
+        try:
+            vip = canonical(request.match_info["vip"])
+        except KeyError as e:
+            return _err(404, str(e.args[0]))
+        if vip not in self._routes().ann:
+            return _err(404, f"no virtual service has VIP {vip}")
+        was = await self._routes().enable(vip, _peer(request))
+        return web.json_response({"vip": vip, "was_disabled": was, **self._routes().json()["vips"][vip]})
 
     def _service(self, request: web.Request) -> tuple[str, str]:
         key = (request.match_info["group"], request.match_info["service"])
@@ -711,6 +746,7 @@ OPENAPI: dict[str, Any] = {
         "/metrics": {"get": _op("Prometheus metrics", ok="text/plain")},
         "/openapi.json": {"get": _op("this document")},
         **vrrp.OPENAPI_PATHS,
+        **ROUTES_OPENAPI,  # BGP announcements (routing/)
         "/": {"get": _op("status page (TCP listener only; cookie from /login)", ok="text/html")},
         "/login": {"get": _op("set the page's cookie from ?token= and redirect to / (no token: a form)",
                               ok="text/html", query=[{"name": "token", "in": "query", "schema": {"type": "string"}}]),

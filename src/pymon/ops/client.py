@@ -22,6 +22,7 @@ from typing import Any, Callable
 import aiohttp
 
 from .vrrp import format_status as vrrp_status
+from pymon.routing.owner import format_status as routes_status  # BGP announcements (routing/)
 
 DEFAULT_CONFIG = "/etc/pymon/pymon.yaml"
 
@@ -150,6 +151,7 @@ def format_status(st: dict[str, Any], width: int = 100) -> str:
         for e in ipvs["errors"]:
             out.append(f"  error: {e}")
     out += vrrp_status(st)  # keepalived's role, when it reported one (vrrp.py)
+    out += routes_status(st)  # BGP announcements, with a routing: section (routing/)
     return "\n".join(out)
 
 
@@ -270,6 +272,20 @@ async def _vrrp(a: argparse.Namespace, w: Where) -> int:
     return 0
 
 
+async def _route(a: argparse.Namespace, w: Where) -> int:
+    """`pymon route`: the announcements; `pymon route disable|enable VIP`: the operator's say."""
+    if not a.args:
+        r = await w.call("GET", "/routes")
+        _print(a, r, lambda r: "\n".join(routes_status({"routes": r})[1:]))
+        return 0
+    if len(a.args) != 2 or a.args[0] not in ("disable", "enable"):
+        raise ApiError(0, "pymon route [disable VIP [--reason TEXT] | enable VIP]")
+    verb, vip = a.args
+    r = await w.call("POST", f"/{verb}/route/{vip}", {"reason": a.reason} if verb == "disable" else None)
+    _print(a, r, lambda r: f"route {vip}: {r['state']} ({r['reason']})")
+    return 0
+
+
 async def _web_url(a: argparse.Namespace, w: Where) -> int:
     if not w.port:
         raise ApiError(0, "no control_port in the config: the status page is served only on 127.0.0.1:control_port")
@@ -324,7 +340,11 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     sp.add_argument("--priority", type=int, default=None)
     sp.add_argument("--type", default="INSTANCE", choices=("INSTANCE", "GROUP"))
 
-    fns = {"status": _status, "disable": _disable, "enable": _enable, "ack": _ack, "history": _history,
+    sp = client("route", "show the BGP announcements, or disable/enable one VIP's (routing: section)")
+    sp.add_argument("args", nargs="*", metavar="disable VIP | enable VIP")
+    sp.add_argument("--reason", default="", help="why, for disable: shown in status and kept in the state")
+
+    fns = {"route": _route, "status": _status, "disable": _disable, "enable": _enable, "ack": _ack, "history": _history,
            "downtime": _downtime, "trap": _trap, "test-now": _test_now, "reload": _reload, "web-url": _web_url,
            "vrrp": _vrrp}
 

@@ -176,3 +176,10 @@ class _StateCollector(Collector):
                         weight.add_metric([vs_label(skey), rs_label(dest), table], float(dest.weight))
         yield weight
         yield from vrrp_metrics(d)  # pymon_vrrp_state{instance} (vrrp.py)
+        routes = getattr(d, "routes", None)  # BGP announcements (routing/)
+        if routes is not None:
+            announced = GaugeMetricFamily("pymon_route_announced", "1 while this director announces the VIP "
+                                          "(up or draining), 0 while withdrawn", labels=["vip"])
+            for vip, a in sorted(routes.ann.items()):
+                announced.add_metric([vip], 1.0 if a.announced else 0.0)
+            yield announced

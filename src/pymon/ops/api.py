@@ -7,7 +7,11 @@ Listeners:
 - 127.0.0.1:`globals.control_port`, only when configured. The status page (`/`) is
   served only here: browsers cannot reach a unix socket.
 
-Every call but `GET /health` needs the token (`globals.token_file`, default
+Who may call: on the unix socket, a peer the kernel vouches for (SO_PEERCRED and
+SO_PEERGROUPS, recorded at connect()): root, the daemon's own uid, and members of the
+daemon's group (primary or supplementary) need no token, so `pymon status` works for
+an operator in the `pymon` group without reading the 0600 token file. Anyone else, and
+every call over TCP, but `GET /health` needs the token (`globals.token_file`, default
 `<statedir>/token`, created 0600 with a random token when missing) as
 `Authorization: Bearer TOKEN`. The page gets it as a cookie: open
 `/login?token=TOKEN` (or paste it into the form at `/login`) once; the cookie is
@@ -34,7 +38,7 @@ from pymon import __version__
 from . import vrrp
 from pymon.model.config import parse_duration
 from pymon.ipvs.table import Dest, format_ipvsadm
-from pymon.ops.web_request import body as _body, err as _err, form as _form, peer as _peer
+from pymon.ops.web_request import PeerCreds, body as _body, err as _err, form as _form, peer as _peer, peer_creds
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format
 
@@ -217,8 +221,16 @@ class Api:
         self.token = token
         self.runners: list[web.AppRunner] = []
         self.socket_path: Path | None = None
+        self.uid, self.gid = os.geteuid(), os.getegid()  # the socket file's owner and group
 
     # -- auth ------------------------------------------------------------------------
+
+    def trusted(self, creds: PeerCreds | None) -> bool:
+        """A unix peer that may call without the token: the same people the socket's mode
+        (0660, owner and group) lets connect, checked again so a socket made wider by hand
+        (chmod 0666, a group-writable directory) does not widen who may change the table."""
+        return creds is not None and (creds.uid in (0, self.uid) or creds.gid == self.gid
+                                      or self.gid in creds.groups)
 
     def _ok(self, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())  # type: ignore[union-attr]
@@ -227,6 +239,8 @@ class Api:
         @web.middleware
         async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             if request.path == "/health" or (tcp and request.path == "/login"):
+                return await handler(request)
+            if not tcp and self.trusted(peer_creds(request)):
                 return await handler(request)
             header = request.headers.get("Authorization", "")
             bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
@@ -238,7 +252,8 @@ class Api:
                 return await handler(request)
             if tcp and request.path == "/" and request.method == "GET":
                 raise web.HTTPSeeOther("/login")
-            return web.json_response({"error": "missing or wrong token (Authorization: Bearer TOKEN)"},
+            why = "" if tcp else " (or connect as root, the daemon's user or a member of its group)"
+            return web.json_response({"error": f"missing or wrong token (Authorization: Bearer TOKEN){why}"},
                                      status=401, headers={"WWW-Authenticate": 'Bearer realm="pymon"'})
         return auth
 
@@ -503,7 +518,8 @@ OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "pymon control API", "version": __version__,
              "description": "Over the unix socket (default <statedir>/pymon.sock) or 127.0.0.1:control_port. "
-                            "Every call but /health needs `Authorization: Bearer TOKEN` (the token file)."},
+                            "On the socket, root, the daemon's user and members of its group need no token; "
+                            "every other call but /health needs `Authorization: Bearer TOKEN` (the token file)."},
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     "security": [{"bearer": []}],
     "paths": {

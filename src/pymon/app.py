@@ -27,7 +27,7 @@ from pymon.engine.watchdog import Watchdog
 from pymon.ipvs import owner
 from pymon.loader import load_all, load_all_async
 from pymon.model.config import Config, ConfigError, ServiceSpec, VirtualServiceSpec
-from pymon.ops import api
+from pymon.ops import api, exporter
 from pymon.ops.control import Control
 from pymon.ops.readiness import Readiness
 from pymon.plugin import Alert
@@ -56,6 +56,7 @@ class Daemon:
         self.lvs_task: asyncio.Task[None] | None = None
         self.watchdog: Watchdog | None = None  # loop-block warnings (watchdog.py)
         self.api: api.Api | None = None
+        self.exporter: exporter.Exporter | None = None  # globals.metrics_listen (exporter.py)
         self.reloads: set[asyncio.Task[bool]] = set()  # referenced until done (the loop holds tasks weakly)
         self.gc = GcPolicy()
         self.control = Control(self)  # persisted operator state and commands (control.py)
@@ -92,6 +93,7 @@ class Daemon:
         await self.control.started()
         self.readiness.start({k for k, st in self.states.items() if not st.spec.passive})
         self.api = await api.start(self)
+        self.exporter = await exporter.follow(None, self.cfg, self.control.metrics, self.log)
         self.readiness.serving()
         self.gc.freeze()  # config, states, plugins: long-lived; the cyclic GC need not scan them again and again
         self.gc.start(loop)
@@ -105,6 +107,8 @@ class Daemon:
         self.readiness.stopping()
         if self.api is not None:
             await self.api.stop()
+        if self.exporter is not None:
+            await self.exporter.stop()
         if self.runner is not None:
             await self.runner.sched.close()
             self.runner.deadlines.close()
@@ -187,6 +191,7 @@ class Daemon:
             self.lvs.vss = list(cfg.virtual_services)
             await self.lvs.reconcile("reload")
         await close_sessions()  # keep-alive sessions may belong to params that changed
+        self.exporter = await exporter.follow(self.exporter, cfg, self.control.metrics, self.log)
         self._log_loaded("config.reloaded")
         return True
 

@@ -99,6 +99,7 @@ class LvsOwner:
         self.last_wanted: Table = {}
         self.last_actual: Table = {}
         self.last_errors: list[str] = []
+        self.error_count = 0  # every failed read or change since start (pymon_ipvs_errors_total)
         self.healthy: dict[str, int] = {}
         # the kernel table could not be read: said once (ipvs.unavailable or ipvs.error),
         # not on every resync and health change, until it can be read again (ipvs.recovered)
@@ -122,6 +123,7 @@ class LvsOwner:
                                    action="will retry; checks and alerts keep running")
                 self.read_error = str(e)
                 self.last_errors = [str(e)]
+                self.error_count += 1
                 return []
             if self.read_error is not None:
                 self.log.info("ipvs.recovered", reason=reason, was=self.read_error)
@@ -137,6 +139,7 @@ class LvsOwner:
             if ops:
                 self.log.info("ipvs.table", dry_run=self.dry_run, table=format_ipvsadm(wanted).splitlines())
             self.last_errors = errors
+            self.error_count += len(errors)
             if ops and reason == "resync":
                 self.log.warning("ipvs.repaired", changes=len(ops) - len(errors),
                                  note="the kernel table differed from what pymon set (drift)")

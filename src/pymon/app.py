@@ -30,6 +30,7 @@ from pymon.model.config import Config, ConfigError, ServiceSpec, VirtualServiceS
 from pymon.ops import api, exporter
 from pymon.ops.control import Control
 from pymon.ops.readiness import Readiness
+from pymon.ops.timeline import Timeline
 from pymon.plugin import Alert
 from pymon.probes.http import close_sessions, pool
 
@@ -53,6 +54,7 @@ class Daemon:
         self.alert_tasks: set[asyncio.Task[None]] = set()
         self.runner: Runner | None = None  # the checks (engine/runner.py), once running
         self.lvs: owner.LvsOwner | None = None
+        self.timeline = Timeline()  # pooled weight per virtual service over time (status page)
         self.lvs_task: asyncio.Task[None] | None = None
         self.watchdog: Watchdog | None = None  # loop-block warnings (watchdog.py)
         self.api: api.Api | None = None
@@ -228,6 +230,7 @@ class Daemon:
         backend, dry = await owner.open_backend(self.cfg.ipvs, self.dry_run or self.cfg.ipvs.dry_run, self.log)
         self.lvs = owner.LvsOwner(self.cfg.ipvs, backend, self.log, dry, list(self.cfg.virtual_services),
                                   health=self.host_up, alert=self.quorum_alert)
+        self.lvs.observe = self.timeline.record
         lvs_alert.bind(self.lvs)
         self.runner.hosts_changed = self.lvs.poke
         await self.lvs.reconcile("start")

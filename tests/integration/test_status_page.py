@@ -45,7 +45,7 @@ def browser(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def cell(drv: webdriver.Chrome, service: str, host: str):  # type: ignore[no-untyped-def]
-    return drv.find_element(By.CSS_SELECTOR, f'tr[data-service="{service}"] td[data-host="{host}"]')
+    return drv.find_element(By.CSS_SELECTOR, f'tr[data-service="{service}"] span.host[data-host="{host}"]')
 
 
 def state_of(drv: webdriver.Chrome, service: str, host: str) -> str | None:
@@ -108,13 +108,19 @@ def test_status_page(pymon: Running, browser: webdriver.Chrome) -> None:  # noqa
     assert seen_after <= REFRESH_S + 0.5, seen_after
     assert "FAIL" in text_of(drv, 'tr[data-service="g:s"] td.status')
     assert text_of(drv, 'tr[data-service="g:s"] td.summary') == B
-    assert "flagged down" in text_of(drv, f'tr[data-service="g:s"] td[data-host="{B}"]')
-    # the IPVS table: B quiesced (weight 0 wanted) in the dry-run table
-    WebDriverWait(drv, 5).until(lambda d: text_of(d, f'tr[data-real="{B}:80"] td.wanted') == "0")
+    assert "flagged down" in text_of(drv, f'tr[data-service="g:s"] span.host[data-host="{B}"]')
+    # the virtual service: B quiesced (weight 0 wanted) in the dry-run table, labelled a simulation
+    vs = 'tr.vs[data-vs="TCP 10.9.9.9:80"]'
+    WebDriverWait(drv, 5).until(lambda d: d.find_element(By.CSS_SELECTOR, f'{vs} span.chip[data-real="{B}:80"]')
+                                .get_attribute("data-state") == "down")
+    assert drv.find_element(By.ID, "source").get_attribute("data-source") == "simulation"
+    click(drv, f"{vs} button.details")
+    WebDriverWait(drv, 5).until(lambda d: text_of(d, f'tr.vs-detail tr[data-real="{B}:80"] td.wanted') == "0")
+    assert "simulated weight (dry run)" in text_of(drv, "tr.vs-detail thead")
     drv.save_screenshot(str(ARTIFACTS / "status-page-host-down.png"))
 
     # the disable button disables the host (reason and duration asked for)
-    click(drv, f'th[data-host="{A}"] button.disable')
+    click(drv, f'tr.vs-detail tr[data-real="{A}:80"] button.disable')
     answer_prompt(drv, "maintenance")
     answer_prompt(drv, "1h")
     WebDriverWait(drv, 10).until(lambda d: state_of(d, "g:s", A) == "disabled")
@@ -131,6 +137,6 @@ def test_status_page(pymon: Running, browser: webdriver.Chrome) -> None:  # noqa
     drv.save_screenshot(str(ARTIFACTS / "status-page.png"))
 
     # and enable again
-    click(drv, f'th[data-host="{A}"] button.enable')
+    click(drv, f'tr[data-service="g:s"] span.host[data-host="{A}"] button.enable')
     WebDriverWait(drv, 10).until(lambda d: state_of(d, "g:s", A) == "up")
     assert pymon.call("GET", "/disabled")[1]["host"] == {}

@@ -9,6 +9,7 @@ every `resync` seconds to repair drift (someone ran `ipvsadm -C`).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
@@ -92,6 +93,8 @@ class LvsOwner:
     alert: Callable[[VirtualServiceSpec, bool, int], None] = lambda vs, ok, w: None
 
     def __post_init__(self) -> None:
+        # told the wanted table after each reconcile that read the kernel (ops/timeline.py)
+        self.observe: Callable[[Table, float], None] = lambda table, now: None
         self.overrides: dict[tuple[ServiceKey, tuple[str, int]], Override] = {}
         self.quorum: dict[str, bool] = {}
         self.wake = asyncio.Event()
@@ -131,6 +134,7 @@ class LvsOwner:
             wanted, self.healthy = wanted_table(self.vss, self.health, actual, self.overrides)
             ops = diff(wanted, actual, self.owned)
             self.last_wanted, self.last_actual = wanted, actual
+            self.observe(wanted, time.time())
             for op in ops:
                 self.log.info("ipvs.would_change" if self.dry_run else "ipvs.change", op=str(op), reason=reason)
             errors = await self.backend.apply(ops) if ops else []

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from pymon.model.config import Config
     from pymon.ops.control import Control
     from pymon.ops.readiness import Readiness
+    from pymon.ops.timeline import Timeline
 
 
 class Daemon(Protocol):
@@ -67,6 +68,7 @@ class Daemon(Protocol):
     lvs: "LvsOwner | None"
     control: "Control"
     readiness: "Readiness"
+    timeline: "Timeline"
 
 COOKIE = "pymon_token"
 CSRF_HEADER = "X-Pymon-Request"
@@ -118,7 +120,7 @@ def status_json(d: "Daemon") -> dict[str, Any]:
         for h in cfg.hosts(st.spec):
             off = ctl.state.is_disabled("host", h, now)
             hs = st.hosts.get(h)
-            state = "disabled" if off else "unknown" if hs is None or hs.up is None else "up" if hs.up else "down"
+            state = _host_state(off, hs)
             hosts.append({
                 "host": h, "state": state, "disabled": _disabled_json(off),
                 "since": hs.since if hs else None, "last_check": hs.last_check if hs else None,
@@ -145,6 +147,10 @@ def status_json(d: "Daemon") -> dict[str, Any]:
             "vrrp": ctl.vrrp.json()}
 
 
+def _host_state(off: Any, hs: Any) -> str:
+    return "disabled" if off else "unknown" if hs is None or hs.up is None else "up" if hs.up else "down"
+
+
 def disabled_json(d: "Daemon") -> dict[str, dict[str, Any]]:
     return {k: {n: _disabled_json(x) for n, x in v.items()} for k, v in d.control.state.disabled.items()}
 
@@ -154,20 +160,35 @@ def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
     if o is None:
         return None
     rows = []
+    specs = {vs.service.key: vs for vs in o.vss}
+    now = time.time()
     for skey in sorted(set(o.last_wanted) | set(o.last_actual), key=str):
         svc, want = o.last_wanted.get(skey, (None, {}))
         asvc, have = o.last_actual.get(skey, (None, {}))
+        spec = specs.get(skey)
+        hosts = {rs.dest.key: rs.host for rs in spec.reals} if spec else {}
+        st = d.states.get(spec.watch) if spec else None
         dests = []
         for dkey in sorted(set(want) | set(have), key=str):
             w, a = want.get(dkey), have.get(dkey)
             x = w or a
             assert x is not None
+            host = hosts.get(dkey)
+            health = None if host is None or st is None else _host_state(
+                d.control.state.is_disabled("host", host, now), st.hosts.get(host))
             dests.append({"real_server": rs_label(x), "forwarding": x.forwarding,
-                          "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None})
+                          "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None,
+                          "host": host, "health": health})
         sv = svc or asvc
         rows.append({"virtual_service": vs_label(skey), "scheduler": sv.scheduler if sv else None,
-                     "owned": skey in o.owned, "real_servers": dests})
-    return {"dry_run": o.dry_run, "services": rows, "errors": o.last_errors,
+                     "owned": skey in o.owned, "name": spec.name if spec else None,
+                     "watch": f"{spec.watch[0]}:{spec.watch[1]}" if spec else None,
+                     "quorum": o.quorum.get(spec.name) if spec else None,
+                     "pooled_weight": sum(x.weight for x in want.values()), "real_servers": dests})
+    # where actual_weight comes from: the kernel's table as last read, pymon's in-memory
+    # twin in a dry run, or nowhere trustworthy while the kernel cannot be read
+    source = "simulation" if o.dry_run else "kernel" if o.read_error is None else None
+    return {"dry_run": o.dry_run, "actual_source": source, "services": rows, "errors": o.last_errors,
             "wanted": format_ipvsadm(o.last_wanted).splitlines(),
             "actual": format_ipvsadm(o.last_actual).splitlines(),
             "quorum": dict(o.quorum), "healthy_weight": dict(o.healthy)}
@@ -276,6 +297,7 @@ class Api:
         r.add_post("/trap/{group}/{service}", self.trap)
         r.add_post("/reload", self.reload)
         r.add_get("/metrics", self.metrics)
+        r.add_get("/timeline", self.timeline)
         r.add_get("/openapi.json", self.openapi)
         vrrp.routes(r, self)  # GET /vrrp, POST /vrrp/{instance}: keepalived's notify hook
         if tcp:
@@ -341,6 +363,9 @@ class Api:
 
     async def disabled(self, request: web.Request) -> web.Response:
         return web.json_response(disabled_json(self.d))
+
+    async def timeline(self, request: web.Request) -> web.Response:
+        return web.json_response({"time": time.time(), "pooled_weight": self.d.timeline.json()})
 
     @staticmethod
     def _target(request: web.Request) -> tuple[str, str]:
@@ -528,6 +553,8 @@ OPENAPI: dict[str, Any] = {
         "/history": {"get": _op("alert history, oldest first", query=_LIMIT)},
         "/downtime": {"get": _op("finished outages (start, end, duration) and open ones", query=_LIMIT)},
         "/disabled": {"get": _op("disabled hosts, services and watches")},
+        "/timeline": {"get": _op("pooled weight (sum of wanted weights) per virtual service over time: "
+                                 "[time, weight] at each change, the last 120, since the daemon started")},
         "/disable/host/{host}": {"post": _op("stop checking a host everywhere; drained from IPVS", body=_DISABLE,
                                              params=["host"], extra=_404)},
         "/disable/service/{group}/{service}": {"post": _op("suppress a service's alerts (still checked)",

@@ -166,14 +166,14 @@ def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
         svc, want = o.last_wanted.get(skey, (None, {}))
         asvc, have = o.last_actual.get(skey, (None, {}))
         spec = specs.get(skey)
-        hosts = {rs.dest.key: rs.host for rs in spec.reals} if spec else {}
+        # the configured real servers too: one that is down and not quiescent is in neither table
+        conf = {rs.dest.key: rs for rs in spec.reals} if spec else {}
         st = d.states.get(spec.watch) if spec else None
         dests = []
-        for dkey in sorted(set(want) | set(have), key=str):
+        for dkey in sorted(set(want) | set(have) | set(conf), key=str):
             w, a = want.get(dkey), have.get(dkey)
-            x = w or a
-            assert x is not None
-            host = hosts.get(dkey)
+            x = w or a or conf[dkey].dest
+            host = conf[dkey].host if dkey in conf else None
             health = None if host is None or st is None else _host_state(
                 d.control.state.is_disabled("host", host, now), st.hosts.get(host))
             dests.append({"real_server": rs_label(x), "forwarding": x.forwarding,

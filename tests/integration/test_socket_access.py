@@ -102,6 +102,8 @@ def test_socket_access_by_credentials(tmp_path: Path, sockdir: Path, daemons: li
     assert "missing or wrong token" in r.stderr and "(HTTP 401)" in r.stderr, r.stderr
     r = as_user(NOBODY, NOBODY, [], "enable", "host", "h1", "--socket", str(sock))
     assert r.returncode == 1 and "(HTTP 401)" in r.stderr
+    r = as_user(NOBODY, NOBODY, [], "vrrp", "MASTER", "--socket", str(sock))  # keepalived's hook route too
+    assert r.returncode == 1 and "(HTTP 401)" in r.stderr
     # ... but the token does
     token = (tmp_path / "token").read_text().strip()
     r = as_user(NOBODY, NOBODY, [], *status, env={"PYMON_TOKEN": token})

@@ -44,8 +44,8 @@ def peer_creds(request: web.Request) -> PeerCreds | None:
         try:
             raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * size)
             break
-        except OSError:  # ERANGE: more groups than the buffer holds; other errors: none known
-            continue
+        except OSError:  # ERANGE: more groups than the buffer holds; a kernel before 4.13:
+            continue  # supplementary groups unknown, the primary group still counts
     groups = frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
     return PeerCreds(uid, gid, groups)
 

@@ -186,9 +186,11 @@ def farm_http() -> Iterator[int]:
     loop.call_soon_threadsafe(loop.stop)
 
 
-def fetch_bytes(port: int, token: str, path: str) -> int:
+def fetch_bytes(port: int, token: str, path: str, gzip: bool = False) -> int:
+    """The body's bytes as sent (compressed when `gzip`: http.client does not inflate)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+    conn.request("GET", path, headers={"Authorization": f"Bearer {token}",
+                                       **({"Accept-Encoding": "gzip"} if gzip else {})})
     r = conn.getresponse()
     n = len(r.read())
     assert r.status == 200, (path, r.status)
@@ -229,8 +231,10 @@ def test_status_page_farm(tmp_path: Path, farm_http: int, browser: webdriver.Chr
     render_ms = drv.execute_script("return performance.now()")
     weight = {p: fetch_bytes(port, token, p) for p in
               ("/", "/status", "/timeline", "/history?limit=50", "/downtime?limit=50")}
+    gz = {p: fetch_bytes(port, token, p, gzip=True) for p in weight}
+    assert gz["/status"] < weight["/status"] / 5  # the poll's JSON goes compressed
     print(f"\nstatus page, {VIPS} virtual services x {REALS} real servers: rows visible {render_ms:.0f} ms "
-          f"after navigation; bytes {weight}, total {sum(weight.values())}")
+          f"after navigation; bytes {weight}, total {sum(weight.values())}; gzip {gz}, total {sum(gz.values())}")
 
     rows = snapshot(drv)  # one read: the page re-renders every refresh
     assert len(rows) == VIPS and all(r["shown"] for r in rows)

@@ -351,7 +351,11 @@ class Api:
         return web.json_response({"status": "ok", "ready": self.d.readiness.ready})
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(status_json(self.d))
+        resp = web.json_response(status_json(self.d))
+        # gzip when asked (browsers do): a farm's status is ~0.5 MiB of repetitive JSON
+        # that the page polls every 2 s (bench/RESULTS.md "Status page")
+        resp.enable_compression()
+        return resp
 
     async def history(self, request: web.Request) -> web.Response:
         n = _limit(request)
@@ -456,10 +460,12 @@ class Api:
 
     async def page(self, request: web.Request) -> web.Response:
         html = resources.files("pymon.ops").joinpath("web/status.html").read_text()
-        return web.Response(text=html, content_type="text/html",
+        resp = web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
                                      "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"})
+        resp.enable_compression()
+        return resp
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         given = request.query.get("token")

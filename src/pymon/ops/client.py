@@ -181,7 +181,8 @@ def format_status(st: dict[str, Any], width: int = 100) -> str:
                 out.append(f"  {kind} {name}: {_dis(d)}")
     ipvs = st.get("ipvs")
     if ipvs:
-        out += ["", "IPVS" + (" (dry run)" if ipvs["dry_run"] else "") + ": virtual service / real server  wanted  actual"]
+        actual = {"kernel": "kernel", "simulation": "simulated"}.get(ipvs.get("actual_source") or "", "actual (unread)")
+        out += ["", "IPVS" + (" (dry run)" if ipvs["dry_run"] else "") + f": virtual service / real server  wanted  {actual}"]
         for vs in ipvs["services"]:
             out.append(f"  {vs['virtual_service']} {vs['scheduler'] or ''}")
             for d in vs["real_servers"]:

@@ -9,12 +9,13 @@ import base64
 import ctypes
 import ctypes.util
 import http.client
+import socket
 import ssl
 import subprocess
 import sys
 from pathlib import Path
 
-from apiclient import wait_socket
+from apiclient import call, wait_socket
 from daemons import Daemon, setup
 from httpserver import free_port
 
@@ -142,3 +143,22 @@ def test_web_config_problems_are_located(tmp_path: Path) -> None:
     assert any(ln.startswith(f"{web}:2:3: cannot load") and "No such file" in ln and "nosuch.crt" in ln for ln in lines), lines
     assert any(ln.startswith(f"{web}:6:15: the password of 'prometheus' must be a bcrypt hash") for ln in lines), lines
     assert "Traceback" not in r.stderr
+
+
+def test_metrics_listener_address_taken(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Another process holds the port: one line says so, everything else runs."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.2", 0))
+    taken.listen()
+    mport = taken.getsockname()[1]
+    try:
+        cfg = setup(tmp_path, WATCH % tmp_path, groups="g: [127.0.0.1]", glob=f", metrics_listen: '127.0.0.2:{mport}'")
+        d = Daemon(cfg)
+        daemons.append(d)
+        e = d.wait(lambda e: e["event"] in ("metrics.listening", "metrics.failed"))
+        assert e["event"] == "metrics.failed" and e["address"] == f"127.0.0.2:{mport}" and "in use" in e["error"], e
+        d.wait(lambda e: e["event"] == "daemon.ready")
+        assert call(tmp_path / "pymon.sock", "GET", "/metrics")[0] == 200  # the control API's still works
+        assert d.stop() == 0
+    finally:
+        taken.close()

@@ -16,7 +16,7 @@ def err(status: int, msg: str) -> web.Response:
     return web.json_response({"error": msg}, status=status)
 
 
-# Linux >= 4.13; the socket module does not name it.
+# Linux >= 4.13; the socket module does not name it (59: asm-generic, so x86 and arm).
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 
 

@@ -28,9 +28,10 @@ from pymon.engine.watchdog import Watchdog
 from pymon.ipvs import owner
 from pymon.loader import load_all, load_all_async
 from pymon.model.config import Config, ConfigError, ServiceSpec, VirtualServiceSpec
-from pymon.ops import api
+from pymon.ops import api, exporter
 from pymon.ops.control import Control
 from pymon.ops.readiness import Readiness
+from pymon.ops.timeline import Timeline
 from pymon.plugin import Alert
 from pymon.probes.http import close_sessions, pool
 from pymon.model.routing import vip_of
@@ -60,10 +61,12 @@ class Daemon:
         self.alert_tasks: set[asyncio.Task[None]] = set()
         self.runner: Runner | None = None  # the checks (engine/runner.py), once running
         self.lvs: owner.LvsOwner | None = None
+        self.timeline = Timeline()  # pooled weight per virtual service over time (status page)
         self.lvs_task: asyncio.Task[None] | None = None
         self.watchdog: Watchdog | None = None  # loop-block warnings (watchdog.py)
         self.api: api.Api | None = None
         self.routes: Routes | None = None  # BGP announcements (routing/)
+        self.exporter: exporter.Exporter | None = None  # globals.metrics_listen (exporter.py)
         self.reloads: set[asyncio.Task[bool]] = set()  # referenced until done (the loop holds tasks weakly)
         self.gc = GcPolicy()
         self.control = Control(self)  # persisted operator state and commands (control.py)
@@ -111,6 +114,7 @@ class Daemon:
             await self.start_routes()
         self.readiness.start({k for k, st in self.states.items() if not st.spec.passive})
         self.api = await api.start(self)
+        self.exporter = await exporter.follow(None, self.cfg, self.control.metrics, self.log)
         self.readiness.serving()
         self.gc.freeze()  # config, states, plugins: long-lived; the cyclic GC need not scan them again and again
         self.gc.start(loop)
@@ -144,6 +148,8 @@ class Daemon:
         self.readiness.stopping()
         if self.api is not None:
             await self.api.stop()
+        if self.exporter is not None:
+            await self.exporter.stop()
         if self.runner is not None:
             await self.runner.sched.close()
             self.runner.deadlines.close()
@@ -234,6 +240,7 @@ class Daemon:
         elif self.routes is not None:
             await self.routes.reconfigure(cfg.routing)
         await close_sessions()  # keep-alive sessions may belong to params that changed
+        self.exporter = await exporter.follow(self.exporter, cfg, self.control.metrics, self.log)
         self._log_loaded("config.reloaded")
         return True
 
@@ -270,6 +277,7 @@ class Daemon:
         backend, dry = await owner.open_backend(self.cfg.ipvs, self.dry_run or self.cfg.ipvs.dry_run, self.log)
         self.lvs = owner.LvsOwner(self.cfg.ipvs, backend, self.log, dry, list(self.cfg.virtual_services),
                                   health=self.host_up, alert=self.quorum_alert)
+        self.lvs.observe = self.timeline.record
         lvs_alert.bind(self.lvs)
         self.runner.hosts_changed = self.lvs.poke
         await self.lvs.reconcile("start")

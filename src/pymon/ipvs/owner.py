@@ -9,6 +9,7 @@ every `resync` seconds to repair drift (someone ran `ipvsadm -C`).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
@@ -94,6 +95,8 @@ class LvsOwner:
     alert: Callable[[VirtualServiceSpec, bool, int], None] = lambda vs, ok, w: None
 
     def __post_init__(self) -> None:
+        # told the wanted table after each reconcile that read the kernel (ops/timeline.py)
+        self.observe: Callable[[Table, float], None] = lambda table, now: None
         self.overrides: dict[tuple[ServiceKey, tuple[str, int]], Override] = {}
         self.quorum: dict[str, bool] = {}
         self.wake = asyncio.Event()
@@ -101,6 +104,7 @@ class LvsOwner:
         self.last_wanted: Table = {}
         self.last_actual: Table = {}
         self.last_errors: list[str] = []
+        self.error_count = 0  # every failed read or change since start (pymon_ipvs_errors_total)
         self.healthy: dict[str, int] = {}
         # the kernel table could not be read: said once (ipvs.unavailable or ipvs.error),
         # not on every resync and health change, until it can be read again (ipvs.recovered)
@@ -124,6 +128,7 @@ class LvsOwner:
                                    action="will retry; checks and alerts keep running")
                 self.read_error = str(e)
                 self.last_errors = [str(e)]
+                self.error_count += 1
                 return []
             if self.read_error is not None:
                 self.log.info("ipvs.recovered", reason=reason, was=self.read_error)
@@ -131,6 +136,7 @@ class LvsOwner:
             wanted, self.healthy = wanted_table(self.vss, self.health, actual, self.overrides)
             ops = diff(wanted, actual, self.owned)
             self.last_wanted, self.last_actual = wanted, actual
+            self.observe(wanted, time.time())
             for op in ops:
                 self.log.info("ipvs.would_change" if self.dry_run else "ipvs.change", op=str(op), reason=reason)
             errors = await self.backend.apply(ops) if ops else []
@@ -139,6 +145,7 @@ class LvsOwner:
             if ops:
                 self.log.info("ipvs.table", dry_run=self.dry_run, table=format_ipvsadm(wanted).splitlines())
             self.last_errors = errors
+            self.error_count += len(errors)
             if ops and reason == "resync":
                 self.log.warning("ipvs.repaired", changes=len(ops) - len(errors),
                                  note="the kernel table differed from what pymon set (drift)")

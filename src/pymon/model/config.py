@@ -8,6 +8,7 @@ reported at once as `FILE:LINE:COL: msg`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 from pymon.ipvs.table import SVC_F_SCHED1, SVC_F_SCHED2, Dest, Service, ServiceKey
 from .period import Period, PeriodError, parse_period
 from .routing import SCHEMA as _ROUTING, Options as RoutingOptions, parse_options as parse_routing
+from .webconfig import WebConfig, parse_web_config
 from pymon.plugin import Target
 
 if TYPE_CHECKING:  # the daemon reads its config in a forked child (forked.py): it need not hold these 4 MiB
@@ -247,6 +249,13 @@ SCHEMA: dict[str, Any] = {
                                  "description": "also listen on 127.0.0.1:PORT (control API and status page)"},
                 "token_file": {"type": "string",
                                "description": "API token; default `<statedir>/token` (created 0600 when missing)"},
+                # metrics listener (ops/exporter.py)
+                "metrics_listen": {"type": "string", "description": "ADDRESS:PORT for /metrics without the "
+                                   "token, as exporters serve it (e.g. 10.0.0.5:9469; bind a private address); "
+                                   "default: none, /metrics only on the control API"},
+                "web_config": {"type": "string", "description": "Prometheus exporter-style web config for "
+                               "metrics_listen: tls_server_config (cert_file, key_file), basic_auth_users "
+                               "(bcrypt)"},
             },
         },
         "hostgroups": {
@@ -471,6 +480,8 @@ class Config:
     probe_workers: int = 0  # exchange.py: worker processes for plain HTTP checks
     vrrp_alert: list[PluginSpec] = field(default_factory=list)  # vrrp.py: alerts on a VRRP role change
     routing: RoutingOptions | None = None  # announce VIPs over BGP (routing/); None without a `routing:` section
+    metrics_listen: tuple[str, int] | None = None  # exporter.py: /metrics without the token
+    web_config: WebConfig | None = None  # exporter.py: TLS and basic auth of metrics_listen
 
     def hosts(self, svc: ServiceSpec) -> list[str]:
         return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
@@ -693,6 +704,7 @@ class _Builder:
         routing = self.routing(data.get("routing"), vss)
         vrrp_alert = [self.plugin(("vrrp", "alert", j), a, "alert")
                       for j, a in enumerate((data.get("vrrp") or {}).get("alert", []))]
+        listener = self.metrics_listener(g)
         if self.problems:
             raise ConfigError([m for _, m in sorted(self.problems)])
         statedir = g.get("statedir") or os.environ.get("STATE_DIRECTORY") or "/var/lib/pymon"
@@ -719,6 +731,7 @@ class _Builder:
             token_file=(self.base / statedir / g.get("token_file", "token")).resolve(),
             vrrp_alert=vrrp_alert,
             routing=routing,
+            **listener,
         )
 
     def routing(self, raw: dict[str, Any] | None, vss: list[VirtualServiceSpec | None]) -> RoutingOptions | None:
@@ -733,6 +746,27 @@ class _Builder:
             self.err(at, "routing: no virtual service with a VIP to announce (fwmark services are not announced)",
                      key=True)
         return opts
+
+    def metrics_listener(self, g: dict[str, Any]) -> dict[str, Any]:
+        """metrics_listen and web_config (ops/exporter.py); problems go with the config's."""
+        out: dict[str, Any] = {}
+        if g.get("metrics_listen") is not None:
+            try:
+                host, port = split_hostport(g["metrics_listen"], None)
+                ipaddress.ip_address(host)
+                if not 0 < port < 65536:
+                    raise ValueError(f"port {port} out of range")
+                out["metrics_listen"] = (host, port)
+            except ValueError as e:
+                self.err(("globals", "metrics_listen"), f"metrics_listen: {e} (ADDRESS:PORT, e.g. 10.0.0.5:9469)")
+        if g.get("web_config") is not None:
+            if "metrics_listen" not in g:
+                self.err(("globals", "web_config"), "web_config applies to metrics_listen, which is not set")
+            web, problems = parse_web_config(self.base / g["web_config"])
+            for p in problems:
+                self.problems.append(((0, 0), p))
+            out["web_config"] = web
+        return out
 
     def virtual_service(self, path: yamlsrc.Path, raw: dict[str, Any], groups: dict[str, list[str]],
                         services: dict[tuple[str, str], ServiceSpec]) -> VirtualServiceSpec | None:

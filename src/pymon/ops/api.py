@@ -7,7 +7,11 @@ Listeners:
 - 127.0.0.1:`globals.control_port`, only when configured. The status page (`/`) is
   served only here: browsers cannot reach a unix socket.
 
-Every call but `GET /health` needs the token (`globals.token_file`, default
+Who may call: on the unix socket, a peer the kernel vouches for (SO_PEERCRED and
+SO_PEERGROUPS, recorded at connect()): root, the daemon's own uid, and members of the
+daemon's group (primary or supplementary) need no token, so `pymon status` works for
+an operator in the `pymon` group without reading the 0600 token file. Anyone else, and
+every call over TCP, but `GET /health` needs the token (`globals.token_file`, default
 `<statedir>/token`, created 0600 with a random token when missing) as
 `Authorization: Bearer TOKEN`. The page gets it as a cookie: open
 `/login?token=TOKEN` (or paste it into the form at `/login`) once; the cookie is
@@ -35,7 +39,7 @@ from pymon import __version__
 from . import vrrp
 from pymon.model.config import parse_duration
 from pymon.ipvs.table import Dest, format_ipvsadm
-from pymon.ops.web_request import body as _body, err as _err, form as _form, peer as _peer
+from pymon.ops.web_request import PeerCreds, body as _body, err as _err, form as _form, peer as _peer, peer_creds
 from pymon.routing.owner import OPENAPI_PATHS as ROUTES_OPENAPI, canonical  # BGP announcements (routing/)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from pymon.model.config import Config
     from pymon.ops.control import Control
     from pymon.ops.readiness import Readiness
+    from pymon.ops.timeline import Timeline
 
 
 class Daemon(Protocol):
@@ -65,6 +70,7 @@ class Daemon(Protocol):
     lvs: "LvsOwner | None"
     control: "Control"
     readiness: "Readiness"
+    timeline: "Timeline"
 
 COOKIE = "pymon_token"
 CSRF_HEADER = "X-Pymon-Request"
@@ -133,7 +139,7 @@ def status_json(d: "Daemon") -> dict[str, Any]:
         for h in cfg.hosts(st.spec):
             off = ctl.state.is_disabled("host", h, now)
             hs = st.hosts.get(h)
-            state = "disabled" if off else "unknown" if hs is None or hs.up is None else "up" if hs.up else "down"
+            state = _host_state(off, hs)
             hosts.append({
                 "host": h, "state": state, "disabled": _disabled_json(off),
                 "since": hs.since if hs else None, "last_check": hs.last_check if hs else None,
@@ -161,6 +167,10 @@ def status_json(d: "Daemon") -> dict[str, Any]:
             "routes": d.routes.json() if getattr(d, "routes", None) else None}  # BGP announcements (routing/)
 
 
+def _host_state(off: Any, hs: Any) -> str:
+    return "disabled" if off else "unknown" if hs is None or hs.up is None else "up" if hs.up else "down"
+
+
 def disabled_json(d: "Daemon") -> dict[str, dict[str, Any]]:
     return {k: {n: _disabled_json(x) for n, x in v.items()} for k, v in d.control.state.disabled.items()}
 
@@ -170,20 +180,35 @@ def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
     if o is None:
         return None
     rows = []
+    specs = {vs.service.key: vs for vs in o.vss}
+    now = time.time()
     for skey in sorted(set(o.last_wanted) | set(o.last_actual), key=str):
         svc, want = o.last_wanted.get(skey, (None, {}))
         asvc, have = o.last_actual.get(skey, (None, {}))
+        spec = specs.get(skey)
+        # the configured real servers too: one that is down and not quiescent is in neither table
+        conf = {rs.dest.key: rs for rs in spec.reals} if spec else {}
+        st = d.states.get(spec.watch) if spec else None
         dests = []
-        for dkey in sorted(set(want) | set(have), key=str):
+        for dkey in sorted(set(want) | set(have) | set(conf), key=str):
             w, a = want.get(dkey), have.get(dkey)
-            x = w or a
-            assert x is not None
+            x = w or a or conf[dkey].dest
+            host = conf[dkey].host if dkey in conf else None
+            health = None if host is None or st is None else _host_state(
+                d.control.state.is_disabled("host", host, now), st.hosts.get(host))
             dests.append({"real_server": rs_label(x), "forwarding": x.forwarding,
-                          "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None})
+                          "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None,
+                          "host": host, "health": health})
         sv = svc or asvc
         rows.append({"virtual_service": vs_label(skey), "scheduler": sv.scheduler if sv else None,
-                     "owned": skey in o.owned, "real_servers": dests})
-    return {"dry_run": o.dry_run, "services": rows, "errors": o.last_errors,
+                     "owned": skey in o.owned, "name": spec.name if spec else None,
+                     "watch": f"{spec.watch[0]}:{spec.watch[1]}" if spec else None,
+                     "quorum": o.quorum.get(spec.name) if spec else None,
+                     "pooled_weight": sum(x.weight for x in want.values()), "real_servers": dests})
+    # where actual_weight comes from: the kernel's table as last read, pymon's in-memory
+    # twin in a dry run, or nowhere trustworthy while the kernel cannot be read
+    source = "simulation" if o.dry_run else "kernel" if o.read_error is None else None
+    return {"dry_run": o.dry_run, "actual_source": source, "services": rows, "errors": o.last_errors,
             "wanted": format_ipvsadm(o.last_wanted).splitlines(),
             "actual": format_ipvsadm(o.last_actual).splitlines(),
             "quorum": dict(o.quorum), "healthy_weight": dict(o.healthy)}
@@ -359,8 +384,16 @@ class Api:
         self.sessions: dict[str, float] = {}
         self.runners: list[web.AppRunner] = []
         self.socket_path: Path | None = None
+        self.uid, self.gid = os.geteuid(), os.getegid()  # the socket file's owner and group
 
     # -- auth ------------------------------------------------------------------------
+
+    def trusted(self, creds: PeerCreds | None) -> bool:
+        """A unix peer that may call without the token: the same people the socket's mode
+        (0660, owner and group) lets connect, checked again so a socket made wider by hand
+        (chmod 0666, a group-writable directory) does not widen who may change the table."""
+        return creds is not None and (creds.uid in (0, self.uid) or creds.gid == self.gid
+                                      or self.gid in creds.groups)
 
     def _ok(self, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())  # type: ignore[union-attr]
@@ -401,6 +434,8 @@ class Api:
                                      "or globals.control_hosts)")
             if request.path == "/health" or (tcp and request.path == "/login"):
                 return await handler(request)
+            if not tcp and self.trusted(peer_creds(request)):
+                return await handler(request)
             header = request.headers.get("Authorization", "")
             bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
             if self._ok(bearer):
@@ -411,7 +446,8 @@ class Api:
                 return await handler(request)
             if tcp and request.path == "/" and request.method == "GET":
                 raise web.HTTPSeeOther("/login")
-            return web.json_response({"error": "missing or wrong token (Authorization: Bearer TOKEN)"},
+            why = "" if tcp else " (or connect as root, the daemon's user or a member of its group)"
+            return web.json_response({"error": f"missing or wrong token (Authorization: Bearer TOKEN){why}"},
                                      status=401, headers={"WWW-Authenticate": 'Bearer realm="pymon"'})
         return auth
 
@@ -434,6 +470,7 @@ class Api:
         r.add_post("/trap/{group}/{service}", self.trap)
         r.add_post("/reload", self.reload)
         r.add_get("/metrics", self.metrics)
+        r.add_get("/timeline", self.timeline)
         r.add_get("/openapi.json", self.openapi)
         vrrp.routes(r, self)  # GET /vrrp, POST /vrrp/{instance}: keepalived's notify hook
         r.add_get("/routes", self.routes)  # BGP announcements (routing/)
@@ -491,7 +528,11 @@ class Api:
         return web.json_response({"status": "ok", "ready": self.d.readiness.ready})
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(status_json(self.d))
+        resp = web.json_response(status_json(self.d))
+        # gzip when asked (browsers do): a farm's status is ~0.5 MiB of repetitive JSON
+        # that the page polls every 2 s (bench/RESULTS.md "Status page")
+        resp.enable_compression()
+        return resp
 
     async def history(self, request: web.Request) -> web.Response:
         n = _limit(request)
@@ -503,6 +544,9 @@ class Api:
 
     async def disabled(self, request: web.Request) -> web.Response:
         return web.json_response(disabled_json(self.d))
+
+    async def timeline(self, request: web.Request) -> web.Response:
+        return web.json_response({"time": time.time(), "pooled_weight": self.d.timeline.json()})
 
     @staticmethod
     def _target(request: web.Request) -> tuple[str, str]:
@@ -623,10 +667,12 @@ class Api:
 
     async def page(self, request: web.Request) -> web.Response:
         html = resources.files("pymon.ops").joinpath("web/status.html").read_text()
-        return web.Response(text=html, content_type="text/html",
+        resp = web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
                                      "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"})
+        resp.enable_compression()
+        return resp
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         given = request.query.get("token")
@@ -710,7 +756,8 @@ OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "pymon control API", "version": __version__,
              "description": "Over the unix socket (default <statedir>/pymon.sock) or 127.0.0.1:control_port. "
-                            "Every call but /health needs `Authorization: Bearer TOKEN` (the token file)."},
+                            "On the socket, root, the daemon's user and members of its group need no token; "
+                            "every other call but /health needs `Authorization: Bearer TOKEN` (the token file)."},
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     "security": [{"bearer": []}],
     "paths": {
@@ -719,6 +766,8 @@ OPENAPI: dict[str, Any] = {
         "/history": {"get": _op("alert history, oldest first", query=_LIMIT)},
         "/downtime": {"get": _op("finished outages (start, end, duration) and open ones", query=_LIMIT)},
         "/disabled": {"get": _op("disabled hosts, services and watches")},
+        "/timeline": {"get": _op("pooled weight (sum of wanted weights) per virtual service over time: "
+                                 "[time, weight] at each change, the last 120, since the daemon started")},
         "/disable/host/{host}": {"post": _op("stop checking a host everywhere; drained from IPVS", body=_DISABLE,
                                              params=["host"], extra=_404)},
         "/disable/service/{group}/{service}": {"post": _op("suppress a service's alerts (still checked)",

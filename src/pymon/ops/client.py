@@ -5,13 +5,17 @@
 Where the daemon is: `--socket PATH` (or `--url http://127.0.0.1:PORT`), else the
 config's `control_socket` (`-c FILE`, default /etc/pymon/pymon.yaml when it exists),
 else `$STATE_DIRECTORY` or /var/lib/pymon + `/pymon.sock`. The token: `--token-file`,
-else `$PYMON_TOKEN`, else the config's `token_file` (`<statedir>/token`).
+else `$PYMON_TOKEN`, else the config's `token_file` (`<statedir>/token`); on the socket
+it is sent when readable and not needed for root, the daemon's user and its group's
+members (the daemon reads their credentials from the socket, api.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import grp
 import json
 import os
 import sys
@@ -60,15 +64,26 @@ class Where:
                                   "(run as root or the pymon user, or pass --token-file / $PYMON_TOKEN)") from None
         return self._token
 
+    def _socket_token(self) -> str | None:
+        """On the socket the daemon knows root, its user and its group's members by their
+        credentials (api.py): the token is sent when readable, not needed otherwise."""
+        try:
+            return self.token()
+        except ApiError:
+            return None
+
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None,
                    query: dict[str, str] | None = None) -> Any:
-        headers = {"Authorization": f"Bearer {self.token()}"}
         if self.url:
+            token: str | None = self.token()
             connector: aiohttp.BaseConnector = aiohttp.TCPConnector()
             base = self.url.rstrip("/")
         else:
+            self._check_socket()
+            token = self._socket_token()
             connector = aiohttp.UnixConnector(path=str(self.socket))
             base = "http://pymon"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as s:
                 async with s.request(method, base + path, json=body, params=query, headers=headers) as r:
@@ -82,8 +97,35 @@ class Where:
                         raise ApiError(r.status, f"{msg} (HTTP {r.status})")
                     return data
         except aiohttp.ClientConnectionError as e:
-            where = self.url or self.socket
-            raise ApiError(0, f"cannot reach pymon at {where}: {e} (is it running? -c FILE or --socket PATH)") from None
+            if self.url:
+                raise ApiError(0, f"cannot reach pymon at {self.url}: {e} (is it running?)") from None
+            raise ApiError(0, self._socket_problem(e)) from None
+
+    def _check_socket(self) -> None:
+        try:
+            self.socket.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ApiError(0, f"pymon is not running: no socket at {self.socket} (-c FILE or --socket PATH "
+                              "if it runs with another config)") from None
+        except PermissionError as e:
+            raise ApiError(0, self._socket_problem(e)) from None
+
+    def _socket_problem(self, e: Exception) -> str:
+        """One line for why the socket did not answer: not running, or not allowed in."""
+        cause = getattr(e, "os_error", None) or e.__cause__ or e
+        err = getattr(cause, "errno", None)
+        if err == errno.ECONNREFUSED:
+            return f"pymon is not running: nothing listens on {self.socket} (left by a daemon that stopped)"
+        if err == errno.ENOENT:
+            return f"pymon is not running: no socket at {self.socket}"
+        if err == errno.EACCES:
+            try:
+                group = grp.getgrgid(self.socket.parent.stat().st_gid).gr_name
+            except (KeyError, OSError):
+                group = "the daemon's group"
+            return (f"permission denied on {self.socket}: run as root, the daemon's user, "
+                    f"or a member of the group {group}")
+        return f"cannot reach pymon at {self.socket}: {e}"
 
 
 # -- formatting --------------------------------------------------------------------------------
@@ -140,7 +182,8 @@ def format_status(st: dict[str, Any], width: int = 100) -> str:
                 out.append(f"  {kind} {name}: {_dis(d)}")
     ipvs = st.get("ipvs")
     if ipvs:
-        out += ["", "IPVS" + (" (dry run)" if ipvs["dry_run"] else "") + ": virtual service / real server  wanted  actual"]
+        actual = {"kernel": "kernel", "simulation": "simulated"}.get(ipvs.get("actual_source") or "", "actual (unread)")
+        out += ["", "IPVS" + (" (dry run)" if ipvs["dry_run"] else "") + f": virtual service / real server  wanted  {actual}"]
         for vs in ipvs["services"]:
             out.append(f"  {vs['virtual_service']} {vs['scheduler'] or ''}")
             for d in vs["real_servers"]:

@@ -86,6 +86,8 @@ class Control:
         self.tasks: list[asyncio.Task[Any]] = []
         self.metrics: AlertObserver | None = None  # set by the wiring when prometheus-client is there
         self.started_at = time.time()
+        # the last config load (the start's counts), and when one last succeeded (metrics.py)
+        self.reload_ok, self.reload_success_at = True, self.started_at
         self.vrrp = Vrrp(daemon)  # keepalived's role, reported through the API (vrrp.py)
 
     # -- lifecycle hooks (called by the wiring) -------------------------------------
@@ -132,10 +134,14 @@ class Control:
         """SIGHUP or the API: RELOADING=1 … READY=1 around the daemon's reload."""
         ready = self.d.readiness
         ready.reloading()
+        ok = False
         try:
             ok = await self.d.reload()
         finally:
             ready.reloaded(set(self.d.states))
+            self.reload_ok = ok
+            if ok:
+                self.reload_success_at = time.time()
         self.dirty.set()
         return ok
 

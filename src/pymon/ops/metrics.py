@@ -16,10 +16,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from pymon import __version__
 from pymon.model.config import ServiceSpec
 from .api import CONTENT_TYPE, rs_label, vs_label  # noqa: F401 (CONTENT_TYPE re-exported)
 from pymon.plugin import Result
@@ -99,6 +102,8 @@ class Metrics:
         self.lag = _Hist(_LAG_BUCKETS)
         r.register(_StateCollector(daemon))
         r.register(_CountsCollector(self))
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, fds, start time
+        PlatformCollector(registry=r)  # python_info
 
     def check(self, svc: ServiceSpec, results: dict[str, Result], duration: float, lag: float) -> None:
         c = self.services.get(svc.key)
@@ -175,6 +180,19 @@ class _StateCollector(Collector):
                     for dest in dests.values():
                         weight.add_metric([vs_label(skey), rs_label(dest), table], float(dest.weight))
         yield weight
+        if d.lvs is not None:
+            yield CounterMetricFamily("pymon_ipvs_errors", "IPVS reads and changes that failed "
+                                      "(the last ones are in /status ipvs.errors)", value=float(d.lvs.error_count))
+        if ctl is not None:
+            yield GaugeMetricFamily("pymon_config_last_reload_success", "1 when the last config load "
+                                    "(start or reload) succeeded; 0: the old config keeps running",
+                                    value=float(ctl.reload_ok))
+            yield GaugeMetricFamily("pymon_config_last_reload_success_timestamp_seconds",
+                                    "When a config load last succeeded", value=ctl.reload_success_at)
+        build = GaugeMetricFamily("pymon_build_info", "pymon's version and the Python running it (always 1)",
+                                  labels=["version", "python"])
+        build.add_metric([__version__, platform.python_version()], 1.0)
+        yield build
         yield from vrrp_metrics(d)  # pymon_vrrp_state{instance} (vrrp.py)
         routes = getattr(d, "routes", None)  # BGP announcements (routing/)
         if routes is not None:

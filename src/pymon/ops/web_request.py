@@ -7,7 +7,7 @@ import json
 import pwd
 import socket
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -16,20 +16,54 @@ def err(status: int, msg: str) -> web.Response:
     return web.json_response({"error": msg}, status=status)
 
 
+# Linux >= 4.13; the socket module does not name it (59: asm-generic, so x86 and arm).
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+
+
+class PeerCreds(NamedTuple):
+    """A unix peer's credentials as the kernel recorded them at connect(): they cannot be
+    forged and do not change with what the peer does later (unlike /proc/PID)."""
+
+    uid: int
+    gid: int
+    groups: frozenset[int]  # supplementary groups
+
+
+def peer_creds(request: web.Request) -> PeerCreds | None:
+    """The unix peer's credentials; None over TCP (or when the kernel will not say)."""
+    sock = _unix_sock(request)
+    if sock is None:
+        return None
+    try:
+        _, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                           struct.calcsize("3i")))
+    except OSError:
+        return None
+    raw = b""
+    for size in (64, 65536):  # NGROUPS_MAX is 65536; most peers have a handful
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * size)
+            break
+        except OSError:  # ERANGE: more groups than the buffer holds; a kernel before 4.13:
+            continue  # supplementary groups unknown, the primary group still counts
+    groups = frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    return PeerCreds(uid, gid, groups)
+
+
 def peer(request: web.Request) -> str:
     """Who asked, for the audit trail: the unix peer's user, or the TCP peer."""
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is not None and sock.family == socket.AF_UNIX:
+    creds = peer_creds(request)
+    if creds is not None:
         try:
-            _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                             struct.calcsize("3i")))
-            try:
-                return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-            except KeyError:
-                return f"uid {uid}"
-        except OSError:
-            return "unix socket"
-    return f"web {request.remote}"
+            return f"{pwd.getpwuid(creds.uid).pw_name} (uid {creds.uid})"
+        except KeyError:
+            return f"uid {creds.uid}"
+    return "unix socket" if _unix_sock(request) is not None else f"web {request.remote}"
+
+
+def _unix_sock(request: web.Request) -> socket.socket | None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    return sock if sock is not None and sock.family == socket.AF_UNIX else None
 
 
 async def body(request: web.Request) -> dict[str, Any]:

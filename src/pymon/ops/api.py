@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 from aiohttp import web
 
 from pymon import __version__
-from . import vrrp
+from . import pool, vrrp
 from pymon.model.config import parse_duration
 from pymon.ipvs.table import Dest, format_ipvsadm
 from pymon.ops.web_request import body as _body, err as _err, form as _form, peer as _peer
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from pymon.ipvs.owner import LvsOwner
     from pymon.model.config import Config
     from pymon.ops.control import Control
+    from pymon.ops.pool import LivePool
     from pymon.ops.readiness import Readiness
 
 
@@ -63,6 +64,7 @@ class Daemon(Protocol):
     lvs: "LvsOwner | None"
     control: "Control"
     readiness: "Readiness"
+    pool: "LivePool"
 
 COOKIE = "pymon_token"
 CSRF_HEADER = "X-Pymon-Request"
@@ -138,7 +140,7 @@ def status_json(d: "Daemon") -> dict[str, Any]:
     return {"version": __version__, "time": now, "started": ctl.started_at, "ready": d.readiness.ready,
             "config": cfg.file, "counts": ctl.counts(), "status_line": ctl.status_line(),
             "groups": groups, "services": services, "disabled": disabled_json(d), "ipvs": ipvs_json(d),
-            "vrrp": ctl.vrrp.json()}
+            "vrrp": ctl.vrrp.json(), "pool_overrides": d.pool.json()}
 
 
 def disabled_json(d: "Daemon") -> dict[str, dict[str, Any]]:
@@ -150,6 +152,7 @@ def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
     if o is None:
         return None
     rows = []
+    marks = d.pool.marks()  # live pool overrides (pool.py)
     for skey in sorted(set(o.last_wanted) | set(o.last_actual), key=str):
         svc, want = o.last_wanted.get(skey, (None, {}))
         asvc, have = o.last_actual.get(skey, (None, {}))
@@ -159,7 +162,8 @@ def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
             x = w or a
             assert x is not None
             dests.append({"real_server": rs_label(x), "forwarding": x.forwarding,
-                          "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None})
+                          "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None,
+                          "override": marks.get((skey, dkey))})
         sv = svc or asvc
         rows.append({"virtual_service": vs_label(skey), "scheduler": sv.scheduler if sv else None,
                      "owned": skey in o.owned, "real_servers": dests})
@@ -263,6 +267,7 @@ class Api:
         r.add_get("/metrics", self.metrics)
         r.add_get("/openapi.json", self.openapi)
         vrrp.routes(r, self)  # GET /vrrp, POST /vrrp/{instance}: keepalived's notify hook
+        pool.routes(r, self)  # GET /pool, POST /pool/change, /pool/clear: live real-server overrides
         if tcp:
             r.add_get("/", self.page)
             r.add_get("/login", self.login)
@@ -539,6 +544,7 @@ OPENAPI: dict[str, Any] = {
         "/metrics": {"get": _op("Prometheus metrics", ok="text/plain")},
         "/openapi.json": {"get": _op("this document")},
         **vrrp.OPENAPI_PATHS,
+        **pool.OPENAPI_PATHS,
         "/": {"get": _op("status page (TCP listener only; cookie from /login)", ok="text/html")},
         "/login": {"get": _op("set the page's cookie from ?token= and redirect to / (no token: a form)",
                               ok="text/html", query=[{"name": "token", "in": "query", "schema": {"type": "string"}}]),

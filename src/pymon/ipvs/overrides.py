@@ -162,8 +162,8 @@ def change(overrides: dict[Key, PoolOverride], vss: list[VirtualServiceSpec], ac
             new = replace(cur, disabled=True, by=by, at=at)
         else:
             new = replace(cur, disabled=False, by=by, at=at)
-        if new is not None and not new.added and new.weight is None and not new.disabled and not new.removed:
-            new = None  # nothing left to override
+    if new is not None and not new.added and new.weight is None and not new.disabled and not new.removed:
+        new = None  # nothing left to override
     out = {k: v for k, v in overrides.items() if k != key}
     if new is not None:
         out[key] = new

@@ -96,7 +96,7 @@ class Changes:
     hosts: list[HostChange] = field(default_factory=list)
     status_changed: bool = False
     fires: list[Fire] = field(default_factory=list)
-    agents: list[str] = field(default_factory=list)  # hosts whose agent report changed
+    agents: tuple[str, ...] = ()  # hosts whose agent report changed (a tuple: no list per check)
 
 
 def summary_of(output: str) -> str:
@@ -157,7 +157,7 @@ class ServiceState:
             if not res.ok:
                 hs.last_bad = res
             if res.agent is not None and hs.report(res.agent):
-                out.agents.append(host)
+                out.agents += (host,)
             was_up, since = hs.up, hs.since
             if hs.observe(res.ok, now, self.spec.fall, self.spec.rise):
                 out.hosts.append(HostChange(host, res.ok, res, was_up, since))

@@ -123,3 +123,11 @@ def test_agent_reply(line, ok, report) -> None:
     assert (got_ok, got) == (ok, report)
     if line.startswith("down#"):
         assert summary == "agent: maintenance window"
+
+
+def test_agent_params_validated_like_the_other_probes() -> None:
+    from pymon.probes import validate_params
+
+    assert validate_params("agent", {"port": 5555, "send": "www\n", "timeout": 2}) == []
+    assert validate_params("agent", {"prot": 5}) == ["port: required (the agent's TCP port)", "unknown param: prot"]
+    assert validate_params("agent", {"port": 70000}) == ["port: not a TCP/UDP port: 70000"]

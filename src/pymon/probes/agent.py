@@ -46,7 +46,7 @@ class AgentParams:
 def _parse(params: Params) -> AgentParams:
     r = ParamReader(params, argv=False)
     port = r.port("port", None)
-    if port is None:
+    if port is None and not r.has("port"):
         r.error("port: required (the agent's TCP port)")
     send = r.string("send", None)
     cfg = AgentParams(port or 0, send.encode("utf-8") if send is not None else None, r.timeout())

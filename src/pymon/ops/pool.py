@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -53,6 +54,7 @@ class LivePool:
         self.overrides: dict[ov.Key, ov.PoolOverride] = {}
         self.store: Store | None = None
         self.lock = asyncio.Lock()  # one change at a time: each validates against the last
+        self.writing = threading.Lock()  # a change saves from a thread, a reload from the loop: one file
 
     def loaded(self, cfg: Config) -> Config:
         """At start: the saved overrides, settled against this config; the config to run."""
@@ -116,8 +118,9 @@ class LivePool:
 
     def _save(self) -> None:
         if self.store is not None:
-            data = {"overrides": [o.to_json() for o in self.overrides.values()]}
-            self.store.save([json.dumps(data, indent=1).encode()])
+            data = json.dumps({"overrides": [o.to_json() for o in self.overrides.values()]}, indent=1).encode()
+            with self.writing:
+                self.store.save([data])
 
     def marks(self) -> dict[tuple[ServiceKey, DestKey], str]:
         """(service key, (address, port)) → the override's short mark, for `pymon status`."""

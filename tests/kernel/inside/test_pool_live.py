@@ -111,11 +111,11 @@ class Daemon:
         self.proc.wait(120)
 
 
-def write(tmp: Path, agent_port: int, reals: str) -> None:
+def write(tmp: Path, agent_port: int, reals: str, hosts: str = "192.0.2.1, 192.0.2.2, 127.0.0.1") -> None:
     (tmp / "pass.py").write_text(PROBE)
     (tmp / "pymon.yaml").write_text(textwrap.dedent(f"""\
         globals: {{statedir: {tmp}, mondir: {tmp}, alertdir: {tmp}}}
-        hostgroups: {{web: [192.0.2.1, 192.0.2.2, 127.0.0.1]}}
+        hostgroups: {{web: [{hosts}]}}
         watch:
           web:
             ok: {{monitor: pass, interval: 0.5}}
@@ -176,7 +176,8 @@ def test_pool_api_restart_reload_and_agent_on_the_kernel(ip_vs_module: None, tmp
         until({"192.0.2.1": "1", "192.0.2.2": "8", "192.0.2.3": "6"})
         # the config now changes 192.0.2.2's weight and lists 192.0.2.3: it wins for both;
         # 192.0.2.9 stays removed (the config did not change it)
-        write(tmp_path, agent.getsockname()[1], base.replace("weight: 3}", "weight: 5}, 192.0.2.3"))
+        write(tmp_path, agent.getsockname()[1], base.replace("weight: 3}", "weight: 5}, 192.0.2.3"),
+              "192.0.2.1, 192.0.2.2, 192.0.2.3, 127.0.0.1")
         d.proc.send_signal(signal.SIGHUP)
         until({"192.0.2.1": "1", "192.0.2.2": "5", "192.0.2.3": "1"})
         dropped = {e["real_server"] for e in d.events if e.get("event") == "pool.override_dropped"}

@@ -30,9 +30,10 @@ from pymon.loader import load_all, load_all_async
 from pymon.model.config import Config, ConfigError, ServiceSpec, VirtualServiceSpec
 from pymon.ops import api, exporter
 from pymon.ops.control import Control
+from pymon.ops.pool import LivePool
 from pymon.ops.readiness import Readiness
 from pymon.ops.timeline import Timeline
-from pymon.plugin import Alert
+from pymon.plugin import AgentReport, Alert
 from pymon.probes.http import close_sessions, pool
 from pymon.model.routing import vip_of
 from pymon.routing import announce as route_announce
@@ -70,6 +71,8 @@ class Daemon:
         self.reloads: set[asyncio.Task[bool]] = set()  # referenced until done (the loop holds tasks weakly)
         self.gc = GcPolicy()
         self.control = Control(self)  # persisted operator state and commands (control.py)
+        self.pool = LivePool(self.log, self.repool)  # live real-server overrides (pool.py), applied as a reload
+        self._agents: tuple[Config | None, dict[str, list[tuple[str, str]]]] = (None, {})
         self.readiness = Readiness(self.log, self.states, self.control.status_line, self._first_round)
         self._reload_lock = asyncio.Lock()  # one reload at a time: the newest file wins
         self._hup_pending = False  # a SIGHUP's reload waits for the lock: more SIGHUPs join it
@@ -85,6 +88,7 @@ class Daemon:
     async def run(self) -> int:
         if self.cfg is None:
             self.cfg, self.plugins = load_all(self.path)
+        self.cfg = self.pool.loaded(self.cfg)
         self._log_loaded("config.loaded")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -205,6 +209,18 @@ class Daemon:
             self.log.error("config.invalid", file=self.path, problems=e.problems,
                            action="keeping the running config")
             return False
+        await self._apply(self.pool.reloaded(cfg), found)
+        self._log_loaded("config.reloaded")
+        return True
+
+    async def repool(self) -> None:
+        """A live pool change (pool.py): the same path as a reload, without reading the file."""
+        async with self._reload_lock:
+            assert self.pool.base is not None and self.plugins is not None
+            await self._apply(self.pool.reloaded(self.pool.base), self.plugins)
+
+    async def _apply(self, cfg: Config, found: Plugins) -> None:
+        """Run `cfg`: checks rescheduled where their service or hostgroup changed, IPVS reconciled."""
         old, runner = self.cfg, self.runner
         assert old is not None and runner is not None
         self.cfg, self.plugins = runner.cfg, runner.plugins = cfg, found
@@ -241,8 +257,6 @@ class Daemon:
             await self.routes.reconfigure(cfg.routing)
         await close_sessions()  # keep-alive sessions may belong to params that changed
         self.exporter = await exporter.follow(self.exporter, cfg, self.control.metrics, self.log)
-        self._log_loaded("config.reloaded")
-        return True
 
     def _metrics(self) -> "Metrics | None":
         try:
@@ -276,7 +290,7 @@ class Daemon:
         assert self.cfg is not None and self.runner is not None
         backend, dry = await owner.open_backend(self.cfg.ipvs, self.dry_run or self.cfg.ipvs.dry_run, self.log)
         self.lvs = owner.LvsOwner(self.cfg.ipvs, backend, self.log, dry, list(self.cfg.virtual_services),
-                                  health=self.host_up, alert=self.quorum_alert)
+                                  health=self.host_up, alert=self.quorum_alert, weight_of=self.agent_weight)
         self.lvs.observe = self.timeline.record
         lvs_alert.bind(self.lvs)
         self.runner.hosts_changed = self.lvs.poke
@@ -286,7 +300,36 @@ class Daemon:
     def host_up(self, watch: tuple[str, str], host: str) -> bool | None:
         st = self.states.get(watch)
         hs = st.hosts.get(host) if st else None
-        return self.control.health(watch, host, hs.up if hs else None)
+        up = self.control.health(watch, host, hs.up if hs else None)
+        if up and (rep := self.agent_report(watch, host)) is not None and rep.state == "down":
+            return False  # its agent holds it out (probes/agent.py), even while the agent is silent
+        return up
+
+    # -- agent reports (probes/agent.py): a server's own weight and state ---------------------
+
+    def agent_report(self, watch: tuple[str, str], host: str) -> AgentReport | None:
+        """The host's last agent report, from the `agent` services of the watched hostgroup."""
+        cfg = self.cfg
+        assert cfg is not None
+        if self._agents[0] is not cfg:  # the `agent` services by hostgroup, once per config
+            by_group: dict[str, list[tuple[str, str]]] = {}
+            for key, svc in cfg.services.items():
+                if svc.monitor.name == "agent":
+                    by_group.setdefault(key[0], []).append(key)
+            self._agents = (cfg, by_group)
+        for key in self._agents[1].get(watch[0], ()):
+            st = self.states.get(key)
+            hs = st.hosts.get(host) if st else None
+            if hs is not None and hs.agent is not None:
+                return hs.agent
+        return None
+
+    def agent_weight(self, watch: tuple[str, str], host: str) -> float | None:
+        """The IPVS owner's `weight_of`: drain = 0, else the reported fraction."""
+        rep = self.agent_report(watch, host)
+        if rep is None:
+            return None
+        return 0.0 if rep.state == "drain" else rep.weight
 
     def quorum_alert(self, vs: VirtualServiceSpec, ok: bool, healthy: int) -> None:
         st = self.states.get(vs.watch)

@@ -166,7 +166,16 @@ def _ipvs(a: argparse.Namespace) -> int:
     from pymon.ipvs.table import IPVSError, format_ipvsadm
     from pymon.ipvs.owner import side_by_side, wanted_table
 
+    from pymon.ipvs.overrides import settle
+    from pymon.ops import pool
+
     cfg, plugins = load_all(a.config)
+    try:  # the live pool overrides the daemon keeps (ops/pool.py), as the daemon applies them
+        saved, _ = settle(pool.read(cfg.statedir), cfg.virtual_services)
+        marks = [f"override: {o.vs} {o.address}: {o.describe()}" for o in saved.values()]
+    except ValueError as e:
+        saved, marks = {}, [f"(pool overrides: {e})"]
+    cfg = pool.with_overrides(cfg, saved)
 
     async def main() -> tuple[str, str, list[str]]:
         from pymon.engine.checks import run_check
@@ -193,7 +202,7 @@ def _ipvs(a: argparse.Namespace) -> int:
         wanted, _ = wanted_table(cfg.virtual_services, health, actual)
         notes = [f"{g}:{s} {h}: {'up' if hs.up else 'DOWN ' + (hs.last.summary if hs.last else '')}"
                  for (g, s), st in states.items() for h, hs in st.hosts.items()]
-        return format_ipvsadm(wanted), "\n".join(note) or format_ipvsadm(actual), notes
+        return format_ipvsadm(wanted), "\n".join(note) or format_ipvsadm(actual), notes + marks
 
     wanted, actual, notes = asyncio.run(main())
     if a.json:

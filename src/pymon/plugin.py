@@ -21,6 +21,17 @@ class Target:
     service: str
 
 
+@dataclass(frozen=True, slots=True)
+class AgentReport:
+    """What a real server said about itself (HAProxy's agent-check), for its IPVS weight.
+    `weight`: a fraction of its configured weight (0.5 for "50%"); `state`: "ready"
+    (back to the reported or configured weight), "drain" (weight 0, kept in the table) or
+    "down" (taken out). None: unchanged since the last report."""
+
+    weight: float | None = None
+    state: Literal["ready", "drain", "down"] | None = None
+
+
 @dataclass(slots=True)  # one per host per check: no __dict__ to make
 class Result:
     ok: bool
@@ -28,6 +39,7 @@ class Result:
     detail: str = ""
     latency_s: float = 0.0
     value: float | None = None
+    agent: AgentReport | None = None  # a server's own word on its weight (probes/agent.py); rarely set
 
 
 @dataclass(frozen=True)

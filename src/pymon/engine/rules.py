@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pymon.model.config import PeriodSpec, PluginSpec, ServiceSpec
-from pymon.plugin import Result
+from pymon.plugin import AgentReport, Result
 
 Status = Literal["untested", "ok", "fail"]
 AlertKind = Literal["alert", "upalert", "startupalert"]
@@ -27,6 +27,18 @@ class HostState:
     last: Result | None = None
     last_bad: Result | None = None  # why it is down, even after a first good result
     last_check: float = 0.0
+    agent: AgentReport | None = None  # the server's last word on its weight (probes/agent.py), kept
+
+    def report(self, new: AgentReport) -> bool:
+        """Merge an agent's report into the last one (what it leaves out holds); True if
+        that changed anything."""
+        old = self.agent
+        if old is not None:
+            new = AgentReport(old.weight if new.weight is None else new.weight, new.state or old.state)
+        if new == old:
+            return False
+        self.agent = new
+        return True
 
     def observe(self, ok: bool, now: float, fall: int, rise: int) -> bool:
         """Count one result; True when the host changed state."""
@@ -87,6 +99,7 @@ class Changes:
     hosts: list[HostChange] = field(default_factory=list)
     status_changed: bool = False
     fires: list[Fire] = field(default_factory=list)
+    agents: tuple[str, ...] = ()  # hosts whose agent report changed (a tuple: no list per check)
 
 
 # mon's values before any check: _last_failure and _last_success start at 0, the rest undefined
@@ -159,6 +172,8 @@ class ServiceState:
             hs.last, hs.last_check = res, now
             if not res.ok:
                 hs.last_bad = res
+            if res.agent is not None and hs.report(res.agent):
+                out.agents += (host,)
             was_up, since = hs.up, hs.since
             if hs.observe(res.ok, now, self.spec.fall, self.spec.rise):
                 out.hosts.append(HostChange(host, res.ok, res, was_up, since))

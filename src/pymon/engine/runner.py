@@ -204,14 +204,18 @@ class Runner:
 
     def act(self, st: ServiceState, out: Changes, now: float) -> None:
         """Log the transitions of one observation, tell IPVS, fire the alerts."""
-        if not (out.hosts or out.status_changed or out.fires):
+        if not (out.hosts or out.status_changed or out.fires or out.agents):
             return
         fields = dict(group=st.spec.group, service=st.spec.name)
         for ch in out.hosts:
             # a real server going down is a warning (journalctl -p warning); coming back is info
             (self.log.info if ch.up else self.log.warning)(
                 "host.state", **fields, host=ch.host, state="up" if ch.up else "down", summary=ch.result.summary)
-        if out.hosts:
+        for host in out.agents:
+            rep = st.hosts[host].agent
+            assert rep is not None
+            self.log.info("host.agent", **fields, host=host, weight=rep.weight, state=rep.state)
+        if out.hosts or out.agents:
             self.hosts_changed()
         if out.status_changed:
             (self.log.warning if st.status == "fail" else self.log.info)(

@@ -17,6 +17,19 @@ from pymon.model.config import IpvsOptions, VirtualServiceSpec
 from pymon.ipvs.table import Dest, IPVSError, MemoryTable, Op, Service, ServiceKey, Table, diff, format_ipvsadm
 
 Health = Callable[[tuple[str, str], str], "bool | None"]  # (group, service), host -> up? None = unknown
+# (group, service), host -> the fraction of its configured weight the server asked for
+# (an agent's report: probes/agent.py; 0 = drain); None = the configured weight
+WeightOf = Callable[[tuple[str, str], str], "float | None"]
+MAX_WEIGHT = 65535  # ipvsadm's bound; an agent may ask for up to 256 %
+
+
+def _no_report(watch: tuple[str, str], host: str) -> float | None:
+    return None
+
+
+def weighted(dest: Dest, factor: float | None) -> Dest:
+    """`dest` at `factor` × its configured weight (an agent's report), rounded."""
+    return dest if factor is None else replace(dest, weight=min(MAX_WEIGHT, round(dest.weight * factor)))
 
 
 class Backend(Protocol):
@@ -36,8 +49,8 @@ class Override:
 
 
 def wanted_table(vss: list[VirtualServiceSpec], health: Health, actual: Table,
-                 overrides: dict[tuple[ServiceKey, tuple[str, int]], Override] | None = None
-                 ) -> tuple[Table, dict[str, int]]:
+                 overrides: dict[tuple[ServiceKey, tuple[str, int]], Override] | None = None,
+                 weight_of: WeightOf = _no_report) -> tuple[Table, dict[str, int]]:
     """The table the kernel should hold, and each virtual service's healthy weight."""
     table: Table = {}
     healthy: dict[str, int] = {}
@@ -54,8 +67,8 @@ def wanted_table(vss: list[VirtualServiceSpec], health: Health, actual: Table,
                     dests[rs.dest.key] = have[rs.dest.key]
                 continue
             if up:
-                dests[rs.dest.key] = rs.dest
-                weight += rs.dest.weight
+                dest = dests[rs.dest.key] = weighted(rs.dest, weight_of(vs.watch, rs.host))
+                weight += dest.weight
             elif vs.quiescent:
                 dests[rs.dest.key] = replace(rs.dest, weight=0)
         if vs.sorry is not None and weight == 0 and not unknown:
@@ -93,6 +106,7 @@ class LvsOwner:
     vss: list[VirtualServiceSpec] = field(default_factory=list)
     health: Health = lambda watch, host: None
     alert: Callable[[VirtualServiceSpec, bool, int], None] = lambda vs, ok, w: None
+    weight_of: WeightOf = _no_report
 
     def __post_init__(self) -> None:
         # told the wanted table after each reconcile that read the kernel (ops/timeline.py)
@@ -133,7 +147,7 @@ class LvsOwner:
             if self.read_error is not None:
                 self.log.info("ipvs.recovered", reason=reason, was=self.read_error)
                 self.read_error = None
-            wanted, self.healthy = wanted_table(self.vss, self.health, actual, self.overrides)
+            wanted, self.healthy = wanted_table(self.vss, self.health, actual, self.overrides, self.weight_of)
             ops = diff(wanted, actual, self.owned)
             self.last_wanted, self.last_actual = wanted, actual
             self.observe(wanted, time.time())

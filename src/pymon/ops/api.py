@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 from aiohttp import web
 
 from pymon import __version__
-from . import vrrp
+from . import pool, vrrp
 from pymon.model.config import parse_duration
 from pymon.ipvs.table import Dest, format_ipvsadm
 from pymon.ops.web_request import PeerCreds, body as _body, err as _err, form as _form, peer as _peer, peer_creds
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from pymon.ipvs.owner import LvsOwner
     from pymon.model.config import Config
     from pymon.ops.control import Control
+    from pymon.ops.pool import LivePool
     from pymon.ops.readiness import Readiness
     from pymon.ops.timeline import Timeline
 
@@ -71,6 +72,7 @@ class Daemon(Protocol):
     control: "Control"
     readiness: "Readiness"
     timeline: "Timeline"
+    pool: "LivePool"
 
 COOKIE = "pymon_token"
 CSRF_HEADER = "X-Pymon-Request"
@@ -164,7 +166,8 @@ def status_json(d: "Daemon") -> dict[str, Any]:
             "config": cfg.file, "counts": ctl.counts(), "status_line": ctl.status_line(),
             "groups": groups, "services": services, "disabled": disabled_json(d), "ipvs": ipvs_json(d),
             "vrrp": ctl.vrrp.json(),
-            "routes": d.routes.json() if getattr(d, "routes", None) else None}  # BGP announcements (routing/)
+            "routes": d.routes.json() if getattr(d, "routes", None) else None,
+            "pool_overrides": d.pool.json()}  # BGP announcements (routing/)
 
 
 def _host_state(off: Any, hs: Any) -> str:
@@ -182,6 +185,7 @@ def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
     rows = []
     specs = {vs.service.key: vs for vs in o.vss}
     now = time.time()
+    marks = d.pool.marks()  # live pool overrides (pool.py)
     for skey in sorted(set(o.last_wanted) | set(o.last_actual), key=str):
         svc, want = o.last_wanted.get(skey, (None, {}))
         asvc, have = o.last_actual.get(skey, (None, {}))
@@ -198,7 +202,8 @@ def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
                 d.control.state.is_disabled("host", host, now), st.hosts.get(host))
             dests.append({"real_server": rs_label(x), "forwarding": x.forwarding,
                           "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None,
-                          "host": host, "health": health})
+                          "host": host, "health": health,
+                          "override": marks.get((skey, dkey))})
         sv = svc or asvc
         rows.append({"virtual_service": vs_label(skey), "scheduler": sv.scheduler if sv else None,
                      "owned": skey in o.owned, "name": spec.name if spec else None,
@@ -476,6 +481,7 @@ class Api:
         r.add_get("/routes", self.routes)  # BGP announcements (routing/)
         r.add_post("/disable/route/{vip}", self.route_disable)
         r.add_post("/enable/route/{vip}", self.route_enable)
+        pool.routes(r, self)  # GET /pool, POST /pool/change, /pool/clear: live real-server overrides
         if tcp:
             r.add_get("/", self.page)
             r.add_get("/login", self.login)
@@ -796,6 +802,7 @@ OPENAPI: dict[str, Any] = {
         "/openapi.json": {"get": _op("this document")},
         **vrrp.OPENAPI_PATHS,
         **ROUTES_OPENAPI,  # BGP announcements (routing/)
+        **pool.OPENAPI_PATHS,
         "/": {"get": _op("status page (TCP listener only; cookie from /login)", ok="text/html")},
         "/login": {"get": _op("set the page's cookie from ?token= and redirect to / (no token: a form)",
                               ok="text/html", query=[{"name": "token", "in": "query", "schema": {"type": "string"}}]),

@@ -1,6 +1,6 @@
 """The CLI commands that talk to a running daemon through its control API (api.py):
 `pymon status`, `disable`, `enable`, `ack`, `history`, `downtime`, `trap`, `test-now`,
-`reload`, `web-url`. cli.py registers them with `add_commands`.
+`reload`, `web-url`, `pool`, `overrides`. cli.py registers them with `add_commands`.
 
 Where the daemon is: `--socket PATH` (or `--url http://127.0.0.1:PORT`), else the
 config's `control_socket` (`-c FILE`, default /etc/pymon/pymon.yaml when it exists),
@@ -190,12 +190,21 @@ def format_status(st: dict[str, Any], width: int = 100) -> str:
                 w = "-" if d["wanted_weight"] is None else str(d["wanted_weight"])
                 a = "-" if d["actual_weight"] is None else str(d["actual_weight"])
                 mark = "" if w == a else "   ≠"
+                if d.get("override"):
+                    mark += f"   [{d['override']}]"
                 out.append(f"    -> {d['real_server']:<28} {w:>6}  {a:>6}{mark}")
         for e in ipvs["errors"]:
             out.append(f"  error: {e}")
+    if st.get("pool_overrides"):
+        out += ["", "POOL OVERRIDES (of the config; `pymon overrides --clear` drops them)"]
+        out += format_overrides(st["pool_overrides"])
     out += vrrp_status(st)  # keepalived's role, when it reported one (vrrp.py)
     out += routes_status(st)  # BGP announcements, with a routing: section (routing/)
     return "\n".join(out)
+
+
+def format_overrides(items: list[dict[str, Any]]) -> list[str]:
+    return [f"  {o['vs']}  {o['address']:<24} {o['mark']}  by {o['by'] or '?'} at {when(o['at'])}" for o in items]
 
 
 def format_history(items: list[dict[str, Any]]) -> str:
@@ -329,6 +338,41 @@ async def _route(a: argparse.Namespace, w: Where) -> int:
     return 0
 
 
+async def _pool(a: argparse.Namespace, w: Where) -> int:
+    body = {"action": a.action, "virtual_service": a.virtual_service, "real_server": a.real_server}
+    if a.action == "weight":
+        if a.value is None:
+            raise ApiError(0, "pymon pool weight VS ADDRESS[:PORT] WEIGHT")
+        try:
+            body["weight"] = int(a.value)
+        except ValueError:
+            raise ApiError(0, f"weight: expected an integer, got {a.value!r}") from None
+    elif a.value is not None:
+        raise ApiError(0, f"unexpected argument {a.value!r} (only `weight` takes a value)")
+    if a.action == "add":
+        body.update({k: v for k, v in (("weight", a.weight), ("host", a.host), ("forwarding", a.forwarding))
+                     if v is not None})
+    r = await w.call("POST", "/pool/change", body)
+    held = r["override"]
+    _print(a, r, lambda r: f"{a.virtual_service} {a.real_server}: "
+           + (held["mark"] if held else "as the config says (no override)"))
+    return 0
+
+
+async def _overrides(a: argparse.Namespace, w: Where) -> int:
+    if a.clear is None:
+        r = await w.call("GET", "/pool")
+        _print(a, r, lambda r: "\n".join(format_overrides(r["overrides"])) or "no pool overrides")
+        return 0
+    if len(a.clear) > 2:
+        raise ApiError(0, "pymon overrides --clear [VS [ADDRESS[:PORT]]]")
+    names = dict(zip(("virtual_service", "real_server"), a.clear))
+    r = await w.call("POST", "/pool/clear", names)
+    _print(a, r, lambda r: f"cleared {len(r['cleared'])} override(s)" + "".join(
+        f"\n  {o['vs']}  {o['address']}" for o in r["cleared"]))
+    return 0
+
+
 async def _web_url(a: argparse.Namespace, w: Where) -> int:
     if not w.port:
         raise ApiError(0, "no control_port in the config: the status page is served only on 127.0.0.1:control_port")
@@ -383,13 +427,26 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     sp.add_argument("--priority", type=int, default=None)
     sp.add_argument("--type", default="INSTANCE", choices=("INSTANCE", "GROUP"))
 
+    sp = client("pool", "change a real server live: add, remove, weight, disable, enable (kept as an override "
+                        "of the config; see `pymon overrides`)")
+    sp.add_argument("action", choices=("add", "remove", "weight", "disable", "enable"))
+    sp.add_argument("virtual_service", metavar="VS", help="the virtual service's name (or 'TCP VIP:PORT')")
+    sp.add_argument("real_server", metavar="ADDRESS[:PORT]")
+    sp.add_argument("value", nargs="?", default=None, metavar="WEIGHT", help="for `weight`")
+    sp.add_argument("--weight", type=int, default=None, help="add: its weight (default 1)")
+    sp.add_argument("--host", default=None, help="add: its name in the watched hostgroup (default: the address)")
+    sp.add_argument("--forwarding", default=None, choices=("dr", "nat", "tun"), help="add: default the service's")
+    sp = client("overrides", "list the live pool overrides, or clear them")
+    sp.add_argument("--clear", nargs="*", default=None, metavar="VS [ADDRESS]",
+                    help="drop all overrides, a virtual service's, or one real server's")
+
     sp = client("route", "show the BGP announcements, or disable/enable one VIP's (routing: section)")
     sp.add_argument("args", nargs="*", metavar="disable VIP | enable VIP")
     sp.add_argument("--reason", default="", help="why, for disable: shown in status and kept in the state")
 
     fns = {"route": _route, "status": _status, "disable": _disable, "enable": _enable, "ack": _ack, "history": _history,
            "downtime": _downtime, "trap": _trap, "test-now": _test_now, "reload": _reload, "web-url": _web_url,
-           "vrrp": _vrrp}
+           "vrrp": _vrrp, "pool": _pool, "overrides": _overrides}
 
     def runner(fn: Callable[..., Any]) -> Callable[[argparse.Namespace], int]:
         def run(a: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@
     dns        dns.py        group: query each server; optional SOA serial agreement
     fping      icmp.py       group: ICMP echo to all hosts at once
     freespace  freespace.py  local filesystem free space / inodes
+    agent      agent.py      the server's own weight and state (HAProxy's agent-check), per host
 
 Param validation contract (for the config loader)
 -------------------------------------------------
@@ -33,10 +34,11 @@ from typing import Callable
 
 from pymon import plugin
 from pymon.plugin import Params, Registry, param_problems
-from pymon.probes import dns, freespace, http, icmp, tcp
+from pymon.probes import agent, dns, freespace, http, icmp, tcp
 
 PARAM_VALIDATORS: dict[str, Callable[[Params], list[str]]] = {
     **http.PARAM_VALIDATORS, **tcp.PARAM_VALIDATORS, **dns.PARAM_VALIDATORS, **icmp.PARAM_VALIDATORS, **freespace.PARAM_VALIDATORS,
+    **agent.PARAM_VALIDATORS,
 }
 
 
@@ -48,4 +50,4 @@ def validate_params(name: str, params: Params, registry: Registry | None = None)
     return param_problems(found, params, PARAM_VALIDATORS)
 
 
-__all__ = ["PARAM_VALIDATORS", "validate_params", "dns", "freespace", "http", "icmp", "tcp"]
+__all__ = ["PARAM_VALIDATORS", "validate_params", "agent", "dns", "freespace", "http", "icmp", "tcp"]

@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol
 from pymon.engine.checks import Check, Deadlines, start_check
 from pymon.engine.gc_policy import GcPolicy
 from pymon.engine.plugin_loading import Plugins
-from pymon.engine.rules import Fire, Changes, ServiceState
+from pymon.engine.rules import Fire, Changes, HostChange, ServiceState
 from pymon.engine.scheduler import Finish, Scheduler
 from pymon.model.config import Config, ServiceSpec
 from pymon.plugin import Cancel, Result
@@ -117,6 +117,8 @@ class Runner:
         self.metrics: CheckObserver | None = None
         self.fire: Callable[[ServiceState, list[Fire], float], None] = lambda st, fires, now: None
         self.hosts_changed: Callable[[], None] = _nothing  # IPVS: health changed
+        # the director's self-check (ops/director_canaries.py): which hosts flipped, only when some did
+        self.host_transitions: Callable[[ServiceState, list[HostChange], float], None] | None = None
         self.done_log = _Sampler(CHECK_DONE_PER_S)
         enabled = getattr(log, "is_enabled_for", None)
         self.debug = enabled(10) if enabled else True  # skip building check.result fields when filtered
@@ -210,6 +212,8 @@ class Runner:
             self.log.info("host.state", **fields, host=ch.host, state="up" if ch.up else "down",
                           summary=ch.result.summary)
         if out.hosts:
+            if self.host_transitions is not None:  # before IPVS hears: a burst freezes it first
+                self.host_transitions(st, out.hosts, now)
             self.hosts_changed()
         if out.status_changed:
             self.log.info("service.state", **fields, state=st.status,

@@ -138,7 +138,13 @@ def status_json(d: "Daemon") -> dict[str, Any]:
     return {"version": __version__, "time": now, "started": ctl.started_at, "ready": d.readiness.ready,
             "config": cfg.file, "counts": ctl.counts(), "status_line": ctl.status_line(),
             "groups": groups, "services": services, "disabled": disabled_json(d), "ipvs": ipvs_json(d),
-            "vrrp": ctl.vrrp.json()}
+            "vrrp": ctl.vrrp.json(), "self_check": selfcheck_json(d)}
+
+
+def selfcheck_json(d: "Daemon") -> dict[str, Any] | None:
+    """The director's self-check (ops/director_canaries.py); None when it is off."""
+    sc = getattr(d, "selfcheck", None)
+    return None if sc is None else sc.json()
 
 
 def disabled_json(d: "Daemon") -> dict[str, dict[str, Any]]:

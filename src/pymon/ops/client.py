@@ -22,6 +22,7 @@ from typing import Any, Callable
 import aiohttp
 
 from .vrrp import format_status as vrrp_status
+from .director_canaries import format_status as selfcheck_status
 
 DEFAULT_CONFIG = "/etc/pymon/pymon.yaml"
 
@@ -150,6 +151,7 @@ def format_status(st: dict[str, Any], width: int = 100) -> str:
         for e in ipvs["errors"]:
             out.append(f"  error: {e}")
     out += vrrp_status(st)  # keepalived's role, when it reported one (vrrp.py)
+    out += selfcheck_status(st)  # the director's own fault, when self_check is on (director_canaries.py)
     return "\n".join(out)
 
 

@@ -24,6 +24,7 @@ from pymon.model.config import ServiceSpec
 from .api import CONTENT_TYPE, rs_label, vs_label  # noqa: F401 (CONTENT_TYPE re-exported)
 from pymon.plugin import Result
 from .vrrp import metrics as vrrp_metrics
+from .director_canaries import metrics as selfcheck_metrics
 
 if TYPE_CHECKING:
     from pymon.engine.rules import ServiceState
@@ -176,3 +177,4 @@ class _StateCollector(Collector):
                         weight.add_metric([vs_label(skey), rs_label(dest), table], float(dest.weight))
         yield weight
         yield from vrrp_metrics(d)  # pymon_vrrp_state{instance} (vrrp.py)
+        yield from selfcheck_metrics(getattr(d, "selfcheck", None))  # pymon_director_fault (director_canaries.py)

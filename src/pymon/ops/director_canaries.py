@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -35,6 +36,8 @@ class SelfCheck:
         self.track_error: str | None = None  # logged once until the file can be written again
         self.netlink_error: str | None = None
         self.checked_at = 0.0  # wall clock of the last probe, for /status
+        self.gateways: list[str] = []  # found while healthy (netlink): still checked once gone
+        self.oifs: dict[int, str] = {}
 
     # -- what the wiring calls -----------------------------------------------------
 
@@ -71,6 +74,7 @@ class SelfCheck:
     async def run(self) -> None:
         """Probe when a burst begins, and every `recheck` while at fault or recovering."""
         det = self.detector
+        await self.netlink()  # what the director's network looks like while healthy
         while True:
             wait = det.next_wake(time.monotonic())
             try:
@@ -78,10 +82,15 @@ class SelfCheck:
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
+            actions = []
             if det.state in ("suspect", "fault", "recovering"):
                 results = await self.probe()
-                self.act(det.probed(time.monotonic(), results))
-            self.act(det.tick(time.monotonic()))
+                actions.append(det.probed(time.monotonic(), results))
+            actions.append(det.tick(time.monotonic()))
+            for action in actions:
+                self.act(action)
+            if "them" in actions or "unfreeze" in actions:
+                await self.netlink()  # healthy again: learn the network as it is now
 
     def act(self, action: Action) -> None:
         det = self.detector
@@ -128,50 +137,69 @@ class SelfCheck:
         try:
             res = await icmplib.async_ping(address, count=2, interval=0.1, timeout=self.spec.canary_timeout,
                                            privileged=not unprivileged_allowed())
-        except icmplib.ICMPLibError as e:  # no permission, unroutable: not an answer
-            self.log.debug("director.canary_error", canary=address, error=str(e))
+        except Exception as e:  # noqa: BLE001 - no route, no permission: not an answer
+            self.log.debug("director.canary_error", canary=address, error=f"{type(e).__name__}: {e}")
             return False
-        return res.packets_received > 0
+        return bool(res.packets_received)
 
     async def netlink(self) -> tuple[list[str], dict[str, bool]]:
-        """Default gateways (when `gateway`) and the carrier of the interfaces that route to
-        the real servers (when `links`); nothing when rtnetlink cannot be read (logged once)."""
+        """The gateways to ping and the carrier of each interface toward the real servers.
+        What was found while the director was healthy stays checked: a link taken down
+        takes its routes (and the default route) with it, so what the routes say now
+        would show nothing to check. Nothing when rtnetlink cannot be read (logged once)."""
         if not (self.spec.gateway or self.spec.links):
             return [], {}
         from pyroute2 import AsyncIPRoute
 
-        gateways: list[str] = []
         links: dict[str, bool] = {}
         try:
             async with AsyncIPRoute() as ipr:
-                if self.spec.gateway:
-                    for family in (2, 10):
-                        async for r in await ipr.route("dump", family=family):
-                            gw = r.get("RTA_GATEWAY")
-                            if r["dst_len"] == 0 and gw and (r.get("RTA_TABLE") or r["table"]) == 254:
-                                gateways.append(gw)
-                if self.spec.links:
-                    oifs: set[int] = set()
-                    for address in dict.fromkeys(self.reals()):
-                        try:
-                            for r in await _all(await ipr.route("get", dst=address)):
-                                if r.get("RTA_OIF"):
-                                    oifs.add(r.get("RTA_OIF"))
-                        except Exception:  # noqa: BLE001 - unroutable: the gateway/canaries tell
-                            continue
-                    for oif in sorted(oifs):
-                        for link in await _all(await ipr.link("get", index=oif)):
-                            name = link.get("IFLA_IFNAME") or str(oif)
-                            if name != "lo":
-                                links[name] = bool(link["flags"] & IFF_LOWER_UP)
+                gateways, oifs = await self.discover(ipr)
+                if not self.detector.frozen:  # healthy: this is what the director's network looks like
+                    self.gateways, self.oifs = gateways, oifs
+                gateways = list(dict.fromkeys(self.gateways + gateways))
+                for index, name in {**self.oifs, **oifs}.items():
+                    try:
+                        found = await _all(await ipr.link("get", index=index))
+                    except Exception:  # noqa: BLE001 - the interface is gone
+                        found = []
+                    links[name] = bool(found) and bool(found[0]["flags"] & IFF_LOWER_UP)
         except Exception as e:  # noqa: BLE001 - netlink is the edge: say it, probe the rest
             if str(e) != self.netlink_error:
                 self.log.warning("director.netlink_error", error=f"{type(e).__name__}: {e}",
                                  action="gateway and link checks skipped; the canaries still count")
             self.netlink_error = str(e)
-        else:
-            self.netlink_error = None
-        return list(dict.fromkeys(gateways)), links
+            return [], {}
+        self.netlink_error = None
+        return gateways, links
+
+    async def discover(self, ipr: Any) -> tuple[list[str], dict[int, str]]:
+        """Default gateways of the main table, and the interfaces (index -> name) of the
+        routes to the real servers, as the kernel has them now."""
+        gateways: list[str] = []
+        oifs: dict[int, str] = {}
+        if self.spec.gateway:
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for r in await _all(await ipr.route("dump", family=family)):
+                    gw = r.get("RTA_GATEWAY")
+                    # a link-local IPv6 gateway needs its interface to be pinged: list a canary instead
+                    if (r["dst_len"] == 0 and gw and not gw.lower().startswith("fe80:")
+                            and (r.get("RTA_TABLE") or r["table"]) == 254):
+                        gateways.append(gw)
+        if self.spec.links:
+            for address in dict.fromkeys(self.reals()):
+                try:
+                    routes = await _all(await ipr.route("get", dst=address))
+                except Exception:  # noqa: BLE001 - unroutable now: the links found before still count
+                    continue
+                for r in routes:
+                    index = r.get("RTA_OIF")
+                    if index and index not in oifs:
+                        for link in await _all(await ipr.link("get", index=index)):
+                            name = link.get("IFLA_IFNAME") or str(index)
+                            if name != "lo":  # loopback has no carrier to lose
+                                oifs[index] = name
+        return list(dict.fromkeys(gateways)), oifs
 
     # -- the track file, status, metrics ------------------------------------------
 

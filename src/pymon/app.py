@@ -255,8 +255,13 @@ class Daemon:
 
     def start_selfcheck(self) -> None:
         assert self.cfg is not None and self.runner is not None
-        if not self.cfg.self_check.enabled:
+        spec = self.cfg.self_check
+        if not spec.enabled:
             return
+        hosts = sum(len(self.cfg.hosts(svc)) for svc in self.cfg.services.values() if not svc.passive)
+        if hosts < spec.min_hosts:
+            self.log.warning("director.inactive", hosts=hosts, min_hosts=spec.min_hosts,
+                             note="fewer hosts checked than self_check.min_hosts: no burst can be judged")
         self.selfcheck = SelfCheck(self.cfg.self_check, self.log, self.director_alert, self._poke_lvs,
                                    self._real_addresses)
         self.runner.host_transitions = self.selfcheck.transitions

@@ -3,11 +3,16 @@ hold while frozen (ipvs/owner.py held_table): pure, with hypothesis over transit
 
 from __future__ import annotations
 
+import textwrap
+from typing import Any
+
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from pymon.engine.director_fault import Detector, Settings
 from pymon.ipvs.owner import held_table
 from pymon.ipvs.table import Dest, Service, ServiceKey
+from pymon.model.config import ConfigError, parse_config
 
 S = Settings(share=0.5, min_hosts=4, window=10.0, recheck=2.0)
 
@@ -150,3 +155,37 @@ def test_held_table_leaves_what_pymon_does_not_own_and_services_the_config_dropp
     actual = {VS: (SVC, {a.key: a}), other: (Service(other, "rr"), {a.key: a})}
     assert held_table({}, actual, {VS}) == {}
     assert held_table({VS: (SVC, {})}, actual, set()) == {VS: (SVC, {})}
+
+
+def parse(self_check: str) -> Any:
+    text = textwrap.dedent("""
+        globals: {statedir: /var/lib/pymon}
+        hostgroups: {web: [10.0.0.1, 10.0.0.2]}
+        watch:
+          web:
+            http: {monitor: x, interval: 5s, timeout: 3s, fall: 2, failure_interval: 2s}
+            ping: {monitor: x, interval: 30s, timeout: 1s}
+        """) + self_check
+    return parse_config(text, "t.yaml")
+
+
+def test_self_check_config_defaults_and_the_derived_window() -> None:
+    sc = parse("self_check: {enabled: true, track_file: director-fault}\n").self_check
+    assert sc.enabled and sc.gateway and sc.links and sc.share == 0.5 and sc.min_hosts == 4
+    assert sc.window == 31.0  # ping: 30 + 1 x 1 beats http: 5 + 2 x 3 + 1 x 2
+    assert str(sc.track_file) == "/var/lib/pymon/director-fault" and sc.track_weight == -254
+    assert not parse("").self_check.enabled
+
+
+def test_self_check_config_problems_are_one_line_each_with_their_place() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse("self_check: {canaries: [10.0.0.9, gateway.example], share: 1.5, window: soon, colour: red}\n")
+    assert e.value.problems == [
+        "t.yaml:8:60: self_check.share: 1.5 is greater than the maximum of 1",
+        "t.yaml:8:73: self_check.window: bad duration 'soon' (use e.g. 30s, 5m, 1h)",
+        "t.yaml:8:79: unknown key 'colour' (expected one of: alert, canaries, canary_timeout, enabled, gateway, "
+        "links, min_hosts, recheck, share, track_file, track_weight, window)",
+    ]
+    with pytest.raises(ConfigError) as e:
+        parse("self_check: {canaries: [10.0.0.9, gateway.example]}\n")
+    assert e.value.problems == ["t.yaml:8:35: canaries: 'gateway.example' is not an IP address"]

@@ -240,7 +240,11 @@ class Daemon:
     def host_up(self, watch: tuple[str, str], host: str) -> bool | None:
         st = self.states.get(watch)
         hs = st.hosts.get(host) if st else None
-        return self.control.health(watch, host, hs.up if hs else None)
+        up = self.control.health(watch, host, hs.up if hs else None)
+        if up is False and hs is not None and hs.up is False and self.selfcheck is not None \
+                and self.selfcheck.holds(watch, host):
+            return True  # down because the director is at fault, not drained (ops/director_canaries.py)
+        return up
 
     def quorum_alert(self, vs: VirtualServiceSpec, ok: bool, healthy: int) -> None:
         st = self.states.get(vs.watch)

@@ -53,14 +53,14 @@ def canary() -> Iterator[tuple[str, str]]:
 class Servers:
     """One `python -m http.server` per real server: a real HTTP server that can be stopped."""
 
-    def __init__(self, port: int, root: Path):
-        self.port, self.root = port, root
+    def __init__(self, port: int, root: Path, addresses: list[str] = REALS):
+        self.port, self.root, self.addresses = port, root, addresses
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
         self.procs = [subprocess.Popen([sys.executable, "-m", "http.server", str(self.port), "--bind", a],
                                        cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                      for a in REALS]
+                      for a in self.addresses]
 
     def stop(self) -> None:
         for p in self.procs:
@@ -184,6 +184,64 @@ self_check:
         assert d.stop() == 0
     finally:
         servers.stop()
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def test_hosts_depooled_before_the_share_was_reached_come_back_at_fault(tmp_path: Path,
+                                                                       canary: tuple[str, str]) -> None:
+    """A fast service sees the director's cut first and its hosts are depooled (2 of 6 is
+    no burst yet); when the slow service's hosts follow within the window and the canary
+    is gone, the director is at fault and the first two come back: the table as before."""
+    ifname, addr = canary
+    port, api_port = free_port(), free_port()
+    fast, slow = [f"127.0.0.{i}" for i in (51, 52)], [f"127.0.0.{i}" for i in (53, 54, 55, 56)]
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("ok\n")
+    fast_servers, slow_servers = Servers(port, tmp_path / "www", fast), Servers(port, tmp_path / "www", slow)
+    fast_servers.start()
+    slow_servers.start()
+    cfg = tmp_path / "pymon.yaml"
+    cfg.write_text(f"""globals: {{statedir: {tmp_path}, alertdir: {tmp_path}, control_port: {api_port}}}
+hostgroups: {{fast: [{', '.join(fast)}], slow: [{', '.join(slow)}]}}
+watch:
+  fast: {{http: {{interval: 0.3s, timeout: 0.5s, monitor: {{name: http, port: {port}}}}}}}
+  slow: {{http: {{interval: 2s, timeout: 0.5s, monitor: {{name: http, port: {port}}}}}}}
+virtual_services:
+  - {{vip: "10.9.9.1:80", watch: "fast:http", real_servers: [{', '.join(fast)}]}}
+  - {{vip: "10.9.9.2:80", watch: "slow:http", real_servers: [{', '.join(slow)}]}}
+ipvs: {{dry_run: true}}
+self_check: {{enabled: true, window: 6s, canaries: [{addr}], gateway: false, links: false,
+             canary_timeout: 0.5s, recheck: 0.5s}}
+""")
+    d = Daemon(cfg)
+    try:
+        r = Running(tmp_path, d, api_port)
+        d.wait(lambda e: e["event"] == "daemon.started")
+        deadline = time.monotonic() + 15
+        while len(dests(r)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        full = dests(r)
+        assert len(full) == 6
+        fast_servers.stop()
+        deadline = time.monotonic() + 5
+        while len(dests(r)) > 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(dests(r)) == 4 and len(removals(d.events)) == 2  # depooled: 2 of 6 is no burst
+        ip("addr", "del", f"{addr}/32", "dev", ifname)
+        slow_servers.stop()
+        fault = d.wait(lambda e: e["event"] == "director.fault")
+        assert fault["went_down"] >= 3  # half of the six: the first slow host completes the burst
+        deadline = time.monotonic() + 5
+        while dests(r) != full and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert dests(r) == full  # the two depooled early are back, the other four never left
+        assert len(removals(d.events)) == 2
+        assert d.stop() == 0
+    finally:
+        fast_servers.stop()
+        slow_servers.stop()
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()

@@ -189,3 +189,22 @@ def test_self_check_config_problems_are_one_line_each_with_their_place() -> None
     with pytest.raises(ConfigError) as e:
         parse("self_check: {canaries: [10.0.0.9, gateway.example]}\n")
     assert e.value.problems == ["t.yaml:8:35: canaries: 'gateway.example' is not an IP address"]
+
+
+def test_at_fault_the_bursts_hosts_are_held_until_unfrozen() -> None:
+    d, ks = Detector(S), hosts(6)
+    seen_up(d, ks)
+    d.transition(1.0, ks[0], False)  # the first to go: already depooled by then
+    d.transition(1.5, ks[1], False)
+    d.transition(1.8, ks[1], True)  # back: not part of the burst
+    d.transition(2.0, ks[1], False)
+    assert d.transition(3.0, ks[2], False) == "probe"
+    assert not d.holds(ks[0])  # not before the verdict: it may be theirs
+    d.probed(3.5, {"link eth1": False})
+    assert {k for k in ks if d.holds(k)} == set(ks[:3])
+    d.transition(4.0, ks[3], False)  # later downs are kept by the frozen owner anyway
+    assert not d.holds(ks[3])
+    d.probed(30.0, {"link eth1": True})
+    assert d.holds(ks[0])  # recovering: still frozen
+    d.tick(40.0)
+    assert not d.frozen and not any(d.holds(k) for k in ks)

@@ -12,10 +12,12 @@ link carrier toward the real servers). Any canary failing is the director's faul
 
 States: `ok` (normal depools), `suspect` (a burst: the table is frozen while the
 canaries are probed, so no depool slips through during the probe), `fault` (frozen,
-the canaries are re-probed every `recheck` seconds), `recovering` (canaries back: the
-`director` upalert and the track file are cleared at once, the table stays frozen for
-one more `window` so the checks can see the servers again before the owner reconciles
-to real health; else every server still marked down from the outage would be removed).
+the canaries re-probed every `recheck` seconds; the hosts that went down in the burst
+are held as up, so those depooled before the share was reached come back),
+`recovering` (canaries back: the `director` upalert and the track file are cleared at
+once, the table stays frozen for one more `window` so the checks can see the servers
+again before the owner reconciles to real health; else every server still marked down
+from the outage would be removed).
 
 No I/O and no clock: every call takes `now` (ops/director_canaries.py does the I/O).
 """
@@ -50,6 +52,7 @@ class Detector:
     since: float = 0.0  # when the state began
     canaries: dict[str, bool] = field(default_factory=dict)  # the last probe's results
     burst: tuple[int, int] = (0, 0)  # (went down, known) when the last burst was seen
+    held: set[Key] = field(default_factory=set)  # went down in the burst the director caused
 
     @property
     def frozen(self) -> bool:
@@ -75,6 +78,11 @@ class Detector:
             return "probe"
         return "none"
 
+    def holds(self, key: Key) -> bool:
+        """While frozen at fault: a host whose going down was the director's, taken as up
+        (the table as it was before the burst, also for hosts depooled early in it)."""
+        return key in self.held
+
     def went_down(self) -> int:
         """Hosts that went down within the window and are still down."""
         return len({k for _, k in self.downs if self.known.get(k) is False})
@@ -91,6 +99,8 @@ class Detector:
         if self.state == "suspect":
             if bad:
                 self.state, self.since = "fault", now
+                # the burst's first hosts may have been depooled before the share was reached
+                self.held = {k for _, k in self.downs if self.known.get(k) is False}
                 return "fault"
             self.state, self.since = "ok", now
             self.downs.clear()  # this burst is theirs: only a new one probes again
@@ -108,6 +118,7 @@ class Detector:
         self._expire(now)
         if self.state == "recovering" and now - self.since >= self.settings.window:
             self.state, self.since = "ok", now
+            self.held = set()
             self.downs.clear()  # the outage's downs were the director's: not a new burst
             return "unfreeze"
         return "none"

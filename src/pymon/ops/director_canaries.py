@@ -45,6 +45,10 @@ class SelfCheck:
         """The IPVS owner's question on each reconcile: remove nothing while True."""
         return self.detector.frozen
 
+    def holds(self, watch: tuple[str, str], host: str) -> bool:
+        """The IPVS health's question: is this host's down state the director's doing?"""
+        return self.detector.holds((watch[0], watch[1], host))
+
     def transitions(self, st: "ServiceState", changes: "list[HostChange]", now: float) -> None:
         """The engine's hook: hosts that changed state in one check (never per check)."""
         g, s = st.spec.key
@@ -100,6 +104,7 @@ class SelfCheck:
             self.log.error("director.fault", failing=failing, went_down=down, hosts=total,
                            action="IPVS frozen: no depools until the canaries answer again")
             self.write_track(True)
+            self.changed()  # the burst's hosts depooled before the share was reached come back
             self.alert(False, f"director fault: {', '.join(failing)} failing\n"
                        f"{down} of {total} hosts went down within {self.spec.window:g}s; "
                        f"the IPVS table is frozen")

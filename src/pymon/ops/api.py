@@ -514,7 +514,8 @@ OPENAPI: dict[str, Any] = {
     "security": [{"bearer": []}],
     "paths": {
         "/health": {"get": dict(_op("liveness and readiness; no token needed"), security=[])},
-        "/status": {"get": _op("groups, services, hosts, last results, disabled, IPVS wanted and actual")},
+        "/status": {"get": _op("groups, services, hosts, last results, disabled, IPVS wanted and actual, "
+                               "the director self-check")},
         "/history": {"get": _op("alert history, oldest first", query=_LIMIT)},
         "/downtime": {"get": _op("finished outages (start, end, duration) and open ones", query=_LIMIT)},
         "/disabled": {"get": _op("disabled hosts, services and watches")},

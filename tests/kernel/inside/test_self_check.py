@@ -128,9 +128,11 @@ self_check:
   track_file: director-fault
 """)
     track = tmp_path / "director-fault"
+    t0 = time.monotonic()
     p = Pymon(cfg)
     try:
         p.wait(lambda e: e.get("event") == "daemon.started", 300)
+        print(f"pymon started after {time.monotonic() - t0:.1f}s")
         full = {a: "1" for a in REALS}
         wait_until(lambda: dests() == full, 60)
         assert track.read_text() == "0\n"
@@ -167,6 +169,7 @@ self_check:
         p.wait(lambda e: e.get("event") == "director.them", 30, mark)
         assert not any(e.get("event") == "director.fault" for e in p.events[mark:])
         assert track.read_text() == "0\n"
+        print(f"scenario done after {time.monotonic() - t0:.1f}s")
     finally:
         p.stop()
         print("\n".join(json.dumps(e) for e in p.events if str(e.get("event", "")).startswith(

@@ -18,10 +18,10 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from pymon.engine.director_fault import Action, Detector, Key, Settings
-from pymon.model.config import SelfCheckSpec
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # `pymon status` imports this module for format_status: keep it light
     from pymon.engine.rules import HostChange, ServiceState
+    from pymon.model.config import SelfCheckSpec
 
 IFF_LOWER_UP = 0x10000  # linux/if.h: the driver signals L1 up (carrier)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,8 +26,6 @@ from apiclient import Running
 from daemons import Daemon
 from httpserver import free_port
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
-                                reason="needs root and iproute2 for the canary's interface")
 
 REALS = [f"127.0.0.{i}" for i in (41, 42, 43, 44)]
 
@@ -38,6 +37,8 @@ def ip(*args: str) -> None:
 @pytest.fixture
 def canary() -> Iterator[tuple[str, str]]:
     """(interface, address): a /32 on a veth of its own, answering ICMP echo."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 for the canary's interface")
     tag = f"{os.getpid() % 10000:04d}{random.randrange(16**2):02x}"
     ifname, addr = f"pmcan{tag}", f"198.{random.randrange(18, 20)}.{random.randrange(256)}.{random.randrange(1, 255)}"
     ip("link", "add", ifname, "type", "veth", "peer", "name", ifname + "p")
@@ -242,6 +243,39 @@ self_check: {{enabled: true, window: 6s, canaries: [{addr}], gateway: false, lin
     finally:
         fast_servers.stop()
         slow_servers.stop()
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def test_reload_turns_the_self_check_on_and_off(tmp_path: Path) -> None:
+    api_port = free_port()
+    cfg = tmp_path / "pymon.yaml"
+    base = f"""globals: {{statedir: {tmp_path}, control_port: {api_port}}}
+hostgroups: {{web: [127.0.0.1]}}
+watch: {{web: {{tcp: {{interval: 1s, monitor: {{name: tcp, port: {free_port()}}}}}}}}}
+"""
+    cfg.write_text(base)
+    d = Daemon(cfg)
+    try:
+        r = Running(tmp_path, d, api_port)
+        d.wait(lambda e: e["event"] == "daemon.started")
+        assert self_check(r) is None
+        assert "DIRECTOR SELF-CHECK" not in r.cli("status").stdout
+        cfg.write_text(base + "self_check: {enabled: true, gateway: false, links: false, track_file: fault}\n")
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait(lambda e: e["event"] == "config.reloaded")
+        inactive = d.wait(lambda e: e["event"] == "director.inactive")
+        assert inactive["hosts"] == 1 and inactive["min_hosts"] == 4
+        assert self_check(r)["state"] == "ok" and (tmp_path / "fault").read_text() == "0\n"
+        assert "DIRECTOR SELF-CHECK: ok" in r.cli("status").stdout
+        mark = len(d.events)
+        cfg.write_text(base)
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait(lambda e: e["event"] == "config.reloaded" and d.events.index(e) >= mark)
+        assert self_check(r) is None
+        assert d.stop() == 0
+    finally:
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()

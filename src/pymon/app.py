@@ -257,7 +257,7 @@ class Daemon:
 
     # -- the director's self-check (ops/director_canaries.py) ------------------------
 
-    def start_selfcheck(self) -> None:
+    def start_selfcheck(self, previous: SelfCheck | None = None) -> None:
         assert self.cfg is not None and self.runner is not None
         spec = self.cfg.self_check
         if not spec.enabled:
@@ -271,10 +271,11 @@ class Daemon:
         self.runner.host_transitions = self.selfcheck.transitions
         if self.lvs is not None:
             self.lvs.frozen = self.selfcheck.frozen
-        self.selfcheck.start()
+        self.selfcheck.start(previous)
 
     async def reload_selfcheck(self, cfg: Config) -> None:
-        """A changed `self_check:` starts over (a frozen table is re-decided by the next burst)."""
+        """A changed `self_check:` takes over the running one's verdict: a reload during a
+        director fault must not unfreeze the table. Turned off: the owner follows health."""
         assert self.runner is not None
         sc = self.selfcheck
         if sc is not None and sc.spec == cfg.self_check:
@@ -285,7 +286,10 @@ class Daemon:
             self.selfcheck, self.runner.host_transitions = None, None
             if self.lvs is not None:
                 self.lvs.frozen = lambda: False
-        self.start_selfcheck()
+        self.start_selfcheck(sc)
+        if self.selfcheck is not None:
+            self.selfcheck.retain({(g, s, h) for (g, s), svc in cfg.services.items() for h in cfg.hosts(svc)})
+        self._poke_lvs()
 
     def _poke_lvs(self) -> None:
         if self.lvs is not None:

@@ -171,6 +171,15 @@ self_check:
         assert "pymon_director_fault 1.0" in metrics
         assert f'pymon_director_canary_up{{canary="canary {addr}"}} 0.0' in metrics
 
+        # a reload that changes self_check keeps the verdict: still frozen, nothing removed
+        reloads = sum(1 for e in d.events if e["event"] == "config.reloaded")
+        cfg.write_text(cfg.read_text().replace("recheck: 0.5s", "recheck: 0.4s"))
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait(lambda e: sum(1 for x in d.events if x["event"] == "config.reloaded") > reloads)
+        time.sleep(1.0)
+        assert self_check(r)["state"] == "fault" and dests(r) == full and track.read_text() == "-254\n"
+        assert removals(d.events[mark:]) == []
+
         # the canary answers again: upalert and track file at once, the pool follows health a window later
         ip("addr", "add", f"{addr}/32", "dev", ifname)
         d.wait(lambda e: e["event"] == "director.recovered")

@@ -15,6 +15,7 @@ import asyncio
 import os
 import socket
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from pymon.engine.director_fault import Action, Detector, Key, Settings
@@ -64,8 +65,13 @@ class SelfCheck:
     def retain(self, keys: set[Key]) -> None:
         self.detector.retain(keys)
 
-    def start(self) -> None:
-        self.write_track(False)
+    def start(self, previous: SelfCheck | None = None) -> None:
+        """Begin; `previous` (a reload changed `self_check:`): keep its verdict and what it
+        learned of the network, under the new settings."""
+        if previous is not None:
+            self.detector = replace(previous.detector, settings=self.detector.settings)
+            self.gateways, self.oifs = previous.gateways, previous.oifs
+        self.write_track(self.detector.faulty)
         self.task = asyncio.get_running_loop().create_task(self.run())
 
     async def stop(self) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pymon.alerts import lvs as lvs_alert
@@ -21,14 +22,15 @@ from pymon.engine import alerting
 from pymon.engine.checks import Abandoned, Deadlines
 from pymon.engine.gc_policy import GcPolicy
 from pymon.engine.plugin_loading import Plugins
-from pymon.engine.rules import Fire, ServiceState
+from pymon.engine.rules import Fire, HostState, ServiceState
 from pymon.engine.runner import Runner
 from pymon.engine.scheduler import Scheduler
 from pymon.engine.watchdog import Watchdog
 from pymon.ipvs import owner
 from pymon.loader import load_all, load_all_async
-from pymon.model.config import Config, ConfigError, ServiceSpec, VirtualServiceSpec
+from pymon.model.config import Config, ConfigError, PluginSpec, ServiceSpec, VirtualServiceSpec
 from pymon.ops import api, exporter
+from pymon.ops.director_canaries import SelfCheck
 from pymon.ops.control import Control
 from pymon.ops.pool import LivePool
 from pymon.ops.readiness import Readiness
@@ -68,6 +70,7 @@ class Daemon:
         self.api: api.Api | None = None
         self.routes: Routes | None = None  # BGP announcements (routing/)
         self.exporter: exporter.Exporter | None = None  # globals.metrics_listen (exporter.py)
+        self.selfcheck: SelfCheck | None = None  # the director's own fault (ops/director_canaries.py)
         self.reloads: set[asyncio.Task[bool]] = set()  # referenced until done (the loop holds tasks weakly)
         self.gc = GcPolicy()
         self.control = Control(self)  # persisted operator state and commands (control.py)
@@ -106,6 +109,7 @@ class Daemon:
         pool.configure(self.cfg.probe_workers, self.log)
         runner.metrics = self.control.metrics = self._metrics()
         self.control.load()
+        self.start_selfcheck()
         if self.uses_lvs(self.cfg, self.plugins):
             await self.start_lvs()
         now = time.time()
@@ -160,6 +164,8 @@ class Daemon:
         if self.lvs_task:
             self.lvs_task.cancel()
             await asyncio.gather(self.lvs_task, return_exceptions=True)
+        if self.selfcheck is not None:
+            await self.selfcheck.stop()
         if self.alert_tasks:
             done, pending = await asyncio.wait(self.alert_tasks, timeout=ALERT_DRAIN_S)
             for t in pending:
@@ -243,6 +249,7 @@ class Daemon:
                 for h in set(st.hosts) - set(cfg.hosts(svc)):
                     del st.hosts[h]
                 self._schedule(svc)
+        await self.reload_selfcheck(cfg)
         if self.lvs is None and self.uses_lvs(cfg, found):
             await self.start_lvs()
         elif self.lvs is not None:
@@ -292,6 +299,8 @@ class Daemon:
         self.lvs = owner.LvsOwner(self.cfg.ipvs, backend, self.log, dry, list(self.cfg.virtual_services),
                                   health=self.host_up, alert=self.quorum_alert, weight_of=self.agent_weight)
         self.lvs.observe = self.timeline.record
+        if self.selfcheck is not None:
+            self.lvs.frozen = self.selfcheck.frozen
         lvs_alert.bind(self.lvs)
         self.runner.hosts_changed = self.lvs.poke
         await self.lvs.reconcile("start")
@@ -303,6 +312,9 @@ class Daemon:
         up = self.control.health(watch, host, hs.up if hs else None)
         if up and (rep := self.agent_report(watch, host)) is not None and rep.state == "down":
             return False  # its agent holds it out (probes/agent.py), even while the agent is silent
+        if up is False and hs is not None and hs.up is False and self.selfcheck is not None \
+                and self.selfcheck.holds(watch, host):
+            return True  # down because the director is at fault, not drained (ops/director_canaries.py)
         return up
 
     # -- agent reports (probes/agent.py): a server's own weight and state ---------------------
@@ -382,19 +394,78 @@ class Daemon:
         self._fire(st, [Fire(kind, a, "route", output, 0 if new.state == "up" else 1) for a in self.cfg.routing.alert],
                    time.time())
 
+    # -- the director's self-check (ops/director_canaries.py) ------------------------
+
+    def start_selfcheck(self, previous: SelfCheck | None = None) -> None:
+        assert self.cfg is not None and self.runner is not None
+        spec = self.cfg.self_check
+        if not spec.enabled:
+            return
+        hosts = sum(len(self.cfg.hosts(svc)) for svc in self.cfg.services.values() if not svc.passive)
+        if hosts < spec.min_hosts:
+            self.log.warning("director.inactive", hosts=hosts, min_hosts=spec.min_hosts,
+                             note="fewer hosts checked than self_check.min_hosts: no burst can be judged")
+        self.selfcheck = SelfCheck(self.cfg.self_check, self.log, self.director_alert, self._poke_lvs,
+                                   self._real_addresses)
+        self.runner.host_transitions = self.selfcheck.transitions
+        if self.lvs is not None:
+            self.lvs.frozen = self.selfcheck.frozen
+        self.selfcheck.start(previous)
+
+    async def reload_selfcheck(self, cfg: Config) -> None:
+        """A changed `self_check:` takes over the running one's verdict: a reload during a
+        director fault must not unfreeze the table. Turned off: the owner follows health."""
+        assert self.runner is not None
+        sc = self.selfcheck
+        if sc is not None and sc.spec == cfg.self_check:
+            sc.retain({(g, s, h) for (g, s), svc in cfg.services.items() for h in cfg.hosts(svc)})
+            return
+        if sc is not None:
+            await sc.stop()
+            self.selfcheck, self.runner.host_transitions = None, None
+            if self.lvs is not None:
+                self.lvs.frozen = lambda: False
+        self.start_selfcheck(sc)
+        if self.selfcheck is not None:
+            self.selfcheck.retain({(g, s, h) for (g, s), svc in cfg.services.items() for h in cfg.hosts(svc)})
+        self._poke_lvs()
+
+    def _poke_lvs(self) -> None:
+        if self.lvs is not None:
+            self.lvs.poke()
+
+    def _real_addresses(self) -> list[str]:
+        assert self.cfg is not None
+        return [rs.dest.address for vs in self.cfg.virtual_services for rs in vs.reals]
+
+    def director_alert(self, ok: bool, output: str) -> None:
+        """`self_check.alert` as group `director`, service `self_check`, this host its one host."""
+        assert self.cfg is not None
+        host = socket.gethostname()
+        spec = ServiceSpec("director", "self_check", PluginSpec("self_check"), passive=True,
+                           description=f"director {host}: its own network toward the real servers")
+        st = ServiceState(spec)
+        st.status = "ok" if ok else "fail"
+        st.hosts[host] = HostState(up=ok)  # the failing host a native alert's event names
+        kind = "upalert" if ok else "alert"
+        cfg = replace(self.cfg, hostgroups={**self.cfg.hostgroups, "director": [host]})
+        self._fire(st, [Fire(kind, a, "self_check", output, 0 if ok else 1) for a in self.cfg.self_check.alert],
+                   time.time(), cfg)
+
     # -- alerts ----------------------------------------------------------------------
 
-    def _fire(self, st: ServiceState, fires: list[Fire], now: float) -> None:
+    def _fire(self, st: ServiceState, fires: list[Fire], now: float, cfg: Config | None = None) -> None:
         """The engine's `fire` hook: alerts not suppressed by the operator, delivered in
-        tasks the shutdown drains, each recorded in the history when done."""
+        tasks the shutdown drains, each recorded in the history when done. `cfg`: the
+        config with a pseudo group added (the director's self-check)."""
         assert self.cfg is not None and self.plugins is not None
         for fire in self.control.allowed(st, fires):  # disabled service/watch: suppressed
-            task = asyncio.get_running_loop().create_task(self._deliver(st, fire, now))
+            task = asyncio.get_running_loop().create_task(self._deliver(st, fire, now, cfg or self.cfg))
             self.alert_tasks.add(task)
             task.add_done_callback(self.alert_tasks.discard)
             task.add_done_callback(lambda t, st=st, fire=fire: self.control.alert_done(st, fire, now, t))
 
-    async def _deliver(self, st: ServiceState, fire: Fire, now: float) -> bool:
+    async def _deliver(self, st: ServiceState, fire: Fire, now: float, cfg: Config) -> bool:
         """One alert, once one of `max_alert_procs` slots is free: a trap storm queues its
         alerts instead of starting a process each."""
         assert self.cfg is not None
@@ -412,4 +483,4 @@ class Daemon:
                 self._alerts_waited = 0
         async with slots:
             assert self.cfg is not None and self.plugins is not None
-            return await alerting.deliver(self.cfg, self.plugins, st, fire, now, self.log)
+            return await alerting.deliver(cfg, self.plugins, st, fire, now, self.log)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol
 from pymon.engine.checks import Check, Deadlines, start_check
 from pymon.engine.gc_policy import GcPolicy
 from pymon.engine.plugin_loading import Plugins
-from pymon.engine.rules import Fire, Changes, ServiceState
+from pymon.engine.rules import Fire, Changes, HostChange, ServiceState
 from pymon.engine.scheduler import Finish, Scheduler
 from pymon.model.config import Config, ServiceSpec
 from pymon.plugin import Cancel, Result
@@ -117,6 +117,8 @@ class Runner:
         self.metrics: CheckObserver | None = None
         self.fire: Callable[[ServiceState, list[Fire], float], None] = lambda st, fires, now: None
         self.hosts_changed: Callable[[], None] = _nothing  # IPVS: health changed
+        # the director's self-check (ops/director_canaries.py): which hosts flipped, only when some did
+        self.host_transitions: Callable[[ServiceState, list[HostChange], float], None] | None = None
         self.done_log = _Sampler(CHECK_DONE_PER_S)
         enabled = getattr(log, "is_enabled_for", None)
         self.debug = enabled(10) if enabled else True  # skip building check.result fields when filtered
@@ -215,6 +217,8 @@ class Runner:
             rep = st.hosts[host].agent
             assert rep is not None
             self.log.info("host.agent", **fields, host=host, weight=rep.weight, state=rep.state)
+        if out.hosts and self.host_transitions is not None:  # before IPVS hears: a burst freezes it first
+            self.host_transitions(st, out.hosts, now)
         if out.hosts or out.agents:
             self.hosts_changed()
         if out.status_changed:

@@ -90,6 +90,23 @@ def wanted_table(vss: list[VirtualServiceSpec], health: Health, actual: Table,
     return table, healthy
 
 
+def held_table(wanted: Table, actual: Table, owned: set[ServiceKey]) -> Table:
+    """`wanted` with nothing taken away from what the kernel holds: while the director
+    itself is at fault (ops/director_canaries.py) its checks say nothing about the real
+    servers, so no real server is removed or loses weight; additions still apply."""
+    out: Table = dict(wanted)
+    for skey, (svc, have) in actual.items():
+        if skey not in owned or skey not in wanted:  # a service the config dropped goes
+            continue
+        want_svc, want = wanted[skey]
+        dests = dict(want)
+        for dkey, dest in have.items():
+            if dkey not in dests or dests[dkey].weight < dest.weight:
+                dests[dkey] = dest
+        out[skey] = (want_svc, dests)
+    return out
+
+
 def quorum_step(has_quorum: bool, healthy: int, quorum: int, hysteresis: int) -> bool:
     """keepalived's rule: lost below quorum - hysteresis, regained at quorum + hysteresis."""
     if has_quorum:
@@ -107,6 +124,7 @@ class LvsOwner:
     health: Health = lambda watch, host: None
     alert: Callable[[VirtualServiceSpec, bool, int], None] = lambda vs, ok, w: None
     weight_of: WeightOf = _no_report
+    frozen: Callable[[], bool] = lambda: False  # the director's self-check: no removals while True
 
     def __post_init__(self) -> None:
         # told the wanted table after each reconcile that read the kernel (ops/timeline.py)
@@ -148,6 +166,8 @@ class LvsOwner:
                 self.log.info("ipvs.recovered", reason=reason, was=self.read_error)
                 self.read_error = None
             wanted, self.healthy = wanted_table(self.vss, self.health, actual, self.overrides, self.weight_of)
+            if self.frozen():
+                wanted = held_table(wanted, actual, self.owned)
             ops = diff(wanted, actual, self.owned)
             self.last_wanted, self.last_actual = wanted, actual
             self.observe(wanted, time.time())

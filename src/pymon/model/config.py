@@ -198,6 +198,43 @@ _VRRP: dict[str, Any] = {
                   "service = instance): FAULT/STOP as alert, MASTER/BACKUP as upalert"},
     },
 }
+_SELF_CHECK: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "is it me or them: when a large share of the real servers fail within one round, probe the "
+                   "director's own canaries; if one fails, the director is at fault: the IPVS table is frozen "
+                   "(no depools), `director` alerts run, the track file says so (docs/self-check.md)",
+    "properties": {
+        "enabled": {"type": "boolean", "description": "default false (mon never did this); etc/ha/pymon.yaml "
+                                                      "turns it on"},
+        "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+                  "description": "fraction of the known hosts (group x service x host) that must go down within "
+                                 "`window` to suspect the director; default 0.5"},
+        "min_hosts": {"type": "integer", "minimum": 1,
+                      "description": "no verdict with fewer known hosts (one of two down is already half); "
+                                     "default 4"},
+        "window": {**_duration, "description": "one round: default the longest time a service takes to mark a "
+                                                "host down (interval + fall x timeout + (fall-1) x "
+                                                "failure_interval); also how long the table stays frozen after "
+                                                "the canaries recover, so the checks see the servers again"},
+        "canaries": {"type": "array", "items": {"type": "string"},
+                     "description": "addresses that always answer ICMP echo while the director's network is "
+                                    "fine (a switch, the peer director); not the real servers"},
+        "gateway": {"type": "boolean", "description": "ping the default gateway(s) too; default true"},
+        "links": {"type": "boolean", "description": "check the carrier (IFF_LOWER_UP) of the interfaces of "
+                                                    "the routes to the real servers; default true"},
+        "canary_timeout": {**_duration, "description": "wait for each canary's echo; default 1s"},
+        "recheck": {**_duration, "description": "probe the canaries this often while at fault; default 2s"},
+        "alert": {**_alerts, "description": "alerts run when the director is found at fault (alert, group "
+                                            "director, service self_check) and when it recovers (upalert)"},
+        "track_file": {"type": "string", "description": "file for keepalived's track_file: 0 while healthy, "
+                                                        "`track_weight` while at fault; relative to statedir"},
+        "track_weight": {"type": "integer", "minimum": -2147483647, "maximum": 2147483647,
+                         "description": "what the track file holds while at fault; default -254 (with "
+                                        "keepalived's default weight 1: the instance goes to FAULT); e.g. -60 "
+                                        "lowers its priority instead"},
+    },
+}
 
 _dirs = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
 
@@ -278,6 +315,7 @@ SCHEMA: dict[str, Any] = {
             "interval": _dur(_ROUTING["properties"]["interval"]["description"]),
             "graceful_shutdown": _dur(_ROUTING["properties"]["graceful_shutdown"]["description"])}},
         "vrrp": {**_VRRP, "properties": {"alert": _alert_list(_VRRP["properties"]["alert"]["description"])}},  # keepalived's role (vrrp.py)
+        "self_check": _SELF_CHECK,  # the director's own fault (engine/director_fault.py)
     },
 }
 
@@ -425,6 +463,24 @@ class VirtualServiceSpec:
 
 
 @dataclass
+class SelfCheckSpec:
+    """`self_check:`; the decision is engine/director_fault.py, the probes ops/director_canaries.py."""
+
+    enabled: bool = False
+    share: float = 0.5
+    min_hosts: int = 4
+    window: float = 10.0
+    canaries: list[str] = field(default_factory=list)
+    gateway: bool = True
+    links: bool = True
+    canary_timeout: float = 1.0
+    recheck: float = 2.0
+    alert: list[PluginSpec] = field(default_factory=list)
+    track_file: Path | None = None
+    track_weight: int = -254
+
+
+@dataclass
 class IpvsOptions:
     dry_run: bool = False
     fallback: str = "error"
@@ -482,6 +538,7 @@ class Config:
     routing: RoutingOptions | None = None  # announce VIPs over BGP (routing/); None without a `routing:` section
     metrics_listen: tuple[str, int] | None = None  # exporter.py: /metrics without the token
     web_config: WebConfig | None = None  # exporter.py: TLS and basic auth of metrics_listen
+    self_check: SelfCheckSpec = field(default_factory=SelfCheckSpec)  # the director's own fault
 
     def hosts(self, svc: ServiceSpec) -> list[str]:
         return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
@@ -608,7 +665,7 @@ def _path_part(p: str | int) -> str:
 
 def _message(err: jsonschema.ValidationError) -> str:
     name = ".".join(map(_path_part, err.absolute_path)) or "config"
-    if err.validator == "anyOf" and err.schema is _duration:
+    if err.validator == "anyOf" and err.schema.get("anyOf") is _duration["anyOf"]:  # also a described copy
         return f"{name}: bad duration {err.instance!r} (use e.g. 30s, 5m, 1h)"
     if err.validator == "anyOf":
         return f"{name}: {err.instance!r} is not valid here ({_describe(err.schema)})"
@@ -705,9 +762,10 @@ class _Builder:
         vrrp_alert = [self.plugin(("vrrp", "alert", j), a, "alert")
                       for j, a in enumerate((data.get("vrrp") or {}).get("alert", []))]
         listener = self.metrics_listener(g)
+        statedir = g.get("statedir") or os.environ.get("STATE_DIRECTORY") or "/var/lib/pymon"
+        self_check = self.self_check(data.get("self_check") or {}, services, self.base / statedir)
         if self.problems:
             raise ConfigError([m for _, m in sorted(self.problems)])
-        statedir = g.get("statedir") or os.environ.get("STATE_DIRECTORY") or "/var/lib/pymon"
         return Config(
             file=self.src.file,
             mondir=mondir,
@@ -731,6 +789,7 @@ class _Builder:
             token_file=(self.base / statedir / g.get("token_file", "token")).resolve(),
             vrrp_alert=vrrp_alert,
             routing=routing,
+            self_check=self_check,
             **listener,
         )
 
@@ -767,6 +826,31 @@ class _Builder:
                 self.problems.append(((0, 0), p))
             out["web_config"] = web
         return out
+
+    def self_check(self, raw: dict[str, Any], services: dict[tuple[str, str], ServiceSpec],
+                   statedir: Path) -> SelfCheckSpec:
+        path: yamlsrc.Path = ("self_check",)
+        active = [s for s in services.values() if not s.passive]
+        # the slowest service's time to mark a host down once it stops answering
+        slowest = max((s.interval + s.fall * s.timeout + (s.fall - 1) * (s.failure_interval or s.interval)
+                       for s in active), default=10.0)
+        canaries = [str(c) for c in raw.get("canaries", [])]
+        for i, c in enumerate(canaries):
+            try:
+                ipaddress.ip_address(c)
+            except ValueError:
+                self.err(path + ("canaries", i), f"canaries: {c!r} is not an IP address")
+        track = raw.get("track_file")
+        return SelfCheckSpec(
+            enabled=raw.get("enabled", False), share=float(raw.get("share", 0.5)),
+            min_hosts=raw.get("min_hosts", 4),
+            window=self.duration(path + ("window",), raw.get("window"), slowest),
+            canaries=canaries, gateway=raw.get("gateway", True), links=raw.get("links", True),
+            canary_timeout=self.duration(path + ("canary_timeout",), raw.get("canary_timeout"), 1.0),
+            recheck=self.duration(path + ("recheck",), raw.get("recheck"), 2.0),
+            alert=[self.plugin(path + ("alert", j), a, "alert") for j, a in enumerate(raw.get("alert", []))],
+            track_file=None if track is None else (statedir / os.path.expanduser(track)).resolve(),
+            track_weight=raw.get("track_weight", -254))
 
     def virtual_service(self, path: yamlsrc.Path, raw: dict[str, Any], groups: dict[str, list[str]],
                         services: dict[tuple[str, str], ServiceSpec]) -> VirtualServiceSpec | None:

@@ -167,11 +167,17 @@ def status_json(d: "Daemon") -> dict[str, Any]:
             "groups": groups, "services": services, "disabled": disabled_json(d), "ipvs": ipvs_json(d),
             "vrrp": ctl.vrrp.json(),
             "routes": d.routes.json() if getattr(d, "routes", None) else None,
-            "pool_overrides": d.pool.json()}  # BGP announcements (routing/)
+            "pool_overrides": d.pool.json(), "self_check": selfcheck_json(d)}
 
 
 def _host_state(off: Any, hs: Any) -> str:
     return "disabled" if off else "unknown" if hs is None or hs.up is None else "up" if hs.up else "down"
+
+
+def selfcheck_json(d: "Daemon") -> dict[str, Any] | None:
+    """The director's self-check (ops/director_canaries.py); None when it is off."""
+    sc = getattr(d, "selfcheck", None)
+    return None if sc is None else sc.json()
 
 
 def disabled_json(d: "Daemon") -> dict[str, dict[str, Any]]:
@@ -768,7 +774,8 @@ OPENAPI: dict[str, Any] = {
     "security": [{"bearer": []}],
     "paths": {
         "/health": {"get": dict(_op("liveness and readiness; no token needed"), security=[])},
-        "/status": {"get": _op("groups, services, hosts, last results, disabled, IPVS wanted and actual")},
+        "/status": {"get": _op("groups, services, hosts, last results, disabled, IPVS wanted and actual, "
+                               "the director self-check")},
         "/history": {"get": _op("alert history, oldest first", query=_LIMIT)},
         "/downtime": {"get": _op("finished outages (start, end, duration) and open ones", query=_LIMIT)},
         "/disabled": {"get": _op("disabled hosts, services and watches")},

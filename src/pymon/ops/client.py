@@ -27,6 +27,7 @@ import aiohttp
 
 from .vrrp import format_status as vrrp_status
 from pymon.routing.owner import format_status as routes_status  # BGP announcements (routing/)
+from .director_canaries import format_status as selfcheck_status
 
 DEFAULT_CONFIG = "/etc/pymon/pymon.yaml"
 
@@ -200,6 +201,7 @@ def format_status(st: dict[str, Any], width: int = 100) -> str:
         out += format_overrides(st["pool_overrides"])
     out += vrrp_status(st)  # keepalived's role, when it reported one (vrrp.py)
     out += routes_status(st)  # BGP announcements, with a routing: section (routing/)
+    out += selfcheck_status(st)  # the director's own fault, when self_check is on (director_canaries.py)
     return "\n".join(out)
 
 

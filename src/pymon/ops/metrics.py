@@ -27,6 +27,7 @@ from pymon.model.config import ServiceSpec
 from .api import CONTENT_TYPE, rs_label, vs_label  # noqa: F401 (CONTENT_TYPE re-exported)
 from pymon.plugin import Result
 from .vrrp import metrics as vrrp_metrics
+from .director_canaries import metrics as selfcheck_metrics
 
 if TYPE_CHECKING:
     from pymon.engine.rules import ServiceState
@@ -201,3 +202,4 @@ class _StateCollector(Collector):
             for vip, a in sorted(routes.ann.items()):
                 announced.add_metric([vip], 1.0 if a.announced else 0.0)
             yield announced
+        yield from selfcheck_metrics(getattr(d, "selfcheck", None))  # pymon_director_fault (director_canaries.py)

@@ -552,12 +552,17 @@ def test_a_weak_or_exposed_token_file_is_refused_loudly(tmp_path: Path, daemons:
 
     (tmp_path / "token").write_text(token + "\n")
     (tmp_path / "token").chmod(mode)
-    d = Started(setup(tmp_path, _services(tmp_path, 1)))
+    port = free_port()
+    d = Started(setup(tmp_path, _services(tmp_path, 1), glob=f", control_port: {port}"))
     daemons.append(d)
     e = d.wait(lambda e: e["event"] == "api.token_refused")
     assert e["level"] == "error" and e["file"] == str(tmp_path / "token")
     wait_socket(tmp_path / "pymon.sock")
-    assert call(tmp_path / "pymon.sock", "GET", "/status", token)[0] == 401
+    # the token is what TCP callers need (the socket knows its peers by their credentials)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/status", headers={"Authorization": f"Bearer {token}"})
+    assert conn.getresponse().status == 401
+    conn.close()
 
 
 def test_a_change_that_cannot_be_saved_is_not_a_200(tmp_path: Path, daemons: list[Daemon],

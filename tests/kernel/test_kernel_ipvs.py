@@ -42,7 +42,7 @@ def test_kernel_ipvs_inside_vm() -> None:
         pytest.skip(f"cannot boot a VM for the kernel tests: {reason}")
     inside = "tests/kernel/inside/"
     cmd = f'"$PYMON_PYTHON" -m pytest {shlex.quote(inside)} -q -p no:randomly -o addopts="" -rA'
-    res = vm.run_in_vm(cmd, timeout=900)
+    res = vm.run_in_vm(cmd, timeout=1800)
     report = (
         f"$ {shlex.join(res.command)}\n[{res.seconds:.1f}s, exit {res.returncode}]\n"
         f"--- inside output ---\n{res.output}"

@@ -49,3 +49,20 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
     yield mount
     for mnt in reversed(mounted):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def fill_disk() -> Callable[[Path], None]:
+    """fill(path): write zeros to `path` until its filesystem is full (a full state disk)."""
+
+    def fill(path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    return fill

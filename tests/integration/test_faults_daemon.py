@@ -180,7 +180,8 @@ ipvs: {{resync: 0.5s}}
 
 
 def test_state_dir_full_keeps_running_and_catches_up(tmp_path: Path, daemons: list[Daemon],
-                                                     mount_tmpfs: Callable[[str, str], Path]) -> None:
+                                                     mount_tmpfs: Callable[[str, str], Path],
+                                                     fill_disk: Callable[[Path], None]) -> None:
     small = mount_tmpfs("small", "size=256k")
     cfg = setup(tmp_path, f"""  g:
     s:
@@ -194,14 +195,7 @@ def test_state_dir_full_keeps_running_and_catches_up(tmp_path: Path, daemons: li
     time.sleep(1.5)
     assert json.loads((small / "state.json").read_text())["services"]["g:s"]["status"] == "ok"
     # fill it up, then change something that must be kept
-    fd = os.open(small / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fill_disk(small / "filler")
     (tmp_path / "down-h1").touch()
     d.wait(lambda e: e["event"] == "alert.log" and e["type"] == "alert")
     w = d.wait(lambda e: e["event"] == "state.write_failed", timeout=10)

@@ -566,7 +566,7 @@ def test_a_weak_or_exposed_token_file_is_refused_loudly(tmp_path: Path, daemons:
 
 
 def test_a_change_that_cannot_be_saved_is_not_a_200(tmp_path: Path, daemons: list[Daemon],
-                                                    mount_tmpfs: Any) -> None:
+                                                    mount_tmpfs: Any, fill_disk: Any) -> None:
     from apiclient import call, wait_socket
 
     small = mount_tmpfs("small", "size=256k")
@@ -578,14 +578,7 @@ def test_a_change_that_cannot_be_saved_is_not_a_200(tmp_path: Path, daemons: lis
     wait_socket(sock)
     token = (small / "token").read_text().strip()
     assert call(sock, "POST", "/disable/host/h1", token, {"reason": "fine"})[0] == 200
-    fd = os.open(small / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fill_disk(small / "filler")
     code, body = call(sock, "POST", "/disable/host/h2", token, {"reason": "lost at restart"})
     assert code == 507 and body["persisted"] is False and "could not be written" in body["error"]
     (small / "filler").unlink()

@@ -26,7 +26,7 @@ from pymon.plugin import Target
 from pymon.probes.http import lean as _http10
 from pymon.probes import http as probe
 from pymon.probes.http import verdict
-from apiclient import A, B, Running
+from apiclient import Running
 from daemons import Daemon, setup, starts
 from httpserver import Server, free_port
 
@@ -548,7 +548,7 @@ def test_follow_redirects_is_the_documented_name(server: Server) -> None:  # noq
 @pytest.mark.parametrize("token, mode", [("x", 0o600), ("a-long-enough-token-0123456789", 0o644)])
 def test_a_weak_or_exposed_token_file_is_refused_loudly(tmp_path: Path, daemons: list[Daemon], token: str,
                                                         mode: int) -> None:
-    from apiclient import call, wait_socket
+    from apiclient import wait_socket
 
     (tmp_path / "token").write_text(token + "\n")
     (tmp_path / "token").chmod(mode)

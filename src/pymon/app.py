@@ -13,7 +13,7 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pymon.alerts import lvs as lvs_alert
 from pymon.engine import alerting
@@ -62,6 +62,8 @@ class Daemon:
         self.readiness = Readiness(self.log, self.states, self.control.status_line, self._first_round)
         self._reload_lock = asyncio.Lock()  # one reload at a time: the newest file wins
         self._hup_pending = False  # a SIGHUP's reload waits for the lock: more SIGHUPs join it
+        # a director self-fault holds the pools (ipvs/policy.py freeze); the detector replaces this
+        self.frozen: Callable[[], bool] = lambda: False
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -203,6 +205,8 @@ class Daemon:
         self.log.info(event, file=self.path, hostgroups=len(self.cfg.hostgroups),
                       services=len(self.cfg.services),
                       monitors=sorted(self.plugins.registry.monitors), alerts=sorted(self.plugins.registry.alerts))
+        for w in self.cfg.warnings:
+            self.log.warning("config.warning", problem=w)
 
     def _schedule(self, svc: ServiceSpec) -> None:
         assert self.cfg is not None and self.runner is not None
@@ -222,7 +226,8 @@ class Daemon:
         assert self.cfg is not None and self.runner is not None
         backend, dry = await owner.open_backend(self.cfg.ipvs, self.dry_run or self.cfg.ipvs.dry_run, self.log)
         self.lvs = owner.LvsOwner(self.cfg.ipvs, backend, self.log, dry, list(self.cfg.virtual_services),
-                                  health=self.host_up, alert=self.quorum_alert)
+                                  health=self.host_up, alert=self.quorum_alert, operator=self.control.operator,
+                                  frozen=lambda: self.frozen())
         lvs_alert.bind(self.lvs)
         self.runner.hosts_changed = self.lvs.poke
         await self.lvs.reconcile("start")

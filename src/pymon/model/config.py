@@ -459,7 +459,7 @@ def _path_part(p: str | int) -> str:
 
 def _message(err: jsonschema.ValidationError) -> str:
     name = ".".join(map(_path_part, err.absolute_path)) or "config"
-    if err.validator == "anyOf" and err.schema is _duration:
+    if err.validator == "anyOf" and err.schema.get("anyOf") is _duration["anyOf"]:  # or a described copy
         return f"{name}: bad duration {err.instance!r} (use e.g. 30s, 5m, 1h)"
     if err.validator == "anyOf":
         return f"{name}: {err.instance!r} is not valid here ({_describe(err.schema)})"

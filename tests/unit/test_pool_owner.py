@@ -245,3 +245,29 @@ def test_drains_survive_the_state_file() -> None:
     back = State.from_json(st.to_json())
     assert back.drains == {"web/10.0.0.4": d}
     assert State.from_json({k: v for k, v in st.to_json().items() if k != "drains"}).drains == {}
+
+
+async def test_the_owner_wakes_at_the_policys_next_change() -> None:
+    """A drain deadline is met by one wake-up at that time, not by the resync (30 s here)."""
+    import asyncio
+    import time
+
+    cfg = config()
+    mem = MemoryTable()
+    ops: dict[str, Operator] = {}
+    o = owner(cfg, mem, all_up(), operator=lambda vs, rs: ops.get(rs.host, NO_OPERATOR))
+    await o.reconcile("start")
+    ops["10.0.0.4"] = Operator(drained=True, drain_deadline=time.time() + 0.3, drain_until_idle=False)
+    await o.reconcile("drain")
+    assert (await weights(mem))["10.0.0.4"] == 0
+    task = asyncio.create_task(o.run())
+    try:
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if "10.0.0.4" not in await weights(mem):
+                break
+        assert "10.0.0.4" not in await weights(mem)
+        assert o.log.events[-1][0] != "ipvs.repaired" and o.next_change_at is None  # type: ignore[attr-defined]
+        assert [kw["detail"] for e, kw in o.log.named("pool.drained")] == ["deadline reached (removed)"]  # type: ignore[attr-defined]
+    finally:
+        task.cancel()

@@ -1,7 +1,7 @@
 """The pool policy on a real director (inside the VM), asserted with `ipvsadm -Ln` and
 traffic through the VIPs. One daemon, one topology for the module:
 
-    client ns pcli (10.40.0.2) ── director (VIPs 10.30.100.1, .2 on dpool) ── ns pool: rs1..rs10 (10.30.0.1-10)
+    client ns pcli (10.70.0.2) ── director (VIPs 10.60.100.1, .2 on dpool) ── ns pool: rs1..rs10 (10.60.0.1-10)
 
 VIP .1: wlc, NAT, `min_pooled: 50%`. VIP .2: mh with mh-fallback and mh-port, NAT (failed
 servers quiesced by default). Both watch the same ten busybox HTTP servers.
@@ -26,8 +26,8 @@ import pytest
 from ipvsadm_reader import ipvsadm_blocks, sh
 
 PY = os.environ.get("PYMON_PYTHON", sys.executable)
-VIP1, VIP2 = "10.30.100.1", "10.30.100.2"
-RS = {f"rs{i}": f"10.30.0.{i}" for i in range(1, 11)}
+VIP1, VIP2 = "10.60.100.1", "10.60.100.2"
+RS = {f"rs{i}": f"10.60.0.{i}" for i in range(1, 11)}
 GET = ("exec 3<>/dev/tcp/{addr}/80 && printf 'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3 "
        "&& timeout 3 cat <&3")
 
@@ -74,15 +74,15 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     sh(f"ip link add dpool type dummy && ip link set dpool up && ip addr add {VIP1}/32 dev dpool "
        f"&& ip addr add {VIP2}/32 dev dpool")
     sh("ip netns add pool && ip link add vpool type veth peer name eth0 netns pool "
-       "&& ip addr add 10.30.0.254/24 dev vpool && ip link set vpool up "
+       "&& ip addr add 10.60.0.254/24 dev vpool && ip link set vpool up "
        "&& ip -n pool link set eth0 up && ip -n pool link set lo up")
     for addr in RS.values():
         sh(f"ip -n pool addr add {addr}/24 dev eth0")
-    sh("ip -n pool route add default via 10.30.0.254")
+    sh("ip -n pool route add default via 10.60.0.254")
     sh("ip netns add pcli && ip link add vpcli type veth peer name eth0 netns pcli "
-       "&& ip addr add 10.40.0.1/24 dev vpcli && ip link set vpcli up "
-       "&& ip -n pcli addr add 10.40.0.2/24 dev eth0 && ip -n pcli link set eth0 up "
-       "&& ip -n pcli route add default via 10.40.0.1")
+       "&& ip addr add 10.70.0.1/24 dev vpcli && ip link set vpcli up "
+       "&& ip -n pcli addr add 10.70.0.2/24 dev eth0 && ip -n pcli link set eth0 up "
+       "&& ip -n pcli route add default via 10.70.0.1")
     s = Servers(tmp_path_factory.mktemp("pool-www"))
     for name in RS:
         s.start(name)
@@ -205,7 +205,7 @@ def test_min_pooled_keeps_half_and_mh_fallback_skips_quiesced(pymon: Pymon, serv
     print(f"scheduler flags repaired {took * 1000:.0f} ms after ipvsadm -E")
     for name in dead:
         servers.start(name)
-    wait_until(lambda: len(block(VIP1)[1]) == 10 and all(w == "1" for w, _ in block(VIP2)[1].values()), 30)
+    wait_until(lambda: len(block(VIP1)[1]) == 10 and all(w == "1" for w, _ in block(VIP2)[1].values()), 60)
 
 
 def test_drain_waits_for_the_open_connection(pymon: Pymon) -> None:

@@ -278,6 +278,8 @@ class Daemon:
         self.log.info(event, file=self.path, hostgroups=len(self.cfg.hostgroups),
                       services=len(self.cfg.services),
                       monitors=sorted(self.plugins.registry.monitors), alerts=sorted(self.plugins.registry.alerts))
+        for w in self.cfg.warnings:
+            self.log.warning("config.warning", problem=w)
 
     def _schedule(self, svc: ServiceSpec) -> None:
         assert self.cfg is not None and self.runner is not None
@@ -297,7 +299,8 @@ class Daemon:
         assert self.cfg is not None and self.runner is not None
         backend, dry = await owner.open_backend(self.cfg.ipvs, self.dry_run or self.cfg.ipvs.dry_run, self.log)
         self.lvs = owner.LvsOwner(self.cfg.ipvs, backend, self.log, dry, list(self.cfg.virtual_services),
-                                  health=self.host_up, alert=self.quorum_alert, weight_of=self.agent_weight)
+                                  health=self.host_up, alert=self.quorum_alert, weight_of=self.agent_weight,
+                                  operator=self.control.operator)
         self.lvs.observe = self.timeline.record
         if self.selfcheck is not None:
             self.lvs.frozen = self.selfcheck.frozen

@@ -114,6 +114,8 @@ def _check_config(a: argparse.Namespace) -> int:
     from pymon.loader import load_all
 
     cfg, _ = load_all(a.config)
+    for w in cfg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"{a.config}: OK ({len(cfg.hostgroups)} hostgroups, {len(cfg.services)} services)")
     if missing := _missing_dirs(a.config, cfg):
         # valid (a drop-in dir may come later, statedir is made by systemd's StateDirectory=),
@@ -164,8 +166,8 @@ def _ipvs(a: argparse.Namespace) -> int:
     from pymon.loader import load_all
     from pymon.ipvs.kernel import KernelIPVS
     from pymon.ipvs.table import IPVSError, format_ipvsadm
-    from pymon.ipvs.owner import side_by_side, wanted_table
-
+    from pymon.ipvs.owner import fingerprint, plan, side_by_side
+    from pymon.ipvs.policy import Health
     from pymon.ipvs.overrides import settle
     from pymon.ops import pool
 
@@ -195,14 +197,20 @@ def _ipvs(a: argparse.Namespace) -> int:
             actual, note = {}, [f"(kernel: {e})"]
         await kernel.close()
 
-        def health(w: tuple[str, str], h: str) -> bool | None:
-            hs = states[w].hosts.get(h)
-            return hs.up if hs else None
-
-        wanted, _ = wanted_table(cfg.virtual_services, health, actual)
+        now = time.time()
+        health = {w: {h: Health(hs.up, hs.since, now if hs.up else None) for h, hs in st.hosts.items()}
+                  for w, st in states.items()}
+        # the policy as the daemon would apply it from this kernel table (adopted, no history)
+        p = plan(cfg.virtual_services, health, actual, {}, now)
         notes = [f"{g}:{s} {h}: {'up' if hs.up else 'DOWN ' + (hs.last.summary if hs.last else '')}"
                  for (g, s), st in states.items() for h, hs in st.hosts.items()]
-        return format_ipvsadm(wanted), "\n".join(note) or format_ipvsadm(actual), notes + marks
+        for vs in cfg.virtual_services:
+            c = p.results[vs.service.key].counts
+            have = actual.get(vs.service.key)
+            fp = f"{fingerprint(*have):08x}" if have else "-"
+            notes.append(f"{vs.name}: pooled {c.pooled}, pooled_down {c.pooled_down}, need {c.need}; "
+                         f"kernel fingerprint {fp}")
+        return format_ipvsadm(p.table), "\n".join(note) or format_ipvsadm(actual), notes + marks
 
     wanted, actual, notes = asyncio.run(main())
     if a.json:

@@ -1,5 +1,5 @@
 """The director's self-check decision (engine/director_fault.py) and the IPVS owner's
-hold while frozen (ipvs/owner.py held_table): pure, with hypothesis over transitions."""
+hold while frozen (ipvs/owner.py apply_overrides; the policy's own freeze: test_pool_policy.py): pure, with hypothesis over transitions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pymon.engine.director_fault import Detector, Settings
-from pymon.ipvs.owner import held_table
+from pymon.ipvs.owner import Override, apply_overrides
 from pymon.ipvs.table import Dest, Service, ServiceKey
 from pymon.model.config import ConfigError, parse_config
 
@@ -141,20 +141,15 @@ VS = ServiceKey("tcp", "10.0.0.100", 80)
 SVC = Service(VS, "wlc")
 
 
-def test_held_table_removes_nothing_and_lowers_no_weight_but_adds() -> None:
+def test_a_frozen_table_keeps_what_lvs_alert_would_take_away_but_adds() -> None:
     a, b, c = Dest("10.0.0.1", 80, "dr", 1), Dest("10.0.0.2", 80, "dr", 5), Dest("10.0.0.3", 80, "dr", 1)
     actual = {VS: (SVC, {a.key: a, b.key: b})}
-    wanted = {VS: (SVC, {b.key: Dest("10.0.0.2", 80, "dr", 0), c.key: c})}  # a down, b quiesced, c new
-    held = held_table(wanted, actual, {VS})
+    overrides = {(VS, a.key): Override(SVC, a, up=False), (VS, b.key): Override(SVC, b, up=False, quiesce=True),
+                 (VS, c.key): Override(SVC, c, up=True)}
+    held = apply_overrides({VS: (SVC, {a.key: a, b.key: b})}, actual, overrides, frozen=True)
     assert held[VS][1] == {a.key: a, b.key: b, c.key: c}
-
-
-def test_held_table_leaves_what_pymon_does_not_own_and_services_the_config_dropped() -> None:
-    a = Dest("10.0.0.1", 80, "dr", 1)
-    other = ServiceKey("tcp", "10.0.0.200", 80)
-    actual = {VS: (SVC, {a.key: a}), other: (Service(other, "rr"), {a.key: a})}
-    assert held_table({}, actual, {VS}) == {}
-    assert held_table({VS: (SVC, {})}, actual, set()) == {VS: (SVC, {})}
+    free = apply_overrides({VS: (SVC, {a.key: a, b.key: b})}, actual, overrides)
+    assert free[VS][1] == {b.key: Dest("10.0.0.2", 80, "dr", 0), c.key: c}
 
 
 def parse(self_check: str) -> Any:

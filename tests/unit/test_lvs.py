@@ -12,7 +12,8 @@ import pytest
 from pymon.model.config import ConfigError, parse_config
 from pymon.ipvs.table import Dest, MemoryTable, Service, ServiceKey, diff, make_table
 from pymon.alerts.lvs import parse_lvs_args
-from pymon.ipvs.owner import LvsOwner, quorum_step, wanted_table
+from pymon.ipvs.owner import LvsOwner, plan, quorum_step
+from pymon.ipvs.policy import Health
 
 VIP = ServiceKey("tcp", "10.0.0.100", 80)
 
@@ -193,11 +194,12 @@ async def test_lvs_alert_override_removes_and_restores() -> None:
     assert dests(await mem.read()) == {"10.0.0.1": 1}
 
 
-def test_wanted_is_pure_and_weights_add_up() -> None:
+def test_plan_is_pure_and_weights_add_up() -> None:
     cfg = config()
-    table, healthy = wanted_table(cfg.virtual_services, lambda w, h: h != "10.0.0.1", {})
-    assert dests(table) == {"10.0.0.2": 1, "10.0.0.3": 3}
-    assert healthy == {"TCP 10.0.0.100:80": 4}
+    health = {("web", "http"): {h: Health(h != "10.0.0.1") for h in ("10.0.0.1", "10.0.0.2", "10.0.0.3")}}
+    p = plan(cfg.virtual_services, health, {}, {}, 1000.0)
+    assert dests(p.table) == {"10.0.0.2": 1, "10.0.0.3": 3}
+    assert p.results[VIP].counts.healthy_weight == 4
 
 
 @pytest.mark.parametrize("bad, msg", [

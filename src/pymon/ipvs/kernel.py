@@ -211,6 +211,7 @@ class KernelIPVS:
             weight=get("IPVS_DEST_ATTR_WEIGHT") or 0,
             upper_threshold=get("IPVS_DEST_ATTR_U_THRESH") or 0,
             lower_threshold=get("IPVS_DEST_ATTR_L_THRESH") or 0,
+            active_conns=get("IPVS_DEST_ATTR_ACTIVE_CONNS"),  # drains end when it is 0 (policy.py)
         )
 
     # --- API ------------------------------------------------------------------

@@ -1,22 +1,35 @@
-"""The one owner of the kernel's IPVS table: wanted = config × health, applied as a diff.
+"""The one owner of the kernel's IPVS table: wanted = config × health × pool policy,
+applied as a diff.
 
-`wanted_table` and `quorum_step` are pure; `LvsOwner` does the I/O: it adopts what the
-kernel holds at start (a server not yet checked keeps its kernel entry, so a restart
-drops nothing), reconciles on every health change and reload, and re-reads the kernel
-every `resync` seconds to repair drift (someone ran `ipvsadm -C`).
+`plan`, `adopt`, `fingerprint` and `quorum_step` are pure; `LvsOwner` does the I/O: it
+adopts what the kernel holds at start, reconciles on every health change, reload,
+operator command and policy deadline, and re-reads the kernel every `resync` seconds to
+repair drift (someone ran `ipvsadm -C`).
+
+Per virtual service the pool policy (policy.py, docs/pool-policy.md) decides each real
+server's state and weight; the owner keeps its decisions between calls (and across
+reloads: they are keyed by the service key and the real server's address and port).
+They are not written to disk: after a restart the kernel table is the record of what
+was pooled (`adopt`), so a server that was pooled down stays pooled until its health is
+known again, and a failed server that had been removed is not brought back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
-from pymon.model.config import IpvsOptions, VirtualServiceSpec
+from pymon.ipvs import policy
+from pymon.ipvs.policy import Decision, Operator, PoolResult, PoolSpec
+from pymon.model.config import IpvsOptions, RealServerSpec, VirtualServiceSpec
 from pymon.ipvs.table import Dest, IPVSError, MemoryTable, Op, Service, ServiceKey, Table, diff, format_ipvsadm
 
 Health = Callable[[tuple[str, str], str], "bool | None"]  # (group, service), host -> up? None = unknown
+OperatorOf = Callable[[VirtualServiceSpec, RealServerSpec], Operator]  # what the operator asked (ops/control.py)
 # (group, service), host -> the fraction of its configured weight the server asked for
 # (an agent's report: probes/agent.py; 0 = drain); None = the configured weight
 WeightOf = Callable[[tuple[str, str], str], "float | None"]
@@ -28,8 +41,12 @@ def _no_report(watch: tuple[str, str], host: str) -> float | None:
 
 
 def weighted(dest: Dest, factor: float | None) -> Dest:
-    """`dest` at `factor` × its configured weight (an agent's report), rounded."""
+    """`dest` at `factor` × the weight the policy gave it (an agent's report), rounded."""
     return dest if factor is None else replace(dest, weight=min(MAX_WEIGHT, round(dest.weight * factor)))
+
+DRAIN_POLL_S = 1.0
+"""While a server drains until idle, the kernel is re-read this often to see its active
+connections fall to 0 (only then: an idle owner reads the kernel every `resync`)."""
 
 
 class Backend(Protocol):
@@ -48,63 +65,128 @@ class Override:
     quiesce: bool = False
 
 
-def wanted_table(vss: list[VirtualServiceSpec], health: Health, actual: Table,
-                 overrides: dict[tuple[ServiceKey, tuple[str, int]], Override] | None = None,
-                 weight_of: WeightOf = _no_report) -> tuple[Table, dict[str, int]]:
-    """The table the kernel should hold, and each virtual service's healthy weight."""
-    table: Table = {}
-    healthy: dict[str, int] = {}
-    for vs in vss:
-        have = actual.get(vs.service.key, (vs.service, {}))[1]
-        dests: dict[tuple[str, int], Dest] = {}
-        weight = 0
-        unknown = False
-        for rs in vs.reals:
-            up = health(vs.watch, rs.host)
-            if up is None:  # not checked yet: adopt what the kernel has
-                unknown = True
-                if rs.dest.key in have:
-                    dests[rs.dest.key] = have[rs.dest.key]
-                continue
-            if up:
-                dest = dests[rs.dest.key] = weighted(rs.dest, weight_of(vs.watch, rs.host))
-                weight += dest.weight
-            elif vs.quiescent:
-                dests[rs.dest.key] = replace(rs.dest, weight=0)
-        if vs.sorry is not None and weight == 0 and not unknown:
-            dests[vs.sorry.key] = vs.sorry
-        table[vs.service.key] = (vs.service, dests)
-        healthy[vs.name] = weight
-    for (skey, dkey), ov in (overrides or {}).items():
+def apply_overrides(table: Table, actual: Table,
+                    overrides: Mapping[tuple[ServiceKey, tuple[str, int]], Override], frozen: bool = False) -> Table:
+    """The classic `lvs.alert` arguments on top of the wanted table (they win), except
+    that while the director is at fault (`frozen`) a down alert takes nothing away: its
+    check said nothing about the real server, as for the pool policy's own freeze."""
+    if not overrides:
+        return table
+    table = dict(table)
+    for (skey, dkey), ov in overrides.items():
         if not ov.up and skey not in table and skey not in actual:
             continue  # lvs.alert's `ipvsadm -d` (`-e -w 0`) fails there: it never creates the service
         svc, dests = table.get(skey) or actual.get(skey) or (ov.service, {})
         dests = dict(dests)
         if ov.up:
             dests[dkey] = ov.dest
+        elif frozen and dkey in (actual.get(skey) or (None, {}))[1]:
+            dests[dkey] = actual[skey][1][dkey]
         elif ov.quiesce:
             dests[dkey] = replace(ov.dest, weight=0)
         else:
             dests.pop(dkey, None)
         table[skey] = (svc, dests)
-    return table, healthy
+    return table
 
 
-def held_table(wanted: Table, actual: Table, owned: set[ServiceKey]) -> Table:
-    """`wanted` with nothing taken away from what the kernel holds: while the director
-    itself is at fault (ops/director_canaries.py) its checks say nothing about the real
-    servers, so no real server is removed or loses weight; additions still apply."""
-    out: Table = dict(wanted)
-    for skey, (svc, have) in actual.items():
-        if skey not in owned or skey not in wanted:  # a service the config dropped goes
-            continue
-        want_svc, want = wanted[skey]
-        dests = dict(want)
-        for dkey, dest in have.items():
-            if dkey not in dests or dests[dkey].weight < dest.weight:
-                dests[dkey] = dest
-        out[skey] = (want_svc, dests)
+def pool_spec(vs: VirtualServiceSpec) -> PoolSpec:
+    """The policy's view of a virtual service; `quiescent` unset means the policy's
+    default (true under the hashing schedulers sh and mh)."""
+    quiesce = vs.quiescent if vs.quiescent is not None else policy.quiesce_default(vs.service.scheduler)
+    return PoolSpec(vs.name, tuple(policy.Member(rs.dest.key, rs.host, rs.dest.weight) for rs in vs.reals),
+                    min_pooled=vs.min_pooled, quiesce_failed=quiesce, drain_timeout=vs.drain_timeout,
+                    slowstart=vs.slowstart)
+
+
+def adopt(spec: PoolSpec, have: Mapping[tuple[str, int], Dest], now: float,
+          operator: Mapping[tuple[str, int], Operator] | None = None) -> dict[tuple[str, int], Decision]:
+    """Decisions for members the owner has none for (daemon start, or new in a reload),
+    read off the kernel: present with a weight is in the pool (state unknown until its
+    health is known: its entry is kept), present at weight 0 is out (quiesced, or
+    draining), absent is out. So a restart neither drops a pooled server nor brings back
+    a failed one the previous run had removed."""
+    ops = operator or {}
+    out: dict[tuple[str, int], Decision] = {}
+    for m in spec.members:
+        d = have.get(m.key)
+        if d is None:
+            out[m.key] = Decision("removed", 0, now, cause="absent")
+        elif d.weight > 0:
+            out[m.key] = Decision("unknown", None, now)
+        elif spec.quiesce_failed:
+            out[m.key] = Decision("quiesced", 0, now, cause="absent")
+        else:
+            o = ops.get(m.key, policy.NO_OPERATOR)
+            if o.drained:
+                out[m.key] = Decision("draining", 0, now, cause="drained", drain_deadline=o.drain_deadline,
+                                      drain_until_idle=o.drain_until_idle)
+            else:
+                out[m.key] = Decision("draining", 0, now, cause="failed", drain_deadline=now + spec.drain_timeout)
     return out
+
+
+@dataclass
+class Plan:
+    """What one reconcile wants: the table, and the policy's result per virtual service."""
+
+    table: Table
+    results: dict[ServiceKey, PoolResult]
+
+
+def plan(vss: Iterable[VirtualServiceSpec], health: Mapping[tuple[str, str], Mapping[str, policy.Health]],
+         actual: Table, previous: Mapping[ServiceKey, Mapping[tuple[str, int], Decision]], now: float, *,
+         operator: OperatorOf | None = None, frozen: bool = False, started_at: float = -math.inf,
+         first_round: float = 0.0, specs: Mapping[ServiceKey, PoolSpec] | None = None,
+         weight_of: WeightOf = _no_report) -> Plan:
+    """The table the kernel should hold: each virtual service's members as the policy
+    decides (`unknown` keeps the kernel's entry, `removed` is absent), plus the sorry
+    server when nothing pooled is up. `health` is per watch, per host; `weight_of` scales
+    the weight of a server the policy pools (an agent's report)."""
+    table: Table = {}
+    results: dict[ServiceKey, PoolResult] = {}
+    for vs in vss:
+        key = vs.service.key
+        spec = (specs or {}).get(key) or pool_spec(vs)
+        have = actual.get(key, (vs.service, {}))[1]
+        ops = {rs.dest.key: operator(vs, rs) for rs in vs.reals} if operator is not None else {}
+        prev = dict(previous.get(key) or {})
+        missing = [m for m in spec.members if m.key not in prev]
+        if missing:
+            prev.update({k: d for k, d in adopt(spec, have, now, ops).items() if k not in prev})
+        active = {k: d.active_conns for k, d in have.items()}
+        res = policy.decide(spec, health.get(vs.watch, {}), now=now, previous=prev, operator=ops, active=active,
+                            started_at=started_at, first_round=first_round, frozen=frozen)
+        dests: dict[tuple[str, int], Dest] = {}
+        for rs in vs.reals:
+            d = res.decisions[rs.dest.key]
+            if d.state == "removed":
+                continue
+            if d.weight is None:  # unknown: the kernel's entry, if any, stays as it is
+                if rs.dest.key in have:
+                    dests[rs.dest.key] = have[rs.dest.key]
+            else:
+                dests[rs.dest.key] = weighted(replace(rs.dest, weight=d.weight),
+                                              weight_of(vs.watch, rs.host) if d.weight else None)
+        # counts.sorry: nothing pooled is up; and no member's health is still unknown (one adopted
+        # as absent may yet be up: a sorry server added at start would go again a check later)
+        hs = health.get(vs.watch, {})
+        if vs.sorry is not None and res.counts.sorry and all(
+                hs.get(rs.host, policy.UNKNOWN).up is not None for rs in vs.reals):
+            dests[vs.sorry.key] = vs.sorry
+        table[key] = (vs.service, dests)
+        results[key] = res
+    return Plan(table, results)
+
+
+def fingerprint(svc: Service, dests: Mapping[tuple[str, int], Dest]) -> int:
+    """A 32-bit digest of a service as the kernel holds it: scheduler, flags, persistence,
+    and the real servers in the kernel's own order with forwarding and weight. Two
+    directors meant to agree (active-active, or a standby about to take over) hash flows
+    the same way only if this is equal: the order matters to sh/mh."""
+    text = f"{svc.scheduler}|{svc.kernel_flags}|{svc.persistence}|{svc.netmask}|" + ";".join(
+        f"{d.address},{d.port},{d.forwarding},{d.weight}" for d in dests.values())
+    return zlib.crc32(text.encode())
 
 
 def quorum_step(has_quorum: bool, healthy: int, quorum: int, hysteresis: int) -> bool:
@@ -123,8 +205,9 @@ class LvsOwner:
     vss: list[VirtualServiceSpec] = field(default_factory=list)
     health: Health = lambda watch, host: None
     alert: Callable[[VirtualServiceSpec, bool, int], None] = lambda vs, ok, w: None
+    operator: OperatorOf = lambda vs, rs: policy.NO_OPERATOR
     weight_of: WeightOf = _no_report
-    frozen: Callable[[], bool] = lambda: False  # the director's self-check: no removals while True
+    frozen: Callable[[], bool] = lambda: False  # a director self-fault: the policy holds the pools
 
     def __post_init__(self) -> None:
         # told the wanted table after each reconcile that read the kernel (ops/timeline.py)
@@ -136,8 +219,18 @@ class LvsOwner:
         self.last_wanted: Table = {}
         self.last_actual: Table = {}
         self.last_errors: list[str] = []
-        self.error_count = 0  # every failed read or change since start (pymon_ipvs_errors_total)
         self.healthy: dict[str, int] = {}
+        self.error_count = 0  # every failed read or change since start (pymon_ipvs_errors_total)
+        # the pool policy's memory: its decisions per virtual service (passed back on the
+        # next call), the results for status and metrics, refusals counted since start
+        self.decisions: dict[ServiceKey, dict[tuple[str, int], Decision]] = {}
+        self.results: dict[ServiceKey, PoolResult] = {}
+        self.refusals: dict[ServiceKey, int] = {}
+        self.next_change_at: float | None = None
+        self.started_at = time.time()
+        self.first_round_at: float | None = None  # slow start ramps only after the first round of checks
+        self.last_up: dict[tuple[tuple[str, str], str], float] = {}  # when each host was last seen up
+        self._specs: tuple[list[VirtualServiceSpec], dict[ServiceKey, PoolSpec]] = ([], {})
         # the kernel table could not be read: said once (ipvs.unavailable or ipvs.error),
         # not on every resync and health change, until it can be read again (ipvs.recovered)
         self.read_error: str | None = getattr(self.backend, "unavailable", None)
@@ -149,8 +242,45 @@ class LvsOwner:
     def poke(self) -> None:
         self.wake.set()
 
+    def specs(self) -> dict[ServiceKey, PoolSpec]:
+        """The policy's specs, built again only when the configuration changed."""
+        if self._specs[0] is not self.vss:
+            self._specs = (self.vss, {vs.service.key: pool_spec(vs) for vs in self.vss})
+        return self._specs[1]
+
+    def _health(self, now: float) -> dict[tuple[str, str], dict[str, policy.Health]]:
+        out: dict[tuple[str, str], dict[str, policy.Health]] = {}
+        for vs in self.vss:
+            hs = out.setdefault(vs.watch, {})
+            for rs in vs.reals:
+                if rs.host in hs:
+                    continue
+                up = self.health(vs.watch, rs.host)
+                if up:
+                    self.last_up[(vs.watch, rs.host)] = now
+                hs[rs.host] = policy.Health(up, now, self.last_up.get((vs.watch, rs.host)))
+        return out
+
+    def plan(self, actual: Table, now: float, operator: OperatorOf | None = None) -> Plan:
+        """The policy on the current inputs; `operator` to ask "what if" (a drain that
+        the threshold would refuse) without changing anything."""
+        first = (self.first_round_at - self.started_at) if self.first_round_at is not None else math.inf
+        return plan(self.vss, self._health(now), actual, self.decisions, now, operator=operator or self.operator,
+                    frozen=self.frozen(), started_at=self.started_at, first_round=first, specs=self.specs(),
+                    weight_of=self.weight_of)
+
+    def refused(self, operator: OperatorOf, changed: Callable[[VirtualServiceSpec, RealServerSpec], bool]
+                ) -> list[str]:
+        """The `depool_refused` reasons an operator state would meet now, for the members
+        `changed` selects: an API rejects the command with them instead of letting it
+        stand (the policy would keep such a command waiting for the threshold)."""
+        res = self.plan(self.last_actual, time.time(), operator).results
+        hosts = {(vs.name, rs.host) for vs in self.vss for rs in vs.reals if changed(vs, rs)}
+        return [f"{e.vs} {e.host}: {e.detail}" for r in res.values() for e in r.events
+                if e.kind == "depool_refused" and (e.vs, e.host) in hosts]
+
     async def reconcile(self, reason: str) -> list[Op]:
-        """Read the kernel, compute the wanted table, apply the difference, log it."""
+        """Read the kernel, let the policy decide, apply the difference, log it."""
         async with self.lock:
             try:
                 actual = await self.backend.read()
@@ -165,12 +295,18 @@ class LvsOwner:
             if self.read_error is not None:
                 self.log.info("ipvs.recovered", reason=reason, was=self.read_error)
                 self.read_error = None
-            wanted, self.healthy = wanted_table(self.vss, self.health, actual, self.overrides, self.weight_of)
-            if self.frozen():
-                wanted = held_table(wanted, actual, self.owned)
+            if reason == "first round" and self.first_round_at is None:
+                self.first_round_at = time.time()
+            now = time.time()
+            p = self.plan(actual, now)
+            self._take(p, now)
+            wanted = apply_overrides(p.table, actual, self.overrides, self.frozen())
             ops = diff(wanted, actual, self.owned)
+            # drift: what changed in the kernel since pymon last read it (someone ran
+            # ipvsadm), as opposed to what health or the policy changed meanwhile
+            drift = diff(self.last_actual, actual, self.owned) if self.last_actual else []
             self.last_wanted, self.last_actual = wanted, actual
-            self.observe(wanted, time.time())
+            self.observe(wanted, now)
             for op in ops:
                 self.log.info("ipvs.would_change" if self.dry_run else "ipvs.change", op=str(op), reason=reason)
             errors = await self.backend.apply(ops) if ops else []
@@ -180,13 +316,32 @@ class LvsOwner:
                 self.log.info("ipvs.table", dry_run=self.dry_run, table=format_ipvsadm(wanted).splitlines())
             self.last_errors = errors
             self.error_count += len(errors)
-            if ops and reason == "resync":
-                self.log.warning("ipvs.repaired", changes=len(ops) - len(errors),
+            if ops and drift:
+                self.log.warning("ipvs.repaired", changes=len(drift), reason=reason,
                                  note="the kernel table differed from what pymon set (drift)")
             if ops:  # read back what the kernel now holds (a read is a netlink dump pyroute2 parses: costly)
                 self.last_actual = await self._read_quiet() or actual
             self._quorum()
             return ops
+
+    def _take(self, p: Plan, now: float) -> None:
+        """Keep the policy's decisions for the next call, log its events (one line each:
+        the policy emits them on transitions only), and time the next wake-up."""
+        self.decisions = {k: r.decisions for k, r in p.results.items()}
+        self.results = p.results
+        self.healthy = {}
+        wake = policy.earliest(p.results.values())
+        for vs in self.vss:
+            r = p.results[vs.service.key]
+            self.healthy[vs.name] = r.counts.healthy_weight
+            if r.counts.refusals:
+                self.refusals[vs.service.key] = self.refusals.get(vs.service.key, 0) + r.counts.refusals
+            for e in r.events:
+                self.log.warning(f"pool.{e.kind}", virtual_service=e.vs, host=e.host, detail=e.detail,
+                                 pooled=r.counts.pooled, pooled_down=r.counts.pooled_down, need=r.counts.need)
+            if any(d.state == "draining" and d.drain_until_idle for d in r.decisions.values()):
+                wake = min(wake if wake is not None else math.inf, now + DRAIN_POLL_S)
+        self.next_change_at = wake
 
     async def _read_quiet(self) -> Table | None:
         try:
@@ -208,13 +363,22 @@ class LvsOwner:
                 self.alert(vs, new, healthy)
 
     async def run(self) -> None:
-        """Reconcile whenever poked, and every `resync` seconds regardless."""
+        """Reconcile whenever poked, when the policy has something due (a drain deadline,
+        a slow-start step), and every `resync` seconds regardless."""
+        loop = asyncio.get_running_loop()
+        resync_at = loop.time() + self.opts.resync
         while True:
+            timeout, reason = resync_at - loop.time(), "resync"
+            if self.next_change_at is not None and self.next_change_at - time.time() < timeout:
+                timeout, reason = self.next_change_at - time.time(), "policy"
             try:
-                await asyncio.wait_for(self.wake.wait(), self.opts.resync)
+                async with asyncio.timeout(max(timeout, 0.0)):
+                    await self.wake.wait()
                 reason = "health"
-            except asyncio.TimeoutError:
-                reason = "resync"
+            except TimeoutError:
+                pass
+            if reason == "resync":
+                resync_at = loop.time() + self.opts.resync
             self.wake.clear()
             await self.reconcile(reason)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import errno
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Literal, Mapping
 
 Protocol = Literal["tcp", "udp", "sctp"]
@@ -154,7 +154,9 @@ class Dest:
     `forwarding`: 'dr' (direct routing, ipvsadm -g, "Route"), 'nat' (-m, "Masq"),
     'tun' (-i, "Tunnel"). Weight 0 quiesces the server (no new connections).
     Thresholds 0 mean unlimited. Like ipvsadm, give a DR/TUN real server the
-    service's port: the kernel does not rewrite ports for them.
+    service's port: the kernel does not rewrite ports for them. `active_conns` is the
+    kernel's count of active connections when read from it (None otherwise); it is not
+    part of the entry (`compare=False`), so a diff never rewrites a server for it.
     """
 
     address: str
@@ -163,6 +165,7 @@ class Dest:
     weight: int = 1
     upper_threshold: int = 0
     lower_threshold: int = 0
+    active_conns: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         addr, _ = _norm_addr(self.address)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
-from pymon.ipvs.table import SVC_F_SCHED1, SVC_F_SCHED2, Dest, Service, ServiceKey
+from pymon.ipvs.policy import MinPooled, parse_min_pooled
+from pymon.ipvs.table import SVC_F_ONEPACKET, SVC_F_SCHED1, SVC_F_SCHED2, Dest, Service, ServiceKey
 from .period import Period, PeriodError, parse_period
 from .routing import SCHEMA as _ROUTING, Options as RoutingOptions, parse_options as parse_routing
 from .webconfig import WebConfig, parse_web_config
@@ -141,6 +142,21 @@ _real_server = {"anyOf": [
         "host": {"type": "string", "description": "the host's name in the watched hostgroup (default: address)"},
     }},
 ]}
+# the pool policy's keys (ipvs/policy.py, docs/pool-policy.md), per virtual service and as `ipvs:` defaults
+_MIN_POOLED = r"^\s*\d+(\.\d+)?\s*%\s*$"
+_pool_keys: dict[str, Any] = {
+    "min_pooled": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _MIN_POOLED}],
+                   "description": "depool threshold: a failed (or operator-drained) real server leaves the pool "
+                                  "only while at least this many stay in it: a count (3) or a share of all "
+                                  "configured real servers (\"50%\"); default off"},
+    "drain_timeout": {**_duration, "description": "a failed real server goes to weight 0 first and is removed "
+                                                  "when it has no active connections or after this long; "
+                                                  "default 0 (removed at once)"},
+    "slowstart": {**_duration, "description": "a real server back in the pool ramps from weight 1 to its "
+                                              "weight over this long (at most 10 steps); default 0 (off)"},
+}
+_SCHED_FLAGS = {"sh-fallback": SVC_F_SCHED1, "sh-port": SVC_F_SCHED2, "mh-fallback": SVC_F_SCHED1,
+                "mh-port": SVC_F_SCHED2, "ops": SVC_F_ONEPACKET}
 _virtual_service = {
     "type": "object",
     "additionalProperties": False,
@@ -153,17 +169,19 @@ _virtual_service = {
         "family": {"enum": [4, 6], "description": "address family of a `fwmark` service (default 4)"},
         "protocol": {"enum": ["tcp", "udp", "sctp"], "description": "default tcp"},
         "scheduler": {"enum": _SCHEDULERS, "description": "IPVS scheduler (default wlc)"},
-        "scheduler_flags": {"type": "array", "items": {"enum": ["mh-port", "mh-fallback", "sh-port", "sh-fallback"]},
-                            "description": "ipvsadm's -b for `mh`/`sh`: `-port` hashes the source port too, "
-                            "`-fallback` skips a weight-0 server; active-active directors need `mh` with both, "
-                            "so every director hashes a flow the same way"},
+        "scheduler_flags": {"type": "array", "uniqueItems": True, "items": {"enum": list(_SCHED_FLAGS)},
+                            "description": "ipvsadm's -b for `mh`/`sh` (and -o): `-fallback` skips a weight-0 "
+                            "or overloaded server, `-port` hashes the source port too, `ops` is one-packet "
+                            "scheduling (UDP); repaired like any attribute. Active-active directors need `mh` "
+                            "with both, so every director hashes a flow the same way"},
         "persistent": _dur("persistence timeout (default 0: none)"),
         "netmask": {"type": ["integer", "string"], "description": "persistence netmask: prefix length or dotted"},
         "forwarding": _fwd("dr, nat or tun (also gate/masq/ipip, g/m/i as ipvsadm's -g/-m/-i; default dr)"),
         "weight": {"type": "integer", "minimum": 0, "description": "default real-server weight (default 1)"},
         "watch": {"type": "string", "pattern": r"^[^:\s]+:[^:\s]+$", "description": "GROUP:SERVICE driving health"},
-        "quiescent": {"type": "boolean",
-                      "description": "true: a failed server gets weight 0 instead of removal (default false)"},
+        "quiescent": {"type": "boolean", "description": "a failed real server keeps its slot at weight 0 "
+                                                        "(default: true under sh and mh, false otherwise)"},
+        **_pool_keys,
         "sorry_server": {"type": "string", "description": "ADDRESS[:PORT] used while no real server is healthy"},
         "quorum": {"type": "integer", "minimum": 0,
                    "description": "minimum healthy weight; below it the quorum is lost (default 0)"},
@@ -187,6 +205,8 @@ _ipvs = {
                      "(default error)"},
         "cleanstop": {"type": "boolean", "description": "remove the virtual services on stop (default false)"},
         "resync": _dur("re-read the kernel this often and repair drift (default 30s)"),
+        **{k: {**v, "description": "default for every virtual service: " + v["description"]}
+           for k, v in _pool_keys.items()},
     },
 }
 _VRRP: dict[str, Any] = {
@@ -455,11 +475,14 @@ class VirtualServiceSpec:
     service: Service
     watch: tuple[str, str]
     reals: list[RealServerSpec]
-    quiescent: bool = False
+    quiescent: bool | None = None  # None: the policy's default (quiesce_default: true under sh/mh)
     sorry: Dest | None = None
     quorum: int = 0
     hysteresis: int = 0
     quorum_alert: list[PluginSpec] = field(default_factory=list)
+    min_pooled: MinPooled = None  # pool policy (ipvs/policy.py): these three default to the `ipvs:` ones
+    drain_timeout: float = 0.0
+    slowstart: float = 0.0
 
 
 @dataclass
@@ -486,6 +509,9 @@ class IpvsOptions:
     fallback: str = "error"
     cleanstop: bool = False
     resync: float = 30.0
+    min_pooled: MinPooled = None
+    drain_timeout: float = 0.0
+    slowstart: float = 0.0
 
 
 _FWD = {"dr": "dr", "gate": "dr", "g": "dr", "nat": "nat", "masq": "nat", "m": "nat",
@@ -539,6 +565,7 @@ class Config:
     metrics_listen: tuple[str, int] | None = None  # exporter.py: /metrics without the token
     web_config: WebConfig | None = None  # exporter.py: TLS and basic auth of metrics_listen
     self_check: SelfCheckSpec = field(default_factory=SelfCheckSpec)  # the director's own fault
+    warnings: list[str] = field(default_factory=list)  # `FILE:LINE:COL: msg`: valid, but probably not meant
 
     def hosts(self, svc: ServiceSpec) -> list[str]:
         return [h for h in self.hostgroups[svc.group] if h not in svc.exclude_hosts]
@@ -694,6 +721,7 @@ class _Builder:
         self.plugins_for = plugins_for
         self.found: PluginCheck | None = None
         self.problems: list[tuple[tuple[int, int], str]] = []
+        self.warnings: list[str] = []
         self.base = Path(src.file).resolve().parent
 
     def err(self, path: yamlsrc.Path, msg: str, key: bool = False) -> None:
@@ -745,7 +773,14 @@ class _Builder:
                 if h not in groups.get(svc.group, []):
                     self.err(("watch", svc.group, svc.name, "exclude_hosts", i),
                              f"exclude_hosts: {h!r} is not in hostgroup {svc.group!r}")
-        vss = [self.virtual_service(("virtual_services", i), raw, groups, services)
+        ip = data.get("ipvs") or {}
+        ipvs = IpvsOptions(dry_run=ip.get("dry_run", False), fallback=ip.get("fallback", "error"),
+                           cleanstop=ip.get("cleanstop", False),
+                           resync=self.duration(("ipvs", "resync"), ip.get("resync"), 30.0),
+                           min_pooled=self.min_pooled(("ipvs", "min_pooled"), ip.get("min_pooled"), None),
+                           drain_timeout=self.duration(("ipvs", "drain_timeout"), ip.get("drain_timeout"), 0.0),
+                           slowstart=self.duration(("ipvs", "slowstart"), ip.get("slowstart"), 0.0))
+        vss = [self.virtual_service(("virtual_services", i), raw, groups, services, ipvs)
                for i, raw in enumerate(data.get("virtual_services") or [])]
         seen: dict[ServiceKey, int] = {}
         for i, vs in enumerate(vss):
@@ -754,10 +789,6 @@ class _Builder:
                          f"at virtual_services[{seen[vs.service.key]}]")
             elif vs is not None:
                 seen[vs.service.key] = i
-        ip = data.get("ipvs") or {}
-        ipvs = IpvsOptions(dry_run=ip.get("dry_run", False), fallback=ip.get("fallback", "error"),
-                           cleanstop=ip.get("cleanstop", False),
-                           resync=self.duration(("ipvs", "resync"), ip.get("resync"), 30.0))
         routing = self.routing(data.get("routing"), vss)
         vrrp_alert = [self.plugin(("vrrp", "alert", j), a, "alert")
                       for j, a in enumerate((data.get("vrrp") or {}).get("alert", []))]
@@ -790,6 +821,7 @@ class _Builder:
             vrrp_alert=vrrp_alert,
             routing=routing,
             self_check=self_check,
+            warnings=self.warnings,
             **listener,
         )
 
@@ -852,8 +884,38 @@ class _Builder:
             track_file=None if track is None else (statedir / os.path.expanduser(track)).resolve(),
             track_weight=raw.get("track_weight", -254))
 
+    def min_pooled(self, path: yamlsrc.Path, v: Any, default: MinPooled) -> MinPooled:
+        if v is None:
+            return default
+        try:
+            return parse_min_pooled(v)
+        except (ValueError, ZeroDivisionError) as e:
+            self.err(path, f"min_pooled: {e}")
+            return default
+
+    def scheduler_flags(self, path: yamlsrc.Path, raw: dict[str, Any], key: ServiceKey, sched: str) -> int:
+        """ipvsadm -b's words (and -o) as the kernel's IP_VS_SVC_F_* bits; a flag of the other
+        hashing scheduler is an error (the kernel would take the bit with another meaning)."""
+        flags = 0
+        names = raw.get("scheduler_flags", [])
+        for j, f in enumerate(names):
+            if f == "ops":
+                if key.protocol not in ("udp", None):
+                    self.err(path + ("scheduler_flags", j), f"scheduler_flags: ops (one-packet scheduling) "
+                             f"is for UDP services, not {key.protocol}")
+            elif not f.startswith(sched + "-"):
+                self.err(path + ("scheduler_flags", j),
+                         f"scheduler_flags: {f} is for the {f.split('-')[0]} scheduler, not {sched}")
+                continue
+            flags |= _SCHED_FLAGS[f]
+        if sched in ("sh", "mh") and f"{sched}-fallback" not in names:
+            self.warnings.append(f"{self.src.where(path)}: scheduler {sched} without scheduler_flags "
+                                 f"[{sched}-fallback]: a flow hashed to a failed, quiesced (weight 0) real "
+                                 f"server is dropped instead of going to the next one")
+        return flags
+
     def virtual_service(self, path: yamlsrc.Path, raw: dict[str, Any], groups: dict[str, list[str]],
-                        services: dict[tuple[str, str], ServiceSpec]) -> VirtualServiceSpec | None:
+                        services: dict[tuple[str, str], ServiceSpec], ipvs: IpvsOptions) -> VirtualServiceSpec | None:
         """ipvsadm's -A/-a as data; the ipvs_table constructors do the range checks."""
         try:
             if ("vip" in raw) == ("fwmark" in raw):
@@ -870,12 +932,7 @@ class _Builder:
                 netmask = ipaddress.ip_network(f"0.0.0.0/{netmask}" if "." in netmask else f"::/{netmask}").prefixlen
             persistent = int(self.duration(path + ("persistent",), raw.get("persistent"), 0))
             sched = raw.get("scheduler", "wlc")
-            flags = 0
-            for f in raw.get("scheduler_flags", []):
-                if not f.startswith(sched + "-"):
-                    raise ValueError(f"scheduler_flags: {f} is for the {f.split('-')[0]} scheduler, not {sched}")
-                flags |= SVC_F_SCHED2 if f.endswith("-port") else SVC_F_SCHED1
-            svc = Service(key, sched, persistent, netmask, flags)
+            svc = Service(key, sched, persistent, netmask, self.scheduler_flags(path, raw, key, sched))
         except ValueError as e:
             self.err(path, f"virtual service: {e}")
             return None
@@ -908,10 +965,13 @@ class _Builder:
                 self.err(path + ("sorry_server",), f"sorry_server: {e}")
         return VirtualServiceSpec(
             name=raw.get("name", str(key)), service=svc, watch=(group, sname), reals=reals,
-            quiescent=raw.get("quiescent", False), sorry=sorry, quorum=raw.get("quorum", 0),
+            quiescent=raw.get("quiescent"), sorry=sorry, quorum=raw.get("quorum", 0),
             hysteresis=raw.get("hysteresis", 0),
             quorum_alert=[self.plugin(path + ("quorum_alert", j), a, "alert")
-                          for j, a in enumerate(raw.get("quorum_alert", []))])
+                          for j, a in enumerate(raw.get("quorum_alert", []))],
+            min_pooled=self.min_pooled(path + ("min_pooled",), raw.get("min_pooled"), ipvs.min_pooled),
+            drain_timeout=self.duration(path + ("drain_timeout",), raw.get("drain_timeout"), ipvs.drain_timeout),
+            slowstart=self.duration(path + ("slowstart",), raw.get("slowstart"), ipvs.slowstart))
 
     def plugin(self, path: yamlsrc.Path, v: Any, kind: str) -> PluginSpec:
         exit_range = None

@@ -38,7 +38,9 @@ from aiohttp import web
 from pymon import __version__
 from . import pool, vrrp
 from pymon.model.config import parse_duration
+from pymon.ipvs.owner import fingerprint
 from pymon.ipvs.table import Dest, format_ipvsadm
+from pymon.ops.control import Refused
 from pymon.ops.web_request import PeerCreds, body as _body, err as _err, form as _form, peer as _peer, peer_creds
 from pymon.routing.owner import OPENAPI_PATHS as ROUTES_OPENAPI, canonical  # BGP announcements (routing/)
 
@@ -165,6 +167,7 @@ def status_json(d: "Daemon") -> dict[str, Any]:
     return {"version": __version__, "time": now, "started": ctl.started_at, "ready": d.readiness.ready,
             "config": cfg.file, "counts": ctl.counts(), "status_line": ctl.status_line(),
             "groups": groups, "services": services, "disabled": disabled_json(d), "ipvs": ipvs_json(d),
+            "drains": {n: drain_json(x) for n, x in ctl.state.drains.items()},
             "vrrp": ctl.vrrp.json(),
             "routes": d.routes.json() if getattr(d, "routes", None) else None,
             "pool_overrides": d.pool.json(), "self_check": selfcheck_json(d)}
@@ -184,6 +187,11 @@ def disabled_json(d: "Daemon") -> dict[str, dict[str, Any]]:
     return {k: {n: _disabled_json(x) for n, x in v.items()} for k, v in d.control.state.disabled.items()}
 
 
+def drain_json(x: Any) -> dict[str, Any]:
+    return {"host": x.host, "group": x.group, "since": x.since, "deadline": x.deadline, "force": x.force,
+            "reason": x.reason, "by": x.by}
+
+
 def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
     o = d.lvs
     if o is None:
@@ -196,30 +204,45 @@ def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
         svc, want = o.last_wanted.get(skey, (None, {}))
         asvc, have = o.last_actual.get(skey, (None, {}))
         spec = specs.get(skey)
+        res = o.results.get(skey)
+        decisions = res.decisions if res is not None else {}
         # the configured real servers too: one that is down and not quiescent is in neither table
         conf = {rs.dest.key: rs for rs in spec.reals} if spec else {}
         st = d.states.get(spec.watch) if spec else None
         dests = []
         for dkey in sorted(set(want) | set(have) | set(conf), key=str):
-            w, a = want.get(dkey), have.get(dkey)
+            w, a, dec = want.get(dkey), have.get(dkey), decisions.get(dkey)
             x = w or a or conf[dkey].dest
             host = conf[dkey].host if dkey in conf else None
             health = None if host is None or st is None else _host_state(
                 d.control.state.is_disabled("host", host, now), st.hosts.get(host))
-            dests.append({"real_server": rs_label(x), "forwarding": x.forwarding,
-                          "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None,
-                          "host": host, "health": health,
-                          "override": marks.get((skey, dkey))})
+            row: dict[str, Any] = {
+                "real_server": rs_label(x), "forwarding": x.forwarding,
+                "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None,
+                "active_conns": a.active_conns if a else None, "host": host, "health": health,
+                "override": marks.get((skey, dkey))}
+            if dec is not None:  # the pool policy's word: pooled, pooled_down, unknown, draining, quiesced, removed
+                row.update(state=dec.state, state_since=dec.since, cause=dec.cause or None,
+                           drain_deadline=dec.drain_deadline)
+            dests.append(row)
         sv = svc or asvc
+        pool = None
+        if res is not None:
+            c = res.counts
+            pool = {"pooled": c.pooled, "pooled_down": c.pooled_down, "unknown": c.unknown,
+                    "draining": c.draining, "out": c.out, "need": c.need, "healthy_weight": c.healthy_weight,
+                    "refusals": o.refusals.get(skey, 0)}
         rows.append({"virtual_service": vs_label(skey), "scheduler": sv.scheduler if sv else None,
                      "owned": skey in o.owned, "name": spec.name if spec else None,
                      "watch": f"{spec.watch[0]}:{spec.watch[1]}" if spec else None,
                      "quorum": o.quorum.get(spec.name) if spec else None,
-                     "pooled_weight": sum(x.weight for x in want.values()), "real_servers": dests})
+                     "pooled_weight": sum(x.weight for x in want.values()), "real_servers": dests, "pool": pool,
+                     "fingerprint": f"{fingerprint(asvc, have):08x}" if asvc is not None else None})
     # where actual_weight comes from: the kernel's table as last read, pymon's in-memory
     # twin in a dry run, or nowhere trustworthy while the kernel cannot be read
     source = "simulation" if o.dry_run else "kernel" if o.read_error is None else None
-    return {"dry_run": o.dry_run, "actual_source": source, "services": rows, "errors": o.last_errors,
+    return {"dry_run": o.dry_run, "frozen": o.frozen(), "actual_source": source, "services": rows,
+            "errors": o.last_errors,
             "wanted": format_ipvsadm(o.last_wanted).splitlines(),
             "actual": format_ipvsadm(o.last_actual).splitlines(),
             "quorum": dict(o.quorum), "healthy_weight": dict(o.healthy)}
@@ -476,6 +499,10 @@ class Api:
         r.add_post("/enable/host/{host}", self.enable)
         r.add_post("/enable/service/{group}/{service}", self.enable)
         r.add_post("/enable/watch/{group}", self.enable)
+        r.add_post("/drain/{host}", self.drain)  # the pool policy's operator drain (control.py)
+        r.add_post("/drain/{group}/{host}", self.drain)
+        r.add_post("/undrain/{host}", self.undrain)
+        r.add_post("/undrain/{group}/{host}", self.undrain)
         r.add_post("/ack/{group}/{service}", self.ack)
         r.add_post("/test/{group}/{service}", self.test_now)
         r.add_post("/trap/{group}/{service}", self.trap)
@@ -617,6 +644,31 @@ class Api:
             return _err(404, f"no virtual service has VIP {vip}")
         was = await self._routes().enable(vip, _peer(request))
         return web.json_response({"vip": vip, "was_disabled": was, **self._routes().json()["vips"][vip]})
+
+    async def drain(self, request: web.Request) -> web.Response:
+        host, group = request.match_info["host"], request.match_info.get("group")
+        body = await _body(request)
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            return _err(400, "force must be true or false")
+        try:
+            timeout = parse_duration(body["timeout"]) if body.get("timeout") not in (None, "", 0) else None
+        except ValueError as e:
+            return _err(400, f"timeout: {e}")
+        try:
+            dr = await self.d.control.drain(host, group, timeout, force, str(body.get("reason", "")),
+                                            _peer(request))
+        except KeyError as e:
+            return _err(404, str(e.args[0]))
+        except Refused as e:
+            return web.json_response({"error": "refused by min_pooled (force to override): " + e.args[0],
+                                      "refused": e.args[0].splitlines()}, status=409)
+        return web.json_response({"drain": drain_json(dr)})
+
+    async def undrain(self, request: web.Request) -> web.Response:
+        host, group = request.match_info["host"], request.match_info.get("group")
+        was = await self.d.control.undrain(host, group, _peer(request))
+        return web.json_response({"name": host if group is None else f"{group}/{host}", "was_drained": was})
 
     def _service(self, request: web.Request) -> tuple[str, str]:
         key = (request.match_info["group"], request.match_info["service"])
@@ -761,6 +813,13 @@ def _op(summary: str, *, body: dict[str, Any] | None = None, params: list[str] =
 _DISABLE = {"type": "object", "properties": {
     "for": {"oneOf": [{"type": "number"}, {"type": "string"}], "description": "duration (3600, 1h, 30m); none: until enabled"},
     "reason": {"type": "string"}}}
+_DRAIN = {"type": "object", "properties": {
+    "timeout": {"oneOf": [{"type": "number"}, {"type": "string"}],
+                "description": "remove it then even with active connections (300, 5m); none: only when idle"},
+    "force": {"type": "boolean", "description": "go through even below min_pooled"},
+    "reason": {"type": "string"}}}
+_DRAIN_ERRORS = {"400": "bad timeout or force", "404": "no virtual service has this real server",
+                 "409": "refused by min_pooled (force to override)"}
 _LIMIT = [{"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100}}]
 _404 = {"404": "no such host, service or watch"}
 
@@ -791,6 +850,16 @@ OPENAPI: dict[str, Any] = {
         "/enable/service/{group}/{service}": {"post": _op("re-enable a service", params=["group", "service"],
                                                           extra=_404)},
         "/enable/watch/{group}": {"post": _op("re-enable a watch", params=["group"], extra=_404)},
+        "/drain/{host}": {"post": _op(
+            "drain a real server in every virtual service using it: weight 0 now, removed when it has no "
+            "active connections or at the timeout; refused (409) by min_pooled unless forced", body=_DRAIN,
+            params=["host"], extra=_DRAIN_ERRORS)},
+        "/drain/{group}/{host}": {"post": _op(
+            "drain a real server in the virtual services watching hostgroup GROUP only", body=_DRAIN,
+            params=["group", "host"], extra=_DRAIN_ERRORS)},
+        "/undrain/{host}": {"post": _op("end a drain: the real server may come back into the pool",
+                                        params=["host"])},
+        "/undrain/{group}/{host}": {"post": _op("end a drain of GROUP/HOST", params=["group", "host"])},
         "/ack/{group}/{service}": {"post": _op(
             "acknowledge a failing service: no more failure alerts until it recovers",
             body={"type": "object", "required": ["comment"], "properties": {"comment": {"type": "string"}}},

@@ -1,6 +1,7 @@
 """The CLI commands that talk to a running daemon through its control API (api.py):
-`pymon status`, `disable`, `enable`, `ack`, `history`, `downtime`, `trap`, `test-now`,
-`reload`, `web-url`, `pool`, `overrides`. cli.py registers them with `add_commands`.
+`pymon status`, `disable`, `enable`, `drain`, `undrain`, `ack`, `history`, `downtime`,
+`trap`, `test-now`, `reload`, `web-url`, `pool`, `overrides`, `route`. cli.py registers
+them with `add_commands`.
 
 Where the daemon is: `--socket PATH` (or `--url http://127.0.0.1:PORT`), else the
 config's `control_socket` (`-c FILE`, default /etc/pymon/pymon.yaml when it exists),
@@ -184,16 +185,28 @@ def format_status(st: dict[str, Any], width: int = 100) -> str:
     ipvs = st.get("ipvs")
     if ipvs:
         actual = {"kernel": "kernel", "simulation": "simulated"}.get(ipvs.get("actual_source") or "", "actual (unread)")
-        out += ["", "IPVS" + (" (dry run)" if ipvs["dry_run"] else "") + f": virtual service / real server  wanted  {actual}"]
+        out += ["", "IPVS" + (" (dry run)" if ipvs["dry_run"] else "") + (" FROZEN (director fault)"
+                if ipvs.get("frozen") else "") + f": virtual service / real server  wanted  {actual}  pool state"]
         for vs in ipvs["services"]:
-            out.append(f"  {vs['virtual_service']} {vs['scheduler'] or ''}")
+            pool = vs.get("pool")
+            line = f"  {vs['virtual_service']} {vs['scheduler'] or ''}"
+            if pool:
+                line += (f"  pooled {pool['pooled']}, pooled_down {pool['pooled_down']}, need {pool['need']}"
+                         + (f", {pool['refusals']} refused" if pool["refusals"] else ""))
+            if vs.get("fingerprint"):
+                line += f"  fingerprint {vs['fingerprint']}"
+            out.append(line)
             for d in vs["real_servers"]:
                 w = "-" if d["wanted_weight"] is None else str(d["wanted_weight"])
                 a = "-" if d["actual_weight"] is None else str(d["actual_weight"])
-                mark = "" if w == a else "   ≠"
+                mark = "" if w == a else "≠"
+                state = d.get("state", "")
+                state = state.upper() if state in ("pooled_down", "draining") else state
+                if d.get("cause") and d.get("state") != "pooled":
+                    state += f" ({d['cause']})"
                 if d.get("override"):
-                    mark += f"   [{d['override']}]"
-                out.append(f"    -> {d['real_server']:<28} {w:>6}  {a:>6}{mark}")
+                    state += f" [{d['override']}]"
+                out.append(f"    -> {d['real_server']:<28} {w:>6}  {a:>6} {mark:1} {state}".rstrip())
         for e in ipvs["errors"]:
             out.append(f"  error: {e}")
     if st.get("pool_overrides"):
@@ -261,6 +274,40 @@ async def _disable(a: argparse.Namespace, w: Where) -> int:
 async def _enable(a: argparse.Namespace, w: Where) -> int:
     r = await w.call("POST", "/enable" + _target_path(a.kind, a.names))
     _print(a, r, lambda r: f"enabled {r['kind']} {r['name']}" + ("" if r["was_disabled"] else " (was not disabled)"))
+    return 0
+
+
+def _drain_path(verb: str, names: list[str]) -> str:
+    if len(names) not in (1, 2):
+        raise ApiError(0, f"{verb} [GROUP] HOST")
+    return f"/{verb}/" + "/".join(names)
+
+
+async def _drain(a: argparse.Namespace, w: Where) -> int:
+    """`pymon drain [GROUP] HOST`: weight 0 now; with --wait, returns once the kernel no
+    longer has it draining (idle, or at the timeout)."""
+    body: dict[str, Any] = {"reason": a.reason, "force": a.force}
+    if a.timeout:
+        body["timeout"] = a.timeout
+    r = await w.call("POST", _drain_path("drain", a.names), body)
+    host = a.names[-1]
+    if a.wait:
+        while True:
+            st = await w.call("GET", "/status")
+            rows = [d for vs in (st.get("ipvs") or {}).get("services", []) for d in vs["real_servers"]
+                    if d.get("host") == host]
+            if not any(d.get("state") == "draining" for d in rows):
+                r["states"] = sorted({d.get("state") for d in rows if d.get("state")})
+                break
+            await asyncio.sleep(0.5)
+    _print(a, r, lambda r: f"draining {r['drain']['host']}" + (f" in {r['drain']['group']}" if r["drain"]["group"]
+                           else " everywhere") + ("" if not a.wait else f": done ({', '.join(r['states'])})"))
+    return 0
+
+
+async def _undrain(a: argparse.Namespace, w: Where) -> int:
+    r = await w.call("POST", _drain_path("undrain", a.names))
+    _print(a, r, lambda r: f"undrained {r['name']}" + ("" if r["was_drained"] else " (was not drained)"))
     return 0
 
 
@@ -403,6 +450,15 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
         if verb == "disable":
             sp.add_argument("--for", dest="for_", default=None, help="expiry: 30m, 1h, 2d (default: until enabled)")
             sp.add_argument("--reason", default="", help="shown in status and kept in the state")
+    sp = client("drain", "drain a real server: weight 0 now, out of the pool once idle or at --timeout "
+                "(HOST: in every virtual service; GROUP HOST: those watching hostgroup GROUP)")
+    sp.add_argument("names", nargs="+", metavar="[GROUP] HOST")
+    sp.add_argument("--timeout", default=None, help="remove it then even with connections open (300, 5m)")
+    sp.add_argument("--force", action="store_true", help="go through even below min_pooled")
+    sp.add_argument("--wait", action="store_true", help="return once it has left the pool")
+    sp.add_argument("--reason", default="", help="kept with the drain")
+    sp = client("undrain", "end a drain: the real server may come back into the pool")
+    sp.add_argument("names", nargs="+", metavar="[GROUP] HOST")
     sp = client("ack", "acknowledge a failing service: no more failure alerts until it recovers")
     sp.add_argument("group")
     sp.add_argument("service")
@@ -446,7 +502,8 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     sp.add_argument("args", nargs="*", metavar="disable VIP | enable VIP")
     sp.add_argument("--reason", default="", help="why, for disable: shown in status and kept in the state")
 
-    fns = {"route": _route, "status": _status, "disable": _disable, "enable": _enable, "ack": _ack, "history": _history,
+    fns = {"route": _route, "status": _status, "disable": _disable, "enable": _enable, "drain": _drain,
+           "undrain": _undrain, "ack": _ack, "history": _history,
            "downtime": _downtime, "trap": _trap, "test-now": _test_now, "reload": _reload, "web-url": _web_url,
            "vrrp": _vrrp, "pool": _pool, "overrides": _overrides}
 

@@ -12,12 +12,17 @@
 Semantics follow mon 1.3 (`disen_host`, `disen_service`, `disen_watch` in /usr/sbin/mon):
 - a disabled *host* is not checked by any service (it is left out of the targets, as
   mon leaves it out of the monitor's argv) and so raises no alerts; its host state is
-  dropped. For IPVS it counts as down: disabling a host is how you drain it for
-  maintenance (quiescent virtual services set weight 0, others remove it);
+  dropped. For IPVS it is an operator disable the pool policy applies (ipvs/policy.py):
+  it leaves the pool (quiesced or removed) unless that would go below `min_pooled`;
 - a disabled *service* or *watch* (hostgroup) is still checked, so its state, the
   status page and IPVS stay true, but every alert for it is suppressed
   (`alert.suppressed`), as mon's `do_alert` ignores it;
 - an ack silences failure alerts until the service recovers (the state machine).
+
+Drains (`pymon drain`) are pymon's own: a drained real server gets weight 0 at once and
+leaves the pool when the kernel shows no active connections or at the drain's timeout.
+A drain that the depool threshold would refuse is rejected (`Refused`) unless forced,
+rather than left standing: the operator is at the terminal and can decide.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import os
 import time
 from dataclasses import replace
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from pymon.ipvs.policy import NO_OPERATOR, Operator
 from pymon.ops import persist
 from pymon.model.config import ServiceSpec
 from pymon.plugin import Result
@@ -40,7 +46,11 @@ if TYPE_CHECKING:
     from pymon.engine.runner import Runner
     from pymon.ops.readiness import Readiness
     from pymon.ipvs.owner import LvsOwner
-    from pymon.model.config import Config
+    from pymon.model.config import Config, RealServerSpec, VirtualServiceSpec
+
+
+class Refused(Exception):
+    """An operator command the depool threshold refuses; args[0]: the reasons, one a line."""
 
 
 class Daemon(Protocol):
@@ -213,8 +223,6 @@ class Control:
     # -- IPVS and alerts ----------------------------------------------------------------
 
     def health(self, watch: tuple[str, str], host: str, up: bool | None) -> bool | None:
-        if self.state.is_disabled("host", host):
-            return False  # drained for maintenance
         if watch not in self.fresh:
             return None  # restored state is history, not health: adopt the kernel's entry
         return up
@@ -341,6 +349,61 @@ class Control:
         self.log.info("trap.received", group=key[0], service=key[1], ok=ok, summary=summary)
         output = summary + ("\n" + detail if detail else "")
         self._passive(st, now, results, output, 0 if ok else 1)
+
+    # -- the pool policy's operator state (ipvs/owner.py asks it on every reconcile) ------------
+
+    def operator(self, vs: "VirtualServiceSpec", rs: "RealServerSpec") -> Operator:
+        """A disabled host is an operator disable, a drain (of the host everywhere, or in
+        the virtual services watching GROUP) an operator drain."""
+        st = self.state
+        d = st.drains.get(rs.host) if st.drains else None
+        if d is None and st.drains:
+            d = st.drains.get(f"{vs.watch[0]}/{rs.host}")
+        disabled = st.is_disabled("host", rs.host) is not None
+        if d is None:
+            return Operator(disabled=True) if disabled else NO_OPERATOR
+        return Operator(disabled=disabled, drained=True, drain_deadline=d.deadline, force=d.force)
+
+    @staticmethod
+    def _drains(d: persist.Drain) -> "Callable[[VirtualServiceSpec, RealServerSpec], bool]":
+        """Which (virtual service, real server) a drain covers."""
+        return lambda vs, rs: rs.host == d.host and (d.group is None or vs.watch[0] == d.group)
+
+    async def drain(self, host: str, group: str | None, timeout: float | None, force: bool = False,
+                    reason: str = "", by: str = "") -> persist.Drain:
+        """Drain a real server: KeyError when no virtual service uses it (in GROUP),
+        Refused when the depool threshold would refuse it and it is not forced."""
+        lvs = self.d.lvs
+        assert self.d.cfg is not None
+        now = time.time()
+        d = persist.Drain(host, group, now, now + timeout if timeout else None, force, reason, by)
+        covers = self._drains(d)
+        if lvs is None or not any(covers(vs, rs) for vs in self.d.cfg.virtual_services for rs in vs.reals):
+            where = f" of hostgroup {group!r}" if group is not None else ""
+            raise KeyError(f"no virtual service has a real server {host!r}{where}")
+        if not force:
+            def would(vs: "VirtualServiceSpec", rs: "RealServerSpec") -> Operator:
+                o = self.operator(vs, rs)
+                return replace(o, drained=True, drain_deadline=d.deadline) if covers(vs, rs) else o
+
+            refused = lvs.refused(would, covers)
+            if refused:
+                raise Refused("\n".join(refused))
+        self.state.drains[d.name] = d
+        self.log.warning("control.drained", name=d.name, timeout=timeout, force=force, reason=reason, by=by)
+        await lvs.reconcile("drain")  # weight 0 now, not at the next health change
+        await self.save()
+        return d
+
+    async def undrain(self, host: str, group: str | None, by: str = "") -> bool:
+        name = host if group is None else f"{group}/{host}"
+        if self.state.drains.pop(name, None) is None:
+            return False
+        self.log.warning("control.undrained", name=name, by=by)
+        if self.d.lvs is not None:
+            await self.d.lvs.reconcile("undrain")
+        await self.save()
+        return True
 
     # -- persistence, status ------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from pymon import __version__
+from pymon.ipvs.owner import fingerprint
 from pymon.model.config import ServiceSpec
 from .api import CONTENT_TYPE, rs_label, vs_label  # noqa: F401 (CONTENT_TYPE re-exported)
 from pymon.plugin import Result
@@ -145,6 +146,42 @@ class _CountsCollector(Collector):
         yield lag
 
 
+_STATES = ("pooled", "pooled_down", "unknown", "draining", "quiesced", "removed")
+
+
+def _pool_metrics(lvs: "LvsOwner | None") -> Iterator[Any]:
+    """The pool policy's gauges (ipvs/policy.py) and each service's kernel-table fingerprint."""
+    pooled = GaugeMetricFamily("pymon_pool_pooled", "Real servers pooled and up (or slow-starting)",
+                               labels=["virtual_service"])
+    down = GaugeMetricFamily("pymon_pool_pooled_down", "Failed real servers kept pooled by min_pooled "
+                             "(or a director self-fault freeze)", labels=["virtual_service"])
+    need = GaugeMetricFamily("pymon_pool_need", "Real servers min_pooled keeps in the pool",
+                             labels=["virtual_service"])
+    refusals = CounterMetricFamily("pymon_pool_depool_refusals", "Depools refused by min_pooled or a freeze "
+                                   "(a failed server kept, an operator disable held)", labels=["virtual_service"])
+    state = GaugeMetricFamily("pymon_pool_state", "1 for each real server's pool state",
+                              labels=["virtual_service", "real_server", "state"])
+    fp = GaugeMetricFamily("pymon_ipvs_fingerprint", "32-bit digest of the kernel's entry for a virtual service "
+                           "(real servers in kernel order, weights, flags): directors that should agree "
+                           "have equal values", labels=["virtual_service"])
+    if lvs is not None:
+        for skey, r in lvs.results.items():
+            vs = vs_label(skey)
+            c = r.counts
+            pooled.add_metric([vs], float(c.pooled))
+            down.add_metric([vs], float(c.pooled_down))
+            need.add_metric([vs], float(c.need))
+            refusals.add_metric([vs], float(lvs.refusals.get(skey, 0)))
+            for (addr, port), dec in r.decisions.items():
+                rs = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+                state.add_metric([vs, rs, dec.state], 1.0)
+        for skey in lvs.owned:
+            have = lvs.last_actual.get(skey)
+            if have is not None:
+                fp.add_metric([vs_label(skey)], float(fingerprint(*have)))
+    yield from (pooled, down, need, refusals, state, fp)
+
+
 class _StateCollector(Collector):
     def __init__(self, daemon: "Daemon"):
         self.d = daemon
@@ -194,6 +231,7 @@ class _StateCollector(Collector):
                                   labels=["version", "python"])
         build.add_metric([__version__, platform.python_version()], 1.0)
         yield build
+        yield from _pool_metrics(d.lvs)
         yield from vrrp_metrics(d)  # pymon_vrrp_state{instance} (vrrp.py)
         routes = getattr(d, "routes", None)  # BGP announcements (routing/)
         if routes is not None:

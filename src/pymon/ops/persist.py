@@ -1,7 +1,8 @@
 """What survives a restart: `<statedir>/state.json`.
 
 One JSON file holds the operator's decisions (disabled hosts, services and watches,
-with an optional expiry and a reason; acknowledgements with their comment), the
+with an optional expiry and a reason; acknowledgements with their comment; drained
+real servers), the
 runtime state of every service (per-host status and counters, mon's failure
 counters, the alert-period counters), the alert history and the downtime log.
 
@@ -48,6 +49,26 @@ class Disabled:
 
 
 @dataclass
+class Drain:
+    """An operator drain of a real server (`pymon drain`): weight 0 at once, out of the
+    pool when idle or at `deadline` (absolute; None: only when idle), until undrained.
+    `group` None drains the host in every virtual service that uses it."""
+
+    host: str
+    group: str | None = None
+    since: float = 0.0
+    deadline: float | None = None
+    force: bool = False
+    reason: str = ""
+    by: str = ""
+
+    @property
+    def name(self) -> str:
+        """The key in state.json and the API: HOST, or GROUP/HOST."""
+        return self.host if self.group is None else f"{self.group}/{self.host}"
+
+
+@dataclass
 class Ack:
     comment: str
     time: float
@@ -64,6 +85,7 @@ class State:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     downtime: list[dict[str, Any]] = field(default_factory=list)
+    drains: dict[str, Drain] = field(default_factory=dict)  # by Drain.name
 
     # -- the operator's decisions ------------------------------------------------
 
@@ -103,6 +125,7 @@ class State:
             "saved": time.time(),
             "disabled": {k: {n: asdict(d) for n, d in v.items()} for k, v in self.disabled.items()},
             "acks": {k: asdict(a) for k, a in self.acks.items()},
+            "drains": {k: asdict(d) for k, d in self.drains.items()},
             "services": self.services,
             "history": self.history,
             "downtime": self.downtime,
@@ -122,6 +145,11 @@ class State:
                                                       str(d.get("by", "")))
             for n, a in (data.get("acks") or {}).items():
                 st.acks[str(n)] = Ack(str(a["comment"]), float(a.get("time", 0)), str(a.get("by", "")))
+            for d in (data.get("drains") or {}).values():
+                dr = Drain(str(d["host"]), None if d.get("group") is None else str(d["group"]),
+                           float(d.get("since", 0)), None if d.get("deadline") is None else float(d["deadline"]),
+                           bool(d.get("force", False)), str(d.get("reason", "")), str(d.get("by", "")))
+                st.drains[dr.name] = dr
             services = data.get("services") or {}
             history = data.get("history") or []
             downtime = data.get("downtime") or []

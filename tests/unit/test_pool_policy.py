@@ -10,7 +10,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from pymon.pool_policy import (
+from pymon.ipvs.policy import (
     IN_POOL,
     NO_OPERATOR,
     Decision,

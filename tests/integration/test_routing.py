@@ -157,7 +157,7 @@ def test_routing_config_defaults_and_scheduler_flags(tmp_path: Path) -> None:
     assert cfg.routing.table == 100 and cfg.routing.graceful_shutdown == 3.0 and cfg.routing.med_up == 100
     assert cfg.virtual_services[0].service.flags == 0x18
     f.write_text(BASE.replace("    watch: web:http\n", "    watch: web:http\n    scheduler_flags: [mh-port]\n"))
-    with pytest.raises(ConfigError, match=r"c.yaml:6:5: virtual service: scheduler_flags: mh-port is for the mh "
+    with pytest.raises(ConfigError, match=r"c.yaml:8:23: scheduler_flags: mh-port is for the mh "
                                           r"scheduler, not wlc"):
         load_config(f)
 

@@ -150,6 +150,19 @@ def test_status_page(pymon: Running, browser: webdriver.Chrome) -> None:  # noqa
     WebDriverWait(drv, 10).until(lambda d: state_of(d, "g:s", A) == "up")
     assert pymon.call("GET", "/disabled")[1]["host"] == {}
 
+    # drain A from its real-server row (timeout asked for), then undrain it
+    row = f'tr.vs-detail tr[data-real="{A}:80"]'
+    click(drv, f"{row} button.drain")
+    answer_prompt(drv, "5m")
+    WebDriverWait(drv, 10).until(lambda d: text_of(d, f"{row} td.rs-state") == "draining")
+    drains = pymon.call("GET", "/status")[1]["drains"]
+    assert drains[A]["deadline"] == pytest.approx(time.time() + 300, abs=30)
+    assert drains[A]["by"].startswith("web 127.0.0.1")
+    assert text_of(drv, f"{row} td.wanted") == "0"
+    click(drv, f"{row} button.undrain")
+    WebDriverWait(drv, 10).until(lambda d: text_of(d, f"{row} td.rs-state") == "pooled")
+    assert pymon.call("GET", "/status")[1]["drains"] == {}
+
 
 # -- a real farm: 50 virtual services x 20 real servers --------------------------------------
 
@@ -244,7 +257,7 @@ def test_status_page_farm(tmp_path: Path, farm_http: int, browser: webdriver.Chr
     assert [r["state"] for r in rows[:3]] == ["down", "degraded", "ok"]
     assert [s for _, s in rows[0]["chips"]] == ["down"] * REALS
     chips = rows[1]["chips"]
-    assert [s for _, s in chips[:3]] == ["down", "down", "up"]  # its problems first
+    assert [s for _, s in chips[:3]] == ["down", "down", "pooled"]  # its problems first; the rest as the pool policy says
     assert {r for r, _ in chips[:2]} == {"127.1.13.3:80", "127.1.13.4:80"}
 
     # the timeline: one chart per virtual service; the down pool went to weight 0

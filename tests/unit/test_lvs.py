@@ -4,7 +4,9 @@ The same scenarios run against the real kernel in tests/kernel/inside/."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -123,24 +125,81 @@ async def test_drift_is_repaired_and_logged() -> None:
     assert any(e == "ipvs.repaired" for e, _ in o.log.events)  # type: ignore[attr-defined]
 
 
-async def test_a_steady_resync_reads_the_kernel_once() -> None:
-    """A read is a netlink dump parsed in Python (~100 ms of CPU under qemu): a resync that
-    changes nothing reads once; after a change the table is read back (the API shows it)."""
-    mem = MemoryTable()
-    reads = 0
+def counted_reads(mem: MemoryTable) -> list[float]:
+    """Make mem.read note when each read starts (loop time); return that list."""
+    starts: list[float] = []
     read = mem.read
 
     async def counted() -> Any:
-        nonlocal reads
-        reads += 1
+        starts.append(asyncio.get_running_loop().time())
         return await read()
 
     mem.read = counted  # type: ignore[method-assign]
+    return starts
+
+
+async def test_the_kernel_is_read_once_per_reconcile_unless_something_failed() -> None:
+    """A read is a dump of the whole table: a reconcile whose ops were all acknowledged
+    knows the result without reading it back; one with a refused op reads it back."""
+    mem = MemoryTable()
+    kernel_now = mem.read
+    reads = counted_reads(mem)
     o = owner(config(), mem, {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True})
     await o.reconcile("start")
-    assert reads == 2 and dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
-    assert await o.reconcile("resync") == [] and reads == 3
-    assert dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
+    assert len(reads) == 1 and dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
+    assert o.last_actual == await kernel_now()
+    assert await o.reconcile("resync") == [] and len(reads) == 2
+    o.vss[0] = replace(o.vss[0], service=replace(o.vss[0].service, scheduler="rr"))
+    mem.schedulers.discard("rr")  # the kernel will refuse the edit
+    await o.reconcile("reload")
+    assert len(reads) == 4 and o.last_errors  # read, refused, read back
+    assert o.last_actual == await kernel_now()
+
+
+async def test_a_health_change_during_a_resync_is_logged_as_health_not_drift() -> None:
+    mem = MemoryTable()
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(config(), mem, health)
+    await o.reconcile("start")
+    read = mem.read
+
+    async def read_while_a_server_dies() -> Any:
+        table = await read()
+        health["10.0.0.2"] = False  # the check's verdict lands while the kernel is read
+        o.poke()
+        return table
+
+    mem.read = read_while_a_server_dies  # type: ignore[method-assign]
+    ops = await o.reconcile("resync")
+    assert [str(op) for op in ops] == ["del dest TCP 10.0.0.100:80 -> 10.0.0.2:80"]
+    events = o.log.events  # type: ignore[attr-defined]
+    assert not [e for e, _ in events if e == "ipvs.repaired"]
+    assert [kw["reason"] for e, kw in events if e == "ipvs.change"][-1] == "health"
+    assert not o.wake.is_set()  # handled: no second reconcile for the same change
+
+
+async def test_resyncs_start_one_period_apart_whatever_they_take() -> None:
+    """The period is start to start: a slow read does not stretch it."""
+    cfg = config()
+    cfg.ipvs.resync = 0.2
+    mem = MemoryTable()
+    reads = counted_reads(mem)
+    inner = mem.read
+
+    async def slow() -> Any:
+        await asyncio.sleep(0.08)
+        return await inner()
+
+    mem.read = slow  # type: ignore[method-assign]
+    o = owner(cfg, mem, {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True})
+    task = asyncio.create_task(o.run())
+    await asyncio.sleep(0.5)
+    o.poke()  # a health change between resyncs does not move them
+    await asyncio.sleep(0.55)
+    task.cancel()
+    resyncs = [t for i, t in enumerate(reads) if i != 2]  # the third read is the poke's
+    periods = [b - a for a, b in zip(resyncs, resyncs[1:])]
+    assert len(periods) >= 3 and all(0.17 < p < 0.25 for p in periods), periods
 
 
 async def test_quorum_lost_and_regained_with_hysteresis() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
 from pymon.model.config import IpvsOptions, VirtualServiceSpec
-from pymon.ipvs.table import Dest, IPVSError, MemoryTable, Op, Service, ServiceKey, Table, diff, format_ipvsadm
+from pymon.ipvs.table import Dest, IPVSError, MemoryTable, Op, Service, ServiceKey, Table, after, diff, format_ipvsadm
 
 Health = Callable[[tuple[str, str], str], "bool | None"]  # (group, service), host -> up? None = unknown
 
@@ -126,6 +126,10 @@ class LvsOwner:
             if self.read_error is not None:
                 self.log.info("ipvs.recovered", reason=reason, was=self.read_error)
                 self.read_error = None
+            if reason == "resync" and self.wake.is_set():
+                # health changed while the kernel was read: what this applies is that change, not drift
+                reason = "health"
+                self.wake.clear()
             wanted, self.healthy = wanted_table(self.vss, self.health, actual, self.overrides)
             ops = diff(wanted, actual, self.owned)
             self.last_wanted, self.last_actual = wanted, actual
@@ -140,8 +144,10 @@ class LvsOwner:
             if ops and reason == "resync":
                 self.log.warning("ipvs.repaired", changes=len(ops) - len(errors),
                                  note="the kernel table differed from what pymon set (drift)")
-            if ops:  # read back what the kernel now holds (a read is a netlink dump pyroute2 parses: costly)
+            if errors:  # the kernel refused something: read back what it holds
                 self.last_actual = await self._read_quiet() or actual
+            elif ops:  # every op acknowledged: the kernel holds exactly this
+                self.last_actual = after(actual, ops)
             self._quorum()
             return ops
 
@@ -165,13 +171,19 @@ class LvsOwner:
                 self.alert(vs, new, healthy)
 
     async def run(self) -> None:
-        """Reconcile whenever poked, and every `resync` seconds regardless."""
+        """Reconcile whenever poked, and every `resync` seconds regardless.
+
+        Resyncs start `resync` seconds apart (start to start), whatever ran between.
+        """
+        loop = asyncio.get_running_loop()
+        next_resync = loop.time() + self.opts.resync
         while True:
             try:
-                await asyncio.wait_for(self.wake.wait(), self.opts.resync)
+                await asyncio.wait_for(self.wake.wait(), max(0.0, next_resync - loop.time()))
                 reason = "health"
             except asyncio.TimeoutError:
                 reason = "resync"
+                next_resync = max(next_resync + self.opts.resync, loop.time())
             self.wake.clear()
             await self.reconcile(reason)
 

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--dry-run", action="store_true", help="never change IPVS; log what would change")
     ip = with_config("ipvs", "run one round of checks, then print the wanted and the actual IPVS table")
     ip.add_argument("--json", action="store_true")
+    ip.add_argument("--stats", action="store_true",
+                    help="print the kernel's table with its counters instead (as `ipvsadm -Ln --stats --exact`)")
     for sp in (run_p, sub.add_parser("demo", help="run the example in etc/")):
         sp.add_argument("--log-format", choices=("json", "console"), default="json")
         sp.add_argument("--log-level", choices=tuple(logs.LEVELS), default="info")
@@ -115,6 +117,8 @@ def _ipvs(a: argparse.Namespace) -> int:
     from pymon.ipvs.table import IPVSError, format_ipvsadm
     from pymon.ipvs.owner import side_by_side, wanted_table
 
+    if a.stats:
+        return _ipvs_stats(a.json)
     cfg, plugins = load_all(a.config)
 
     async def main() -> tuple[str, str, list[str]]:
@@ -151,6 +155,32 @@ def _ipvs(a: argparse.Namespace) -> int:
         print(side_by_side(wanted, actual))
         print()
         print("\n".join(notes))
+    return 0
+
+
+def _ipvs_stats(as_json: bool) -> int:
+    """The kernel's table and counters, one read; no checks run."""
+    from dataclasses import asdict
+
+    from pymon.ipvs.kernel import KernelIPVS
+    from pymon.ipvs.table import IPVSError, format_ipvsadm
+
+    async def read() -> Any:
+        async with KernelIPVS() as kernel:
+            return await kernel.read()
+
+    try:
+        table = asyncio.run(read())
+    except IPVSError as e:
+        print(f"pymon ipvs: {e}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps({str(k): {"counters": asdict(svc.stats) if svc.stats else None,
+                                   "real_servers": {f"{d.address}:{d.port}": asdict(d.stats) if d.stats else None
+                                                    for d in dests.values()}}
+                          for k, (svc, dests) in table.items()}))
+    else:
+        print(format_ipvsadm(table, stats=True), end="")
     return 0
 
 

@@ -182,6 +182,7 @@ async def inside_main(a: argparse.Namespace) -> dict[str, Any]:
         prof.enable()
         await k.read()
         prof.disable()
+        r["decode_us"] = decode_costs(k)
     s = io.StringIO()
     pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(8)
     r["profile"] = [ln for ln in s.getvalue().splitlines() if ln.strip()][-9:]
@@ -230,13 +231,15 @@ async def inside_main(a: argparse.Namespace) -> dict[str, Any]:
     victim = vss[0].reals[2].host
     for up in (False, True, False, True, False):
         kernel.reading.clear()
-        await kernel.reading.wait()
+        await asyncio.wait_for(kernel.reading.wait(), 60)
         health[victim] = up
         owner.poke()
         t0 = time.monotonic()
         n = len(olog.events)
         while not any(e == "ipvs.table" for _, e, _ in olog.events[n:]):
             await asyncio.sleep(0.005)
+            if time.monotonic() - t0 > 60:
+                raise SystemExit(f"no change applied 60 s after the health change: {olog.events[n:][:5]}")
         dead_times.append(time.monotonic() - t0)
         changed = [kw for _, e, kw in olog.events[n:] if e == "ipvs.change"]
         assert len(changed) == a.vips and {kw["reason"] for kw in changed} == {"health"}, changed[:2]
@@ -253,6 +256,35 @@ async def inside_main(a: argparse.Namespace) -> dict[str, Any]:
     log(f"resync cpu {r['resync_cpu_pct']:.2f}% periods {r['resync_periods_s']}")
     sh("ipvsadm -C")
     return r
+
+
+def decode_costs(k: Any) -> dict[str, float]:
+    """CPU per real-server reply, three ways, on one reply the kernel sent (µs, best of 5)."""
+    import timeit
+
+    from pyroute2.netlink.generic import ipvs as p2
+
+    from pymon.ipvs import kernel as kmod
+
+    genl = k._open()
+    svc = next(iter(genl.dump(kmod.CMD_GET_SERVICE, b"")))
+    key = kmod.parse_service(kmod.decode(svc)).key
+    payload = genl.dump(kmod.CMD_GET_DEST, kmod._nla(kmod.CMD_ATTR_SERVICE, kmod.service_key_attrs(key)))[0]
+    whole = bytes(kmod._HDR.pack(20 + len(payload), genl.family, 0, 0, 0) + kmod._GENL.pack(1, 1, 0) + payload)
+    decoder = kmod.Decoder()
+    decoder(payload)
+
+    def with_pyroute2() -> None:  # what the pyroute2 backend did per real server
+        m = p2.ipvsmsg(whole)
+        m.decode()
+        m.get_attr("IPVS_CMD_ATTR_DEST").get_attr("IPVS_DEST_ATTR_ADDR")
+
+    out = {}
+    for name, fn in (("pyroute2 decode", with_pyroute2),
+                     ("attribute walk + parse_dest", lambda: kmod.parse_dest(kmod.decode(payload), 4)),
+                     ("learned layout + parse_dest", lambda: kmod.parse_dest(decoder(payload), 4))):
+        out[name] = min(timeit.repeat(fn, number=200, repeat=5)) / 200 * 1e6
+    return out
 
 
 class TimedKernel:
@@ -309,6 +341,8 @@ def report(r: dict[str, Any], a: argparse.Namespace, command: str, version: str)
            f"(per-destination cost relative to {int(base):,}): {lin}.",
            f"- Dead server, each trial (down/up alternating): "
            f"{', '.join(f'{x:.2f}' for x in r['dead_server_s'])} s; `ipvs.repaired` events: {r['repaired_events']}.",
+           "- CPU per real-server reply (µs, best of 5, one reply the kernel sent): "
+           + ", ".join(f"{n} {v:.0f}" for n, v in r["decode_us"].items()) + ".",
            "- cProfile of one dump (tottime):", "", "```", *r["profile"], "```"]
     return "\n".join(out) + "\n"
 

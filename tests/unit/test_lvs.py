@@ -179,27 +179,36 @@ async def test_a_health_change_during_a_resync_is_logged_as_health_not_drift() -
 
 
 async def test_resyncs_start_one_period_apart_whatever_they_take() -> None:
-    """The period is start to start: a slow read does not stretch it."""
+    """The period is start to start: a slow read (0.2 s of 0.5 s) does not stretch it,
+    and a health change between resyncs does not move them."""
     cfg = config()
-    cfg.ipvs.resync = 0.2
+    cfg.ipvs.resync = 0.5
     mem = MemoryTable()
-    reads = counted_reads(mem)
     inner = mem.read
 
     async def slow() -> Any:
-        await asyncio.sleep(0.08)
+        await asyncio.sleep(0.2)
         return await inner()
 
     mem.read = slow  # type: ignore[method-assign]
     o = owner(cfg, mem, {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True})
+    starts: list[tuple[float, str]] = []
+    reconcile = o.reconcile
+
+    async def noted(reason: str) -> Any:
+        starts.append((asyncio.get_running_loop().time(), reason))
+        return await reconcile(reason)
+
+    o.reconcile = noted  # type: ignore[method-assign]
     task = asyncio.create_task(o.run())
-    await asyncio.sleep(0.5)
-    o.poke()  # a health change between resyncs does not move them
-    await asyncio.sleep(0.55)
+    await asyncio.sleep(1.3)
+    o.poke()
+    await asyncio.sleep(1.6)
     task.cancel()
-    resyncs = [t for i, t in enumerate(reads) if i != 2]  # the third read is the poke's
+    resyncs = [t for t, reason in starts if reason == "resync"]
     periods = [b - a for a, b in zip(resyncs, resyncs[1:])]
-    assert len(periods) >= 3 and all(0.17 < p < 0.25 for p in periods), periods
+    assert [r for _, r in starts].count("health") == 1
+    assert len(periods) >= 3 and all(0.45 < p < 0.62 for p in periods), periods
 
 
 async def test_quorum_lost_and_regained_with_hysteresis() -> None:
@@ -347,3 +356,17 @@ def test_daemon_dry_run_logs_table_changes(tmp_path) -> None:  # type: ignore[no
     adds = [x["op"] for x in lines if x["event"] == "ipvs.would_change" and x["op"].startswith("add dest")]
     assert sorted(adds) == [f"add dest TCP 192.0.2.1:80 -> 127.0.0.21:{port} Masq weight 1",
                             f"add dest TCP 192.0.2.1:80 -> 127.0.0.22:{port} Masq weight 1"]
+
+
+def test_side_by_side_marks_config_differences_not_connection_counts() -> None:
+    from pymon.ipvs.owner import side_by_side
+    from pymon.ipvs.table import Stats, format_ipvsadm
+
+    svc = Service(VIP, "wlc")
+    wanted = make_table([(svc, [Dest("10.0.0.1", 80), Dest("10.0.0.2", 80, weight=2)])])
+    busy = make_table([(svc, [replace(Dest("10.0.0.1", 80), stats=Stats(active=5, inactive=9)),
+                              Dest("10.0.0.2", 80, weight=3)])])
+    rows = side_by_side(format_ipvsadm(wanted), format_ipvsadm(busy)).splitlines()
+    marked = [r.split()[1] for r in rows if "≠" in r]
+    assert marked == ["10.0.0.2:80"]
+    assert any("5          9" in r for r in rows)

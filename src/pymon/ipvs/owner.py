@@ -218,9 +218,15 @@ def side_by_side(left: str, right: str, titles: tuple[str, str] = ("WANTED (conf
     for i in range(max(len(ll), len(rl))):
         a = ll[i] if i < len(ll) else ""
         b = rl[i] if i < len(rl) else ""
-        mark = "  " if a == b else "≠ "
+        mark = "  " if _config_part(a) == _config_part(b) else "≠ "
         rows.append(f"{a:<{width - 2}}{mark}{b}".rstrip())
     return "\n".join(rows)
+
+
+def _config_part(line: str) -> list[str]:
+    """An `ipvsadm -Ln` line without a real server's connection counts (only the kernel has them)."""
+    words = line.split()
+    return words[:-2] if line.startswith("  ->") and len(words) == 6 else words
 
 
 async def open_backend(opts: IpvsOptions, dry_run: bool, log: Any) -> tuple[Backend, bool]:

@@ -99,7 +99,7 @@ async def test_dead_server_during_resync_is_one_health_change(clean_ipvs: None) 
     try:
         for dead, up in (("10.60.0.3", False), ("10.60.0.3", True), ("10.60.0.7", False)):
             kernel.reading.clear()
-            await kernel.reading.wait()  # a resync has just begun reading
+            await asyncio.wait_for(kernel.reading.wait(), 30)  # a resync has just begun reading
             health[dead] = up
             owner.poke()
             t0 = time.monotonic()

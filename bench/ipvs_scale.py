@@ -167,6 +167,13 @@ async def inside_main(a: argparse.Namespace) -> dict[str, Any]:
         t0 = time.monotonic()
         assert await k.apply(diff(table, {})) == []
         r["apply_batched_s"] = time.monotonic() - t0
+        sh("ipvsadm -C")
+        ops = diff(table, {})
+        prof = cProfile.Profile()
+        prof.enable()
+        await k.apply(ops)
+        prof.disable()
+    r["apply_profile"] = top_functions(prof)
 
     # 2. dumps
     async with KernelIPVS() as k:
@@ -183,9 +190,7 @@ async def inside_main(a: argparse.Namespace) -> dict[str, Any]:
         await k.read()
         prof.disable()
         r["decode_us"] = decode_costs(k)
-    s = io.StringIO()
-    pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(8)
-    r["profile"] = [ln for ln in s.getvalue().splitlines() if ln.strip()][-9:]
+    r["profile"] = top_functions(prof)
     log(f"read {reads} cpu {cpus}")
 
     if a.baseline:
@@ -256,6 +261,12 @@ async def inside_main(a: argparse.Namespace) -> dict[str, Any]:
     log(f"resync cpu {r['resync_cpu_pct']:.2f}% periods {r['resync_periods_s']}")
     sh("ipvsadm -C")
     return r
+
+
+def top_functions(prof: cProfile.Profile, n: int = 8) -> list[str]:
+    s = io.StringIO()
+    pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(n)
+    return [ln for ln in s.getvalue().splitlines() if ln.strip()][-(n + 1):]
 
 
 def decode_costs(k: Any) -> dict[str, float]:
@@ -343,7 +354,9 @@ def report(r: dict[str, Any], a: argparse.Namespace, command: str, version: str)
            f"{', '.join(f'{x:.2f}' for x in r['dead_server_s'])} s; `ipvs.repaired` events: {r['repaired_events']}.",
            "- CPU per real-server reply (µs, best of 5, one reply the kernel sent): "
            + ", ".join(f"{n} {v:.0f}" for n, v in r["decode_us"].items()) + ".",
-           "- cProfile of one dump (tottime):", "", "```", *r["profile"], "```"]
+           "- cProfile of one dump (tottime):", "", "```", *r["profile"], "```", "",
+           f"- cProfile of the apply of all {r['dests'] + r['vips']:,} ops (tottime):", "", "```",
+           *r["apply_profile"], "```"]
     return "\n".join(out) + "\n"
 
 

@@ -100,7 +100,7 @@ def test_request_decodes_like_pyroute2s(op: Op) -> None:
 
 
 def test_a_batch_is_the_messages_back_to_back() -> None:
-    """Many ops in one sendmsg: consecutive messages, each with its own seq and ack flag."""
+    """Many ops in one sendmsg: consecutive messages, each with its own seq."""
     data = b"".join(k.op_message(FAMILY, 10 + i, op) for i, op in enumerate(OPS[:5]))
     seen = [(kind, seq) for kind, seq, _ in k.messages(data)]
     assert seen == [(FAMILY, 10 + i) for i in range(5)]
@@ -200,3 +200,9 @@ def test_learned_layout_decodes_like_the_walk() -> None:
     decoder = k.Decoder()
     assert k.parse_service(decoder(svc)).scheduler == "wrr"
     assert k.parse_service(decoder(longer)).scheduler == "lblcr"
+
+
+def test_only_an_acked_message_asks_for_an_ack() -> None:
+    """A batch asks for one ack, on its last op; the kernel answers the others only on failure."""
+    assert _decode(k.op_message(FAMILY, 1, OPS[0], ack=False))["flags"] == k.NLM_F_REQUEST
+    assert _decode(k.op_message(FAMILY, 1, OPS[0]))["flags"] == k.NLM_F_REQUEST | k.NLM_F_ACK

@@ -14,8 +14,9 @@ Every failure is an `IPVSError` with a one-line message (no netlink traceback):
 The messages are built and parsed here with `struct` (linux/ip_vs.h, the same
 attributes ipvsadm's libipvs sends), reading only the attributes the model holds:
 a general netlink library costs 10-20x more per destination at thousands of them
-(docs/performance.md, "IPVS at scale"). Changes go out many per sendmsg, each
-acknowledged on its own, so one failed op neither stops nor hides the others.
+(docs/performance.md, "IPVS at scale"). Changes go out many per sendmsg; the
+kernel runs each on its own and answers each failure, so one failed op neither
+stops nor hides the others.
 
 Why plain blocking socket calls in async code: a netlink request to the kernel
 is handled inside sendmsg() and a dump's next part is produced inside recv(), so
@@ -85,8 +86,9 @@ _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _AF_FROM_KERNEL = {v: k for k, v in _AF.items()}
 _MASK_ALL_FLAGS = 0xFFFFFFFF
 
-BATCH = 128  # ops per sendmsg; their acks (~1 KiB of receive buffer each) fit the default buffer
+BATCH = 256  # ops per sendmsg (~30 KiB); even if all fail, their error replies fit the receive buffer
 _RECV = 1 << 16
+_RCVBUF = 1 << 20
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _GENL = struct.Struct("=BBH")  # genlmsghdr: cmd, version, reserved
@@ -152,9 +154,13 @@ def genl_message(family_id: int, cmd: int, flags: int, seq: int, attrs: bytes) -
     return _HDR.pack(16 + len(body), family_id, flags, seq, 0) + body
 
 
-def op_message(family_id: int, seq: int, op: Op) -> bytes:
-    """One op as an IPVS_CMD_{NEW,SET,DEL}_{SERVICE,DEST} request asking for an ack."""
-    flags = NLM_F_REQUEST | NLM_F_ACK
+def op_message(family_id: int, seq: int, op: Op, ack: bool = True) -> bytes:
+    """One op as an IPVS_CMD_{NEW,SET,DEL}_{SERVICE,DEST} request.
+
+    Without `ack` the kernel answers only if the op fails (netlink_rcv_skb acks a
+    success only when asked to).
+    """
+    flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
     if op.dest is None:
         cmd = {"add": CMD_NEW_SERVICE, "edit": CMD_SET_SERVICE, "del": CMD_DEL_SERVICE}[op.action]
         inner = service_key_attrs(op.service.key) if op.action == "del" else service_attrs(op.service)
@@ -379,6 +385,10 @@ class _Genl:
             self.sock.bind((0, 0))
             self.sock.settimeout(30)  # a safety net only: the kernel answers inside the call
             self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # error acks without the request
+            try:  # room for a whole batch of error replies (~1 KiB each); root may exceed rmem_max
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, _RCVBUF)
+            except OSError:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
             self.family = self._resolve()
         except BaseException:
             self.sock.close()
@@ -422,15 +432,22 @@ class _Genl:
                 out.append(payload[4:])
 
     def batch(self, ops: list[Op]) -> list[int]:
-        """Send `ops` in one sendmsg; each one's errno (0: done), in order."""
+        """Send `ops` in one sendmsg; each one's errno (0: done), in order.
+
+        Only the last op asks for an ack: the kernel runs the messages in order inside
+        sendmsg, so an error for any earlier op is queued before that ack, and a
+        batch that succeeds costs one recv, not one per op.
+        """
         first = self.seq + 1
-        self.sock.send(b"".join(op_message(self.family, self._next(), op) for op in ops))
+        last = first + len(ops) - 1
+        self.sock.send(b"".join(op_message(self.family, self._next(), op, ack=i == len(ops) - 1)
+                                for i, op in enumerate(ops)))
         codes: dict[int, int] = {}
-        while len(codes) < len(ops):
+        while last not in codes:
             for kind, mseq, payload in messages(self.sock.recv(_RECV)):
-                if kind == NLMSG_ERROR and first <= mseq < first + len(ops):
+                if kind == NLMSG_ERROR and first <= mseq <= last:
                     codes[mseq] = -_ERR.unpack_from(payload)[0]
-        return [codes[first + i] for i in range(len(ops))]
+        return [codes.get(first + i, 0) for i in range(len(ops))]
 
 
 def _errno_of(exc: BaseException) -> int | None:
@@ -511,7 +528,8 @@ class KernelIPVS:
     async def apply(self, ops: Iterable[Op]) -> list[str]:
         """Apply each op independently; return one error line per failed op.
 
-        Ops go out BATCH per sendmsg; the kernel runs them in order and acks each.
+        Ops go out BATCH per sendmsg; the kernel runs them in order and answers
+        each failed one (and the last one).
         Raises IPVSError only when IPVS itself cannot be reached.
         """
         todo = list(ops)
@@ -526,7 +544,7 @@ class KernelIPVS:
                     self._drop()
                     code = _errno_of(e)
                     reason = explain(code) if code is not None else f"{type(e).__name__}: {e}"
-                    errors += [f"{op}: {reason}" for op in todo[i:]]
+                    errors += [f"{op}: {reason} (the kernel's answer was lost: outcome unknown)" for op in todo[i:]]
                     break
                 errors += [str(IPVSError.for_op(op, code)) for op, code in zip(chunk, codes) if code]
                 if i + BATCH < len(todo):

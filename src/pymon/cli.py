@@ -160,8 +160,6 @@ def _ipvs(a: argparse.Namespace) -> int:
 
 def _ipvs_stats(as_json: bool) -> int:
     """The kernel's table and counters, one read; no checks run."""
-    from dataclasses import asdict
-
     from pymon.ipvs.kernel import KernelIPVS
     from pymon.ipvs.table import IPVSError, format_ipvsadm
 
@@ -175,8 +173,8 @@ def _ipvs_stats(as_json: bool) -> int:
         print(f"pymon ipvs: {e}", file=sys.stderr)
         return 1
     if as_json:
-        print(json.dumps({str(k): {"counters": asdict(svc.stats) if svc.stats else None,
-                                   "real_servers": {f"{d.address}:{d.port}": asdict(d.stats) if d.stats else None
+        print(json.dumps({str(k): {"counters": svc.stats._asdict() if svc.stats else None,
+                                   "real_servers": {f"{d.address}:{d.port}": d.stats._asdict() if d.stats else None
                                                     for d in dests.values()}}
                           for k, (svc, dests) in table.items()}))
     else:

@@ -132,9 +132,9 @@ def test_dest_reply_with_counters(stats_attr: str) -> None:
         ("IPVS_DEST_ATTR_ACTIVE_CONNS", 2), ("IPVS_DEST_ATTR_INACT_CONNS", 3), ("IPVS_DEST_ATTR_PERSIST_CONNS", 1),
         (stats_attr, {"attrs": STATS64}),
     ])
-    d = k.parse_dest(k.decode(payload), 4)
+    d = k.parse_dest(k.pick(k.DEST_FIELDS, payload), 4)
     assert d == Dest("10.0.0.3", 8080, "nat", 4, 100, 10)
-    assert d.stats == Stats(**{**COUNTED.__dict__, "active": 2, "inactive": 3, "persistent": 1})
+    assert d.stats == COUNTED._replace(active=2, inactive=3, persistent=1)
 
 
 def test_dest_reply_without_family_takes_the_services() -> None:
@@ -142,7 +142,7 @@ def test_dest_reply_without_family_takes_the_services() -> None:
     inner = (k._nla(k.DEST_ADDR, socket.inet_pton(socket.AF_INET6, "2001:db8::2")) + k._nla(k.DEST_PORT, b"\1\xbb")
              + k._nla(k.DEST_FWD_METHOD, (2).to_bytes(4, "little")) + k._nla(k.DEST_WEIGHT, (5).to_bytes(4, "little")))
     payload = memoryview(k._nla(k.CMD_ATTR_DEST, inner))
-    assert k.parse_dest(k.decode(payload), 6) == Dest("2001:db8::2", 443, "tun", 5)
+    assert k.parse_dest(k.pick(k.DEST_FIELDS, payload), 6) == Dest("2001:db8::2", 443, "tun", 5)
 
 
 def test_service_replies() -> None:
@@ -152,14 +152,14 @@ def test_service_replies() -> None:
         ("IPVS_SVC_ATTR_FLAGS", {"flags": V4P.kernel_flags | 0x2, "mask": 0xFFFFFFFF}),  # + HASHED
         ("IPVS_SVC_ATTR_TIMEOUT", 300), ("IPVS_SVC_ATTR_NETMASK", "255.255.255.0"),
         ("IPVS_SVC_ATTR_STATS64", {"attrs": STATS64})])
-    svc = k.parse_service(k.decode(v4))
+    svc = k.parse_service(k.pick(k.SERVICE_FIELDS, v4))
     assert svc == V4P
     assert svc.stats == COUNTED
     fwm = _reply("IPVS_CMD_ATTR_SERVICE", [
         ("IPVS_SVC_ATTR_AF", socket.AF_INET6), ("IPVS_SVC_ATTR_FWMARK", 7), ("IPVS_SVC_ATTR_SCHED_NAME", "rr"),
         ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x2, "mask": 0xFFFFFFFF}), ("IPVS_SVC_ATTR_TIMEOUT", 0),
         ("IPVS_SVC_ATTR_NETMASK", socket.inet_ntoa((128).to_bytes(4, "little")))])
-    assert k.parse_service(k.decode(fwm)) == FWM
+    assert k.parse_service(k.pick(k.SERVICE_FIELDS, fwm)) == FWM
 
 
 def test_kernel_sized_addresses() -> None:
@@ -167,7 +167,7 @@ def test_kernel_sized_addresses() -> None:
     inner = (k._nla(k.DEST_ADDR, socket.inet_aton("10.0.0.2") + bytes(12)) + k._nla(k.DEST_PORT, b"\0P")
              + k._nla(k.DEST_FWD_METHOD, (3).to_bytes(4, "little")) + k._nla(k.DEST_WEIGHT, (1).to_bytes(4, "little")))
     payload = memoryview(k._nla(k.CMD_ATTR_DEST | 0x8000, inner))  # NLA_F_NESTED as the kernel sets it
-    assert k.parse_dest(k.decode(payload), 4) == Dest("10.0.0.2", 80)
+    assert k.parse_dest(k.pick(k.DEST_FIELDS, payload), 4) == Dest("10.0.0.2", 80)
 
 
 def test_learned_layout_decodes_like_the_walk() -> None:
@@ -179,16 +179,16 @@ def test_learned_layout_decodes_like_the_walk() -> None:
             ("IPVS_DEST_ATTR_PORT", 80), ("IPVS_DEST_ATTR_FWD_METHOD", 3), ("IPVS_DEST_ATTR_WEIGHT", weight),
             ("IPVS_DEST_ATTR_ACTIVE_CONNS", weight * 2), ("IPVS_DEST_ATTR_STATS64", {"attrs": STATS64}), *extra])
 
-    decoder = k.Decoder()
+    decoder = k.Decoder(k.DEST_FIELDS)
     first = dest_reply("10.0.0.2", 1, [])
-    assert decoder(first) == k.decode(first)
+    assert decoder(first) == k.pick(k.DEST_FIELDS, first)
     layout = decoder.layout
     for addr, w in (("10.0.0.3", 5), ("10.9.8.7", 0)):
         same_shape = dest_reply(addr, w, [])
-        assert layout is not None and layout.decode(same_shape) == k.decode(same_shape)
-        assert k.parse_dest(decoder(same_shape), 4).stats == replace(COUNTED, active=2 * w)
+        assert layout is not None and layout.pick(same_shape) == k.pick(k.DEST_FIELDS, same_shape)
+        assert k.parse_dest(decoder(same_shape), 4).stats == COUNTED._replace(active=2 * w)
     other = dest_reply("10.0.0.4", 2, [("IPVS_DEST_ATTR_INACT_CONNS", 9)])
-    assert layout.decode(other) is None
+    assert layout.pick(other) is None
     assert k.parse_dest(decoder(other), 4).stats.inactive == 9  # type: ignore[union-attr]
     assert decoder.layout is not layout  # learned the new shape
     svc = _reply("IPVS_CMD_ATTR_SERVICE", [("IPVS_SVC_ATTR_AF", socket.AF_INET), ("IPVS_SVC_ATTR_PROTOCOL", 6),
@@ -197,7 +197,7 @@ def test_learned_layout_decodes_like_the_walk() -> None:
     longer = _reply("IPVS_CMD_ATTR_SERVICE", [("IPVS_SVC_ATTR_AF", socket.AF_INET), ("IPVS_SVC_ATTR_PROTOCOL", 6),
                                               ("IPVS_SVC_ATTR_ADDR", "10.0.0.1"), ("IPVS_SVC_ATTR_PORT", 80),
                                               ("IPVS_SVC_ATTR_SCHED_NAME", "lblcr")])
-    decoder = k.Decoder()
+    decoder = k.Decoder(k.SERVICE_FIELDS)
     assert k.parse_service(decoder(svc)).scheduler == "wrr"
     assert k.parse_service(decoder(longer)).scheduler == "lblcr"
 

@@ -40,7 +40,7 @@ import operator
 import socket
 import struct
 import sys
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from pymon.ipvs.table import (
     PROTOCOLS,
@@ -222,65 +222,6 @@ def decode(payload: memoryview) -> Fields:
     return out
 
 
-class _Layout:
-    """The shape of one reply, learned from it: the attribute types and lengths in order.
-
-    The kernel writes every service (and every real server) of a dump with the same
-    attributes in the same order, so one precompiled struct unpacks each of them in
-    one call, after checking that its attribute headers are the learned ones
-    (otherwise the reply is walked). Measured: the walk was most of a dump's cost.
-    """
-
-    def __init__(self, payload: memoryview):
-        entries: list[tuple[int, int, tuple[int, ...], bool]] = []
-        _walk(payload, 0, len(payload), (), entries)
-        fmt, heads, values, paths = ["="], [], [], []
-        i = 0
-        for _start, n, path, nest in entries:
-            fmt.append("HH")
-            heads += [i, i + 1]
-            i += 2
-            if not nest:
-                fmt.append(_format(path, n - 4) + "x" * (-n & 3))
-                values.append(i)
-                paths.append(path)
-                i += 1
-        self.struct = struct.Struct("".join(fmt))
-        self.heads = operator.itemgetter(*heads)
-        self.values = operator.itemgetter(*values)
-        self.paths = paths
-        self.expected = self.heads(self.struct.unpack_from(payload)) if self.struct.size == len(payload) else None
-
-    def decode(self, payload: memoryview) -> Fields | None:
-        if len(payload) != self.struct.size:
-            return None
-        v = self.struct.unpack_from(payload)
-        if self.heads(v) != self.expected:
-            return None
-        return dict(zip(self.paths, self.values(v)))
-
-
-class Decoder:
-    """decode() with the last learned layout as a fast path (one per dump kind)."""
-
-    def __init__(self) -> None:
-        self.layout: _Layout | None = None
-
-    def __call__(self, payload: memoryview) -> Fields:
-        if self.layout is not None:
-            fields = self.layout.decode(payload)
-            if fields is not None:
-                return fields
-        self.layout = _Layout(payload)
-        return decode(payload)
-
-
-def _text_addr(family: int, raw: bytes) -> str:
-    if family == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    return socket.inet_ntop(socket.AF_INET6, raw[:16])
-
-
 def _paths(top: int, *kinds: int) -> list[tuple[int, ...]]:
     return [(top, kind) for kind in kinds]
 
@@ -289,61 +230,128 @@ def _stats_paths(top: int, nest: int) -> list[tuple[int, ...]]:
     return [(top, nest, i) for i in range(1, 11)]
 
 
-# the paths parse_* read, built once (a dump parses thousands of replies)
-_S_AF, _S_PROTO, _S_ADDR, _S_PORT, _S_FWMARK, _S_SCHED, _S_FLAGS, _S_TIMEOUT, _S_MASK = _paths(
-    CMD_ATTR_SERVICE, SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK, SVC_SCHED_NAME, SVC_FLAGS,
-    SVC_TIMEOUT, SVC_NETMASK)
-_D_ADDR, _D_PORT, _D_FWD, _D_WEIGHT, _D_UTH, _D_LTH, _D_ACT, _D_INACT, _D_PERSIST, _D_AF = _paths(
-    CMD_ATTR_DEST, DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT, DEST_U_THRESH, DEST_L_THRESH,
-    DEST_ACTIVE_CONNS, DEST_INACT_CONNS, DEST_PERSIST_CONNS, DEST_ADDR_FAMILY)
-_S_STATS64, _S_STATS = _stats_paths(CMD_ATTR_SERVICE, SVC_STATS64), _stats_paths(CMD_ATTR_SERVICE, SVC_STATS)
-_D_STATS64, _D_STATS = _stats_paths(CMD_ATTR_DEST, DEST_STATS64), _stats_paths(CMD_ATTR_DEST, DEST_STATS)
+# What parse_service / parse_dest read, in their order; the ten counters come from
+# STATS64 where the kernel sends it (all u64), else from STATS (u32, bytes u64).
+SERVICE_FIELDS = _paths(CMD_ATTR_SERVICE, SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK, SVC_SCHED_NAME,
+                        SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK)
+DEST_FIELDS = _paths(CMD_ATTR_DEST, DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT, DEST_U_THRESH,
+                     DEST_L_THRESH, DEST_ADDR_FAMILY, DEST_ACTIVE_CONNS, DEST_INACT_CONNS, DEST_PERSIST_CONNS)
+_STATS_PATHS = {CMD_ATTR_SERVICE: (_stats_paths(CMD_ATTR_SERVICE, SVC_STATS64), _stats_paths(CMD_ATTR_SERVICE, SVC_STATS)),
+                CMD_ATTR_DEST: (_stats_paths(CMD_ATTR_DEST, DEST_STATS64), _stats_paths(CMD_ATTR_DEST, DEST_STATS))}
 
 
-def _stats(f: Fields, stats64: list[tuple[int, ...]], stats32: list[tuple[int, ...]], *extra: int) -> Stats:
-    """STATS64 where the kernel sends it (all u64), else STATS (u32 but bytes u64)."""
-    paths = stats64 if stats64[0] in f else stats32
-    return Stats(*[f.get(p, 0) for p in paths], *extra)  # type: ignore[arg-type]
+def _wanted(fields: list[tuple[int, ...]], present: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """`fields` and the ten counter paths of the stats nest the reply has."""
+    stats64, stats32 = _STATS_PATHS[fields[0][0]]
+    return fields + (stats64 if stats64[0] in set(present) else stats32)
 
 
-def parse_service(f: Fields) -> Service:
-    """A service from the decoded reply to IPVS_CMD_GET_SERVICE."""
-    family = _AF_FROM_KERNEL.get(f.get(_S_AF, 0), 4)  # type: ignore[call-overload]
-    fwmark = f.get(_S_FWMARK, 0)
+def pick(fields: list[tuple[int, ...]], payload: memoryview) -> tuple["int | bytes | None", ...]:
+    """The values of `fields` (then the ten counters) in one reply, walked attribute by attribute."""
+    found = decode(payload)
+    return tuple(found.get(p) for p in _wanted(fields, found))
+
+
+class _Layout:
+    """The shape of one reply, learned from it: the attribute types and lengths in order.
+
+    The kernel writes every service (and every real server) of a dump with the same
+    attributes in the same order, so one precompiled struct unpacks each of them in
+    one call, after checking that its attribute headers are the learned ones
+    (otherwise the reply is walked).
+    """
+
+    def __init__(self, fields: list[tuple[int, ...]], payload: memoryview):
+        entries: list[tuple[int, int, tuple[int, ...], bool]] = []
+        _walk(payload, 0, len(payload), (), entries)
+        fmt, heads, at = ["="], [], {}
+        i = 0
+        for _start, n, path, nest in entries:
+            fmt.append("HH")
+            heads += [i, i + 1]
+            i += 2
+            if not nest:
+                fmt.append(_format(path, n - 4) + "x" * (-n & 3))
+                at[path] = i
+                i += 1
+        self.struct = struct.Struct("".join(fmt))
+        self.heads = operator.itemgetter(*heads)
+        # a field the reply lacks reads the None appended after the unpacked values
+        self.values = operator.itemgetter(*[at.get(p, i) for p in _wanted(fields, at)])
+        self.expected = self.heads(self.struct.unpack_from(payload)) if self.struct.size == len(payload) else None
+
+    def pick(self, payload: memoryview) -> tuple["int | bytes | None", ...] | None:
+        if len(payload) != self.struct.size:
+            return None
+        v = self.struct.unpack_from(payload)
+        if self.heads(v) != self.expected:
+            return None
+        return self.values(v + (None,))
+
+
+class Decoder:
+    """pick() with the last learned layout as a fast path (one per dump kind)."""
+
+    def __init__(self, fields: list[tuple[int, ...]]) -> None:
+        self.fields = fields
+        self.layout: _Layout | None = None
+
+    def __call__(self, payload: memoryview) -> tuple["int | bytes | None", ...]:
+        if self.layout is not None:
+            values = self.layout.pick(payload)
+            if values is not None:
+                return values
+        self.layout = _Layout(self.fields, payload)
+        return pick(self.fields, payload)
+
+
+_TEXT: dict[bytes, str] = {}  # raw address -> canonical text; a few real servers recur in many services
+
+
+def _text_addr(family: int, raw: bytes) -> str:
+    raw = raw[:4] if family == 4 else raw[:16]
+    text = _TEXT.get(raw)
+    if text is None:
+        if len(_TEXT) > 65536:
+            _TEXT.clear()
+        text = _TEXT[raw] = Dest.canonical(socket.inet_ntop(_AF[family], raw))
+    return text
+
+
+def parse_service(v: tuple[Any, ...]) -> Service:
+    """A service from SERVICE_FIELDS (+ counters) of a reply to IPVS_CMD_GET_SERVICE."""
+    af, proto, addr, port, fwmark, sched, raw_flags, timeout, raw_mask = v[:9]
+    family = _AF_FROM_KERNEL.get(af, 4)
     if fwmark:
-        key = ServiceKey(fwmark=fwmark, family=family)  # type: ignore[arg-type]
+        key = ServiceKey(fwmark=fwmark, family=family)
     else:
-        key = ServiceKey(_PROTO_FROM_NUM.get(f.get(_S_PROTO, 0), "tcp"),  # type: ignore[arg-type,call-overload]
-                         _text_addr(family, f[_S_ADDR]), int.from_bytes(f[_S_PORT], "big"))  # type: ignore[arg-type]
-    flags = _U32.unpack_from(f.get(_S_FLAGS, b"\0" * 8))[0]  # type: ignore[arg-type]
-    raw_mask = f.get(_S_MASK, 0)
+        key = ServiceKey(_PROTO_FROM_NUM.get(proto, "tcp"), _text_addr(family, addr),  # type: ignore[arg-type]
+                         int.from_bytes(port, "big"))
+    flags = _U32.unpack_from(raw_flags)[0] if raw_flags else 0
     if family == 6:
         netmask = raw_mask or None
     else:  # the mask in network order, read as a host-order u32: count its bits either way
-        netmask = bin(raw_mask).count("1") or None  # type: ignore[arg-type]
+        netmask = bin(raw_mask or 0).count("1") or None
     return Service(
         key=key,
-        scheduler=f.get(_S_SCHED, b"").rstrip(b"\0").decode(),  # type: ignore[union-attr]
-        persistence=f.get(_S_TIMEOUT, 0) if flags & SVC_F_PERSISTENT else 0,  # type: ignore[arg-type]
-        netmask=netmask,  # type: ignore[arg-type]
+        scheduler=(sched or b"").rstrip(b"\0").decode(),
+        persistence=(timeout or 0) if flags & SVC_F_PERSISTENT else 0,
+        netmask=netmask,
         flags=flags & ~(SVC_F_PERSISTENT | SVC_F_HASHED),
-        stats=_stats(f, _S_STATS64, _S_STATS),
+        stats=Stats(*[x or 0 for x in v[9:]]),
     )
 
 
-def parse_dest(f: Fields, family: int) -> Dest:
-    """A real server and its counters from the decoded reply to IPVS_CMD_GET_DEST;
-    `family` is its service's (older kernels send no IPVS_DEST_ATTR_ADDR_FAMILY)."""
-    af = f.get(_D_AF)
+def parse_dest(v: tuple[Any, ...], family: int) -> Dest:
+    """A real server and its counters from DEST_FIELDS (+ counters) of a reply to
+    IPVS_CMD_GET_DEST; `family` is its service's (older kernels send no ADDR_FAMILY)."""
+    addr, port, fwd, weight, uth, lth, af, active, inactive, persistent = v[:10]
     if af is not None:
-        family = _AF_FROM_KERNEL.get(af, family)  # type: ignore[call-overload]
-    get = f.get
-    return Dest(
-        _text_addr(family, f[_D_ADDR]),  # type: ignore[arg-type]
-        int.from_bytes(f[_D_PORT], "big"),  # type: ignore[arg-type]
-        _FWD_FROM_KERNEL.get(get(_D_FWD, 0) & 0x7, "dr"),  # type: ignore[arg-type,operator]
-        get(_D_WEIGHT, 0), get(_D_UTH, 0), get(_D_LTH, 0),  # type: ignore[arg-type]
-        _stats(f, _D_STATS64, _D_STATS, get(_D_ACT, 0), get(_D_INACT, 0), get(_D_PERSIST, 0)),  # type: ignore[arg-type]
+        family = _AF_FROM_KERNEL.get(af, family)
+    return Dest.from_kernel(
+        _text_addr(family, addr), int.from_bytes(port, "big"),
+        _FWD_FROM_KERNEL.get((fwd or 0) & 0x7, "dr"), weight or 0, uth or 0, lth or 0,  # type: ignore[arg-type]
+        Stats(*[x or 0 for x in v[10:]], active or 0, inactive or 0, persistent or 0),
     )
 
 
@@ -467,6 +475,10 @@ class KernelIPVS:
     def __init__(self) -> None:
         self._genl: _Genl | None = None
         self._lock = asyncio.Lock()
+        self._svc_fields, self._dest_fields = Decoder(SERVICE_FIELDS), Decoder(DEST_FIELDS)
+        # the last read's replies (a service's alone, and with its real servers' appended),
+        # parsed: an entry whose bytes, counters included, did not change is not parsed again
+        self._seen: dict[bytes, tuple[Service, dict[tuple[str, int], Dest]]] = {}
 
     def _open(self) -> _Genl:
         if self._genl is not None:
@@ -502,22 +514,32 @@ class KernelIPVS:
         """The whole kernel table, every service (owned or not), its real servers and counters.
 
         One service dump, then one dest dump per service (the kernel dumps dests
-        only per service), giving the loop a turn after each.
+        only per service), giving the loop a turn after each. Replies identical to
+        the last read's (idle entries) reuse what was parsed from them.
         """
         async with self._lock:
             genl = self._open()
             try:
                 table: Table = {}
-                svc_fields, dest_fields = Decoder(), Decoder()
+                seen: dict[bytes, tuple[Service, dict[tuple[str, int], Dest]]] = {}
                 for payload in genl.dump(CMD_GET_SERVICE, b""):
-                    svc = parse_service(svc_fields(payload))
-                    family = svc.key.family or 4
-                    dests = {}
-                    for dp in genl.dump(CMD_GET_DEST, _nla(CMD_ATTR_SERVICE, service_key_attrs(svc.key))):
-                        d = parse_dest(dest_fields(dp), family)
-                        dests[d.key] = d
-                    table[svc.key] = (svc, dests)
+                    raw_svc = bytes(payload)
+                    svc = self._seen[raw_svc][0] if raw_svc in self._seen else parse_service(self._svc_fields(payload))
+                    replies = genl.dump(CMD_GET_DEST, _nla(CMD_ATTR_SERVICE, service_key_attrs(svc.key)))
+                    raw = raw_svc + b"".join(replies)
+                    before = self._seen.get(raw)
+                    if before is not None:  # not a byte changed since the last read, counters included
+                        dests = before[1]
+                    else:
+                        family = svc.key.family or 4
+                        dests = {}
+                        for dp in replies:
+                            d = parse_dest(self._dest_fields(dp), family)
+                            dests[d.key] = d
+                    seen[raw_svc] = seen[raw] = (svc, dests)
+                    table[svc.key] = (svc, dict(dests))
                     await asyncio.sleep(0)
+                self._seen = seen
                 return table
             except (OSError, KeyError, ValueError, struct.error) as e:
                 self._drop()

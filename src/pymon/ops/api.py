@@ -24,7 +24,6 @@ import secrets
 import socket
 import stat
 import time
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
@@ -161,7 +160,7 @@ def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
             assert x is not None
             dests.append({"real_server": rs_label(x), "forwarding": x.forwarding,
                           "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None,
-                          "counters": asdict(a.stats) if a and a.stats else None})
+                          "counters": a.stats._asdict() if a and a.stats is not None else None})
         sv = svc or asvc
         rows.append({"virtual_service": vs_label(skey), "scheduler": sv.scheduler if sv else None,
                      "owned": skey in o.owned, "real_servers": dests})

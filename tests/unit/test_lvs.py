@@ -138,22 +138,43 @@ def counted_reads(mem: MemoryTable) -> list[float]:
     return starts
 
 
-async def test_the_kernel_is_read_once_per_reconcile_unless_something_failed() -> None:
+async def test_reads_only_where_the_table_is_not_known() -> None:
     """A read is a dump of the whole table: a reconcile whose ops were all acknowledged
-    knows the result without reading it back; one with a refused op reads it back."""
+    knows the result without reading it back, a health change starts from that, and
+    only a refused op (or a resync, reload, start) reads the kernel."""
     mem = MemoryTable()
     kernel_now = mem.read
     reads = counted_reads(mem)
-    o = owner(config(), mem, {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True})
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(config(), mem, health)
     await o.reconcile("start")
     assert len(reads) == 1 and dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
     assert o.last_actual == await kernel_now()
     assert await o.reconcile("resync") == [] and len(reads) == 2
+    health["10.0.0.2"] = False
+    assert len(await o.reconcile("health")) == 1 and len(reads) == 2  # no read
+    assert o.last_actual == await kernel_now() and dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.3": 3}
     o.vss[0] = replace(o.vss[0], service=replace(o.vss[0].service, scheduler="rr"))
     mem.schedulers.discard("rr")  # the kernel will refuse the edit
     await o.reconcile("reload")
     assert len(reads) == 4 and o.last_errors  # read, refused, read back
     assert o.last_actual == await kernel_now()
+
+
+async def test_a_health_change_after_drift_is_repaired_by_the_next_resync() -> None:
+    """Someone deleted the service behind pymon's back: a health change (which does not
+    read) fails in one line per op, the table is read back, the next resync repairs it."""
+    mem = MemoryTable()
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": False, "10.0.0.3": True}
+    o = owner(config(), mem, health)
+    await o.reconcile("start")
+    mem.run(diff({}, await mem.read(), [VIP])[-1])  # like `ipvsadm -D`: the service and its dests go
+    health["10.0.0.2"] = True
+    await o.reconcile("health")
+    assert o.last_errors == ["add dest TCP 10.0.0.100:80 -> 10.0.0.2:80 Route weight 1: Service not defined"]
+    assert o.last_actual == {}
+    await o.reconcile("resync")
+    assert dests(await mem.read()) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
 
 
 async def test_a_health_change_during_a_resync_is_logged_as_health_not_drift() -> None:
@@ -370,3 +391,39 @@ def test_side_by_side_marks_config_differences_not_connection_counts() -> None:
     marked = [r.split()[1] for r in rows if "≠" in r]
     assert marked == ["10.0.0.2:80"]
     assert any("5          9" in r for r in rows)
+
+
+async def test_a_health_change_does_not_wait_for_a_resyncs_read() -> None:
+    """A read of a big table is slow: a health change during it is applied at once (the
+    read is dropped), logged as health, and the resync runs again right after."""
+    cfg = config()
+    cfg.ipvs.resync = 0.3
+    mem = MemoryTable()
+    inner = mem.read
+    reads: list[float] = []
+
+    async def slow() -> Any:
+        reads.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(1.0)
+        return await inner()
+
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(cfg, mem, health)
+    await o.reconcile("start")
+    mem.read = slow  # type: ignore[method-assign]
+    task = asyncio.create_task(o.run())
+    while not reads:
+        await asyncio.sleep(0.01)
+    health["10.0.0.2"] = False
+    o.poke()
+    t0 = asyncio.get_running_loop().time()
+    while dests(await inner()) != {"10.0.0.1": 1, "10.0.0.3": 3}:
+        await asyncio.sleep(0.01)
+    took = asyncio.get_running_loop().time() - t0
+    await asyncio.sleep(0.1)
+    task.cancel()
+    assert took < 0.5
+    assert len(reads) == 2 and reads[1] - t0 < 0.5  # the resync started over at once
+    events = o.log.events  # type: ignore[attr-defined]
+    assert [kw["reason"] for e, kw in events if e == "ipvs.change"][-1] == "health"
+    assert not [e for e, _ in events if e == "ipvs.repaired"]

@@ -98,6 +98,8 @@ class LvsOwner:
         self.lock = asyncio.Lock()
         self.last_wanted: Table = {}
         self.last_actual: Table = {}
+        self.known = False  # last_actual is what the kernel holds (read, or applied without error)
+        self.resync_preempted = False
         self.last_errors: list[str] = []
         self.healthy: dict[str, int] = {}
         # the kernel table could not be read: said once (ipvs.unavailable or ipvs.error),
@@ -112,16 +114,22 @@ class LvsOwner:
         self.wake.set()
 
     async def reconcile(self, reason: str) -> list[Op]:
-        """Read the kernel, compute the wanted table, apply the difference, log it."""
+        """Read the kernel, compute the wanted table, apply the difference, log it.
+
+        A health change does not read: the kernel holds what the last read or clean
+        apply left (`last_actual`), so it costs only its own ops; drift is the
+        resync's to find.
+        """
         async with self.lock:
             try:
-                actual = await self.backend.read()
+                actual = await self._actual(reason)
             except IPVSError as e:
                 if str(e) != self.read_error:
                     self.log.error("ipvs.error", error=str(e), reason=reason,
                                    action="will retry; checks and alerts keep running")
                 self.read_error = str(e)
                 self.last_errors = [str(e)]
+                self.known = False
                 return []
             if self.read_error is not None:
                 self.log.info("ipvs.recovered", reason=reason, was=self.read_error)
@@ -145,11 +153,36 @@ class LvsOwner:
                 self.log.warning("ipvs.repaired", changes=len(ops) - len(errors),
                                  note="the kernel table differed from what pymon set (drift)")
             if errors:  # the kernel refused something: read back what it holds
-                self.last_actual = await self._read_quiet() or actual
-            elif ops:  # every op acknowledged: the kernel holds exactly this
-                self.last_actual = after(actual, ops)
+                back = await self._read_quiet()
+                self.last_actual, self.known = (back, True) if back is not None else (actual, False)
+            else:  # every op acknowledged: the kernel holds exactly this
+                self.last_actual, self.known = after(actual, ops), True
             self._quorum()
             return ops
+
+    async def _actual(self, reason: str) -> Table:
+        """What the kernel holds: `last_actual` for a health change, else a read.
+
+        A resync's read gives way to a health change that comes in meanwhile (a read
+        is a dump of the whole table; the change must not wait for it): the read is
+        dropped, the change applied from `last_actual`, and the resync run again
+        right after.
+        """
+        if reason == "health" and self.known:
+            return self.last_actual
+        if reason != "resync" or not self.known:
+            return await self.backend.read()
+        read = asyncio.ensure_future(self.backend.read())
+        poked = asyncio.ensure_future(self.wake.wait())
+        try:
+            await asyncio.wait({read, poked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poked.cancel()
+        if read.done():
+            return read.result()
+        read.cancel()
+        self.resync_preempted = True
+        return self.last_actual  # the wake is set: reconcile logs this as the health change it is
 
     async def _read_quiet(self) -> Table | None:
         try:
@@ -178,12 +211,16 @@ class LvsOwner:
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + self.opts.resync
         while True:
-            try:
-                await asyncio.wait_for(self.wake.wait(), max(0.0, next_resync - loop.time()))
-                reason = "health"
-            except asyncio.TimeoutError:
+            if self.resync_preempted:  # a health change cut the last resync's read short
+                self.resync_preempted = False
                 reason = "resync"
-                next_resync = max(next_resync + self.opts.resync, loop.time())
+            else:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), max(0.0, next_resync - loop.time()))
+                    reason = "health"
+                except asyncio.TimeoutError:
+                    reason = "resync"
+                    next_resync = max(next_resync + self.opts.resync, loop.time())
             self.wake.clear()
             await self.reconcile(reason)
 

@@ -40,7 +40,7 @@ def ipvsadm_saved() -> "Table":
     """`ipvsadm -Sn` parsed into the model (the rules ipvsadm -R would restore).
 
     Knows the options ipvsadm -S writes for what pymon sets: -t/-u/--sctp-service/-f,
-    -s, -p, -M, -o, -r, -g/-m/-i, -w, -x, -y.
+    -s, -p, -M, -o, -r, -g/-m/-i, -w (it writes no thresholds).
     """
     from pymon.ipvs.table import Dest, Service, ServiceKey, Table, make_table
     from pymon.model.config import split_hostport
@@ -75,7 +75,6 @@ def ipvsadm_saved() -> "Table":
         elif words[0] == "-a":
             addr, port = split_hostport(opts["-r"], None)
             fwd = "nat" if "-m" in opts else "tun" if "-i" in opts else "dr"
-            entries[key][1].append(Dest(addr, port, fwd, int(opts.get("-w", 1)),  # type: ignore[arg-type]
-                                        int(opts.get("-x", 0)), int(opts.get("-y", 0))))
+            entries[key][1].append(Dest(addr, port, fwd, int(opts.get("-w", 1))))  # type: ignore[arg-type]
     table: Table = make_table(entries.values())
     return table

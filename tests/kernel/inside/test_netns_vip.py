@@ -124,12 +124,18 @@ async def test_counters_equal_ipvsadm_stats(backends: None) -> None:
         assert await ipvs.apply(diff(wanted, await ipvs.read())) == []
         for _ in range(5):
             _wait_http(f"http://{VIP}/", ns="client")
-        for _attempt in range(3):  # a connection may change state between the two reads
+        # the kernel copies its per-CPU counters into what it reports every 2 s (the
+        # estimator), a service's and its real servers' at their own ticks: compare
+        # the two readers once the counters have settled (no traffic since)
+        for _attempt in range(10):
             actual = await ipvs.read()
             stats_text, conns_text = sh("ipvsadm -Ln --stats --exact"), sh("ipvsadm -Ln")
             if [x.rstrip() for x in format_ipvsadm(actual).splitlines()[3:]] == \
-                    [x.rstrip() for x in conns_text.splitlines()[3:]]:
+                    [x.rstrip() for x in conns_text.splitlines()[3:]] and \
+                    format_ipvsadm(actual, stats=True).splitlines()[1:] == \
+                    [x.rstrip() for x in stats_text.splitlines()[1:]]:
                 break
+            time.sleep(1)
     mine = format_ipvsadm(actual, stats=True).splitlines()[1:]
     assert mine == [x.rstrip() for x in stats_text.splitlines()[1:]]
     assert [x.rstrip() for x in format_ipvsadm(actual).splitlines()[3:]] == \

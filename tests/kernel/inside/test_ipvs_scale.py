@@ -125,7 +125,7 @@ async def test_dead_server_during_resync_is_one_health_change(clean_ipvs: None) 
             assert {kw["reason"] for kw in changes} == {"health"}
             print(f"{dead} {'up' if up else 'down'}: {N_VIPS} entries changed in {took:.2f}s")
             assert took < 1.0
-        await asyncio.sleep(4.5)
+        await asyncio.sleep(6.5)
     finally:
         task.cancel()
         await kernel.close()

@@ -9,7 +9,6 @@ counts) parse to the model the kernel holds.
 from __future__ import annotations
 
 import socket
-from dataclasses import replace
 from typing import Any
 
 import pytest

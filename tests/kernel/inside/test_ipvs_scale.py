@@ -131,9 +131,10 @@ async def test_dead_server_during_resync_is_one_health_change(clean_ipvs: None) 
         await kernel.close()
     assert not [e for _, e, _ in log.events if e in ("ipvs.repaired", "ipvs.error")]
     periods = [b - a for a, b in zip(kernel.read_starts, kernel.read_starts[1:])]
-    resync_periods = [p for p in periods[-2:]]  # the last ones: only resyncs, no health change between
     print(f"read starts apart: {[round(p, 2) for p in periods]}")
-    assert all(1.9 <= p <= 2.3 for p in resync_periods), periods
+    # the last one is between two scheduled resyncs (a re-run after a health change is
+    # not on the schedule; the one after it is due a period after the pre-empted one)
+    assert 1.9 <= periods[-1] <= 2.3, periods
 
 
 def test_ipvsadm_saved_parser_knows_what_pymon_sets(clean_ipvs: None) -> None:

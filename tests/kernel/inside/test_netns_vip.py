@@ -148,4 +148,6 @@ async def test_counters_equal_ipvsadm_stats(backends: None) -> None:
     assert d1 is not None and d2 is not None
     assert sorted([d1.connections, d2.connections]) == [2, 3]  # round robin, 5 requests
     assert d1.packets_in > 0 and d1.bytes_out > 0 and d2.packets_out > 0 and d2.bytes_in > 0
-    assert d1.active + d1.inactive + d2.active + d2.inactive == 5
+    # the connection table also holds the earlier tests' closed connections to the same
+    # backends (inactive until they expire): at least this test's five
+    assert d1.active + d1.inactive + d2.active + d2.inactive >= 5

@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--dry-run", action="store_true", help="never change IPVS; log what would change")
     ip = with_config("ipvs", "run one round of checks, then print the wanted and the actual IPVS table")
     ip.add_argument("--json", action="store_true")
+    ip.add_argument("--stats", action="store_true",
+                    help="print the kernel's table with its counters instead (as `ipvsadm -Ln --stats --exact`)")
     for sp in (run_p, sub.add_parser("demo", help="run the example in etc/")):
         sp.add_argument("--log-format", choices=("json", "console"), default="json")
         sp.add_argument("--log-level", choices=tuple(logs.LEVELS), default="info")
@@ -171,6 +173,8 @@ def _ipvs(a: argparse.Namespace) -> int:
     from pymon.ipvs.overrides import settle
     from pymon.ops import pool
 
+    if a.stats:
+        return _ipvs_stats(a.json)
     cfg, plugins = load_all(a.config)
     try:  # the live pool overrides the daemon keeps (ops/pool.py), as the daemon applies them
         saved, _ = settle(pool.read(cfg.statedir), cfg.virtual_services)
@@ -219,6 +223,30 @@ def _ipvs(a: argparse.Namespace) -> int:
         print(side_by_side(wanted, actual))
         print()
         print("\n".join(notes))
+    return 0
+
+
+def _ipvs_stats(as_json: bool) -> int:
+    """The kernel's table and counters, one read; no checks run."""
+    from pymon.ipvs.kernel import KernelIPVS
+    from pymon.ipvs.table import IPVSError, format_ipvsadm
+
+    async def read() -> Any:
+        async with KernelIPVS() as kernel:
+            return await kernel.read()
+
+    try:
+        table = asyncio.run(read())
+    except IPVSError as e:
+        print(f"pymon ipvs: {e}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps({str(k): {"counters": svc.stats._asdict() if svc.stats else None,
+                                   "real_servers": {f"{d.address}:{d.port}": d.stats._asdict() if d.stats else None
+                                                    for d in dests.values()}}
+                          for k, (svc, dests) in table.items()}))
+    else:
+        print(format_ipvsadm(table, stats=True), end="")
     return 0
 
 

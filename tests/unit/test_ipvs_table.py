@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +17,9 @@ from pymon.ipvs.table import (
     Op,
     Service,
     ServiceKey,
+    Stats,
     Table,
+    after,
     diff,
     format_ipvsadm,
     make_table,
@@ -281,6 +284,52 @@ def test_format_ipvsadm_matches_ipvsadm() -> None:
 
 
 def test_format_ipvsadm_connection_counts() -> None:
-    t = make_table([(WEB, DESTS[:1])])
-    out = format_ipvsadm(t, conns={(WEB.key, ("10.0.0.2", 80)): (12, 345)})
+    t = make_table([(WEB, [replace(DESTS[0], stats=Stats(active=12, inactive=345))])])
+    out = format_ipvsadm(t)
     assert out.splitlines()[-1] == "  -> 10.0.0.2:80                  Route   1      12         345       "
+
+
+# --- kernel counters ------------------------------------------------------------
+
+
+def test_counters_take_no_part_in_equality_or_diff() -> None:
+    """A table read with counters diffs empty against the same config without them."""
+    counted = make_table([(replace(WEB, stats=Stats(connections=9)),
+                           [replace(d, stats=Stats(active=i, bytes_in=10 * i)) for i, d in enumerate(DESTS)])])
+    plain = make_table([(WEB, DESTS)])
+    assert counted == plain
+    assert diff(plain, counted) == []
+    assert hash(counted[WEB.key][1][DESTS[0].key]) == hash(DESTS[0])
+
+
+def test_after_keeps_counters_of_edited_entries() -> None:
+    counted = make_table([(WEB, [replace(DESTS[0], stats=Stats(active=3))])])
+    ops = diff(make_table([(WEB, [replace(DESTS[0], weight=7)])]), counted)
+    assert [str(op) for op in ops] == ["edit dest TCP 10.0.0.1:80 -> 10.0.0.2:80 Route weight 7"]
+    new = after(counted, ops)
+    d = new[WEB.key][1][DESTS[0].key]
+    assert (d.weight, d.stats) == (7, Stats(active=3))
+    assert counted[WEB.key][1][DESTS[0].key].weight == 1  # the input is unchanged
+
+
+@given(wanted=tables(), actual=tables(), extra_owned=st.lists(_keys, max_size=3))
+@settings(max_examples=150, deadline=None)
+def test_after_is_what_memory_table_holds(wanted: Table, actual: Table, extra_owned: list[ServiceKey]) -> None:
+    """after() (the owner's no-read-back view) agrees with MemoryTable applying the same ops."""
+    ops = diff(wanted, actual, set(wanted) | set(extra_owned))
+    mem = MemoryTable(actual)
+    assert asyncio.run(mem.apply(ops)) == []
+    assert after(actual, ops) == asyncio.run(mem.read())
+
+
+def test_format_ipvsadm_stats_exact() -> None:
+    """`ipvsadm -Ln --stats --exact`'s layout (checked against ipvsadm in tests/kernel)."""
+    big = 12345678901
+    t = make_table([(replace(WEB, stats=Stats(connections=3, packets_in=40, packets_out=30, bytes_in=big)),
+                     [replace(DESTS[0], stats=Stats(connections=3, packets_in=40, bytes_out=2400))])])
+    assert format_ipvsadm(t, stats=True).splitlines()[1:] == [
+        "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes",
+        "  -> RemoteAddress:Port",
+        "TCP  10.0.0.1:80                         3       40       30 12345678901        0",
+        "  -> 10.0.0.2:80                         3       40        0        0     2400",
+    ]

@@ -4,7 +4,9 @@ The same scenarios run against the real kernel in tests/kernel/inside/."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -124,24 +126,111 @@ async def test_drift_is_repaired_and_logged() -> None:
     assert any(e == "ipvs.repaired" for e, _ in o.log.events)  # type: ignore[attr-defined]
 
 
-async def test_a_steady_resync_reads_the_kernel_once() -> None:
-    """A read is a netlink dump parsed in Python (~100 ms of CPU under qemu): a resync that
-    changes nothing reads once; after a change the table is read back (the API shows it)."""
-    mem = MemoryTable()
-    reads = 0
+def counted_reads(mem: MemoryTable) -> list[float]:
+    """Make mem.read note when each read starts (loop time); return that list."""
+    starts: list[float] = []
     read = mem.read
 
     async def counted() -> Any:
-        nonlocal reads
-        reads += 1
+        starts.append(asyncio.get_running_loop().time())
         return await read()
 
     mem.read = counted  # type: ignore[method-assign]
-    o = owner(config(), mem, {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True})
+    return starts
+
+
+async def test_reads_only_where_the_table_is_not_known() -> None:
+    """A read is a dump of the whole table: a reconcile whose ops were all acknowledged
+    knows the result without reading it back, a health change starts from that, and
+    only a refused op (or a resync, reload, start) reads the kernel."""
+    mem = MemoryTable()
+    kernel_now = mem.read
+    reads = counted_reads(mem)
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(config(), mem, health)
     await o.reconcile("start")
-    assert reads == 2 and dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
-    assert await o.reconcile("resync") == [] and reads == 3
-    assert dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
+    assert len(reads) == 1 and dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
+    assert o.last_actual == await kernel_now()
+    assert await o.reconcile("resync") == [] and len(reads) == 2
+    health["10.0.0.2"] = False
+    assert len(await o.reconcile("health")) == 1 and len(reads) == 2  # no read
+    assert o.last_actual == await kernel_now() and dests(o.last_actual) == {"10.0.0.1": 1, "10.0.0.3": 3}
+    o.vss[0] = replace(o.vss[0], service=replace(o.vss[0].service, scheduler="rr"))
+    mem.schedulers.discard("rr")  # the kernel will refuse the edit
+    await o.reconcile("reload")
+    assert len(reads) == 4 and o.last_errors  # read, refused, read back
+    assert o.last_actual == await kernel_now()
+
+
+async def test_a_health_change_after_drift_is_repaired_by_the_next_resync() -> None:
+    """Someone deleted the service behind pymon's back: a health change (which does not
+    read) fails in one line per op, the table is read back, the next resync repairs it."""
+    mem = MemoryTable()
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": False, "10.0.0.3": True}
+    o = owner(config(), mem, health)
+    await o.reconcile("start")
+    mem.run(diff({}, await mem.read(), [VIP])[-1])  # like `ipvsadm -D`: the service and its dests go
+    health["10.0.0.2"] = True
+    await o.reconcile("health")
+    assert o.last_errors == ["add dest TCP 10.0.0.100:80 -> 10.0.0.2:80 Route weight 1: Service not defined"]
+    assert o.last_actual == {}
+    await o.reconcile("resync")
+    assert dests(await mem.read()) == {"10.0.0.1": 1, "10.0.0.2": 1, "10.0.0.3": 3}
+
+
+async def test_a_health_change_during_a_resync_is_logged_as_health_not_drift() -> None:
+    mem = MemoryTable()
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(config(), mem, health)
+    await o.reconcile("start")
+    read = mem.read
+
+    async def read_while_a_server_dies() -> Any:
+        table = await read()
+        health["10.0.0.2"] = False  # the check's verdict lands while the kernel is read
+        o.poke()
+        return table
+
+    mem.read = read_while_a_server_dies  # type: ignore[method-assign]
+    ops = await o.reconcile("resync")
+    assert [str(op) for op in ops] == ["del dest TCP 10.0.0.100:80 -> 10.0.0.2:80"]
+    events = o.log.events  # type: ignore[attr-defined]
+    assert not [e for e, _ in events if e == "ipvs.repaired"]
+    assert [kw["reason"] for e, kw in events if e == "ipvs.change"][-1] == "health"
+    assert not o.wake.is_set()  # handled: no second reconcile for the same change
+
+
+async def test_resyncs_start_one_period_apart_whatever_they_take() -> None:
+    """The period is start to start: a slow read (0.2 s of 0.5 s) does not stretch it,
+    and a health change between resyncs does not move them."""
+    cfg = config()
+    cfg.ipvs.resync = 0.5
+    mem = MemoryTable()
+    inner = mem.read
+
+    async def slow() -> Any:
+        await asyncio.sleep(0.2)
+        return await inner()
+
+    mem.read = slow  # type: ignore[method-assign]
+    o = owner(cfg, mem, {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True})
+    starts: list[tuple[float, str]] = []
+    reconcile = o.reconcile
+
+    async def noted(reason: str) -> Any:
+        starts.append((asyncio.get_running_loop().time(), reason))
+        return await reconcile(reason)
+
+    o.reconcile = noted  # type: ignore[method-assign]
+    task = asyncio.create_task(o.run())
+    await asyncio.sleep(1.3)
+    o.poke()
+    await asyncio.sleep(1.6)
+    task.cancel()
+    resyncs = [t for t, reason in starts if reason == "resync"]
+    periods = [b - a for a, b in zip(resyncs, resyncs[1:])]
+    assert [r for _, r in starts].count("health") == 1
+    assert len(periods) >= 3 and all(0.45 < p < 0.62 for p in periods), periods
 
 
 async def test_quorum_lost_and_regained_with_hysteresis() -> None:
@@ -313,3 +402,53 @@ async def test_dry_run_lvs_alert_without_kernel_table_previews_the_removal() -> 
     changes = [kw["op"] for ev, kw in o.log.events if ev == "ipvs.would_change"]
     assert changes[2:] == ["add service TCP 10.0.0.100:80 wlc",
                            "add dest TCP 10.0.0.100:80 -> 10.0.0.1:80 Route weight 2"]
+
+
+def test_side_by_side_marks_config_differences_not_connection_counts() -> None:
+    from pymon.ipvs.owner import side_by_side
+    from pymon.ipvs.table import Stats, format_ipvsadm
+
+    svc = Service(VIP, "wlc")
+    wanted = make_table([(svc, [Dest("10.0.0.1", 80), Dest("10.0.0.2", 80, weight=2)])])
+    busy = make_table([(svc, [replace(Dest("10.0.0.1", 80), stats=Stats(active=5, inactive=9)),
+                              Dest("10.0.0.2", 80, weight=3)])])
+    rows = side_by_side(format_ipvsadm(wanted), format_ipvsadm(busy)).splitlines()
+    marked = [r.split()[1] for r in rows if "≠" in r]
+    assert marked == ["10.0.0.2:80"]
+    assert any("5          9" in r for r in rows)
+
+
+async def test_a_health_change_does_not_wait_for_a_resyncs_read() -> None:
+    """A read of a big table is slow: a health change during it is applied at once (the
+    read is dropped), logged as health, and the resync runs again right after."""
+    cfg = config()
+    cfg.ipvs.resync = 0.3
+    mem = MemoryTable()
+    inner = mem.read
+    reads: list[float] = []
+
+    async def slow() -> Any:
+        reads.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(1.0)
+        return await inner()
+
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(cfg, mem, health)
+    await o.reconcile("start")
+    mem.read = slow  # type: ignore[method-assign]
+    task = asyncio.create_task(o.run())
+    while not reads:
+        await asyncio.sleep(0.01)
+    health["10.0.0.2"] = False
+    o.poke()
+    t0 = asyncio.get_running_loop().time()
+    while dests(await inner()) != {"10.0.0.1": 1, "10.0.0.3": 3}:
+        await asyncio.sleep(0.01)
+    took = asyncio.get_running_loop().time() - t0
+    await asyncio.sleep(0.1)
+    task.cancel()
+    assert took < 0.5
+    assert len(reads) == 2 and reads[1] - t0 < 0.5  # the resync started over at once
+    events = o.log.events  # type: ignore[attr-defined]
+    assert [kw["reason"] for e, kw in events if e == "ipvs.change"][-1] == "health"
+    assert not [e for e, _ in events if e == "ipvs.repaired"]

@@ -13,7 +13,7 @@ import pytest
 
 from pymon.ipvs.owner import LvsOwner, fingerprint
 from pymon.ipvs.policy import NO_OPERATOR, Operator
-from pymon.ipvs.table import SVC_F_ONEPACKET, SVC_F_SCHED1, SVC_F_SCHED2, Dest, MemoryTable, Service, ServiceKey, diff
+from pymon.ipvs.table import SVC_F_ONEPACKET, SVC_F_SCHED1, SVC_F_SCHED2, Dest, MemoryTable, Service, ServiceKey, Stats, diff
 from pymon.model.config import ConfigError, parse_config
 from pymon.ops.persist import Drain, State
 
@@ -155,7 +155,7 @@ async def test_drain_weight_zero_now_removed_when_idle() -> None:
 
     def conns(n: int) -> None:  # what the kernel's dump says of its active connections
         svc, dests = mem._table[VIP]
-        dests[key] = replace(dests[key], active_conns=n)
+        dests[key] = replace(dests[key], stats=Stats(active=n))
 
     conns(2)
     ops["10.0.0.4"] = Operator(drained=True)
@@ -231,7 +231,7 @@ def test_fingerprint_follows_kernel_order_weights_and_flags() -> None:
     svc = Service(VIP, "mh", flags=SVC_F_SCHED1)
     a, b = Dest("10.0.0.1", 80), Dest("10.0.0.2", 80)
     fp = fingerprint(svc, {a.key: a, b.key: b})
-    assert fp == fingerprint(svc, {a.key: replace(a, active_conns=5), b.key: b})  # counters are not the table
+    assert fp == fingerprint(svc, {a.key: replace(a, stats=Stats(active=5)), b.key: b})  # counters are not the table
     assert fp != fingerprint(svc, {b.key: b, a.key: a})
     assert fp != fingerprint(svc, {a.key: replace(a, weight=0), b.key: b})
     assert fp != fingerprint(replace(svc, flags=0), {a.key: a, b.key: b})

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from pymon.ipvs import policy
 from pymon.ipvs.policy import Decision, Operator, PoolResult, PoolSpec
 from pymon.model.config import IpvsOptions, RealServerSpec, VirtualServiceSpec
-from pymon.ipvs.table import Dest, IPVSError, MemoryTable, Op, Service, ServiceKey, Table, diff, format_ipvsadm
+from pymon.ipvs.table import Dest, IPVSError, MemoryTable, Op, Service, ServiceKey, Table, after, diff, format_ipvsadm
 
 Health = Callable[[tuple[str, str], str], "bool | None"]  # (group, service), host -> up? None = unknown
 OperatorOf = Callable[[VirtualServiceSpec, RealServerSpec], Operator]  # what the operator asked (ops/control.py)
@@ -218,6 +218,8 @@ class LvsOwner:
         self.lock = asyncio.Lock()
         self.last_wanted: Table = {}
         self.last_actual: Table = {}
+        self.known = False  # last_actual is what the kernel holds (read, or applied without error)
+        self.resync_preempted = False
         self.last_errors: list[str] = []
         self.healthy: dict[str, int] = {}
         self.error_count = 0  # every failed read or change since start (pymon_ipvs_errors_total)
@@ -280,10 +282,15 @@ class LvsOwner:
                 if e.kind == "depool_refused" and (e.vs, e.host) in hosts]
 
     async def reconcile(self, reason: str) -> list[Op]:
-        """Read the kernel, let the policy decide, apply the difference, log it."""
+        """Read the kernel, let the policy decide, apply the difference, log it.
+
+        A health change does not read: the kernel holds what the last read or clean
+        apply left (`last_actual`), so it costs only its own ops; drift is the
+        resync's to find.
+        """
         async with self.lock:
             try:
-                actual = await self.backend.read()
+                actual = await self._actual(reason)
             except IPVSError as e:
                 if str(e) != self.read_error:
                     self.log.error("ipvs.error", error=str(e), reason=reason,
@@ -291,10 +298,15 @@ class LvsOwner:
                 self.read_error = str(e)
                 self.last_errors = [str(e)]
                 self.error_count += 1
+                self.known = False
                 return []
             if self.read_error is not None:
                 self.log.info("ipvs.recovered", reason=reason, was=self.read_error)
                 self.read_error = None
+            if reason == "resync" and self.wake.is_set():
+                # health changed while the kernel was read: what this applies is that change, not drift
+                reason = "health"
+                self.wake.clear()
             if reason == "first round" and self.first_round_at is None:
                 self.first_round_at = time.time()
             now = time.time()
@@ -319,8 +331,11 @@ class LvsOwner:
             if ops and drift:
                 self.log.warning("ipvs.repaired", changes=len(drift), reason=reason,
                                  note="the kernel table differed from what pymon set (drift)")
-            if ops:  # read back what the kernel now holds (a read is a netlink dump pyroute2 parses: costly)
-                self.last_actual = await self._read_quiet() or actual
+            if errors:  # the kernel refused something: read back what it holds
+                back = await self._read_quiet()
+                self.last_actual, self.known = (back, True) if back is not None else (actual, False)
+            else:  # every op acknowledged: the kernel holds exactly this
+                self.last_actual, self.known = after(actual, ops), True
             self._quorum()
             return ops
 
@@ -343,6 +358,30 @@ class LvsOwner:
                 wake = min(wake if wake is not None else math.inf, now + DRAIN_POLL_S)
         self.next_change_at = wake
 
+    async def _actual(self, reason: str) -> Table:
+        """What the kernel holds: `last_actual` for a health change, else a read.
+
+        A resync's read gives way to a health change that comes in meanwhile (a read
+        is a dump of the whole table; the change must not wait for it): the read is
+        dropped, the change applied from `last_actual`, and the resync run again
+        right after.
+        """
+        if reason == "health" and self.known:
+            return self.last_actual
+        if reason != "resync" or not self.known:
+            return await self.backend.read()
+        read = asyncio.ensure_future(self.backend.read())
+        poked = asyncio.ensure_future(self.wake.wait())
+        try:
+            await asyncio.wait({read, poked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poked.cancel()
+        if read.done():
+            return read.result()
+        read.cancel()
+        self.resync_preempted = True
+        return self.last_actual  # the wake is set: reconcile logs this as the health change it is
+
     async def _read_quiet(self) -> Table | None:
         try:
             return await self.backend.read()
@@ -364,21 +403,26 @@ class LvsOwner:
 
     async def run(self) -> None:
         """Reconcile whenever poked, when the policy has something due (a drain deadline,
-        a slow-start step), and every `resync` seconds regardless."""
+        a slow-start step), and every `resync` seconds regardless: resyncs start `resync`
+        seconds apart (start to start), whatever ran between."""
         loop = asyncio.get_running_loop()
-        resync_at = loop.time() + self.opts.resync
+        next_resync = loop.time() + self.opts.resync
         while True:
-            timeout, reason = resync_at - loop.time(), "resync"
-            if self.next_change_at is not None and self.next_change_at - time.time() < timeout:
-                timeout, reason = self.next_change_at - time.time(), "policy"
-            try:
-                async with asyncio.timeout(max(timeout, 0.0)):
-                    await self.wake.wait()
-                reason = "health"
-            except TimeoutError:
-                pass
-            if reason == "resync":
-                resync_at = loop.time() + self.opts.resync
+            if self.resync_preempted:  # a health change cut the last resync's read short
+                self.resync_preempted = False
+                reason = "resync"
+            else:
+                timeout, reason = next_resync - loop.time(), "resync"
+                if self.next_change_at is not None and self.next_change_at - time.time() < timeout:
+                    timeout, reason = self.next_change_at - time.time(), "policy"
+                try:
+                    async with asyncio.timeout(max(timeout, 0.0)):
+                        await self.wake.wait()
+                    reason = "health"
+                except TimeoutError:
+                    pass
+                if reason == "resync":
+                    next_resync = max(next_resync + self.opts.resync, loop.time())
             self.wake.clear()
             await self.reconcile(reason)
 
@@ -422,9 +466,15 @@ def side_by_side(left: str, right: str, titles: tuple[str, str] = ("WANTED (conf
     for i in range(max(len(ll), len(rl))):
         a = ll[i] if i < len(ll) else ""
         b = rl[i] if i < len(rl) else ""
-        mark = "  " if a == b else "≠ "
+        mark = "  " if _config_part(a) == _config_part(b) else "≠ "
         rows.append(f"{a:<{width - 2}}{mark}{b}".rstrip())
     return "\n".join(rows)
+
+
+def _config_part(line: str) -> list[str]:
+    """An `ipvsadm -Ln` line without a real server's connection counts (only the kernel has them)."""
+    words = line.split()
+    return words[:-2] if line.startswith("  ->") and len(words) == 6 else words
 
 
 async def open_backend(opts: IpvsOptions, dry_run: bool, log: Any) -> tuple[Backend, bool]:

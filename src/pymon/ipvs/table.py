@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import copy
 import errno
+import functools
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Iterable, Literal, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Literal, Mapping, NamedTuple
 
 Protocol = Literal["tcp", "udp", "sctp"]
 Forwarding = Literal["dr", "nat", "tun"]
@@ -33,10 +34,20 @@ SVC_F_SCHED2 = 0x0010  # sh-port / mh-port
 SVC_F_SCHED3 = 0x0020
 
 
+@functools.lru_cache(maxsize=65536)
 def _norm_addr(address: str) -> tuple[str, int]:
-    """Canonical text form and family (4 or 6) of an IP address."""
+    """Canonical text form and family (4 or 6) of an IP address.
+
+    Cached: a kernel read builds one Dest per (service, real server), and a few
+    real servers behind many services repeat the same few addresses.
+    """
     ip = ipaddress.ip_address(address.strip("[]"))
     return ip.compressed, ip.version
+
+
+@functools.lru_cache(maxsize=65536)
+def _addr_int(address: str) -> int:
+    return int(ipaddress.ip_address(address))
 
 
 def _addr_port(address: str | None, port: int | None, version: int) -> str:
@@ -92,7 +103,7 @@ class ServiceKey:
             self.fwmark or 0,
             self.family,
             PROTOCOLS.get(self.protocol or "", 0),
-            int(ipaddress.ip_address(self.address)) if self.address else 0,
+            _addr_int(self.address) if self.address else 0,
             self.port or 0,
         )
 
@@ -101,6 +112,31 @@ class ServiceKey:
             return f"FWM {self.fwmark}" + (" IPv6" if self.family == 6 else "")
         assert self.protocol is not None and self.family is not None
         return f"{self.protocol.upper()} {_addr_port(self.address, self.port, self.family)}"
+
+
+class Stats(NamedTuple):
+    """The kernel's counters of a virtual service or real server (`ipvsadm -Ln --stats --rate`).
+
+    Totals since the entry was made (connections, packets, bytes) and the kernel's
+    rate estimates per second (2 s estimator, like ipvsadm --rate). `active` and
+    `inactive` are the connection table's current counts for a real server (what
+    `ipvsadm -Ln` shows; 0 for a service). A tuple, not a dataclass: a read makes one
+    per real server, and a frozen dataclass of 13 fields costs 20x more to build.
+    """
+
+    connections: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    cps: int = 0
+    pps_in: int = 0
+    pps_out: int = 0
+    bps_in: int = 0
+    bps_out: int = 0
+    active: int = 0
+    inactive: int = 0
+    persistent: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,6 +155,8 @@ class Service:
     persistence: int = 0
     netmask: int | None = None
     flags: int = 0
+    # the kernel's counters when read from it; never part of equality (diff compares config)
+    stats: "Stats | None" = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         full = 128 if self.key.family == 6 else 32
@@ -154,9 +192,9 @@ class Dest:
     `forwarding`: 'dr' (direct routing, ipvsadm -g, "Route"), 'nat' (-m, "Masq"),
     'tun' (-i, "Tunnel"). Weight 0 quiesces the server (no new connections).
     Thresholds 0 mean unlimited. Like ipvsadm, give a DR/TUN real server the
-    service's port: the kernel does not rewrite ports for them. `active_conns` is the
-    kernel's count of active connections when read from it (None otherwise); it is not
-    part of the entry (`compare=False`), so a diff never rewrites a server for it.
+    service's port: the kernel does not rewrite ports for them. `stats` are the kernel's
+    counters when read from it (None otherwise); they are not part of the entry
+    (`compare=False`), so a diff never rewrites a server for them.
     """
 
     address: str
@@ -165,7 +203,12 @@ class Dest:
     weight: int = 1
     upper_threshold: int = 0
     lower_threshold: int = 0
-    active_conns: int | None = field(default=None, compare=False)
+    stats: "Stats | None" = field(default=None, compare=False, repr=False)
+
+    @property
+    def active_conns(self) -> int | None:
+        """The kernel's active connections when read from it (a drain ends at 0: policy.py)."""
+        return None if self.stats is None else self.stats.active
 
     def __post_init__(self) -> None:
         addr, _ = _norm_addr(self.address)
@@ -181,16 +224,32 @@ class Dest:
         if self.lower_threshold > self.upper_threshold:
             raise ValueError("lower threshold above upper threshold (the kernel refuses it)")
 
+    @classmethod
+    def from_kernel(cls, address: str, port: int, forwarding: Forwarding, weight: int,
+                    upper_threshold: int, lower_threshold: int, stats: Stats | None) -> "Dest":
+        """A real server as the kernel holds it, without the checks: its values are valid
+        by construction and `address` is canonical (`Dest.canonical`). A read builds one
+        per (service, real server); the checked constructor doubled its cost."""
+        d = object.__new__(cls)
+        d.__dict__.update(address=address, port=port, forwarding=forwarding, weight=weight,
+                          upper_threshold=upper_threshold, lower_threshold=lower_threshold, stats=stats)
+        return d
+
+    @staticmethod
+    def canonical(address: str) -> str:
+        """The text form a Dest stores for `address`."""
+        return _norm_addr(address)[0]
+
     @property
     def key(self) -> tuple[str, int]:
         return (self.address, self.port)
 
     @property
     def family(self) -> int:
-        return ipaddress.ip_address(self.address).version
+        return _norm_addr(self.address)[1]
 
     def sort_key(self) -> tuple:
-        return (self.family, int(ipaddress.ip_address(self.address)), self.port)
+        return (self.family, _addr_int(self.address), self.port)
 
     def __str__(self) -> str:
         s = f"{_addr_port(self.address, self.port, self.family)} {FORWARDING_NAMES[self.forwarding]} weight {self.weight}"
@@ -350,13 +409,62 @@ class IPVSError(Exception):
         return cls(f"{op}: {explain(code, op)}", code, op)
 
 
+def run_op(table: Table, op: Op) -> None:
+    """Apply one op to `table` in place as the kernel would, or raise its IPVSError.
+
+    Adding an existing service or real server fails (EEXIST), editing or deleting a
+    missing one fails (ESRCH/ENOENT), deleting a service drops its real servers. An
+    edit keeps the entry's counters (the kernel keeps them too).
+    """
+    key = op.service.key
+    entry = table.get(key)
+    if op.dest is None:
+        if op.action == "add":
+            if entry is not None:
+                raise IPVSError.for_op(op, errno.EEXIST)
+            table[key] = (op.service, {})
+        elif entry is None:
+            raise IPVSError.for_op(op, errno.ESRCH)
+        elif op.action == "edit":
+            svc = op.service if entry[0].stats is None else replace(op.service, stats=entry[0].stats)
+            table[key] = (svc, entry[1])
+        else:
+            del table[key]
+        return
+    if entry is None:
+        raise IPVSError.for_op(op, errno.ESRCH)
+    dests = entry[1]
+    old = dests.get(op.dest.key)
+    if op.action == "add":
+        if old is not None:
+            raise IPVSError.for_op(op, errno.EEXIST)
+        dests[op.dest.key] = op.dest
+    elif old is None:
+        raise IPVSError.for_op(op, errno.ENOENT)
+    elif op.action == "edit":
+        dests[op.dest.key] = op.dest if old.stats is None else replace(op.dest, stats=old.stats)
+    else:
+        del dests[op.dest.key]
+
+
+def after(table: Table, ops: Iterable[Op]) -> Table:
+    """The table once all `ops` succeeded on it (a new table; `table` is unchanged).
+
+    What the kernel holds after an apply whose every op was acknowledged, so the
+    owner need not read it back.
+    """
+    out: Table = {k: (svc, dict(dests)) for k, (svc, dests) in table.items()}
+    for op in ops:
+        run_op(out, op)
+    return out
+
+
 class MemoryTable:
     """In-memory twin of `pymon.ipvs.kernel.KernelIPVS`: same async interface, same errors.
 
-    Behaves like the kernel where it matters to callers: adding an existing service
-    or real server fails (EEXIST), editing or deleting a missing one fails
-    (ESRCH/ENOENT), deleting a service drops its real servers, and every op of an
-    `apply()` is tried on its own.
+    Behaves like the kernel where it matters to callers (`run_op`), refuses an
+    unknown scheduler like the kernel (ENOENT), and tries every op of an `apply()`
+    on its own. It has no counters: its entries' `stats` stay None.
     """
 
     def __init__(self, initial: Table | None = None, *, schedulers: Iterable[str] | None = None):
@@ -372,45 +480,13 @@ class MemoryTable:
 
     def run(self, op: Op) -> None:
         """Apply one op or raise IPVSError."""
-        key = op.service.key
-        entry = self._table.get(key)
-        if op.dest is None:
-            if op.action == "add":
-                if entry is not None:
-                    raise IPVSError.for_op(op, errno.EEXIST)
-                self._check_sched(op)
-                self._table[key] = (op.service, {})
-            elif op.action == "edit":
-                if entry is None:
-                    raise IPVSError.for_op(op, errno.ESRCH)
-                self._check_sched(op)
-                self._table[key] = (op.service, entry[1])
-            else:
-                if entry is None:
-                    raise IPVSError.for_op(op, errno.ESRCH)
-                del self._table[key]
-        else:
-            if entry is None:
-                raise IPVSError.for_op(op, errno.ESRCH)
-            dests = entry[1]
-            present = op.dest.key in dests
-            if op.action == "add":
-                if present:
-                    raise IPVSError.for_op(op, errno.EEXIST)
-                dests[op.dest.key] = op.dest
-            elif op.action == "edit":
-                if not present:
-                    raise IPVSError.for_op(op, errno.ENOENT)
-                dests[op.dest.key] = op.dest
-            else:
-                if not present:
-                    raise IPVSError.for_op(op, errno.ENOENT)
-                del dests[op.dest.key]
-        self.applied.append(op)
-
-    def _check_sched(self, op: Op) -> None:
-        if op.service.scheduler not in self.schedulers:
+        exists = op.service.key in self._table
+        # the kernel looks the service up first (EEXIST/ESRCH), then the scheduler
+        if op.dest is None and (op.action, exists) in (("add", False), ("edit", True)) \
+                and op.service.scheduler not in self.schedulers:
             raise IPVSError.for_op(op, errno.ENOENT)
+        run_op(self._table, op)
+        self.applied.append(op)
 
     async def apply(self, ops: Iterable[Op]) -> list[str]:
         errors: list[str] = []
@@ -455,22 +531,25 @@ def format_ipvsadm(
     *,
     version: str = "1.2.1",
     size: int = 4096,
-    conns: Mapping[tuple[ServiceKey, DestKey], tuple[int, int]] | None = None,
+    stats: bool = False,
 ) -> str:
     """The table as `ipvsadm -Ln` prints it (same order, columns and words).
 
-    `conns` optionally gives (active, inactive) connection counts per real server;
-    they are 0 otherwise (the model does not carry counters). Services and real
-    servers are in numeric order (fwmark 0 first, family, protocol number, address,
-    port); ipvsadm means the same order but compares addresses by a wrapping u32
-    subtraction, so it differs from ipvsadm for addresses 2^31 or more apart
-    (ipvsadm lists 192.0.2.1 before 10.0.0.1).
+    Connection counts come from each real server's `stats` (0 when the entry has
+    none, as in a wanted table). `stats=True` prints the counters instead, as
+    `ipvsadm -Ln --stats --exact` does. Services and real servers are in numeric
+    order (fwmark 0 first, family, protocol number, address, port); ipvsadm means
+    the same order but compares addresses by a wrapping u32 subtraction, so it
+    differs from ipvsadm for addresses 2^31 or more apart (ipvsadm lists 192.0.2.1
+    before 10.0.0.1).
     """
-    lines = [
-        f"IP Virtual Server version {version} (size={size})",
-        "Prot LocalAddress:Port Scheduler Flags",
-        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
-    ]
+    lines = [f"IP Virtual Server version {version} (size={size})"]
+    if stats:
+        lines += ["Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes",
+                  "  -> RemoteAddress:Port"]
+    else:
+        lines += ["Prot LocalAddress:Port Scheduler Flags",
+                  "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"]
     for key in sorted(table, key=ServiceKey.sort_key):
         svc, dests = table[key]
         if key.fwmark is not None:
@@ -478,28 +557,46 @@ def format_ipvsadm(
         else:
             assert key.protocol is not None and key.family is not None
             name = f"{key.protocol.upper():<4} {_addr_port(key.address, key.port, key.family)}"
-        line = f"{name} {svc.scheduler}"
-        sched_flags = _sched_flag_names(svc)
-        if sched_flags:
-            line += f" ({','.join(sched_flags)})"
-        if svc.persistence:
-            line += f" persistent {svc.persistence}"
-            mask = _fmt_netmask(svc)
-            if mask:
-                line += f" mask {mask}"
-        if svc.flags & SVC_F_ONEPACKET:
-            line += " ops"
-        lines.append(line)
+        if stats:
+            lines.append(f"{name:<33}{_exact_counters(svc.stats)}")
+        else:
+            lines.append(_service_line(name, svc))
         for d in sorted(dests.values(), key=Dest.sort_key):
-            active, inactive = (conns or {}).get((key, d.key), (0, 0))
             dname = _addr_port(d.address, d.port, d.family)
+            if stats:
+                lines.append(f"  -> {dname:<28}{_exact_counters(d.stats)}")
+                continue
+            st = d.stats or Stats()
             lines.append(
-                f"  -> {dname:<28} {FORWARDING_NAMES[d.forwarding]:<7} {d.weight:<6} {active:<10} {inactive:<10}"
+                f"  -> {dname:<28} {FORWARDING_NAMES[d.forwarding]:<7} {d.weight:<6} {st.active:<10} {st.inactive:<10}"
             )
     return "\n".join(lines) + "\n"
 
 
+def _service_line(name: str, svc: Service) -> str:
+    line = f"{name} {svc.scheduler}"
+    sched_flags = _sched_flag_names(svc)
+    if sched_flags:
+        line += f" ({','.join(sched_flags)})"
+    if svc.persistence:
+        line += f" persistent {svc.persistence}"
+        mask = _fmt_netmask(svc)
+        if mask:
+            line += f" mask {mask}"
+    if svc.flags & SVC_F_ONEPACKET:
+        line += " ops"
+    return line
+
+
+def _exact_counters(st: Stats | None) -> str:
+    """ipvsadm's --exact numbers: right-aligned in 9 columns, wider numbers get one space."""
+    st = st or Stats()
+    return "".join(f"{n:>{max(9, len(str(n)) + 1)}}"
+                   for n in (st.connections, st.packets_in, st.packets_out, st.bytes_in, st.bytes_out))
+
+
 __all__ = [
     "Action", "Dest", "DestKey", "Forwarding", "IPVSError", "MemoryTable", "Op", "Protocol",
-    "Service", "ServiceKey", "Table", "diff", "explain", "format_ipvsadm", "make_table",
+    "Service", "ServiceKey", "Stats", "Table", "after", "diff", "explain", "format_ipvsadm", "make_table",
+    "run_op",
 ]

@@ -220,7 +220,8 @@ def ipvs_json(d: "Daemon") -> dict[str, Any] | None:
                 "real_server": rs_label(x), "forwarding": x.forwarding,
                 "wanted_weight": w.weight if w else None, "actual_weight": a.weight if a else None,
                 "active_conns": a.active_conns if a else None, "host": host, "health": health,
-                "override": marks.get((skey, dkey))}
+                "override": marks.get((skey, dkey)),
+                "counters": a.stats._asdict() if a and a.stats is not None else None}
             if dec is not None:  # the pool policy's word: pooled, pooled_down, unknown, draining, quiesced, removed
                 row.update(state=dec.state, state_since=dec.since, cause=dec.cause or None,
                            drain_deadline=dec.drain_deadline)

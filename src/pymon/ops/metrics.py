@@ -182,6 +182,42 @@ def _pool_metrics(lvs: "LvsOwner | None") -> Iterator[Any]:
     yield from (pooled, down, need, refusals, state, fp)
 
 
+_DEST_COUNTERS = (  # (metric, Stats field, help)
+    ("pymon_ipvs_dest_connections", "connections", "Connections scheduled to the real server"),
+    ("pymon_ipvs_dest_packets_in", "packets_in", "Packets from clients to the real server"),
+    ("pymon_ipvs_dest_packets_out", "packets_out", "Packets from the real server to clients"),
+    ("pymon_ipvs_dest_bytes_in", "bytes_in", "Bytes from clients to the real server"),
+    ("pymon_ipvs_dest_bytes_out", "bytes_out", "Bytes from the real server to clients"),
+)
+
+
+def ipvs_counter_metrics(d: "Daemon") -> Iterator[Any]:
+    """The kernel's per-real-server counters, as of the owner's last read of the table
+    (the resync's dump carries them: no extra netlink work per scrape)."""
+    labels = ["virtual_service", "real_server"]
+    active = GaugeMetricFamily("pymon_ipvs_dest_active_connections",
+                               "Active connections (ESTABLISHED) to the real server, from the kernel", labels=labels)
+    inactive = GaugeMetricFamily("pymon_ipvs_dest_inactive_connections",
+                                 "Inactive connections (other states) to the real server, from the kernel",
+                                 labels=labels)
+    counters = [CounterMetricFamily(name, f"{text}, from the kernel (since the entry was made)", labels=labels)
+                for name, _, text in _DEST_COUNTERS]
+    if d.lvs is not None:
+        for skey, (_, dests) in d.lvs.last_actual.items():
+            for dest in dests.values():
+                st = dest.stats
+                if st is None:
+                    continue
+                lv = [vs_label(skey), rs_label(dest)]
+                active.add_metric(lv, float(st.active))
+                inactive.add_metric(lv, float(st.inactive))
+                for fam, (_, attr, _) in zip(counters, _DEST_COUNTERS):
+                    fam.add_metric(lv, float(getattr(st, attr)))
+    yield active
+    yield inactive
+    yield from counters
+
+
 class _StateCollector(Collector):
     def __init__(self, daemon: "Daemon"):
         self.d = daemon
@@ -232,6 +268,7 @@ class _StateCollector(Collector):
         build.add_metric([__version__, platform.python_version()], 1.0)
         yield build
         yield from _pool_metrics(d.lvs)
+        yield from ipvs_counter_metrics(d)
         yield from vrrp_metrics(d)  # pymon_vrrp_state{instance} (vrrp.py)
         routes = getattr(d, "routes", None)  # BGP announcements (routing/)
         if routes is not None:

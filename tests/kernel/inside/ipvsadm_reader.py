@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pymon.ipvs.table import Table
 
 
 def sh(cmd: str, check: bool = True) -> str:
@@ -30,3 +34,47 @@ def ipvsadm_blocks() -> dict[str, list[str]]:
         else:
             current = blocks.setdefault(line, [])
     return blocks
+
+
+def ipvsadm_saved() -> "Table":
+    """`ipvsadm -Sn` parsed into the model (the rules ipvsadm -R would restore).
+
+    Knows the options ipvsadm -S writes for what pymon sets: -t/-u/--sctp-service/-f,
+    -s, -p, -M, -o, -r, -g/-m/-i, -w (it writes no thresholds).
+    """
+    from pymon.ipvs.table import Dest, Service, ServiceKey, Table, make_table
+    from pymon.model.config import split_hostport
+
+    entries: dict[ServiceKey, tuple[Service, list[Dest]]] = {}
+    for line in sh("ipvsadm -Sn").splitlines():
+        words = line.split()
+        if not words:
+            continue
+        opts: dict[str, str] = {}
+        i = 1
+        while i < len(words):
+            if words[i] in ("-g", "-m", "-i", "-o"):
+                opts[words[i]] = ""
+                i += 1
+            else:
+                opts[words[i]] = words[i + 1]
+                i += 2
+        if "-f" in opts:
+            key = ServiceKey(fwmark=int(opts["-f"]), family=6 if "-6" in words else 4)
+        else:
+            flag = next(f for f in ("-t", "-u", "--sctp-service") if f in opts)
+            addr, port = split_hostport(opts[flag], None)
+            key = ServiceKey({"-t": "tcp", "-u": "udp"}.get(flag, "sctp"), addr, port)  # type: ignore[arg-type]
+        if words[0] == "-A":
+            mask = opts.get("-M")
+            netmask = None
+            if mask:
+                netmask = int(mask) if key.family == 6 else bin(int.from_bytes(bytes(map(int, mask.split("."))), "big")).count("1")
+            svc = Service(key, opts.get("-s", "wlc"), int(opts.get("-p", 0)), netmask, 0x4 if "-o" in opts else 0)
+            entries[key] = (svc, [])
+        elif words[0] == "-a":
+            addr, port = split_hostport(opts["-r"], None)
+            fwd = "nat" if "-m" in opts else "tun" if "-i" in opts else "dr"
+            entries[key][1].append(Dest(addr, port, fwd, int(opts.get("-w", 1))))  # type: ignore[arg-type]
+    table: Table = make_table(entries.values())
+    return table

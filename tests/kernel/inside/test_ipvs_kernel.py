@@ -204,8 +204,6 @@ async def test_errors_are_lines_and_others_go_on(clean_ipvs: None) -> None:
             "add dest TCP 10.0.0.1:80 -> [2001:db8::5]:80 Route weight 1: "
             "Invalid argument (IPv4/IPv6 mix other than tunnel, bad address or value)",
         ]
-        with pytest.raises(IPVSError, match=r"^del dest TCP 10.0.0.1:80 -> 10.9.9.9:80: No such destination$"):
-            await ipvs.run(ops[0])
     assert "  -> 10.0.0.3:80                  Route   7      0          0" in ipvsadm_services()
 
 

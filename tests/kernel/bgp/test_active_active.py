@@ -39,6 +39,8 @@ import pytest
 from pyroute2 import IPRoute  # imported here, not in the first measurement: an import costs seconds under TCG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inside"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: apiclient
+from apiclient import call  # noqa: E402
 from ipvsadm_reader import sh  # noqa: E402
 from netns import CLONE_NEWNET, _libc  # noqa: E402
 
@@ -447,6 +449,25 @@ def test_d_pool_below_quorum_withdraws_that_director_only(site: Site) -> None:
     log(f"rs2 back: d2 announced again after {back:.1f} s")
     e = site.pymon["d2"].wait_event(lambda e: e.get("event") == "route.announced" and e.get("vip") == VIP
                                     and e.get("was") == "withdrawn" and "quorum" in e.get("reason", ""), 5)
+
+
+def test_d2_fingerprints_agree_after_different_histories(site: Site) -> None:
+    """d1 lost both real servers while its link was cut and got them back; d2 never did.
+    Under mh a failed server is quiesced (its slot kept), so the kernels still hold the
+    real servers in the same order with the same weights, and the fingerprints pymon
+    exports agree: a flow hashes to the same real server on either director."""
+    changes = {ns: sum(1 for e in p.events if e.get("event") == "ipvs.change") for ns, p in site.pymon.items()}
+    assert changes["d1"] > changes["d2"], changes  # the histories did differ
+    fps = {}
+    for ns, p in site.pymon.items():
+        code, st = call(p.dir / "pymon.sock", "GET", "/status", token=(p.dir / "token").read_text().strip())
+        assert code == 200, st
+        fps[ns] = {s["virtual_service"]: s["fingerprint"] for s in st["ipvs"]["services"]}
+    log(f"fingerprints after different histories: {fps} (ipvs.change lines: {changes})")
+    assert fps["d1"] == fps["d2"] and fps["d1"][f"TCP {VIP}:80"], fps
+    tables = {ns: [ln.split()[:4] for ln in sh(f"ip netns exec {ns} ipvsadm -Ln").splitlines()[3:]]
+              for ns in DIRECTORS}
+    assert tables["d1"] == tables["d2"], tables
 
 
 def test_e_graceful_stop_loses_no_request(site: Site) -> None:

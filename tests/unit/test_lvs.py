@@ -452,3 +452,24 @@ async def test_a_health_change_does_not_wait_for_a_resyncs_read() -> None:
     events = o.log.events  # type: ignore[attr-defined]
     assert [kw["reason"] for e, kw in events if e == "ipvs.change"][-1] == "health"
     assert not [e for e, _ in events if e == "ipvs.repaired"]
+
+
+async def test_a_resync_of_an_unchanged_table_refreshes_counters_and_still_finds_drift() -> None:
+    """A resync that finds the table as pymon left it plans nothing (no log line, no
+    change) but keeps the counters it read; drift after it is repaired as before."""
+    from pymon.ipvs.table import Stats
+
+    cfg = config()
+    mem = MemoryTable()
+    o = owner(cfg, mem, {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True})
+    await o.reconcile("start")
+    before = len(o.log.events)  # type: ignore[attr-defined]
+    svc, have = mem._table[VIP]
+    have[("10.0.0.1", 80)] = replace(have[("10.0.0.1", 80)], stats=Stats(active=4, connections=9))
+    assert await o.reconcile("resync") == []
+    assert o.log.events[before:] == []  # type: ignore[attr-defined]
+    assert o.last_actual[VIP][1][("10.0.0.1", 80)].active_conns == 4
+    del have[("10.0.0.2", 80)]  # someone ran ipvsadm -d
+    ops = await o.reconcile("resync")
+    assert [str(op) for op in ops] == ["add dest TCP 10.0.0.100:80 -> 10.0.0.2:80 Route weight 1"]
+    assert [kw["changes"] for e, kw in o.log.events if e == "ipvs.repaired"] == [1]  # type: ignore[attr-defined]

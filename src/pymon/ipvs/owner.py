@@ -220,6 +220,7 @@ class LvsOwner:
         self.last_actual: Table = {}
         self.known = False  # last_actual is what the kernel holds (read, or applied without error)
         self.resync_preempted = False
+        self.planned_frozen = False  # the freeze the last plan saw (_settled)
         self.last_errors: list[str] = []
         self.healthy: dict[str, int] = {}
         self.error_count = 0  # every failed read or change since start (pymon_ipvs_errors_total)
@@ -309,6 +310,9 @@ class LvsOwner:
                 self.wake.clear()
             if reason == "first round" and self.first_round_at is None:
                 self.first_round_at = time.time()
+            if self._settled(reason, actual):
+                self.last_actual = actual  # the same table: only its counters are newer
+                return []
             now = time.time()
             p = self.plan(actual, now)
             self._take(p, now)
@@ -318,6 +322,7 @@ class LvsOwner:
             # ipvsadm), as opposed to what health or the policy changed meanwhile
             drift = diff(self.last_actual, actual, self.owned) if self.last_actual else []
             self.last_wanted, self.last_actual = wanted, actual
+            self.planned_frozen = self.frozen()
             self.observe(wanted, now)
             for op in ops:
                 self.log.info("ipvs.would_change" if self.dry_run else "ipvs.change", op=str(op), reason=reason)
@@ -338,6 +343,16 @@ class LvsOwner:
                 self.last_actual, self.known = after(actual, ops), True
             self._quorum()
             return ops
+
+    def _settled(self, reason: str, actual: Table) -> bool:
+        """A resync that finds the kernel exactly as the last reconcile left it, with no
+        failed op to retry and the freeze as it was, would plan the same table again:
+        every input that can change between resyncs (health, operator commands, reloads,
+        the policy's own deadlines, the self-check) wakes the owner with its own reason.
+        Skipping the plan and the diff keeps a resync at the cost of its read
+        (docs/performance.md, IPVS at scale)."""
+        return (reason == "resync" and self.known and not self.last_errors and actual == self.last_actual
+                and self.frozen() == self.planned_frozen)
 
     def _take(self, p: Plan, now: float) -> None:
         """Keep the policy's decisions for the next call, log its events (one line each:

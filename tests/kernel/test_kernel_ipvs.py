@@ -40,7 +40,8 @@ def test_kernel_ipvs_inside_vm() -> None:
     reason = vm.unavailable_reason()
     if reason:
         pytest.skip(f"cannot boot a VM for the kernel tests: {reason}")
-    inside = "tests/kernel/inside/"
+    # one module or test of inside/ while working on it, e.g. tests/kernel/inside/test_pool.py
+    inside = os.environ.get("PYMON_KERNEL_INSIDE", "tests/kernel/inside/")
     cmd = f'"$PYMON_PYTHON" -m pytest {shlex.quote(inside)} -q -p no:randomly -o addopts="" -rA'
     res = vm.run_in_vm(cmd, timeout=1800)
     report = (

@@ -276,7 +276,8 @@ async def inside_main(a: argparse.Namespace) -> dict[str, Any]:
 def top_functions(prof: cProfile.Profile, n: int = 8) -> list[str]:
     s = io.StringIO()
     pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(n)
-    return [ln for ln in s.getvalue().splitlines() if ln.strip()][-(n + 1):]
+    root = str(Path(__file__).resolve().parents[1]) + "/"  # paths relative to the checkout
+    return [ln.replace(root, "") for ln in s.getvalue().splitlines() if ln.strip()][-(n + 1):]
 
 
 def decode_costs(k: Any) -> dict[str, float]:

@@ -40,6 +40,9 @@ class Log:
     def __getattr__(self, level: str) -> Any:
         return lambda event, **kw: self.events.append((event, kw))
 
+    def is_enabled_for(self, level: int) -> bool:  # as the daemon's logger at --log-level debug
+        return True
+
 
 def owner(cfg: Any, table: MemoryTable, health: dict[str, bool | None]) -> LvsOwner:
     return LvsOwner(cfg.ipvs, table, Log(), False, cfg.virtual_services,

@@ -41,6 +41,9 @@ class Log:
     def __getattr__(self, level: str) -> Any:
         return lambda event, **kw: self.events.append((event, kw))
 
+    def is_enabled_for(self, level: int) -> bool:  # as the daemon's logger at --log-level debug
+        return True
+
     def named(self, prefix: str) -> list[tuple[str, dict[str, Any]]]:
         return [(e, kw) for e, kw in self.events if e.startswith(prefix)]
 

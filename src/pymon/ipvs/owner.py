@@ -165,9 +165,9 @@ def plan(vss: Iterable[VirtualServiceSpec], health: Mapping[tuple[str, str], Map
             if d.weight is None:  # unknown: the kernel's entry, if any, stays as it is
                 if rs.dest.key in have:
                     dests[rs.dest.key] = have[rs.dest.key]
-            else:
-                dests[rs.dest.key] = weighted(replace(rs.dest, weight=d.weight),
-                                              weight_of(vs.watch, rs.host) if d.weight else None)
+            else:  # the configured entry itself when the weight is its own (a replace() validates again)
+                dest = rs.dest if d.weight == rs.dest.weight else replace(rs.dest, weight=d.weight)
+                dests[rs.dest.key] = weighted(dest, weight_of(vs.watch, rs.host) if d.weight else None)
         # counts.sorry: nothing pooled is up; and no member's health is still unknown (one adopted
         # as absent may yet be up: a sorry server added at start would go again a check later)
         hs = health.get(vs.watch, {})
@@ -221,6 +221,8 @@ class LvsOwner:
         self.known = False  # last_actual is what the kernel holds (read, or applied without error)
         self.resync_preempted = False
         self.planned_frozen = False  # the freeze the last plan saw (_settled)
+        enabled = getattr(self.log, "is_enabled_for", None)
+        self.debug = enabled(10) if enabled else True  # build the ipvs.table line only when it is logged
         self.last_errors: list[str] = []
         self.healthy: dict[str, int] = {}
         self.error_count = 0  # every failed read or change since start (pymon_ipvs_errors_total)
@@ -329,8 +331,12 @@ class LvsOwner:
             errors = await self.backend.apply(ops) if ops else []
             for err in errors:
                 self.log.error("ipvs.error", error=err, reason=reason)
-            if ops:
-                self.log.info("ipvs.table", dry_run=self.dry_run, table=format_ipvsadm(wanted).splitlines())
+            if ops and self.debug:
+                # the services this changed (debug: at thousands of destinations the
+                # whole table would be a line of hundreds of kilobytes per change)
+                changed = {op.service.key for op in ops}
+                self.log.debug("ipvs.table", dry_run=self.dry_run,
+                               table=format_ipvsadm({k: v for k, v in wanted.items() if k in changed}).splitlines())
             self.last_errors = errors
             self.error_count += len(errors)
             if ops and drift:

@@ -312,11 +312,13 @@ def test_a_daemon_with_nothing_to_save_sleeps(tmp_path: Path, monkeypatch: pytes
 def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Once a second a check's bookkeeping freezes the young objects without collecting
-    them (gc_policy.YOUNG_FREEZE_S): a garbage cycle made in between is frozen too, and the
-    next full collection (FREEZE_S apart) must still free it, or every cycle a plugin
-    leaves would stay for good."""
+    them (gc_policy.YOUNG_FREEZE_S): garbage cycles made in between are frozen too, and
+    when they have grown the frozen objects enough (GROWTH_MIN) the next look (FREEZE_S
+    apart) must collect and free them, or every cycle a plugin leaves would stay for good."""
     monkeypatch.setattr(gc_policy, "YOUNG_FREEZE_S", 0.05)
     monkeypatch.setattr(gc_policy, "FREEZE_S", 1.0)
+    monkeypatch.setattr(gc_policy, "GROWTH", 0.0)
+    monkeypatch.setattr(gc_policy, "GROWTH_MIN", 1000)
     cfg = tmp_path / "pymon.yaml"
     cfg.write_text(f"globals: {{statedir: {tmp_path}, mondir: {tmp_path}, alertdir: {tmp_path}}}\n"
                    "hostgroups: {web: [127.0.0.1]}\n"
@@ -328,13 +330,14 @@ def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Pat
     async def run() -> tuple[bool, bool]:
         d = PymonDaemon(str(cfg), logs.setup("json", "info", stream=open(os.devnull, "w")))
         task = asyncio.get_running_loop().create_task(d.run())
-        while not d.readiness.ready:  # started and ready: the first full collection is behind us
+        while not d.readiness.ready:  # started and ready: the full collection at start is behind us
             await asyncio.sleep(0.02)
         full_at = d.gc.frozen_at
-        while d.gc.frozen_at == full_at:  # and the one after it, so none is due while the cycle is made
-            await asyncio.sleep(0.02)
-        c = Cycle()
-        c.me = c  # type: ignore[attr-defined]
+        await asyncio.sleep(1.5)  # looks at the growth came and found none: no collection
+        assert d.gc.frozen_at == full_at
+        for _ in range(2000):  # a plugin's leak: 2,000 cycles, 4,000 objects
+            c = Cycle()
+            c.me = c  # type: ignore[attr-defined]
         ref = weakref.ref(c)
         del c
         young_at = d.gc.young_at
@@ -342,7 +345,7 @@ def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Pat
             await asyncio.sleep(0.02)
         frozen = ref() is not None and gc.get_freeze_count() > 0
         full_at = d.gc.frozen_at
-        for _ in range(200):  # the housekeeping's full collection, FREEZE_S after the last
+        for _ in range(200):  # the look after they grew the frozen objects: a full collection
             if d.gc.frozen_at != full_at:
                 break
             await asyncio.sleep(0.05)

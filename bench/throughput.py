@@ -44,7 +44,7 @@ Measured over a window of `--duration` seconds that starts after `--warmup` seco
   mostly the kernel's TCP work, to compare pymon's cost and nginx's with.
 
 pymon runs as `pymon run` does (Daemon, JSON logs at info level, to /dev/null here; at
-nice 0, as systemd/pymon.service starts it), in
+the unit's `Nice=`, as systemd/pymon.service starts it; `--nice` for others), in
 a child process (`--child`) that records the lag of every check and its own CPU/RSS.
 nginx runs with 2 workers and competes for the same 2 cores, as do other processes:
 the 1-minute load average is recorded with every run.
@@ -361,14 +361,22 @@ class Burner:
             p.wait()
 
 
+def unit_nice() -> int:
+    """The Nice= of systemd/pymon.service (0 without one): the bench runs the daemon as the unit does."""
+    for line in (ROOT / "systemd" / "pymon.service").read_text().splitlines():
+        if line.startswith("Nice="):
+            return int(line[5:])
+    return 0
+
+
 def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str, workers: int,
-              src: str) -> dict[str, Any]:
+              src: str, nice: int) -> dict[str, Any]:
     cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, workers, a.maxprocs, a.own_path)
     shutil.rmtree(tmp / "state", ignore_errors=True)  # each daemon starts clean
     out = tmp / "pymon.json"
     cmd = [sys.executable, __file__, "--child", str(cfg), str(out), str(a.warmup), str(a.duration),
            "--loop", loop, "--timeout", str(a.timeout), "--nginx-pgid", str(nginx.proc.pid),  # type: ignore[union-attr]
-           "--child-src", src] + (["--profile", a.profile + f".{n}.txt"] if a.profile else [])
+           "--child-src", src, "--child-nice", str(nice)] + (["--profile", a.profile + f".{n}.txt"] if a.profile else [])
     load = os.getloadavg()[0]
     child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     if a.py_spy:
@@ -578,10 +586,15 @@ def main() -> int:
                     f"(default '{SECTION[3:]}')")
     ap.add_argument("--nginx-pgid", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child-src", default=str(ROOT / "src"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-nice", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--nice", default=str(unit_nice()),
+                    help="pymon: the daemon's nice value, a comma-separated list runs each "
+                         f"(default {unit_nice()}: systemd/pymon.service's Nice=)")
     ap.add_argument("--child", nargs=4, metavar=("CFG", "OUT", "WARMUP", "DURATION"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         cfg, out, warmup, duration = a.child
+        os.setpriority(os.PRIO_PROCESS, 0, a.child_nice)
         if a.loop == "uvloop":
             import uvloop
 
@@ -606,12 +619,14 @@ def main() -> int:
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
                 for loop in a.loop.split(","):
                     for workers in (int(w) for w in a.probe_workers.split(",")):
-                        for label, src in (x.partition("=")[::2] for x in a.src.split(",")):
-                            who = f"pymon{f' {label}' if label else ''} ({loop}{f', {workers} workers' if workers else ''})"
-                            with Burner(a.burner):
-                                rows.append((n, who, run_pymon(tmp, nginx, n, a, loop, workers,
-                                                               str(Path(src).resolve()))))
-                            print(table(rows[-1:]).splitlines()[-1], flush=True)
+                        for nice in (int(x) for x in a.nice.split(",")):
+                            for label, src in (x.partition("=")[::2] for x in a.src.split(",")):
+                                who = (f"pymon{f' {label}' if label else ''} ({loop}"
+                                       f"{f', {workers} workers' if workers else ''}, nice {nice})")
+                                with Burner(a.burner):
+                                    rows.append((n, who, run_pymon(tmp, nginx, n, a, loop, workers,
+                                                                   str(Path(src).resolve()), nice)))
+                                print(table(rows[-1:]).splitlines()[-1], flush=True)
                 if n <= a.mon_n and os.path.exists(MON):
                     rows.append((n, "mon", run_mon(tmp, nginx, n, a)))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)

@@ -15,7 +15,7 @@ import sys
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 
@@ -94,12 +94,20 @@ def test_services_encoded_in_slices_make_one_document() -> None:
     data = persist.State().to_json()
     whole = {**data, "services": {persist.service_key(k): persist.snapshot_service(st) for k, st in states}}
     pieces = [persist.services_json(states[:1]), persist.services_json([]), persist.services_json(states[1:])]
-    def read(parts: list[bytes]) -> Any:
-        return json.loads(b"".join(parts))
 
-    assert read(persist.encode(data, pieces)) == read(persist.encode(whole))
-    assert read(persist.encode(data, []))["services"] == {}
-    assert read(persist.encode(data, pieces))["services"]["g1:s"]["hosts"]["h1"]["last"]["summary"] == "try 1"
+    def read(slices: list[bytes]) -> Any:
+        async def source() -> AsyncIterator[bytes]:
+            for piece in slices:
+                yield piece
+
+        async def parts() -> list[bytes]:
+            return [p async for p in persist.stream(data, source())]
+
+        return json.loads(b"".join(asyncio.run(parts())))
+
+    assert read(pieces) == json.loads(b"".join(persist.encode(whole)))
+    assert read([])["services"] == {}
+    assert read(pieces)["services"]["g1:s"]["hosts"]["h1"]["last"]["summary"] == "try 1"
 
 
 def test_store_roundtrip_and_tmp_cleanup(tmp_path: Path) -> None:

@@ -206,6 +206,8 @@ class Scheduler:
         started = 0
         while heap and heap[0][0] <= now:
             if started == BATCH:  # the rest in the next pass, after the I/O that is ready
+                if self.timer is not None:  # armed by a check that finished at once
+                    self.timer.cancel()
                 self.timer, self.timer_at = self.loop.call_soon(self._tick), now  # type: ignore[assignment]
                 return
             e = heapq.heappop(heap)[2]

@@ -29,7 +29,8 @@ Measured over a window of `--duration` seconds that starts after `--warmup` seco
   I/O (the watchdog's pass timing, globals.block_warning), from the daemon's start to the
   end of the window, so with `--duration` >= 60 it includes the first full garbage
   collection and steady-state save a minute after start; with the number of passes of
-  50 ms or more (the start-lag target) and when the longest one came (s after start).
+  50 ms or more (the start-lag target) and when the longest one came (s after start);
+  and the full garbage collections among them, if any, with the longest.
 - checks skipped: the checks the daemon skipped because their whole interval passed before
   it could start them (`pymon_checks_skipped_total{reason="late"}`; n/a: code without it).
 - `--burner K`: K processes spinning on the CPU at nice 0 (not pinned), started before
@@ -55,6 +56,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -283,6 +285,17 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
 
     passes_on = [False]
     Watchdog._waiting = timed_waiting  # type: ignore[method-assign]
+    full_gc = [0, 0.0, 0.0]  # full collections from the first check on, the longest (s), when one started
+
+    def gc_timer(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2 and passes_on[0]:
+            if phase == "start":
+                full_gc[2] = time.perf_counter()
+            else:
+                full_gc[0] += 1
+                full_gc[1] = max(full_gc[1], time.perf_counter() - full_gc[2])
+
+    gc.callbacks.append(gc_timer)
     t_load = time.monotonic()
     d = Daemon(cfg, log)
     task = loop.create_task(d.run())
@@ -342,7 +355,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         "rss_start": rss[0], "rss_end": rss[-1], "rss_max_sampled": max(rss),
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 + w_hwm, "load_s": load_s,
         "loop": type(loop).__module__, "pass_max": passes[0], "pass_max_at": passes[1] - t_started if passes[1] else 0.0,
-        "passes_over": passes[2], "late": late,
+        "passes_over": passes[2], "late": late, "full_gc": full_gc[0], "full_gc_max": full_gc[1],
     }))
 
 
@@ -547,6 +560,8 @@ def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
         failed = f"{r['failed'] / max(r['done'], 1) * 100:.1f} %" if "failed" in r else "n/a"
         stall = (f"{r['pass_max'] * 1e3:.0f} ({r['pass_max_at']:.0f}) / {r['passes_over']}" if r.get("pass_max")
                  else ("< 50 / 0" if "pass_max" in r else "n/a"))
+        if r.get("full_gc"):
+            stall += f"; full GC {r['full_gc']}× ≤ {r['full_gc_max'] * 1e3:.0f} ms"
         late = f"{r['late']:,}" if r.get("late") is not None else "n/a"
         ngx = f"{r['nginx_cpu_s'] / max(r['log_done'], 1) * 1000:.2f}" if "nginx_cpu_s" in r else "n/a"
         out.append(f"| {n:,} | {who} | {r['ratio'] * 100:.1f} % | {failed} | {r['log_ratio'] * 100:.1f} % "

@@ -37,7 +37,8 @@ Measured over a window of `--duration` seconds that starts after `--warmup` seco
   each run (the bare client's too) and stopped after it: "another process uses a core".
 - `--own-path`: each watch checks its own URL path (`/sNNNNN`) instead of all sharing `/`:
   no two monitor specs are equal, so none are shared (RSS).
-- `--src LABEL=DIR,...`: run the daemon from each source tree in turn within the same
+- `--src LABEL=DIR[@NICE],...`: run the daemon from each source tree in turn (at its own
+  nice value if given: the code before a change at the nice its unit had) within the same
   run (e.g. the code before a change exported to a directory, and this tree), each row
   labelled: a before/after comparison against the same anchor, minutes apart.
 - `--floor`: the same requests at the same rate from a bare epoll loop (connect, send,
@@ -600,7 +601,8 @@ def main() -> int:
     ap.add_argument("--own-path", action="store_true",
                     help="pymon: each watch checks its own URL path (/sNNNNN), so no monitor spec is shared")
     ap.add_argument("--src", default=f"={ROOT / 'src'}",
-                    help="pymon: LABEL=DIR,... source trees to run the daemon from, each in turn (default: this one)")
+                    help="pymon: LABEL=DIR[@NICE],... source trees to run the daemon from, each in turn, at "
+                         "--nice or at its own NICE (default: this one)")
     ap.add_argument("--section", default=SECTION[3:], help=f"the RESULTS.md section --write replaces "
                     f"(default '{SECTION[3:]}')")
     ap.add_argument("--nginx-pgid", type=int, default=0, help=argparse.SUPPRESS)
@@ -638,8 +640,12 @@ def main() -> int:
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
                 for loop in a.loop.split(","):
                     for workers in (int(w) for w in a.probe_workers.split(",")):
-                        for nice in (int(x) for x in a.nice.split(",")):
+                        for nice_all in (int(x) for x in a.nice.split(",")):
                             for label, src in (x.partition("=")[::2] for x in a.src.split(",")):
+                                src, at, own_nice = src.partition("@")
+                                nice = int(own_nice) if at else nice_all
+                                if at and nice_all != int(a.nice.split(",")[0]):
+                                    continue  # a tree with its own nice runs once
                                 who = (f"pymon{f' {label}' if label else ''} ({loop}"
                                        f"{f', {workers} workers' if workers else ''}, nice {nice})")
                                 with Burner(a.burner):

@@ -282,14 +282,15 @@ class Store:
         return self._saved()
 
     async def save_stream(self, parts: AsyncIterator[bytes]) -> bool:
-        """`save` of parts as they are made (`stream`): each goes to the page cache when
-        it comes, so only one is in memory; the fsyncs and the rename run in a thread."""
+        """`save` of parts as they are made (`stream`): each is written when it comes, so
+        only one is in memory. Every write, the fsyncs and the rename run in a thread: a
+        write to a disk behind on its writeback can block."""
         tmp = self._tmp()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 async for part in parts:
-                    _write(fd, part)
+                    await asyncio.to_thread(_write, fd, part)
                 await asyncio.to_thread(os.fsync, fd)
             finally:
                 os.close(fd)

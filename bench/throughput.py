@@ -3,7 +3,8 @@
 
     python3 bench/throughput.py [-n 100,1000,10000] [--duration 30] [--mon-n 100]
                                 [--loop asyncio|uvloop] [--probe-workers 0,2] [--floor]
-                                [--maxprocs N] [--write bench/RESULTS.md]
+                                [--maxprocs N] [--burner K] [--own-path] [--src LABEL=DIR,...]
+                                [--section TITLE] [--write bench/RESULTS.md]
 
 The real servers are one Debian nginx (keep-alive off, `return 200`) listening on N
 loopback addresses 127.1.x.y:8080, one `listen` each, so every real server is a
@@ -24,11 +25,28 @@ Measured over a window of `--duration` seconds that starts after `--warmup` seco
   CPU per request in the same window beside it.
 - RSS: pymon's peak (`ru_maxrss`, plus the workers' VmHWM) and its RSS at the start and
   the end of the window (growth = end - start).
+- longest loop pass: the longest time the daemon's event loop went without waiting for
+  I/O (the watchdog's pass timing, globals.block_warning), from the daemon's start to the
+  end of the window, so with `--duration` >= 60 it includes the first full garbage
+  collection and steady-state save a minute after start; with the number of passes of
+  50 ms or more (the start-lag target) and when the longest one came (s after start);
+  and the full garbage collections among them, if any, with the longest.
+- checks skipped: the checks the daemon skipped because their whole interval passed before
+  it could start them (`pymon_checks_skipped_total{reason="late"}`; n/a: code without it).
+- `--burner K`: K processes spinning on the CPU at nice 0 (not pinned), started before
+  each run (the bare client's too) and stopped after it: "another process uses a core".
+- `--own-path`: each watch checks its own URL path (`/sNNNNN`) instead of all sharing `/`:
+  no two monitor specs are equal, so none are shared (RSS).
+- `--src LABEL=DIR[@NICE],...`: run the daemon from each source tree in turn (at its own
+  nice value if given: the code before a change at the nice its unit had) within the same
+  run (e.g. the code before a change exported to a directory, and this tree), each row
+  labelled: a before/after comparison against the same anchor, minutes apart.
 - `--floor`: the same requests at the same rate from a bare epoll loop (connect, send,
   read the status line, close; nothing else): what any checker in any language pays,
   mostly the kernel's TCP work, to compare pymon's cost and nginx's with.
 
-pymon runs as `pymon run` does (Daemon, JSON logs at info level, to /dev/null here), in
+pymon runs as `pymon run` does (Daemon, JSON logs at info level, to /dev/null here; at
+the unit's `Nice=`, as systemd/pymon.service starts it; `--nice` for others), in
 a child process (`--child`) that records the lag of every check and its own CPU/RSS.
 nginx runs with 2 workers and competes for the same 2 cores, as do other processes:
 the 1-minute load average is recorded with every run.
@@ -39,11 +57,13 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import gc
 import json
 import os
 import platform
 import resource
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -56,12 +76,14 @@ from typing import Any, Callable
 from results import write_section  # bench/results.py (scripts run from bench/)
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTION = "## Throughput"
+SECTION = "## Throughput"  # --section changes it
 PORT = 8080
 MON = "/usr/sbin/mon"
 HTTP_MONITOR = "/usr/lib/mon/mon.d/http.monitor"
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+FLOOR_IN_FLIGHT = 15_000  # the bare client's connections at most (the fd limit here is 20,000)
+STALL_S = 0.05  # loop passes at least this long are counted (the start-lag target)
 
 
 def address(i: int) -> str:
@@ -154,12 +176,13 @@ def log_stats(reqs: dict[str, list[float]], n: int, duration: float, interval: f
 
 
 def pymon_config(tmp: Path, n: int, interval: float, timeout: float, randstart: float, per_watch: int,
-                 workers: int, maxprocs: int = 0) -> Path:
+                 workers: int, maxprocs: int = 0, own_path: bool = False) -> Path:
     starts = range(0, n, per_watch)
     groups = "\n".join(f"  s{i:05d}: [{', '.join(address(j) for j in range(i, min(n, i + per_watch)))}]"
                        for i in starts)
     watch = "\n".join(f"  s{i:05d}: {{http: {{interval: {interval:g}s, timeout: {timeout:g}s, "
-                      f"monitor: {{name: http, port: {PORT}, path: /}}}}}}" for i in starts)
+                      f"monitor: {{name: http, port: {PORT}, path: /{f's{i:05d}' if own_path else ''}}}}}}}"
+                      for i in starts)
     cfg = tmp / "pymon.yaml"
     cfg.write_text(f"globals: {{statedir: {tmp}/state, mondir: {tmp}/none, alertdir: {tmp}/none, "
                    f"randstart: {randstart:g}s, probe_workers: {workers}, maxprocs: {maxprocs}}}\n"
@@ -203,13 +226,15 @@ def hwm_bytes(pid: int) -> int:
 
 
 async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout: float,
-                     profile: str | None, nginx_pgid: int) -> None:
-    """In the child: the daemon as `pymon run` builds it, plus a recorder of every check."""
-    sys.path.insert(0, str(ROOT / "src"))
+                     profile: str | None, nginx_pgid: int, src: str) -> None:
+    """In the child: the daemon as `pymon run` builds it, plus a recorder of every check
+    and of the loop's longest passes."""
+    sys.path.insert(0, src)
     from pymon import logs
     from pymon.probes.http import pool
     from pymon.app import Daemon
     from pymon.engine.runner import Runner
+    from pymon.engine.watchdog import Watchdog
 
     log = logs.setup("json", "info", stream=open(os.devnull, "w"))
     loop = asyncio.get_running_loop()
@@ -247,6 +272,31 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         return orig(self, key, lag, Finished(self, key, loop.time() - lag, lag, finish))
 
     Runner.job = job  # type: ignore[method-assign]
+    # the watchdog already times every pass of the loop (no extra wake-up): keep the longest
+    passes = [0.0, 0.0, 0]  # longest pass s, when (monotonic), passes >= STALL_S
+    waiting = Watchdog._waiting
+
+    def timed_waiting(self: Watchdog) -> None:
+        busy = time.monotonic() - self._pass[1]
+        if busy >= STALL_S and passes_on[0]:
+            passes[2] += 1
+            if busy > passes[0]:
+                passes[0], passes[1] = busy, time.monotonic()
+        waiting(self)
+
+    passes_on = [False]
+    Watchdog._waiting = timed_waiting  # type: ignore[method-assign]
+    full_gc = [0, 0.0, 0.0]  # full collections from the first check on, the longest (s), when one started
+
+    def gc_timer(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2 and passes_on[0]:
+            if phase == "start":
+                full_gc[2] = time.perf_counter()
+            else:
+                full_gc[0] += 1
+                full_gc[1] = max(full_gc[1], time.perf_counter() - full_gc[2])
+
+    gc.callbacks.append(gc_timer)
     t_load = time.monotonic()
     d = Daemon(cfg, log)
     task = loop.create_task(d.run())
@@ -255,6 +305,8 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     if task.done():
         task.result()
     load_s = time.monotonic() - t_load
+    t_started = time.monotonic()
+    passes_on[0] = True  # from the first check on (loading the config is one long pass, before any)
     lags = array.array("d", bytes(8 * int(len(d.runner.sched.entries) * (duration + 1) * 1.5)))  # 1 s interval; more append
     await asyncio.sleep(warmup)
     workers = [p.proc.pid for p in pool.POOL.places if hasattr(p, "proc")]  # probe_workers: CPU and RSS count
@@ -264,6 +316,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     wk0 = [cpu_split(pid) for pid in workers]
     ng0 = group_cpu(nginx_pgid)
     t1 = t0 + duration
+    late0 = getattr(d.runner.sched, "skipped", {}).get("late")
     window[:] = [t0, t1]
     Path(out + ".window").touch()  # for --py-spy
     prof = None
@@ -284,6 +337,8 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     w_user = sum(b[0] - a[0] for a, b in zip(wk0, wk1))
     w_sys = sum(b[1] - a[1] for a, b in zip(wk0, wk1))
     w_hwm = sum(hwm_bytes(pid) for pid in workers)
+    passes_on[0] = False
+    late = None if late0 is None else d.runner.sched.skipped["late"] - late0
     if prof:
         prof.stop()
     await asyncio.sleep(timeout + 0.5)  # checks due before t1 finish
@@ -300,16 +355,43 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags, default=float("nan")),
         "rss_start": rss[0], "rss_end": rss[-1], "rss_max_sampled": max(rss),
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 + w_hwm, "load_s": load_s,
-        "loop": type(loop).__module__,
+        "loop": type(loop).__module__, "pass_max": passes[0], "pass_max_at": passes[1] - t_started if passes[1] else 0.0,
+        "passes_over": passes[2], "late": late, "full_gc": full_gc[0], "full_gc_max": full_gc[1],
     }))
 
 
-def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str, workers: int) -> dict[str, Any]:
-    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, workers, a.maxprocs)
+class Burner:
+    """`k` processes spinning on the CPU at nice 0, for the length of a `with`."""
+
+    def __init__(self, k: int):
+        self.k, self.procs = k, []  # type: ignore[var-annotated]
+
+    def __enter__(self) -> "Burner":
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.k)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+def unit_nice() -> int:
+    """The Nice= of systemd/pymon.service (0 without one): the bench runs the daemon as the unit does."""
+    for line in (ROOT / "systemd" / "pymon.service").read_text().splitlines():
+        if line.startswith("Nice="):
+            return int(line[5:])
+    return 0
+
+
+def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str, workers: int,
+              src: str, nice: int) -> dict[str, Any]:
+    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, workers, a.maxprocs, a.own_path)
+    shutil.rmtree(tmp / "state", ignore_errors=True)  # each daemon starts clean
     out = tmp / "pymon.json"
     cmd = [sys.executable, __file__, "--child", str(cfg), str(out), str(a.warmup), str(a.duration),
-           "--loop", loop, "--timeout", str(a.timeout), "--nginx-pgid", str(nginx.proc.pid)] + (  # type: ignore[union-attr]
-        ["--profile", a.profile + f".{n}.txt"] if a.profile else [])
+           "--loop", loop, "--timeout", str(a.timeout), "--nginx-pgid", str(nginx.proc.pid),  # type: ignore[union-attr]
+           "--child-src", src, "--child-nice", str(nice)] + (["--profile", a.profile + f".{n}.txt"] if a.profile else [])
     load = os.getloadavg()[0]
     child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     if a.py_spy:
@@ -407,6 +489,9 @@ def run_floor(nginx: Nginx, n: int, a: argparse.Namespace) -> dict[str, Any]:
         if now >= t1:
             break
         while start + i * a.interval / n <= now:
+            if len(conns) >= FLOOR_IN_FLIGHT:  # behind (a busy machine): this request is not sent
+                i += 1
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             s.connect_ex(addrs[i % n])
             conns[s.fileno()] = [s, b""]
@@ -456,9 +541,10 @@ def mib(b: float) -> str:
 
 def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
     head = ("| N | daemon | done / scheduled | failed | nginx-counted | interval p50 / p99 s | start lag p50 / p99 / max ms "
+            "| longest loop pass ms (at s) / passes ≥ 50 ms | checks skipped "
             "| CPU s / 1,000 checks | mon / pymon CPU | nginx CPU s / 1,000 requests | peak RSS MiB | RSS start → end MiB "
             "| load avg |\n"
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     out = [head]
     by_n = {(n, who): r for n, who, r in rows}
     for n, who, r in rows:
@@ -473,9 +559,15 @@ def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
         if sys_part:
             sys_part += f", workers {r['workers_cpu_s'] / r['cpu_s'] * 100:.0f} %)" if r.get("workers") else ")"
         failed = f"{r['failed'] / max(r['done'], 1) * 100:.1f} %" if "failed" in r else "n/a"
+        stall = (f"{r['pass_max'] * 1e3:.0f} ({r['pass_max_at']:.0f}) / {r['passes_over']}" if r.get("pass_max")
+                 else ("< 50 / 0" if "pass_max" in r else "n/a"))
+        if r.get("full_gc"):
+            stall += f"; full GC {r['full_gc']}× ≤ {r['full_gc_max'] * 1e3:.0f} ms"
+        late = f"{r['late']:,}" if r.get("late") is not None else "n/a"
         ngx = f"{r['nginx_cpu_s'] / max(r['log_done'], 1) * 1000:.2f}" if "nginx_cpu_s" in r else "n/a"
         out.append(f"| {n:,} | {who} | {r['ratio'] * 100:.1f} % | {failed} | {r['log_ratio'] * 100:.1f} % "
-                   f"| {r['gap_p50']:.2f} / {r['gap_p99']:.2f} | {lag} | {r['cpu_per_1000']:.3f}{sys_part} | {ratio} "
+                   f"| {r['gap_p50']:.2f} / {r['gap_p99']:.2f} | {lag} | {stall} | {late} "
+                   f"| {r['cpu_per_1000']:.3f}{sys_part} | {ratio} "
                    f"| {ngx} | {rss[0]} | {rss[1]} | {r['load']:.2f} |")
     return "\n".join(out)
 
@@ -504,16 +596,32 @@ def main() -> int:
     ap.add_argument("--profile", metavar="PREFIX", help="pyinstrument the child's window to PREFIX.N.txt")
     ap.add_argument("--py-spy", metavar="PREFIX", help="py-spy (collapsed stacks) of the child's window to PREFIX.N.txt")
     ap.add_argument("--write", metavar="FILE", help=f"replace the '{SECTION}' section of FILE with the table")
+    ap.add_argument("--burner", type=int, default=0,
+                    help="K CPU burners (nice 0, not pinned) running during each run: a busy machine (default 0)")
+    ap.add_argument("--own-path", action="store_true",
+                    help="pymon: each watch checks its own URL path (/sNNNNN), so no monitor spec is shared")
+    ap.add_argument("--src", default=f"={ROOT / 'src'}",
+                    help="pymon: LABEL=DIR[@NICE],... source trees to run the daemon from, each in turn, at "
+                         "--nice or at its own NICE (default: this one)")
+    ap.add_argument("--section", default=SECTION[3:], help=f"the RESULTS.md section --write replaces "
+                    f"(default '{SECTION[3:]}')")
     ap.add_argument("--nginx-pgid", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--child-src", default=str(ROOT / "src"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-nice", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--nice", default=str(unit_nice()),
+                    help="pymon: the daemon's nice value, a comma-separated list runs each "
+                         f"(default {unit_nice()}: systemd/pymon.service's Nice=)")
     ap.add_argument("--child", nargs=4, metavar=("CFG", "OUT", "WARMUP", "DURATION"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         cfg, out, warmup, duration = a.child
+        os.setpriority(os.PRIO_PROCESS, 0, a.child_nice)
         if a.loop == "uvloop":
             import uvloop
 
             uvloop.install()
-        asyncio.run(child_main(cfg, out, float(warmup), float(duration), a.timeout, a.profile, a.nginx_pgid))
+        asyncio.run(child_main(cfg, out, float(warmup), float(duration), a.timeout, a.profile, a.nginx_pgid,
+                               a.child_src))
         return 0
     if not shutil.which("nginx"):
         raise SystemExit("needs Debian's nginx: apt-get install nginx-light")
@@ -527,13 +635,23 @@ def main() -> int:
             nginx.start()
             try:
                 if a.floor:
-                    rows.append((n, "bare client", run_floor(nginx, n, a)))
+                    with Burner(a.burner):
+                        rows.append((n, "bare client", run_floor(nginx, n, a)))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
                 for loop in a.loop.split(","):
                     for workers in (int(w) for w in a.probe_workers.split(",")):
-                        who = f"pymon ({loop}{f', {workers} workers' if workers else ''})"
-                        rows.append((n, who, run_pymon(tmp, nginx, n, a, loop, workers)))
-                        print(table(rows[-1:]).splitlines()[-1], flush=True)
+                        for nice_all in (int(x) for x in a.nice.split(",")):
+                            for label, src in (x.partition("=")[::2] for x in a.src.split(",")):
+                                src, at, own_nice = src.partition("@")
+                                nice = int(own_nice) if at else nice_all
+                                if at and nice_all != int(a.nice.split(",")[0]):
+                                    continue  # a tree with its own nice runs once
+                                who = (f"pymon{f' {label}' if label else ''} ({loop}"
+                                       f"{f', {workers} workers' if workers else ''}, nice {nice})")
+                                with Burner(a.burner):
+                                    rows.append((n, who, run_pymon(tmp, nginx, n, a, loop, workers,
+                                                                   str(Path(src).resolve()), nice)))
+                                print(table(rows[-1:]).splitlines()[-1], flush=True)
                 if n <= a.mon_n and os.path.exists(MON):
                     rows.append((n, "mon", run_mon(tmp, nginx, n, a)))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
@@ -541,15 +659,17 @@ def main() -> int:
                 nginx.stop()
     print(table(rows))
     if a.write:
-        cmd = "python3 bench/throughput.py " + " ".join(x for x in sys.argv[1:] if x)
+        cmd = "python3 bench/throughput.py " + shlex.join(x for x in sys.argv[1:] if x)
         cpu = platform.processor() or platform.machine()
-        body = (f"{SECTION}\n\n    {cmd}\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), "
+        body = (f"## {a.section}\n\n    {cmd}\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), "
                 f"Python {platform.python_version()}; {a.duration:g} s measured per run after "
                 f"{a.warmup:g} s warm-up; {a.per_watch} real server(s) per watch, interval {a.interval:g} s, timeout "
-                f"{a.timeout:g} s; nginx ({a.nginx_workers} workers, keep-alive off) on the same 2 cores. "
+                f"{a.timeout:g} s{', each its own URL path' if a.own_path else ''}; nginx ({a.nginx_workers} workers, "
+                f"keep-alive off) on the same 2 cores"
+                f"{f'; {a.burner} CPU burner(s) at nice 0 running during every run (the bare client too)' if a.burner else ''}. "
                 f"`load avg`: 1-minute load average when the run started (other jobs share this machine).\n\n"
                 f"{table(rows)}\n")
-        write_section(Path(a.write), SECTION, body)
+        write_section(Path(a.write), f"## {a.section}", body)
     return 0
 
 

@@ -112,6 +112,7 @@ class Daemon:
         self.start_selfcheck()
         if self.uses_lvs(self.cfg, self.plugins):
             await self.start_lvs()
+        self.gc.collect()  # the one full collection at start, before any check is due (gc_policy.py)
         now = time.time()
         for key, svc in self.cfg.services.items():
             st = self.states[key] = ServiceState(svc)
@@ -124,7 +125,7 @@ class Daemon:
         self.api = await api.start(self)
         self.exporter = await exporter.follow(None, self.cfg, self.control.metrics, self.log)
         self.readiness.serving()
-        self.gc.freeze()  # config, states, plugins: long-lived; the cyclic GC need not scan them again and again
+        self.gc.freeze()  # states, API, plugins: long-lived; the cyclic GC need not scan them again and again
         self.gc.start(loop)
         self.log.info("daemon.started", services=len(self.cfg.services))
         await self.stopping.wait()

@@ -15,7 +15,7 @@ import sys
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 
@@ -94,12 +94,20 @@ def test_services_encoded_in_slices_make_one_document() -> None:
     data = persist.State().to_json()
     whole = {**data, "services": {persist.service_key(k): persist.snapshot_service(st) for k, st in states}}
     pieces = [persist.services_json(states[:1]), persist.services_json([]), persist.services_json(states[1:])]
-    def read(parts: list[bytes]) -> Any:
-        return json.loads(b"".join(parts))
 
-    assert read(persist.encode(data, pieces)) == read(persist.encode(whole))
-    assert read(persist.encode(data, []))["services"] == {}
-    assert read(persist.encode(data, pieces))["services"]["g1:s"]["hosts"]["h1"]["last"]["summary"] == "try 1"
+    def read(slices: list[bytes]) -> Any:
+        async def source() -> AsyncIterator[bytes]:
+            for piece in slices:
+                yield piece
+
+        async def parts() -> list[bytes]:
+            return [p async for p in persist.stream(data, source())]
+
+        return json.loads(b"".join(asyncio.run(parts())))
+
+    assert read(pieces) == json.loads(b"".join(persist.encode(whole)))
+    assert read([])["services"] == {}
+    assert read(pieces)["services"]["g1:s"]["hosts"]["h1"]["last"]["summary"] == "try 1"
 
 
 def test_store_roundtrip_and_tmp_cleanup(tmp_path: Path) -> None:
@@ -312,11 +320,13 @@ def test_a_daemon_with_nothing_to_save_sleeps(tmp_path: Path, monkeypatch: pytes
 def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Once a second a check's bookkeeping freezes the young objects without collecting
-    them (gc_policy.YOUNG_FREEZE_S): a garbage cycle made in between is frozen too, and the
-    next full collection (FREEZE_S apart) must still free it, or every cycle a plugin
-    leaves would stay for good."""
+    them (gc_policy.YOUNG_FREEZE_S): garbage cycles made in between are frozen too, and
+    when they have grown the frozen objects enough (GROWTH_MIN) the next look (FREEZE_S
+    apart) must collect and free them, or every cycle a plugin leaves would stay for good."""
     monkeypatch.setattr(gc_policy, "YOUNG_FREEZE_S", 0.05)
     monkeypatch.setattr(gc_policy, "FREEZE_S", 1.0)
+    monkeypatch.setattr(gc_policy, "GROWTH", 0.0)
+    monkeypatch.setattr(gc_policy, "GROWTH_MIN", 1000)
     cfg = tmp_path / "pymon.yaml"
     cfg.write_text(f"globals: {{statedir: {tmp_path}, mondir: {tmp_path}, alertdir: {tmp_path}}}\n"
                    "hostgroups: {web: [127.0.0.1]}\n"
@@ -328,13 +338,14 @@ def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Pat
     async def run() -> tuple[bool, bool]:
         d = PymonDaemon(str(cfg), logs.setup("json", "info", stream=open(os.devnull, "w")))
         task = asyncio.get_running_loop().create_task(d.run())
-        while not d.readiness.ready:  # started and ready: the first full collection is behind us
+        while not d.readiness.ready:  # started and ready: the full collection at start is behind us
             await asyncio.sleep(0.02)
         full_at = d.gc.frozen_at
-        while d.gc.frozen_at == full_at:  # and the one after it, so none is due while the cycle is made
-            await asyncio.sleep(0.02)
-        c = Cycle()
-        c.me = c  # type: ignore[attr-defined]
+        await asyncio.sleep(1.5)  # looks at the growth came and found none: no collection
+        assert d.gc.frozen_at == full_at
+        for _ in range(2000):  # a plugin's leak: 2,000 cycles, 4,000 objects
+            c = Cycle()
+            c.me = c  # type: ignore[attr-defined]
         ref = weakref.ref(c)
         del c
         young_at = d.gc.young_at
@@ -342,7 +353,7 @@ def test_garbage_cycles_frozen_between_collections_are_still_freed(tmp_path: Pat
             await asyncio.sleep(0.02)
         frozen = ref() is not None and gc.get_freeze_count() > 0
         full_at = d.gc.frozen_at
-        for _ in range(200):  # the housekeeping's full collection, FREEZE_S after the last
+        for _ in range(200):  # the look after they grew the frozen objects: a full collection
             if d.gc.frozen_at != full_at:
                 break
             await asyncio.sleep(0.05)

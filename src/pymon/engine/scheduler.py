@@ -20,6 +20,19 @@ start lag and the CPU per check (docs/performance.md).
 
 `maxprocs` queues checks (never drops them) and says so, once per THROTTLE_LOG_S with
 the count: an overloaded daemon must not also write a line per check.
+
+When the daemon cannot keep up (the CPU is taken by other work, a plugin blocks the
+loop), checks slip, they do not pile up. A pass starts at most BATCH checks and leaves
+the rest due for the next pass, after the loop has handled the answers that came in
+meanwhile: after a stall, thousands of due checks started in one pass held the loop for
+hundreds of ms and made the stall longer. A check whose whole interval passed before it
+could start is not run late: it is skipped to its next slot (phase kept), so the backlog
+is never more than one interval of checks, and a service is never checked twice in one
+interval to catch up. Its skipped slots are counted (`skipped["late"]`) and said in one
+`scheduler.behind` line per THROTTLE_LOG_S at most. Slots that pass while the service's
+previous check is still running are skipped too and counted (`skipped["running"]`), not
+logged: most often that is a server slower than the service's interval (timeout >
+interval), which the daemon could not help.
 """
 
 from __future__ import annotations
@@ -39,6 +52,8 @@ SWEEP_S = 1.0  # how often runs past their limit are looked for
 CLOSE_WAIT_S = 5.0  # at close, runs that ignore their cancellation are waited for this long, then left
 TICK_S = 0.02  # starts are rounded up to this grid: checks due close together share one wake-up
 DENSE = 4000  # services from which the grid is a quarter as coarse
+BATCH = 100  # checks started per loop pass at most (10,000 services at 1 s on the 5 ms grid: 50 a pass)
+SKIPPED = ("late", "running")  # why slots were skipped: not started within the interval; the last check still running
 
 Finish = Callable[[float], None]  # the run is over: seconds until the next one
 Job = Callable[[Any, float, Finish], "Cancel | None"]  # (key, start lag s, finish) -> how to cancel the run
@@ -49,10 +64,11 @@ class _Entry:
     partial per service: each is an object per service for the garbage collector,
 docs/performance.md)."""
 
-    __slots__ = ("sched", "key", "job", "skew", "due", "live", "running", "cancel")
+    __slots__ = ("sched", "key", "job", "skew", "due", "step", "live", "running", "cancel")
 
     def __init__(self, sched: "Scheduler", key: Hashable, job: Job, skew: float, due: float):
         self.sched, self.key, self.job, self.skew, self.due = sched, key, job, skew, due
+        self.step = 0.0  # the interval to this slot from the last; 0 before the first run (never skipped)
         self.live = True  # False once stopped or replaced
         self.running = False
         self.cancel: Cancel | None = None
@@ -83,6 +99,9 @@ class Scheduler:
         self.loop = asyncio.get_running_loop()
         self.throttled = 0  # checks that waited since the last `scheduler.throttled` line
         self.logged_at = -THROTTLE_LOG_S
+        self.skipped = dict.fromkeys(SKIPPED, 0)  # slots skipped since start, by reason (metrics)
+        self.behind_logged_at = -THROTTLE_LOG_S
+        self.behind_since_log = [0, 0.0]  # slots skipped since the last `scheduler.behind` line; the most late, s
         self._draining = False
 
     def start(self, key: Hashable, delay: float, job: Job, skew: float = 0.0) -> None:
@@ -184,15 +203,50 @@ class Scheduler:
         self.timer, self.timer_at = None, float("inf")
         now = self.loop.time()
         heap = self.heap
+        started = 0
         while heap and heap[0][0] <= now:
+            if started == BATCH:  # the rest in the next pass, after the I/O that is ready
+                if self.timer is not None:  # armed by a check that finished at once
+                    self.timer.cancel()
+                self.timer, self.timer_at = self.loop.call_soon(self._tick), now  # type: ignore[assignment]
+                return
             e = heapq.heappop(heap)[2]
             if not e.live:
                 continue
+            if e.step and now - e.due >= e.step:
+                self._skip(e, now)
+                continue
+            started += 1
             if self.maxprocs and self.running >= self.maxprocs:
                 self._throttle(e, now)
             else:
                 self._run(e, now)
         self._arm()
+
+    def behind(self) -> float:
+        """How late the most overdue check is now (0: none is due); for the metrics."""
+        while self.heap and not self.heap[0][2].live:
+            heapq.heappop(self.heap)
+        return max(self.loop.time() - self.heap[0][0], 0.0) if self.heap else 0.0
+
+    def _skip(self, e: _Entry, now: float) -> None:
+        """`e`'s whole interval passed before it could start: on to its next slot, phase
+        kept; counted, and said once per THROTTLE_LOG_S (not per check: an overloaded
+        daemon must not also write a line per check)."""
+        late = now - e.due
+        slots = int(-(-late // e.step))  # the one due and those that passed since
+        e.due += slots * e.step
+        heapq.heappush(self.heap, (e.due, next(self.seq), e))
+        self.skipped["late"] += slots
+        pending = self.behind_since_log
+        pending[0] += slots
+        pending[1] = max(pending[1], late)
+        if now - self.behind_logged_at >= THROTTLE_LOG_S:
+            self.behind_logged_at = now
+            self.log.warning("scheduler.behind", skipped=pending[0], late_s=round(pending[1], 3),
+                             skipped_total=self.skipped["late"],
+                             action="checks not started within their interval skipped to their next slot")
+            pending[:] = [0, 0.0]
 
     def _throttle(self, e: _Entry, now: float) -> None:
         self.queue.append(e)
@@ -217,12 +271,13 @@ class Scheduler:
         e.cancel = None
         self.running -= 1
         if e.live:
-            step = max(interval + (self.rng.uniform(-e.skew, e.skew) if e.skew else 0.0), 0.001)
-            due = e.due + step
-            late = self.loop.time() - due
-            if late > 0:  # started late or overran: skip the slots that passed, keep the phase
-                due += -(-late // step) * step
-            e.due = due
+            step = e.step = max(interval + (self.rng.uniform(-e.skew, e.skew) if e.skew else 0.0), 0.001)
+            e.due += step
+            late = self.loop.time() - e.due
+            if late > 0:  # the run went on past its next slot: skip the slots that passed, keep the phase
+                slots = -(-late // step)
+                e.due += slots * step
+                self.skipped["running"] += int(slots)  # counted, not logged (the module's docstring)
             self._push(e)
         if self.queue:
             self._drain()

@@ -32,7 +32,7 @@ import os
 import time
 from dataclasses import replace
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol
 
 from pymon.ipvs.policy import NO_OPERATOR, Operator
 from pymon.ops import persist
@@ -407,23 +407,24 @@ class Control:
 
     # -- persistence, status ------------------------------------------------------------------
 
-    async def snapshot(self) -> list[bytes]:
-        """The state file's content, built for this save only (kept between saves, the
-        services' part would be the biggest thing in the heap: docs/performance.md),
-        SAVE_SLICE services per loop pass."""
+    def snapshot(self) -> AsyncIterator[bytes]:
+        """The state file's content, built for this save only and written as it is built
+        (kept, the services' part would be the biggest thing in the heap:
+        docs/performance.md), SAVE_SLICE services per loop pass."""
         for k in list(self.state.acks):
             g, _, s = k.partition(":")
             st = self.d.states.get((g, s))
             if st is None or st.acked is None:
                 del self.state.acks[k]  # recovered (mon clears the ack) or removed
-        data = self.state.to_json()
         items = list(self.d.states.items())
-        pieces: list[bytes] = []
-        for i in range(0, len(items), SAVE_SLICE):
-            if i:
-                await asyncio.sleep(0)
-            pieces.append(persist.services_json(items[i:i + SAVE_SLICE]))
-        return persist.encode(data, pieces)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for i in range(0, len(items), SAVE_SLICE):
+                if i:
+                    await asyncio.sleep(0)
+                yield persist.services_json(items[i:i + SAVE_SLICE])
+
+        return persist.stream(self.state.to_json(), pieces())
 
     async def save(self) -> bool:
         if self.store is None:
@@ -431,7 +432,7 @@ class Control:
         self.dirty.clear()
         self.stale, self.saved_at = False, time.monotonic()
         async with self.save_lock:  # one snapshot at a time: an older one must not be written last
-            ok = await asyncio.to_thread(self.store.save, await self.snapshot())
+            ok = await self.store.save_stream(self.snapshot())
         self.unsaved = not ok  # the API tells an operator whose change is in memory only
         return ok
 

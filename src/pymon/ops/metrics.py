@@ -278,3 +278,13 @@ class _StateCollector(Collector):
                 announced.add_metric([vip], 1.0 if a.announced else 0.0)
             yield announced
         yield from selfcheck_metrics(getattr(d, "selfcheck", None))  # pymon_director_fault (director_canaries.py)
+        runner = getattr(d, "runner", None)  # the schedule (engine/scheduler.py): what slips when it cannot keep up
+        if runner is not None:
+            skipped = CounterMetricFamily("pymon_checks_skipped", "Check slots skipped: late = not started "
+                                          "within the interval (the daemon could not keep up), running = the "
+                                          "service's previous check still running", labels=["reason"])
+            for reason, n in runner.sched.skipped.items():
+                skipped.add_metric([reason], float(n))
+            yield skipped
+            yield GaugeMetricFamily("pymon_scheduler_behind_seconds", "How late the most overdue check is at "
+                                    "this scrape (0: none is due)", value=runner.sched.behind())

@@ -19,12 +19,13 @@ Pure helpers (`snapshot_service`, `restore_service`) translate to and from
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, AsyncIterator, Literal, Sequence
 
 from pymon.plugin import Result
 from pymon.engine.rules import HostState, PeriodState, ServiceState
@@ -200,23 +201,26 @@ def services_json(items: Sequence[tuple[tuple[str, str], ServiceState]]) -> byte
     return json.dumps({service_key(k): snapshot_service(st) for k, st in items}, separators=_SEP)[1:-1].encode()
 
 
-def encode(data: dict[str, Any], services: Sequence[bytes] | None = None) -> list[bytes]:
-    """The file's content, in parts written one after another. `services` (parts from
-    `services_json`) stand in for data["services"]: a daemon builds them a slice of
-    services per loop pass (10,000 at once held its loop 0.4 s), and never joins them:
-    one block of the file's size (8 MiB at 10,000 services) raised glibc's mmap
-    threshold and stayed in the heap after every save."""
-    if services is None:
-        return [json.dumps(data, separators=_SEP).encode()]
+def encode(data: dict[str, Any]) -> list[bytes]:
+    """A whole file's content at once (`Store.save`)."""
+    return [json.dumps(data, separators=_SEP).encode()]
+
+
+async def stream(data: dict[str, Any], services: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The file's content as parts to write one after another (`Store.save_stream`).
+    `services` (parts from `services_json`) stand in for data["services"]: a daemon builds
+    them a slice of services per loop pass (10,000 at once held its loop 0.4 s), and
+    each part is written before the next is built: holding them all until the write
+    (8 MiB at 10,000 services) raised the daemon's peak RSS by that much at every save,
+    and as one joined block it raised glibc's mmap threshold so that it stayed in the heap."""
     rest = json.dumps({k: v for k, v in data.items() if k != "services"}, separators=_SEP).encode()
-    parts = [b'{"services":{']
-    for piece in services:
+    yield b'{"services":{'
+    sep = b""
+    async for piece in services:
         if piece:
-            parts += (piece, b",")
-    if parts[-1] == b",":
-        parts.pop()
-    parts += (b"}," if len(rest) > 2 else b"}", rest[1:])
-    return parts
+            yield sep + piece
+            sep = b","
+    yield (b"}," if len(rest) > 2 else b"}") + rest[1:]
 
 
 def restore_service(st: ServiceState, snap: dict[str, Any], hosts: list[str]) -> None:
@@ -291,34 +295,69 @@ class Store:
     def save(self, parts: Sequence[bytes]) -> bool:
         """Atomic replace of the file by `parts` (from `encode`). Blocking (fsync): call
         from a thread."""
-        tmp = self.dir / f".{self.path.name}.tmp{os.getpid()}"
+        tmp = self._tmp()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 for part in parts:
-                    view = memoryview(part)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    _write(fd, part)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, self.path)
-            dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            self._replace(tmp)
         except OSError as e:
+            return self._failed(tmp, e)
+        return self._saved()
+
+    async def save_stream(self, parts: AsyncIterator[bytes]) -> bool:
+        """`save` of parts as they are made (`stream`): each is written when it comes, so
+        only one is in memory. Every write, the fsyncs and the rename run in a thread: a
+        write to a disk behind on its writeback can block."""
+        tmp = self._tmp()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                tmp.unlink()
-            except OSError:
-                pass
-            if self.write_ok:
-                self.log.error("state.write_failed", file=str(self.path), error=str(e),
-                               action="keeps running; state changes are kept in memory only")
-            self.write_ok = False
-            return False
+                async for part in parts:
+                    await asyncio.to_thread(_write, fd, part)
+                await asyncio.to_thread(os.fsync, fd)
+            finally:
+                os.close(fd)
+            await asyncio.to_thread(self._replace, tmp)
+        except OSError as e:
+            return self._failed(tmp, e)
+        return self._saved()
+
+    def _tmp(self) -> Path:
+        return self.dir / f".{self.path.name}.tmp{os.getpid()}"
+
+    def _replace(self, tmp: Path) -> None:
+        """Rename into place and fsync the directory: a crash leaves the old file or the new one."""
+        os.replace(tmp, self.path)
+        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def _failed(self, tmp: Path, e: OSError) -> bool:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if self.write_ok:
+            self.log.error("state.write_failed", file=str(self.path), error=str(e),
+                           action="keeps running; state changes are kept in memory only")
+        self.write_ok = False
+        return False
+
+    def _saved(self) -> bool:
         if not self.write_ok:
             self.log.info("state.write_recovered", file=str(self.path))
         self.write_ok = True
         return True
+
+
+def _write(fd: int, part: bytes) -> None:
+    view = memoryview(part)
+    while view:
+        view = view[os.write(fd, view):]

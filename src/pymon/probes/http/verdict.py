@@ -46,6 +46,7 @@ class HttpParams:
     redirects: int
     cert_days: int | None
     keepalive: bool
+    tls_resume: bool
     agent: str
     timeout: float
 
@@ -145,6 +146,7 @@ def parse(params: Params) -> HttpParams:
         redirects=redirects,
         cert_days=r.number("cert_days", None, integer=True, lo=0),
         keepalive=r.boolean("keepalive", False),
+        tls_resume=r.boolean("tls_resume", True),
         agent=r.string("agent", f"pymon/{__version__}"),
         timeout=r.timeout(),
     )

@@ -81,18 +81,31 @@ def hits(pki: dict[str, object]) -> int:
     return pki["good"].session_stats()["hits"]  # type: ignore[attr-defined,no-any-return]
 
 
-async def test_sessions_are_resumed(pki: dict[str, object]) -> None:
+@pytest.fixture
+def no_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a Python whose ssl module does not leak sessions (the mechanism is the same)."""
+    monkeypatch.setattr(verdict, "SESSION_LEAKS", False)
+
+
+def test_tls_resume_is_refused_where_it_would_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verdict, "SESSION_LEAKS", True)
+    errors = verdict.validate_params({"scheme": "https", "tls_resume": True})
+    assert len(errors) == 1 and errors[0].startswith("tls_resume: Python 3.") and "leaks memory" in errors[0], errors
+    assert verdict.validate_params({"tls_resume": True}) == ["tls_resume: needs scheme: https"]
+
+
+async def test_sessions_are_resumed(pki: dict[str, object], no_leak: None) -> None:
     """The server counts the resumed handshakes: all but the first of a real server's."""
     s = await tls_server(pki)
     try:
         params = {"scheme": "https", "port": s.port, "timeout": 3, "path": "/vhost", "host_header": "www.example.test",
-                  "body_regex": r"^www\.example\.test$"}
+                  "body_regex": r"^www\.example\.test$", "tls_resume": True}
         before = hits(pki)
         for _ in range(4):
             r = await probe.http(T, params)
             assert r.ok, r
         assert hits(pki) - before == 3
-        # tls_resume: false: a full handshake every check
+        # without tls_resume (the default): a full handshake every check
         before = hits(pki)
         for _ in range(3):
             assert (await probe.http(T, {**params, "tls_resume": False})).ok
@@ -101,7 +114,7 @@ async def test_sessions_are_resumed(pki: dict[str, object]) -> None:
         await s.stop()
 
 
-async def test_no_resumption_after_resume_s(pki: dict[str, object], placement: int,
+async def test_no_resumption_after_resume_s(pki: dict[str, object], placement: int, no_leak: None,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Past RESUME_S since the last full handshake the certificate is checked again."""
     if placement:
@@ -111,7 +124,7 @@ async def test_no_resumption_after_resume_s(pki: dict[str, object], placement: i
     try:
         before = hits(pki)
         for _ in range(3):
-            assert (await probe.http(T, {"scheme": "https", "port": s.port, "timeout": 3})).ok
+            assert (await probe.http(T, {"scheme": "https", "port": s.port, "timeout": 3, "tls_resume": True})).ok
         assert hits(pki) == before
     finally:
         await s.stop()

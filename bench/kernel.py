@@ -374,7 +374,7 @@ virtual_services:
         # (Debian's 3.11): lifted for this bench, which measures its CPU
         lift = "from pymon.probes.http import verdict; verdict.SESSION_LEAKS = False; " if TLS and self.resume else ""
         self.spawn([self.python, "-c", f"import sys; {lift}from pymon.cli import main; sys.exit(main(sys.argv[1:]))",
-                    "run", "-c", str(cfg), "--log-level", "debug"])
+                    "run", "-c", str(cfg), "--log-level", "debug"], env={"PYTHONPATH": str(ROOT / "src")})
 
     def breakdown(self, kills: list[tuple[str, float]], window_start: float, window: float) -> dict[str, Any]:
         """From pymon's own log: when it saw each failure (host.state down) and changed the table

@@ -624,7 +624,8 @@ def inside(a: argparse.Namespace) -> int:
         pair, names = [("keepalived", pythons[0]), ("pymon", pythons[0]), ("pymon-full", pythons[0])], []
     pair = pair if a.side_by_side and len(pair) > 1 else []
     every = topology(a.servers, tmp / "www", sets=max(1, len(pair)))
-    log(f"topology: VIP {VIP}:{PORT}, {len(every)} busybox httpd real servers in netns {NS}")
+    log(f"topology: VIP {VIP}:{PORT}, {len(every)} real servers ({'one nginx, TLS' if TLS else 'busybox httpd'}) "
+        f"in netns {NS}")
     results: list[dict[str, Any]] = []
     side: list[dict[str, Any]] = []
     try:

@@ -94,8 +94,10 @@ int main(int argc, char **argv) {
 			epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
 			k++;
 		}
-		int wait = (int)((start + k * interval / n - now()) * 1000);
-		int m = epoll_wait(ep, evs, 1024, wait > 0 ? wait : 0);
+		/* rounded up to the next ms, as Python's epoll.poll does: rounded down, the loop
+		 * would spin through the last ms before every start */
+		double left = start + k * interval / n - now();
+		int m = epoll_wait(ep, evs, 1024, left > 0 ? (int)(left * 1000) + 1 : 0);
 		for (int e = 0; e < m; e++) {
 			struct conn *c = evs[e].data.ptr;
 			int ok = -1; /* -1: not over yet */

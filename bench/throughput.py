@@ -130,7 +130,10 @@ http {{
         while time.monotonic() < deadline:
             try:
                 socket.create_connection((address(0), PORT), timeout=1).close()
-                return
+                time.sleep(0.5)
+                if self.proc.poll() is None:
+                    return
+                raise SystemExit(f"nginx failed (another run on port {PORT}? --port): {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
             except OSError:
                 if self.proc.poll() is not None:
                     raise SystemExit(f"nginx failed: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]

@@ -12,6 +12,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -329,3 +330,13 @@ def test_common_heads_take_the_shortcut(head: bytes, code: int | None) -> None:
     (every status accepted here: the shortcut is for accepted ones)."""
     kind, data, *_ = _exchange_with(lambda conn: conn.sendall(head + b"\r\n\r\nbody"), ((100, 599),))
     assert (kind, data) == ("status", code) if code else kind == "answer" and data.startswith(head)
+
+
+def test_a_plain_worker_does_not_load_ssl() -> None:
+    """The worker's imports (`python -I -S exchange.py`) leave `ssl` out until an HTTPS
+    exchange needs it: 4.5 MiB per worker."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import exchange; "
+            "print('ssl' in sys.modules); exchange.tls_context(False); print('ssl' in sys.modules)")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(Path(exchange.__file__).parent)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]

@@ -259,7 +259,8 @@ async def check_many(targets: list[Target], cfg: "HttpParams") -> list[Result]:
         addrs.append(found)
     todo = [i for i, r in enumerate(results) if r is None]
     # TLS verifies a host given by name against that name: each such host is an exchange of its own
-    named = [i for i in todo if cfg.scheme == "https" and not cfg.host_header and _literal(targets[i].host, cfg.port) is None]
+    named = [i for i in todo
+             if cfg.scheme == "https" and not cfg.host_header and _literal(targets[i].host, cfg.port) is None]
     groups: list[tuple[list[int], str | None]] = [([i], targets[i].host) for i in named]
     rest = [i for i in todo if i not in named]
     if rest:

@@ -128,3 +128,17 @@ async def test_no_resumption_after_resume_s(pki: dict[str, object], placement: i
         assert hits(pki) == before
     finally:
         await s.stop()
+
+
+async def test_a_host_given_by_name_is_verified_against_that_name(pki: dict[str, object]) -> None:
+    """`localhost` resolves to 127.0.0.1, which the certificate carries; the name it does
+    not: the check must verify the name it was given, not the address it connected to."""
+    s = await tls_server(pki)
+    try:
+        by_name, by_addr = Target("localhost", "web", "https"), Target("127.0.0.1", "web", "https")
+        results = await probe.http_many([by_name, by_addr], {"scheme": "https", "port": s.port, "timeout": 3})
+        assert results["localhost"].summary.startswith("certificate verify failed: Hostname mismatch"), results
+        assert results["127.0.0.1"].ok, results
+        assert "localhost" in s.sni
+    finally:
+        await s.stop()

@@ -40,6 +40,14 @@ Measured for each, inside the same boot:
    from /proc/net/ip_vs every 10 ms in-process; `--trials` times, at random phases.
    Recovery: httpd restarted and answering -> entry back with its weight.
 
+`--tls`: HTTPS instead, CPU per check only (side by side, no detection trials): one
+nginx in the namespace serving TLS 1.3 (self-signed P-256 certificate, session tickets)
+on port 443 of every real server's address; keepalived `SSL_GET` beside pymon's `http`
+with `scheme: https` twice, once with `tls_resume: true` (its default) and once with
+false, each with its own N real servers; nginx logs whether each handshake resumed a
+session (`$ssl_session_reused`), counted per daemon. Neither checks the certificate here
+(keepalived's SSL_GET does not; pymon `verify: false`). Section "Kernel: HTTPS".
+
 Everything inside is bounded by `--timeout` (default 25 min for the whole VM).
 """
 
@@ -65,9 +73,11 @@ from results import write_section  # bench/results.py (scripts run from bench/)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Kernel: pymon vs keepalived vs mon"
+TLS_SECTION = "## Kernel: HTTPS, pymon vs keepalived"
 MARK = "KERNEL-BENCH-RESULT "
 
 VIP, PORT = "10.10.0.100", 80
+TLS = False  # --tls: PORT is 443 and one nginx serves HTTPS on every real server's address
 
 
 def side_vip(k: int) -> str:
@@ -233,9 +243,58 @@ table inet kbench {{
 }}
 """)
     backends = [Backend(i, root) for i in range(n * sets)]
+    if TLS:
+        tls_server(root, backends)
+        return backends
     for b in backends:
         b.start()
     return backends
+
+
+TLS_LOG = Path("/tmp/kbench-nginx/access.log")
+
+
+def tls_server(root: Path, backends: list[Backend]) -> None:
+    """One nginx in the namespace, TLS on port 443 of every address; it stops with the VM."""
+    d = TLS_LOG.parent
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    sh(f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=rs -days 2 "
+       f"-keyout {d}/key.pem -out {d}/cert.pem")
+    (d / "nginx.conf").write_text(f"""daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    log_format bench '$server_addr $ssl_session_reused';
+    access_log {TLS_LOG} bench buffer=64k flush=1s;
+    keepalive_timeout 0;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    server {{
+        listen {PORT} ssl;
+        ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+    subprocess.Popen(["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, preexec_fn=_enter_ns, start_new_session=True)
+    if wait_until(lambda: all(b.answering() for b in backends[:1]), 60) is None:
+        raise RuntimeError(f"nginx did not answer on {backends[0].addr}:{PORT}: {(d / 'error.log').read_text()}")
+
+
+def tls_resumed(backends: list[Backend]) -> tuple[int, int]:
+    """(handshakes, of them resumed) logged by nginx for these real servers so far."""
+    addrs, total, reused = {b.addr for b in backends}, 0, 0
+    if TLS_LOG.exists():
+        for line in TLS_LOG.read_text().splitlines():
+            addr, _, r = line.partition(" ")
+            if addr in addrs:
+                total += 1
+                reused += r == "r"
+    return total, reused
 
 
 class Daemon:
@@ -285,18 +344,20 @@ class Daemon:
 class Pymon(Daemon):
     slug, name, checker = "pymon", "pymon", "native `http`"
     python = sys.executable  # the interpreter it runs on (--pythons)
+    resume = True  # --tls: tls_resume
 
     def start(self) -> None:
         hosts = ", ".join(b.addr for b in self.backends)
         reals = "\n".join(f"      - {b.addr}" for b in self.backends)
         cfg = self.tmp / "pymon.yaml"
+        tls = f", scheme: https, verify: false, tls_resume: {str(self.resume).lower()}" if TLS else ""
         cfg.write_text(f"""\
 globals: {{statedir: {self.tmp}, mondir: {self.tmp}, alertdir: {self.tmp}, randstart: {INTERVAL}s}}
 hostgroups: {{web: [{hosts}]}}
 watch:
   web:
     http:
-      monitor: {{name: http, port: {PORT}, path: /}}
+      monitor: {{name: http, port: {PORT}, path: /{tls}}}
       interval: {INTERVAL}s
       timeout: {TIMEOUT}s
       fall: 1
@@ -309,7 +370,11 @@ virtual_services:
     real_servers:
 {reals}
 """)
-        self.spawn([self.python, "-m", "pymon", "run", "-c", str(cfg), "--log-level", "debug"])
+        # `tls_resume` is refused on Pythons whose ssl module leaks every session it hands out
+        # (Debian's 3.11): lifted for this bench, which measures its CPU
+        lift = "from pymon.probes.http import verdict; verdict.SESSION_LEAKS = False; " if TLS and self.resume else ""
+        self.spawn([self.python, "-c", f"import sys; {lift}from pymon.cli import main; sys.exit(main(sys.argv[1:]))",
+                    "run", "-c", str(cfg), "--log-level", "debug"], env={"PYTHONPATH": str(ROOT / "src")})
 
     def breakdown(self, kills: list[tuple[str, float]], window_start: float, window: float) -> dict[str, Any]:
         """From pymon's own log: when it saw each failure (host.state down) and changed the table
@@ -349,7 +414,7 @@ class Keepalived(Daemon):
         reals = "".join(f"""
     real_server {b.addr} {PORT} {{
         weight 1
-        HTTP_GET {{
+        {"SSL_GET" if TLS else "HTTP_GET"} {{
             url {{
                 path /
                 status_code 200
@@ -540,19 +605,27 @@ def inside(a: argparse.Namespace) -> int:
 
     def make(name: str, tmp: Path, bs: list[Backend], vip: str = VIP, counter: str = "syns", k: int = 0,
              py: str = pythons[0]) -> Daemon:
-        d = {"keepalived": Keepalived, "mon": Mon, "pymon": Pymon}[name](tmp, bs, vip, counter, k)
+        resume = not name.endswith("-full")
+        d = {"keepalived": Keepalived, "mon": Mon, "pymon": Pymon}[name.removesuffix("-full")](tmp, bs, vip, counter, k)
         if isinstance(d, Pymon):
-            d.python = py
+            d.python, d.resume = py, resume
             if len(pythons) > 1:
                 d.name = f"pymon ({labels[py]})"
+            if TLS:
+                d.name, d.checker = f"pymon ({'resumed' if resume else 'full handshakes'})", "native `http`, https"
+        elif TLS:
+            d.checker = "`SSL_GET`"
         return d
 
-    # side by side: keepalived and one pymon per interpreter
+    # side by side: keepalived and one pymon per interpreter (--tls: pymon with and without resumption)
     pair = ([("keepalived", pythons[0])] if "keepalived" in names else []) + (
         [("pymon", py) for py in pythons] if "pymon" in names else [])
+    if TLS:
+        pair, names = [("keepalived", pythons[0]), ("pymon", pythons[0]), ("pymon-full", pythons[0])], []
     pair = pair if a.side_by_side and len(pair) > 1 else []
     every = topology(a.servers, tmp / "www", sets=max(1, len(pair)))
-    log(f"topology: VIP {VIP}:{PORT}, {len(every)} busybox httpd real servers in netns {NS}")
+    log(f"topology: VIP {VIP}:{PORT}, {len(every)} real servers ({'one nginx, TLS' if TLS else 'busybox httpd'}) "
+        f"in netns {NS}")
     results: list[dict[str, Any]] = []
     side: list[dict[str, Any]] = []
     try:
@@ -563,6 +636,10 @@ def inside(a: argparse.Namespace) -> int:
                   for k, (name, py) in enumerate(pair)]
             try:
                 side = side_by_side(ds, a)
+                if TLS:
+                    time.sleep(1.5)  # nginx's log flush
+                    for d, r in zip(ds, side):
+                        r["handshakes"], r["resumed"] = tls_resumed(d.backends)
             except Exception as e:  # noqa: BLE001 - the runs one after the other still count
                 log(f"side by side: FAILED: {e}")
                 side = [{"daemon": d.name, "checker": d.checker, "servers": n, "error": str(e)[:2000]} for d in ds]
@@ -695,6 +772,29 @@ def cpu_table(rs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def tls_report(data: dict[str, Any], command: str) -> str:
+    info, side = data["info"], data["side"]
+    rows = cpu_table(side)
+    rows[0] += " TLS sessions resumed (nginx) |"
+    rows[1] += "---:|"
+    for i, r in enumerate(side, 2):
+        if "handshakes" in r:
+            rows[i] += f" {r['resumed']:,} of {r['handshakes']:,} |"
+    load = info["host_load"]
+    return "\n".join([
+        TLS_SECTION, "", f"    {command}", "",
+        f"One qemu boot (TCG: every instruction emulated; ratios, not absolute figures, carry over), kernel "
+        f"{info['kernel']}, {info['cpus']} vCPUs, clocksource {info['clocksource']}; {info['date']}; pymon at "
+        f"{info['pymon']} on Python {info['python']}, {info['keepalived']}. Host 1-minute load average "
+        f"{load[0]:.1f} before the boot, {load[1]:.1f} after it.", "",
+        f"Side by side over one window, each daemon with its own service and {side[0]['servers']} real servers: one "
+        f"nginx in the namespace serving TLS 1.3 on port {PORT} of every address (self-signed P-256 certificate, "
+        f"session tickets), check every {INTERVAL:g} s, timeout {TIMEOUT:g} s, `retry 0` / `fall: 1`; no certificate "
+        f"check on either side (keepalived's SSL_GET has none; pymon `verify: false`). Checks counted by nftables "
+        f"(SYNs to port {PORT}); CPU from /proc/PID/stat.", "",
+        *rows, ""])
+
+
 def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
     info, results = data["info"], data["results"]
     by = {r["daemon"]: r for r in results}
@@ -812,15 +912,21 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=1500.0, help="for the whole VM run, seconds (default 1500)")
     ap.add_argument("--write", metavar="FILE", help=f"replace the '{SECTION}' section of FILE with the tables")
+    ap.add_argument("--tls", action="store_true",
+                    help="HTTPS: keepalived SSL_GET vs pymon with and without TLS session resumption, side by side only")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global TLS, PORT
+    if a.tls:
+        TLS, PORT = True, 443
     a.mon_servers = min(a.mon_servers, a.servers)
     if a.inside:
         return inside(a)
     args = ["--servers", str(a.servers), "--mon-servers", str(a.mon_servers), "--trials", str(a.trials),
             "--window", f"{a.window:g}", "--warmup", f"{a.warmup:g}", "--daemons", a.daemons,
             "--start-timeout", f"{a.start_timeout:g}", "--trial-timeout", f"{a.trial_timeout:g}", "--seed", str(a.seed),
-            "--side-by-side" if a.side_by_side else "--no-side-by-side"] + (["--pythons", a.pythons] if a.pythons else [])
+            "--side-by-side" if a.side_by_side else "--no-side-by-side"] + (["--pythons", a.pythons] if a.pythons else []) + (
+        ["--tls"] if a.tls else [])
     inner = '"$PYMON_PYTHON" bench/kernel.py --inside ' + shlex.join(args)
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     rc, text = run_vm(inner, a.timeout)
@@ -833,13 +939,14 @@ def main() -> int:
     command = "python3 bench/kernel.py " + " ".join(sys.argv[1:])
     data["info"]["pymon"] = pymon_version()
     data["info"]["host_load"] = [load0, os.getloadavg()[0]]
-    body = report(data, a, command.strip())
+    body = tls_report(data, command.strip()) if TLS else report(data, a, command.strip())
+    section = TLS_SECTION if TLS else SECTION
     print()
     print(body)
     if a.write:
-        write_section(Path(a.write), SECTION, body)
-        log(f"wrote the '{SECTION}' section of {a.write}")
-    return 0 if all("error" not in r for r in data["results"]) else 1
+        write_section(Path(a.write), section, body)
+        log(f"wrote the '{section}' section of {a.write}")
+    return 0 if all("error" not in r for r in data["results"] + data["side"]) else 1
 
 
 if __name__ == "__main__":

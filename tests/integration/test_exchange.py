@@ -12,6 +12,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -167,7 +168,7 @@ def test_an_answer_waiting_unread_is_not_a_timeout() -> None:
     ex = exchange.Exchanger(lambda jid, out: outcomes.append((jid, out)))
     try:
         addr = [(socket.AF_INET, ("127.0.0.1", srv.server_port))]
-        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 0.3, False, 65536, ((200, 399),), False), time.monotonic())
+        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 0.3, False, 65536, ((200, 399),), False, None), time.monotonic())
         while not any(c.phase == "response" for c in ex.conns.values()):  # connected, request sent
             for fd, ev in ex.ep.poll(0.05):
                 ex.handle(fd, ev)
@@ -204,7 +205,7 @@ def _exchange_with(serve: Callable[[socket.socket], None], ranges: tuple[tuple[i
     ex = exchange.Exchanger(lambda jid, out: outcomes.append((jid, out)))
     try:
         addr = [(socket.AF_INET, ("127.0.0.1", srv.getsockname()[1]))]
-        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 2.0, want_body, 65536, ranges, False), time.monotonic())
+        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 2.0, want_body, 65536, ranges, False, None), time.monotonic())
         _run(ex, outcomes, time.monotonic() + 3)
         t.join(3)
         ((_, out),) = outcomes
@@ -258,7 +259,7 @@ def test_each_exchange_ends_at_its_own_deadline() -> None:
         addr = [(socket.AF_INET, srv.getsockname())]
         t0 = time.monotonic()
         for jid, timeout in ((1, 0.8), (2, 0.2), (3, 0.8), (4, 0.4)):
-            ex.submit((jid, addr, b"GET / HTTP/1.0\r\n\r\n", timeout, False, 65536, ((200, 399),), False), t0)
+            ex.submit((jid, addr, b"GET / HTTP/1.0\r\n\r\n", timeout, False, 65536, ((200, 399),), False, None), t0)
         assert ex.next_deadline() == pytest.approx(t0 + 0.2)
         while len(ended) < 4 and time.monotonic() < t0 + 3:
             for fd, ev in ex.ep.poll(0.02):
@@ -284,7 +285,7 @@ def test_an_event_under_the_fd_of_a_closed_socket_is_no_failure() -> None:
     ex = exchange.Exchanger(lambda jid, out: outcomes.append((jid, out)))
     try:
         addr = [(socket.AF_INET, srv.getsockname())]
-        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 0.5, False, 65536, ((200, 399),), False), time.monotonic())
+        ex.submit((1, addr, b"GET / HTTP/1.0\r\n\r\n", 0.5, False, 65536, ((200, 399),), False, None), time.monotonic())
         (fd,) = ex.conns
         ex.handle(fd, select.EPOLLOUT)  # stray: "writable"
         ex.handle(fd, select.EPOLLERR | select.EPOLLOUT)  # stray: "error", though SO_ERROR says none
@@ -329,3 +330,13 @@ def test_common_heads_take_the_shortcut(head: bytes, code: int | None) -> None:
     (every status accepted here: the shortcut is for accepted ones)."""
     kind, data, *_ = _exchange_with(lambda conn: conn.sendall(head + b"\r\n\r\nbody"), ((100, 599),))
     assert (kind, data) == ("status", code) if code else kind == "answer" and data.startswith(head)
+
+
+def test_a_plain_worker_does_not_load_ssl() -> None:
+    """The worker's imports (`python -I -S exchange.py`) leave `ssl` out until an HTTPS
+    exchange needs it: 4.5 MiB per worker."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import exchange; "
+            "print('ssl' in sys.modules); exchange.tls_context(False); print('ssl' in sys.modules)")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(Path(exchange.__file__).parent)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]

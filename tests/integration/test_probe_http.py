@@ -13,7 +13,7 @@ from httpserver import Server, free_port
 from pymon.plugin import Result, Target
 from pymon.probes import validate_params
 from pymon.probes import http as probe
-from pymon.probes.http import verdict
+from pymon.probes.http import exchange, verdict
 
 T = Target("127.0.0.1", "web", "http")
 
@@ -181,9 +181,11 @@ def trust_test_ca(pki: dict[str, object], monkeypatch: pytest.MonkeyPatch):
     """Make the probe's verifying context trust the test CA (as if installed system-wide)."""
     monkeypatch.setenv("SSL_CERT_FILE", str(pki["ca"]))
     probe._ssl_context.cache_clear()
+    exchange.tls_context.cache_clear()
     yield
     monkeypatch.delenv("SSL_CERT_FILE")
     probe._ssl_context.cache_clear()
+    exchange.tls_context.cache_clear()
 
 
 async def tls_server(pki: dict[str, object], which: str) -> Server:

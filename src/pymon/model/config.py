@@ -289,8 +289,8 @@ SCHEMA: dict[str, Any] = {
                                     "description": "alerts delivered at once (scripts and plugins); more wait "
                                     "their turn (default 16)"},
                 "probe_workers": {"type": "integer", "minimum": 0, "maximum": 64,
-                                  "description": "processes for plain HTTP checks' network I/O (exchange.py); "
-                                  "0 = in the daemon (default). Past ~5,000 checks a second: 1. They run at "
+                                  "description": "processes for the network I/O of HTTP(S) checks without "
+                                  "keep-alive (exchange.py); 0 = in the daemon (default). Past ~5,000 checks a second: 1. They run at "
                                   "nice +5"},
                 "dep_behavior": {"enum": ["a", "m"],
                                  "description": "default for services: `m` = skip the check while a dependency "
@@ -559,7 +559,7 @@ class Config:
     logdir: Path = field(default_factory=lambda: Path(os.environ.get("LOGS_DIRECTORY") or "/var/log/pymon"))
     config_timeout: float = 60.0  # reading the next config (and importing its plugins) at reload, at most
     max_alert_procs: int = 16  # alerts delivered at once; more wait (never dropped)
-    probe_workers: int = 0  # exchange.py: worker processes for plain HTTP checks
+    probe_workers: int = 0  # exchange.py: worker processes for HTTP(S) checks without keep-alive
     vrrp_alert: list[PluginSpec] = field(default_factory=list)  # vrrp.py: alerts on a VRRP role change
     routing: RoutingOptions | None = None  # announce VIPs over BGP (routing/); None without a `routing:` section
     metrics_listen: tuple[str, int] | None = None  # exporter.py: /metrics without the token

@@ -13,8 +13,13 @@ Why these choices:
 Params (all optional): method GET|HEAD, scheme http|https, port (80/443), path "/",
 host_header (virtual host; also SNI), verify (true), status (int, list, "200-399" or
 "2xx"; default "200-399"), body_regex, header {Name: regex}, max_body (65536),
-follow_redirects (or redirects: false, true or max hops), cert_days, keepalive (false), agent, timeout (10),
-argv (mon's http.monitor options, see `from_mon_args`).
+follow_redirects (or redirects: false, true or max hops), cert_days, keepalive (false),
+tls_resume (false: see `exchange.RESUME_S`), agent, timeout (10), argv (mon's http.monitor
+options, see `from_mon_args`).
+
+Two paths, one verdict (`verdict.judge`): the lean one (`lean`: HTTP/1.0 on a fresh
+connection, plain or TLS, on the exchanges' epoll) for every check without keep-alive,
+redirects or `cert_days`; aiohttp for those.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ daemon's loop the schedule and the state machine.
 
 An exchange ends in an `Outcome` (kind, data, phase, received, seconds it took);
 `_http10` turns it into the probe's Result:
+- ("tls", str) the TLS handshake failed: "certificate verify failed: ..." or "TLS error: ...";
 - ("status", int) the status is accepted and a well-formed head is all that was asked
   for (no header or body checks): the common verdict, without the head's bytes to copy
   back from a worker and parse again;
@@ -29,6 +30,7 @@ An exchange ends in an `Outcome` (kind, data, phase, received, seconds it took);
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import pickle
 import re
@@ -39,7 +41,10 @@ import struct
 from collections import deque
 from _socket import socket as _CSocket  # socket.socket's Python layer (init, close) is per-exchange work
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import ssl
 
 MAX_HEAD = 64 * 1024  # response line + headers; more is a bad response
 BATCH_S = 0.002  # jobs to a worker and outcomes from it wait this long for company: one wake-up per batch
@@ -66,8 +71,15 @@ WORKER_NICE = 5
 
 Outcome = tuple[str, Any, str, int, float]  # (kind, data, phase, bytes received, seconds)
 Addrs = list[tuple[int, tuple[Any, ...]]]  # [(family, sockaddr), ...] to try in turn
-How = tuple[float, bool, int, tuple[tuple[int, int], ...], bool]  # timeout s, want_body, max_body, accepted status ranges, want_head
-Job = tuple[int, Addrs, bytes, float, bool, int, tuple[tuple[int, int], ...], bool]  # (id, addrs, request, *How)
+# TLS: None for plain HTTP, else (verify, server name or None for the address, resume)
+Tls = tuple[bool, str | None, bool] | None
+How = tuple[float, bool, int, tuple[tuple[int, int], ...], bool, Tls]  # timeout s, want_body, max_body, accepted status ranges, want_head, tls
+Job = tuple[int, Addrs, bytes, float, bool, int, tuple[tuple[int, int], ...], bool, Tls]  # (id, addrs, request, *How)
+# A resumed TLS session skips the certificate check (the server proves it holds the
+# earlier, verified session's secret instead): a real server's sessions are resumed for
+# at most this long after its last full handshake, so a replaced or expired certificate
+# is seen within it.
+RESUME_S = 60.0
 
 
 class _Conn:
@@ -81,6 +93,37 @@ class _Conn:
         self.fd = -1
         self.phase, self.buf, self.head_end, self.sep = "connect", bytearray(), -1, 4
         self.want, self.chunked = 0, False
+
+
+class _TlsConn(_Conn):
+    """An HTTPS exchange: `sock` becomes an ssl.SSLSocket (same fd) once TCP is up."""
+
+    __slots__ = ("key",)
+
+
+@functools.lru_cache(maxsize=2)
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """One context per verify mode: loading the CA store is slow; sessions are only
+    resumed through the context that made them. Without verification, no CA store at
+    all: OpenSSL builds and checks the chain even when told not to verify, and against
+    the system's store that is a quarter of a client handshake's CPU. `ssl` is imported
+    by the HTTPS functions only: a probe worker with plain HTTP holds 4.5 MiB less."""
+    import ssl
+
+    if verify:
+        return ssl.create_default_context()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _tls_failure(e: ssl.SSLError) -> str:
+    import ssl
+
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {e.verify_message or e.reason}"
+    return f"TLS error: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
 
 
 def _status(head: bytes) -> int:
@@ -135,6 +178,12 @@ class Exchanger:
         self.done = done
         self.ep = select.epoll()
         self.conns: dict[int, _Conn] = {}
+        # HTTPS exchanges apart from the plain ones, so that a plain exchange's path does not
+        # ask which it is; and the TLS sessions to resume: (address, server name, verify) ->
+        # (session, monotonic time of the last full handshake)
+        self.tls: dict[int, _TlsConn] = {}
+        self.sessions: dict[tuple[Any, ...], tuple[ssl.SSLSession, float]] = {}
+        self.resumed = 0  # handshakes that resumed a session (tests, benchmarks)
         # Deadlines, one queue per timeout: exchanges with the same timeout end in the order
         # they started (the clock only goes forward), so a deque's head is its earliest. A
         # heap's push and pop compared tuples: 4 % of the daemon's instructions per check.
@@ -146,14 +195,14 @@ class Exchanger:
         self.now = time.monotonic()
 
     def close(self) -> None:
-        for c in list(self.conns.values()):
+        for c in [*self.conns.values(), *self.tls.values()]:
             self._finish(c, ("lost", b"", c.phase, 0))
         self.ep.close()
 
     def submit(self, job: Job, now: float) -> None:
         """Start an exchange; `now` is the clock, read by the caller once for all it submits."""
         self.now = now
-        c = _Conn(job, now)
+        c = _Conn(job, now) if job[8] is None else _TlsConn(job, now)
         q = self.deadlines.get(job[3])
         if q is None:
             q = self.deadlines[job[3]] = deque()
@@ -180,7 +229,8 @@ class Exchanger:
                 c = q.popleft()[1]
                 if c.phase in ("response", "body"):
                     try:
-                        self._look(c)  # an answer waiting unread is not the server's fault
+                        # an answer waiting unread is not the server's fault
+                        self._tls_look(c) if type(c) is _TlsConn else self._look(c)
                     except Exception as e:
                         self._failed(c, e)
                 if c.phase != "done":
@@ -231,7 +281,7 @@ class Exchanger:
                         handle(fd, ev)
                 return
             except Exception as e:
-                c = self.conns.get(fd)
+                c = self.conns.get(fd) or self.tls.get(fd)
                 if c is not None:
                     self._failed(c, e)
 
@@ -250,7 +300,7 @@ class Exchanger:
             rc = s.connect_ex(addr)
             if rc in (0, errno.EINPROGRESS):
                 c.sock, c.fd = s, s.fileno()
-                self.conns[c.fd] = c
+                (self.conns if type(c) is _Conn else self.tls)[c.fd] = c  # type: ignore[index]
                 self.ep.register(c.fd, _WATCH)
                 return
             s.close()
@@ -260,6 +310,9 @@ class Exchanger:
     def handle(self, fd: int, ev: int) -> None:
         c = self.conns.get(fd)
         if c is None:
+            t = self.tls.get(fd)
+            if t is not None:
+                self._tls_event(t, ev)
             return
         if c.phase == "connect":
             s = c.sock
@@ -318,6 +371,86 @@ class Exchanger:
                 body >= c.job[5] + 64 or buf.endswith(b"0\r\n\r\n"))):
             self._finish(c, ("answer", bytes(buf), c.phase, len(buf)))
 
+    # -- HTTPS: the same exchange after a TLS handshake on the connected socket --
+
+    def _tls_event(self, c: _TlsConn, ev: int) -> None:
+        import ssl
+
+        if c.phase == "connect":
+            s = c.sock
+            assert s is not None
+            if ev & _ERR:
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self._drop(c)
+                    return self._connect(c, err) if c.addrs else self._finish(c, ("oserror", err, "connect", 0))
+            try:
+                peer = s.getpeername()  # an event for a closed socket under this fd comes before the connect
+            except OSError:
+                return
+            verify, name, resume = c.job[8]  # type: ignore[misc]
+            # the request follows the client's Finished at once: with Nagle it waited for the
+            # server's delayed ACK of the Finished, 40 ms, after a resumed handshake
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.key = (peer, name, verify)
+            saved = self.sessions.get(c.key) if resume else None
+            if saved is not None and self.now - saved[1] > RESUME_S:
+                saved = None
+            c.sock = tls_context(verify).wrap_socket(
+                s, server_hostname=name or peer[0], do_handshake_on_connect=False,
+                session=None if saved is None else saved[0])  # type: ignore[assignment]
+            c.phase = "tls"
+        if c.phase == "tls":
+            ss: ssl.SSLSocket = c.sock  # type: ignore[assignment]
+            try:
+                ss.do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except ssl.SSLError as e:
+                return self._finish(c, ("tls", _tls_failure(e), "tls", 0))
+            except OSError as e:
+                return self._finish(c, ("oserror", e.errno or errno.EIO, "tls", 0))
+            if ss.session_reused:
+                self.resumed += 1
+            try:
+                ss.send(c.job[2])  # fits in one record and an empty socket buffer
+            except (ssl.SSLError, OSError) as e:
+                return self._finish(c, ("oserror", getattr(e, "errno", None) or errno.EIO, "tls", 0))
+            c.phase = "response"
+        self._tls_look(c)
+
+    def _tls_look(self, c: _Conn) -> None:
+        """`_look` through TLS: records are read until the socket and OpenSSL's buffer are
+        drained (SSLWantReadError), or the end; no peek (TLS has none)."""
+        import ssl
+
+        s: ssl.SSLSocket = c.sock  # type: ignore[assignment]
+        while c.phase != "done":
+            try:
+                data = s.recv(_RECV)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except ssl.SSLError as e:
+                return self._finish(c, ("tls", _tls_failure(e), c.phase, self._received(c)))
+            except OSError as e:
+                return self._finish(c, ("oserror", e.errno or errno.EIO, c.phase, self._received(c)))
+            self._feed(c, data)
+
+    def _keep_session(self, c: _TlsConn, s: ssl.SSLSocket) -> None:
+        """Keep the session of a full handshake for the next exchanges with this server,
+        which resume it until the server refuses it or RESUME_S passes (a refusal is a
+        full handshake, whose session is kept in turn). Taken at the end, not after the
+        handshake: a TLS 1.3 server sends its tickets after it. Only after a full
+        handshake: the `session` property copies the session through its DER encoding,
+        a third of a resumed exchange's CPU if read every time."""
+        if not c.job[8][2] or c.phase in ("connect", "tls") or s.session_reused:  # type: ignore[index]
+            return
+        session = s.session
+        if session is not None:
+            if len(self.sessions) >= 65536:
+                self.sessions.clear()
+            self.sessions[c.key] = (session, self.now)
+
     @staticmethod
     def _received(c: _Conn) -> int:
         return len(c.buf) - c.head_end - c.sep if c.phase == "body" else len(c.buf)
@@ -325,7 +458,8 @@ class Exchanger:
     def _drop(self, c: _Conn) -> None:
         s, c.sock = c.sock, None
         if s is not None:
-            self.conns.pop(c.fd, None)
+            if self.conns.pop(c.fd, None) is None and self.tls.pop(c.fd, None) is not None:
+                self._keep_session(c, s)  # type: ignore[arg-type]
             s.close()
 
     def _finish(self, c: _Conn, out: tuple[str, Any, str, int]) -> None:

@@ -1,15 +1,15 @@
-"""The lean path of the `http` probe: plain HTTP/1.0 GET/HEAD on a fresh connection.
+"""The lean path of the `http` probe: HTTP/1.0 GET/HEAD on a fresh connection, plain or TLS.
 
-The common director check (`scheme: http`, no keep-alive, no redirects, no
-certificate) needs one connect, one write and one bounded read. Through aiohttp that
+The common director check (no keep-alive, no redirects, no certificate expiry check)
+needs one connect, (a TLS handshake,) one write and one bounded read. Through aiohttp that
 costs a session, a connector, a request and a response object per check (~0.5 ms of
 CPU); here the exchange runs in `pymon.probes.http.exchange` (raw epoll, in the loop or in worker
 processes) and this module only builds the request and judges the answer. It asks in HTTP/1.0 with `Connection: close`, as mon's `http.monitor` and keepalived's
 `HTTP_GET` do, so the server answers without chunking and closes.
 
 The verdicts and summaries are the aiohttp path's (`verdict.judge` and the same wording
-for failures); `http.http` picks this path when `eligible(cfg)`; anything else (TLS,
-keep-alive, redirects) stays on aiohttp.
+for failures); `http.http` picks this path when `eligible(cfg)`; anything else
+(keep-alive, redirects, `cert_days`) stays on aiohttp.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pymon.probes.http.verdict import HttpParams, judge as _judge
 
 
 def eligible(cfg: "HttpParams") -> bool:
-    return cfg.scheme == "http" and not cfg.keepalive and cfg.redirects == 0 and cfg.cert_days is None
+    return not cfg.keepalive and cfg.redirects == 0 and cfg.cert_days is None
 
 
 class _Response:
@@ -82,7 +82,7 @@ def _build_request(target: Target, cfg: "HttpParams") -> bytes:
     host = cfg.host_header
     if host is None:
         host = f"[{target.host}]" if ":" in target.host else target.host
-        if cfg.port != 80:
+        if cfg.port != (443 if cfg.scheme == "https" else 80):
             host = f"{host}:{cfg.port}"
     return (f"{cfg.method} {cfg.path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: {cfg.agent}\r\n"
             f"Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1")
@@ -174,9 +174,37 @@ def start(targets: list[Target], cfg: "HttpParams", done: ResultsDone) -> Cancel
     return _start(targets, addrs, cfg, done)  # type: ignore[arg-type]
 
 
-def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: ResultsDone) -> Cancel:
+def _tls(cfg: "HttpParams", name: str | None) -> exchange.Tls:
+    """The exchange's TLS spec: the server name to send and verify is the host header's
+    (without its port), else `name` (a host given by name), else the address itself."""
+    if cfg.scheme != "https":
+        return None
+    hh = cfg.host_header
+    if hh:
+        name = hh[1:].split("]", 1)[0] if hh.startswith("[") else hh.rsplit(":", 1)[0]
+    return (cfg.verify, name, cfg.tls_resume)
+
+
+_HOWS: dict[tuple[int, str | None], tuple["HttpParams", exchange.How]] = {}
+
+
+def _how(cfg: "HttpParams", name: str | None) -> exchange.How:
+    """How the exchanges of a check are judged, built once per params (and server name)."""
+    key = (id(cfg), name)
+    hit = _HOWS.get(key)
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    if len(_HOWS) >= 4096:
+        _HOWS.clear()
     how = (cfg.timeout, cfg.method != "HEAD" and cfg.body_regex is not None, cfg.max_body, cfg.status.ranges,
-           bool(cfg.header))
+           bool(cfg.header), _tls(cfg, name))
+    _HOWS[key] = (cfg, how)  # holding cfg keeps its id from being reused
+    return how
+
+
+def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: ResultsDone,
+           name: str | None = None) -> Cancel:
+    how = _how(cfg, name)
     return pool.POOL.submit([(a, _request(t, cfg)) for t, a in zip(targets, addrs)], how,
                             _Results(targets, cfg, done), time.monotonic())
 
@@ -230,13 +258,27 @@ async def check_many(targets: list[Target], cfg: "HttpParams") -> list[Result]:
         results.append(None)
         addrs.append(found)
     todo = [i for i, r in enumerate(results) if r is None]
-    if todo:
-        fut: asyncio.Future[list[Result]] = loop.create_future()
-        cancel = _start([targets[i] for i in todo], addrs, cfg, lambda rs: fut.done() or fut.set_result(rs))
-        try:
-            for i, r in zip(todo, await fut):
+    # TLS verifies a host given by name against that name: each such host is an exchange of its own
+    named = [i for i in todo
+             if cfg.scheme == "https" and not cfg.host_header and _literal(targets[i].host, cfg.port) is None]
+    groups: list[tuple[list[int], str | None]] = [([i], targets[i].host) for i in named]
+    rest = [i for i in todo if i not in named]
+    if rest:
+        groups.append((rest, None))
+    at = dict(zip(todo, addrs))
+    futs: list[asyncio.Future[list[Result]]] = []
+    cancels: list[Cancel] = []
+    try:
+        for group, name in groups:
+            fut: asyncio.Future[list[Result]] = loop.create_future()
+            futs.append(fut)
+            cancels.append(_start([targets[i] for i in group], [at[i] for i in group], cfg,
+                                  lambda rs, fut=fut: fut.done() or fut.set_result(rs), name))  # type: ignore[misc]
+        for (group, _), fut in zip(groups, futs):
+            for i, r in zip(group, await fut):
                 results[i] = r
-        finally:
+    finally:
+        for cancel in cancels:
             cancel()  # cancelled from outside: late outcomes are dropped
     return results  # type: ignore[return-value]
 
@@ -269,6 +311,8 @@ def _result(target: Target, cfg: "HttpParams", out: exchange.Outcome) -> Result:
     if kind == "too_big":
         return Result(ok=False, summary=f"bad response: Got more than {exchange.MAX_HEAD} bytes when reading "
                       "response headers", latency_s=latency)
+    if kind == "tls":
+        return Result(ok=False, summary=data, latency_s=latency)
     if kind == "lost":
         return Result(ok=False, summary="probe worker died during the check", latency_s=latency)
     if kind == "error":

@@ -2,21 +2,24 @@
 """Throughput and schedule fidelity: N HTTP real servers at a 1 s interval, pymon vs mon.
 
     python3 bench/throughput.py [-n 100,1000,10000] [--duration 30] [--mon-n 100]
-                                [--loop asyncio|uvloop] [--probe-workers 0,2] [--floor]
-                                [--maxprocs N] [--burner K] [--own-path] [--src LABEL=DIR,...]
-                                [--section TITLE] [--write bench/RESULTS.md]
+                                [--loop asyncio|uvloop] [--probe-workers 0,2] [--floor] [--tls]
+                                [--maxprocs N] [--burner K] [--own-path] [--nice N,...]
+                                [--src LABEL=DIR[@NICE],...] [--port P] [--section TITLE]
+                                [--write bench/RESULTS.md]
 
 The real servers are one Debian nginx (keep-alive off, `return 200`) listening on N
 loopback addresses 127.1.x.y:8080, one `listen` each, so every real server is a
-distinct address as in an LVS farm. Both daemons get the same workload: one watch
-(hostgroup + service) per real server, `interval 1s`, an HTTP GET of `/` with a 1 s
-timeout; pymon's native `http` probe, mon's `http.monitor -p 8080 -t 1`.
+distinct address as in an LVS farm (`--port P`: another port, 8443 by default with
+`--tls`; two runs on one machine need two ports: a second nginx cannot bind, and the run
+stops). Both daemons get the same workload: one watch (hostgroup + service) per real
+server, `interval 1s`, an HTTP GET of `/` with a 1 s timeout; pymon's native `http`
+probe, mon's `http.monitor -p 8080 -t 1`.
 
 Measured over a window of `--duration` seconds that starts after `--warmup` seconds:
 - done / scheduled: checks that finished in the window / (N x duration / interval).
   pymon: counted in the daemon; both: also counted independently as requests in
-  nginx's access log (`$msec $server_addr`), which also gives the achieved interval
-  between two checks of one server (p50 / p99).
+  nginx's access log (`$msec $server_addr $ssl_session_reused`), which also gives the
+  achieved interval between two checks of one server (p50 / p99).
 - start lag (pymon): how late each check started against its schedule, as the
   scheduler passes it to the check (the `lag_s` of `check.done`), p50 / p99 / max.
 - CPU per 1,000 checks: user+system CPU in the window / checks done. pymon: the
@@ -34,16 +37,27 @@ Measured over a window of `--duration` seconds that starts after `--warmup` seco
 - checks skipped: the checks the daemon skipped because their whole interval passed before
   it could start them (`pymon_checks_skipped_total{reason="late"}`; n/a: code without it).
 - `--burner K`: K processes spinning on the CPU at nice 0 (not pinned), started before
-  each run (the bare client's too) and stopped after it: "another process uses a core".
+  each run (the C client's too) and stopped after it: "another process uses a core".
 - `--own-path`: each watch checks its own URL path (`/sNNNNN`) instead of all sharing `/`:
   no two monitor specs are equal, so none are shared (RSS).
 - `--src LABEL=DIR[@NICE],...`: run the daemon from each source tree in turn (at its own
   nice value if given: the code before a change at the nice its unit had) within the same
   run (e.g. the code before a change exported to a directory, and this tree), each row
   labelled: a before/after comparison against the same anchor, minutes apart.
-- `--floor`: the same requests at the same rate from a bare epoll loop (connect, send,
-  read the status line, close; nothing else): what any checker in any language pays,
-  mostly the kernel's TCP work, to compare pymon's cost and nginx's with.
+- `--floor`: the same requests at the same rate from a minimal C epoll client
+  (bench/floor.c, built with `cc` at the start: connect, send, read the head, close;
+  nothing else): what any checker pays, mostly the kernel's TCP work, to compare
+  pymon's cost and nginx's with.
+- `--tls`: HTTPS instead (nginx `listen ... ssl`, a self-signed P-256 certificate, TLS 1.3,
+  session tickets); pymon `scheme: https, verify: false` (as the C client and keepalived's
+  SSL_GET: no certificate check) once with `tls_resume: true` and once with false (each
+  combined with the other options: every --src tree, nice value and worker count); the C
+  client once resuming each server's last session and once with full handshakes. The
+  table gets a "÷ C client" column (against the C client with the same handshakes) in
+  place of mon's, which is not run (http.monitor has no HTTPS), and a "TLS resumed"
+  column (the share of nginx's requests on a resumed session, from its access log).
+- `--section TITLE`: the RESULTS.md section `--write` replaces (default "Throughput", with
+  `--tls` "Throughput: HTTPS").
 
 pymon runs as `pymon run` does (Daemon, JSON logs at info level, to /dev/null here; at
 the unit's `Nice=`, as systemd/pymon.service starts it; `--nice` for others), in
@@ -76,13 +90,12 @@ from typing import Any, Callable
 from results import write_section  # bench/results.py (scripts run from bench/)
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTION = "## Throughput"  # --section changes it
-PORT = 8080
+SECTION = "Throughput"  # --section changes it; --tls: "Throughput: HTTPS"
+PORT = 8080  # main() sets it: --port, or 8443 with --tls
 MON = "/usr/sbin/mon"
 HTTP_MONITOR = "/usr/lib/mon/mon.d/http.monitor"
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-FLOOR_IN_FLIGHT = 15_000  # the bare client's connections at most (the fd limit here is 20,000)
 STALL_S = 0.05  # loop passes at least this long are counted (the start-lag target)
 
 
@@ -107,9 +120,16 @@ def free_port() -> int:
 
 
 class Nginx:
-    def __init__(self, tmp: Path, n: int, workers: int):
+    def __init__(self, tmp: Path, n: int, workers: int, tls: bool = False):
         self.tmp, self.log = tmp, tmp / "access.log"
-        listens = "\n".join(f"        listen {address(i)}:{PORT};" for i in range(n))
+        self.reused = 0  # TLS sessions resumed, of the requests last counted
+        ssl = ""
+        if tls:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                            "-subj", "/CN=bench", "-days", "2", "-keyout", str(tmp / "key.pem"),
+                            "-out", str(tmp / "cert.pem")], check=True, capture_output=True)
+            ssl = f"        ssl_certificate {tmp}/cert.pem; ssl_certificate_key {tmp}/key.pem;\n"
+        listens = "\n".join(f"        listen {address(i)}:{PORT}{' ssl' if tls else ''};" for i in range(n))
         for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (tmp / d).mkdir(exist_ok=True)
         self.conf = tmp / "nginx.conf"
@@ -120,14 +140,14 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 events {{ worker_connections 30000; }}
 http {{
-    log_format bench '$msec $server_addr';
+    log_format bench '$msec $server_addr $ssl_session_reused';
     access_log {self.log} bench buffer=256k flush=1s;
     keepalive_timeout 0;
     client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
     server {{
 {listens}
-        location / {{ return 200 "ok\\n"; }}
+{ssl}        location / {{ return 200 "ok\\n"; }}
     }}
 }}
 """)
@@ -136,15 +156,20 @@ http {{
     def start(self) -> None:
         self.proc = subprocess.Popen(["nginx", "-c", str(self.conf), "-p", str(self.tmp)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        # nginx writes its pid file only once it holds every listening socket; an address
+        # another run holds answers a connect too, while this nginx retries its bind and exits
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            try:
-                socket.create_connection((address(0), PORT), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise SystemExit(f"nginx failed: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
-                time.sleep(0.1)
+            if self.proc.poll() is not None:
+                raise SystemExit(f"nginx failed (another run on port {PORT}? --port): "
+                                 f"{self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
+            if (self.tmp / "nginx.pid").exists():
+                try:
+                    socket.create_connection((address(0), PORT), timeout=1).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.1)
         raise SystemExit("nginx did not start")
 
     def stop(self) -> None:
@@ -156,12 +181,14 @@ http {{
         """Request times per server address in [t0, t1) (waits for nginx's 1 s flush)."""
         time.sleep(1.5)
         out: dict[str, list[float]] = {}
+        self.reused = 0
         with open(self.log) as f:
             for line in f:
-                ts, _, addr = line.partition(" ")
+                ts, addr, reused = line.split(" ")
                 t = float(ts)
                 if t0 <= t < t1:
-                    out.setdefault(addr.strip(), []).append(t)
+                    out.setdefault(addr, []).append(t)
+                    self.reused += reused.strip() == "r"
         return out
 
 
@@ -176,12 +203,12 @@ def log_stats(reqs: dict[str, list[float]], n: int, duration: float, interval: f
 
 
 def pymon_config(tmp: Path, n: int, interval: float, timeout: float, randstart: float, per_watch: int,
-                 workers: int, maxprocs: int = 0, own_path: bool = False) -> Path:
+                 workers: int, maxprocs: int = 0, own_path: bool = False, tls: str = "") -> Path:
     starts = range(0, n, per_watch)
     groups = "\n".join(f"  s{i:05d}: [{', '.join(address(j) for j in range(i, min(n, i + per_watch)))}]"
                        for i in starts)
     watch = "\n".join(f"  s{i:05d}: {{http: {{interval: {interval:g}s, timeout: {timeout:g}s, "
-                      f"monitor: {{name: http, port: {PORT}, path: /{f's{i:05d}' if own_path else ''}}}}}}}"
+                      f"monitor: {{name: http, port: {PORT}, path: /{f's{i:05d}' if own_path else ''}{tls}}}}}}}"
                       for i in starts)
     cfg = tmp / "pymon.yaml"
     cfg.write_text(f"globals: {{statedir: {tmp}/state, mondir: {tmp}/none, alertdir: {tmp}/none, "
@@ -235,6 +262,11 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     from pymon.app import Daemon
     from pymon.engine.runner import Runner
     from pymon.engine.watchdog import Watchdog
+    from pymon.probes.http import verdict
+
+    # `tls_resume` is refused on Pythons whose ssl module leaks every session it hands out
+    # (this host's 3.11): lifted here to measure its CPU; the RSS growth of that row is the leak
+    verdict.SESSION_LEAKS = False
 
     log = logs.setup("json", "info", stream=open(os.devnull, "w"))
     loop = asyncio.get_running_loop()
@@ -385,8 +417,10 @@ def unit_nice() -> int:
 
 
 def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str, workers: int,
-              src: str, nice: int) -> dict[str, Any]:
-    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, workers, a.maxprocs, a.own_path)
+              src: str, nice: int, resume: bool | None = None) -> dict[str, Any]:
+    tls = "" if resume is None else f", scheme: https, verify: false, tls_resume: {str(resume).lower()}"
+    cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, workers, a.maxprocs, a.own_path,
+                       tls)
     shutil.rmtree(tmp / "state", ignore_errors=True)  # each daemon starts clean
     out = tmp / "pymon.json"
     cmd = [sys.executable, __file__, "--child", str(cfg), str(out), str(a.warmup), str(a.duration),
@@ -408,6 +442,7 @@ def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str,
     r["ratio"] = r["done"] / (n * r["duration"] / a.interval)
     r["cpu_per_1000"] = r["cpu_s"] / max(r["done"], 1) * 1000
     r["load"] = load
+    r["reused"] = nginx.reused
     return r
 
 
@@ -461,74 +496,28 @@ def run_mon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace) -> dict[str,
 # -- the floor --------------------------------------------------------------------------
 
 
-REQUEST = b"GET / HTTP/1.0\r\nHost: bench\r\nUser-Agent: pymon-bench\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+def build_floor(tmp: Path) -> Path:
+    exe = tmp / "floor"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(ROOT / "bench" / "floor.c"), "-lssl", "-lcrypto"], check=True)
+    return exe
 
 
-def run_floor(nginx: Nginx, n: int, a: argparse.Namespace) -> dict[str, Any]:
-    """The same requests at the same rate from the least a Python checker can do: one
-    epoll loop that connects, sends, reads the status line and closes, with no schedule,
-    state, log or timeout. Its CPU is mostly the kernel's TCP work on the client's side,
-    which every checker pays, whatever its language."""
-    import select
-
-    ep = select.epoll()
-    conns: dict[int, list[Any]] = {}
-    addrs = [(address(i), PORT) for i in range(n)]
-    done = failed = 0
-    start = time.monotonic()
-    t0 = start + a.warmup
-    t1 = t0 + a.duration
-    i = 0
+def run_floor(exe: Path, nginx: Nginx, n: int, a: argparse.Namespace, tls: int = 0) -> dict[str, Any]:
+    """The same requests at the same rate from bench/floor.c (TLS: 0 plain, 1 full
+    handshakes, 2 resumed sessions): its CPU is mostly the kernel's TCP work (and
+    OpenSSL's) on the client's side, which every checker pays, whatever its language."""
     load = os.getloadavg()[0]
-    c0 = ru0 = ng0 = None
-    while True:
-        now = time.monotonic()
-        if c0 is None and now >= t0:
-            c0, ru0, ng0, done, failed = time.process_time(), resource.getrusage(resource.RUSAGE_SELF), \
-                group_cpu(nginx.proc.pid), 0, 0  # type: ignore[union-attr]
-        if now >= t1:
-            break
-        while start + i * a.interval / n <= now:
-            if len(conns) >= FLOOR_IN_FLIGHT:  # behind (a busy machine): this request is not sent
-                i += 1
-                continue
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-            s.connect_ex(addrs[i % n])
-            conns[s.fileno()] = [s, b""]
-            ep.register(s.fileno(), select.EPOLLOUT)
-            i += 1
-        for fd, _ in ep.poll(max(0.0, start + i * a.interval / n - time.monotonic())):
-            c = conns[fd]
-            sock = c[0]
-            if not c[1]:
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    failed += 1
-                else:
-                    sock.send(REQUEST)
-                    c[1] = b" "
-                    ep.modify(fd, select.EPOLLIN)
-                    continue
-            else:
-                data = sock.recv(65536)
-                c[1] += data
-                if data and b"\r\n\r\n" not in c[1]:
-                    continue
-                ok = c[1][1:13] == b"HTTP/1.1 200"
-                done += ok
-                failed += not ok
-            ep.unregister(fd)
-            sock.close()
-            del conns[fd]
-    c1, ru1, ng1 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF), group_cpu(nginx.proc.pid)  # type: ignore[union-attr]
-    for c in conns.values():
-        c[0].close()
-    ep.close()
-    w1 = time.time()
-    r = log_stats(nginx.requests(w1 - a.duration, w1), n, a.duration, a.interval)
-    assert c0 is not None and ru0 is not None and ng0 is not None
-    r.update(duration=a.duration, done=done, failed=failed, ratio=done / (n * a.duration / a.interval),
-             cpu_s=c1 - c0, sys_s=ru1.ru_stime - ru0.ru_stime, nginx_cpu_s=ng1 - ng0, load=load)
-    r["cpu_per_1000"] = r["cpu_s"] / max(done, 1) * 1000
+    ng0 = group_cpu(nginx.proc.pid)  # type: ignore[union-attr]
+    t_start = time.time()
+    out = subprocess.run([str(exe), str(n), str(PORT), str(a.interval), str(a.warmup), str(a.duration), str(tls)],
+                         check=True, capture_output=True, text=True).stdout
+    ng1 = group_cpu(nginx.proc.pid)  # type: ignore[union-attr]
+    r: dict[str, Any] = json.loads(out)
+    w0 = t_start + a.warmup
+    r.update(log_stats(nginx.requests(w0, w0 + a.duration), n, a.duration, a.interval))
+    r.update(duration=a.duration, ratio=r["done"] / (n * a.duration / a.interval),
+             nginx_cpu_s=(ng1 - ng0) * a.duration / (a.duration + a.warmup), load=load, reused=nginx.reused)
+    r["cpu_per_1000"] = r["cpu_s"] / max(r["done"], 1) * 1000
     return r
 
 
@@ -539,18 +528,22 @@ def mib(b: float) -> str:
     return f"{b / 2**20:.0f}"
 
 
-def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
+def table(rows: list[tuple[int, str, dict[str, Any]]], tls: bool = False) -> str:
     head = ("| N | daemon | done / scheduled | failed | nginx-counted | interval p50 / p99 s | start lag p50 / p99 / max ms "
             "| longest loop pass ms (at s) / passes ≥ 50 ms | checks skipped "
-            "| CPU s / 1,000 checks | mon / pymon CPU | nginx CPU s / 1,000 requests | peak RSS MiB | RSS start → end MiB "
-            "| load avg |\n"
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            f"| CPU s / 1,000 checks | {'÷ C client' if tls else 'mon / pymon CPU'} | nginx CPU s / 1,000 requests "
+            f"| peak RSS MiB | RSS start → end MiB | load avg |{' TLS resumed |' if tls else ''}\n"
+            f"|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|{'---:|' if tls else ''}")
     out = [head]
     by_n = {(n, who): r for n, who, r in rows}
     for n, who, r in rows:
         lag = (f"{r['lag_p50'] * 1e3:.1f} / {r['lag_p99'] * 1e3:.1f} / {r['lag_max'] * 1e3:.0f}"
                if "lag_p50" in r else "n/a")
         ratio = ""
+        if tls and who.startswith("pymon"):  # against the C client with the same handshakes
+            c = next((c for (cn, cw), c in by_n.items() if cn == n and cw.startswith("C client")
+                      and c["handshakes"] == r["handshakes"]), None)
+            ratio = f"{r['cpu_per_1000'] / c['cpu_per_1000']:.2f}×" if c else ""
         if who == "mon":
             ratio = " / ".join(f"{r['cpu_per_1000'] / p['cpu_per_1000']:.0f}×" for (pn, pw), p in by_n.items()
                                if pn == n and pw.startswith("pymon"))
@@ -568,7 +561,8 @@ def table(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
         out.append(f"| {n:,} | {who} | {r['ratio'] * 100:.1f} % | {failed} | {r['log_ratio'] * 100:.1f} % "
                    f"| {r['gap_p50']:.2f} / {r['gap_p99']:.2f} | {lag} | {stall} | {late} "
                    f"| {r['cpu_per_1000']:.3f}{sys_part} | {ratio} "
-                   f"| {ngx} | {rss[0]} | {rss[1]} | {r['load']:.2f} |")
+                   f"| {ngx} | {rss[0]} | {rss[1]} | {r['load']:.2f} |"
+                   + (f" {r['reused'] / max(r['log_done'], 1) * 100:.0f} % |" if tls else ""))
     return "\n".join(out)
 
 
@@ -581,21 +575,24 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1.0)
     ap.add_argument("--randstart", type=float, default=1.0,
                     help="globals.randstart (both daemons): spreads the first runs (default 1 s = the interval)")
-    ap.add_argument("--mon-n", type=int, default=100, help="run mon too for N up to this (default 100; 0: never)")
+    ap.add_argument("--mon-n", type=int, default=100, help="run mon too for N up to this (default 100; 0: never; not with --tls)")
     ap.add_argument("--loop", default="asyncio", help="asyncio, uvloop, or both: asyncio,uvloop (default asyncio)")
     ap.add_argument("--per-watch", type=int, default=1,
                     help="pymon: real servers per hostgroup/watch (default 1, as mon's one watch per server; "
                          "an LVS config has one per virtual service)")
     ap.add_argument("--nginx-workers", type=int, default=2)
+    ap.add_argument("--port", type=int, help="the real servers' port (default 8080; with --tls 8443)")
     ap.add_argument("--maxprocs", type=int, default=0, help="pymon: globals.maxprocs (default 0: unlimited)")
     ap.add_argument("--probe-workers", default="0",
                     help="pymon: globals.probe_workers, processes for the HTTP exchanges (default 0: in the daemon); "
                          "a comma-separated list runs each")
     ap.add_argument("--floor", action="store_true",
-                    help="also run the bare client: the same requests from a minimal epoll loop, nothing else")
+                    help="also run the C client (bench/floor.c): the same requests from a minimal epoll loop, nothing else")
+    ap.add_argument("--tls", action="store_true",
+                    help="HTTPS: pymon with and without TLS session resumption (and the C client both ways with --floor)")
     ap.add_argument("--profile", metavar="PREFIX", help="pyinstrument the child's window to PREFIX.N.txt")
     ap.add_argument("--py-spy", metavar="PREFIX", help="py-spy (collapsed stacks) of the child's window to PREFIX.N.txt")
-    ap.add_argument("--write", metavar="FILE", help=f"replace the '{SECTION}' section of FILE with the table")
+    ap.add_argument("--write", metavar="FILE", help="replace the --section section of FILE with the table")
     ap.add_argument("--burner", type=int, default=0,
                     help="K CPU burners (nice 0, not pinned) running during each run: a busy machine (default 0)")
     ap.add_argument("--own-path", action="store_true",
@@ -603,8 +600,8 @@ def main() -> int:
     ap.add_argument("--src", default=f"={ROOT / 'src'}",
                     help="pymon: LABEL=DIR[@NICE],... source trees to run the daemon from, each in turn, at "
                          "--nice or at its own NICE (default: this one)")
-    ap.add_argument("--section", default=SECTION[3:], help=f"the RESULTS.md section --write replaces "
-                    f"(default '{SECTION[3:]}')")
+    ap.add_argument("--section", help=f"the RESULTS.md section --write replaces "
+                    f"(default '{SECTION}'; with --tls '{SECTION}: HTTPS')")
     ap.add_argument("--nginx-pgid", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child-src", default=str(ROOT / "src"), help=argparse.SUPPRESS)
     ap.add_argument("--child-nice", type=int, default=0, help=argparse.SUPPRESS)
@@ -623,21 +620,28 @@ def main() -> int:
         asyncio.run(child_main(cfg, out, float(warmup), float(duration), a.timeout, a.profile, a.nginx_pgid,
                                a.child_src))
         return 0
+    global PORT
+    PORT = a.port or (8443 if a.tls else 8080)  # another run on this machine may hold 127.1.x.y:8080
     if not shutil.which("nginx"):
         raise SystemExit("needs Debian's nginx: apt-get install nginx-light")
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     rows: list[tuple[int, str, dict[str, Any]]] = []
+    # (C client's TLS mode, pymon's tls_resume, the rows' handshakes)
+    modes = [(2, True, "resumed"), (1, False, "full handshakes")] if a.tls else [(0, None, "")]
     ns = [int(x) for x in a.n.split(",")]
     for n in ns:
         with tempfile.TemporaryDirectory(prefix=f"pymon-tput-{n}-") as t:
             tmp = Path(t)
-            nginx = Nginx(tmp, n, a.nginx_workers)
+            nginx = Nginx(tmp, n, a.nginx_workers, a.tls)
             nginx.start()
             try:
                 if a.floor:
-                    with Burner(a.burner):
-                        rows.append((n, "bare client", run_floor(nginx, n, a)))
-                    print(table(rows[-1:]).splitlines()[-1], flush=True)
+                    exe = build_floor(tmp)
+                    for tls, _, how in modes:
+                        with Burner(a.burner):
+                            rows.append((n, f"C client{f', {how}' if how else ''}",
+                                         run_floor(exe, nginx, n, a, tls) | {"handshakes": how}))
+                        print(table(rows[-1:], a.tls).splitlines()[-1], flush=True)
                 for loop in a.loop.split(","):
                     for workers in (int(w) for w in a.probe_workers.split(",")):
                         for nice_all in (int(x) for x in a.nice.split(",")):
@@ -646,30 +650,34 @@ def main() -> int:
                                 nice = int(own_nice) if at else nice_all
                                 if at and nice_all != int(a.nice.split(",")[0]):
                                     continue  # a tree with its own nice runs once
-                                who = (f"pymon{f' {label}' if label else ''} ({loop}"
-                                       f"{f', {workers} workers' if workers else ''}, nice {nice})")
-                                with Burner(a.burner):
-                                    rows.append((n, who, run_pymon(tmp, nginx, n, a, loop, workers,
-                                                                   str(Path(src).resolve()), nice)))
-                                print(table(rows[-1:]).splitlines()[-1], flush=True)
-                if n <= a.mon_n and os.path.exists(MON):
+                                for _, resume, how in modes:
+                                    who = (f"pymon{f' {label}' if label else ''} ({loop}"
+                                           f"{f', {workers} workers' if workers else ''}, nice {nice}"
+                                           f"{f', {how}' if how else ''})")
+                                    with Burner(a.burner):
+                                        rows.append((n, who, run_pymon(tmp, nginx, n, a, loop, workers,
+                                                                       str(Path(src).resolve()), nice, resume)
+                                                     | {"handshakes": how}))
+                                    print(table(rows[-1:], a.tls).splitlines()[-1], flush=True)
+                if n <= a.mon_n and os.path.exists(MON) and not a.tls:  # http.monitor has no HTTPS
                     rows.append((n, "mon", run_mon(tmp, nginx, n, a)))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
             finally:
                 nginx.stop()
-    print(table(rows))
+    print(table(rows, a.tls))
     if a.write:
+        section = a.section or SECTION + (": HTTPS" if a.tls else "")
         cmd = "python3 bench/throughput.py " + shlex.join(x for x in sys.argv[1:] if x)
         cpu = platform.processor() or platform.machine()
-        body = (f"## {a.section}\n\n    {cmd}\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), "
+        body = (f"## {section}\n\n    {cmd}\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), "
                 f"Python {platform.python_version()}; {a.duration:g} s measured per run after "
                 f"{a.warmup:g} s warm-up; {a.per_watch} real server(s) per watch, interval {a.interval:g} s, timeout "
                 f"{a.timeout:g} s{', each its own URL path' if a.own_path else ''}; nginx ({a.nginx_workers} workers, "
                 f"keep-alive off) on the same 2 cores"
-                f"{f'; {a.burner} CPU burner(s) at nice 0 running during every run (the bare client too)' if a.burner else ''}. "
+                f"{f'; {a.burner} CPU burner(s) at nice 0 running during every run (the C client too)' if a.burner else ''}. "
                 f"`load avg`: 1-minute load average when the run started (other jobs share this machine).\n\n"
-                f"{table(rows)}\n")
-        write_section(Path(a.write), f"## {a.section}", body)
+                f"{table(rows, a.tls)}\n")
+        write_section(Path(a.write), f"## {section}", body)
     return 0
 
 

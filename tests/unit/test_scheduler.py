@@ -36,7 +36,8 @@ async def _lags(n: int, seconds: float) -> list[float]:
 
 
 @pytest.mark.parametrize("n, low, high", [
-    (100, 0.005, scheduler.TICK_S + 0.01),  # waits for the 20 ms grid: median ~10 ms
+    (100, 0.02, 4 * scheduler.TICK_S + 0.01),  # few services: the 80 ms grid, median ~40 ms
+    (scheduler.SPARSE, 0.005, scheduler.TICK_S + 0.01),  # waits for the 20 ms grid: median ~10 ms
     (scheduler.DENSE, 0.0, 0.005),  # a quarter of it: median ~2.5 ms
 ])
 def test_start_lag_follows_the_grid(n: int, low: float, high: float) -> None:

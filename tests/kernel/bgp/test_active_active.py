@@ -295,40 +295,37 @@ def test_a_both_directors_announce_router_has_two_next_hops(site: Site) -> None:
     assert {r["who"] for r in res} == set(RS), res[-5:]  # mh-port: flows spread over both real servers
 
 
-def test_b_director_bird_killed_leaves_one_next_hop(site: Site) -> None:
+def d1_out_and_back(site: Site, what: str, cut: Callable[[], None], restore: Callable[[], None]) -> None:
+    """With the client running, `cut` takes d1 out: the router is down to d2's next hop
+    within 3.5 s and at most 10 requests fail. `restore` then brings d1 back whatever was
+    found (the later scenarios need it), and the router has two next hops again."""
     site.client.start()
     time.sleep(1)
     t, t0 = time.time(), time.monotonic()
-    site.bird["d1"].kill()
+    cut()
     try:
-        took = wait_until(hops("d2"), 10, "d1's next hop gone after its BIRD died")
+        took = wait_until(hops("d2"), 10, f"d1's next hop gone: {what}")
         time.sleep(2)
         res = site.client.stop()
-        failed = report("BIRD on d1 killed (SIGKILL)", res, t, took)
-        assert took < 3.5, took  # d1's kernel closes the session at once; BFD (1 s here) and hold (3 s) bound it
+        failed = report(what, res, t, took)
+        assert took < 3.5, took
         assert failed <= 10, failed
-    finally:  # the later scenarios need d1 back, whatever this one found
-        site.bird["d1"].start()
-    back = wait_until(hops("d1", "d2"), 30, "d1 back after its BIRD restarted")
-    log(f"d1's BIRD restarted: two next hops again after {back:.1f} s ({time.monotonic() - t0:.1f} s since the kill)")
+    finally:
+        restore()
+    back = wait_until(hops("d1", "d2"), 30, f"d1 back after: {what}")
+    log(f"d1 restored after {what}: two next hops again after {back:.1f} s ({time.monotonic() - t0:.1f} s since the cut)")
+
+
+def test_b_director_bird_killed_leaves_one_next_hop(site: Site) -> None:
+    # d1's kernel closes the session at once; BFD (1 s here) and hold (3 s) bound it
+    d1_out_and_back(site, "BIRD on d1 killed (SIGKILL)", site.bird["d1"].kill, site.bird["d1"].start)
 
 
 def test_c_director_link_cut_leaves_one_next_hop_by_bfd(site: Site) -> None:
-    site.client.start()
-    time.sleep(1)
-    t = time.time()
-    sh("ip link set vd1 down")  # the switch port: the router's own link stays up, only BFD can tell
-    try:
-        took = wait_until(hops("d2"), 10, "d1's next hop gone after its link was cut")
-        time.sleep(2)
-        res = site.client.stop()
-        failed = report("d1's link cut (switch port down)", res, t, took)
-        assert took < 3.5, took  # BFD 200 ms x 5 here; the hold time (3 s) is the fallback bound
-        assert failed <= 10, failed
-    finally:
-        sh("ip link set vd1 up")
-    back = wait_until(hops("d1", "d2"), 30, "d1 back after its link came back")
-    log(f"d1's link restored: two next hops again after {back:.1f} s")
+    # the switch port: the router's own link stays up, only BFD can tell (200 ms x 5
+    # here; the hold time, 3 s, is the fallback bound)
+    d1_out_and_back(site, "d1's link cut (switch port down)",
+                    lambda: sh("ip link set vd1 down"), lambda: sh("ip link set vd1 up"))
 
 
 def test_d_pool_below_quorum_withdraws_that_director_only(site: Site) -> None:

@@ -81,7 +81,6 @@ class Pymon(PymonProcess):
     the scenarios reconfigure it with SIGHUP rather than restarting it."""
 
     def __init__(self, tmp: Path):
-        self.tmp = tmp
         self.current: tuple = ()
         super().__init__(tmp / "pymon.yaml", args=("--log-level", "debug"), start=False)
         self.write()
@@ -92,7 +91,7 @@ class Pymon(PymonProcess):
         new = (forwarding, tuple(sorted(weights.items())), quiescent)
         reals = "\n".join(f"      - {{address: {a}, weight: {weights.get(a, 1)}}}" for a in RS.values())
         self.cfg.write_text(textwrap.dedent(f"""\
-            globals: {{statedir: {self.tmp}, mondir: {self.tmp}, alertdir: {self.tmp}}}
+            globals: {{statedir: {self.dir}, mondir: {self.dir}, alertdir: {self.dir}}}
             hostgroups: {{web: [{", ".join(RS.values())}]}}
             watch:
               web:

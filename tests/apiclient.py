@@ -27,8 +27,8 @@ class UnixHTTP(http.client.HTTPConnection):
 
 
 def call(sock: Path, method: str, path: str, token: str | None = None, body: Any = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    conn = UnixHTTP(str(sock))
+         headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, Any]:
+    conn = UnixHTTP(str(sock), timeout)
     h = dict(headers or {})
     if token is not None:
         h["Authorization"] = f"Bearer {token}"

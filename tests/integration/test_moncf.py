@@ -695,6 +695,35 @@ def alert_records(path: Path) -> dict[tuple[str, str], list[dict[str, object]]]:
     return out
 
 
+def side_by_side(tmp: Path, cf: Path, monitor_log: bool = False,
+                 log_to_state: bool = False) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """The real mon and pymon on the same mon.cf, each in its own session with its state
+    under tmp/monstate or tmp/pymonstate; the alert recorder logs to tmp/mon.log and
+    tmp/pymon.log (with `monitor_log`, the monitor recorder to tmp/NAME.monitor.log);
+    `log_to_state`: mon's -L logdir is its state directory."""
+    st = tmp / "monstate"
+    st.mkdir()
+    (tmp / "pymonstate").mkdir()
+    env = {n: {"ALERT_LOG": str(tmp / f"{n}.log"),
+               **({"MONITOR_LOG": str(tmp / f"{n}.monitor.log")} if monitor_log else {})} for n in ("mon", "pymon")}
+    mon = subprocess.Popen([MON, "-c", str(cf), *(["-L", str(st)] if log_to_state else []), "-D", str(st),
+                            "-P", str(st / "pid"), "-p", str(free_port()), "-t", str(free_port())],
+                           env={**os.environ, **env["mon"]},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    py = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cf)],
+                          env={**os.environ, **env["pymon"], "STATE_DIRECTORY": str(tmp / "pymonstate")},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    return mon, py
+
+
+def stop_both(mon: subprocess.Popen[bytes], py: subprocess.Popen[bytes]) -> tuple[str, str]:
+    """SIGTERM to each one's session that still runs; (mon's stderr, pymon's stderr)."""
+    for p in (mon, py):
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    return mon.communicate(timeout=20)[1].decode(), py.communicate(timeout=20)[1].decode()
+
+
 @have_mon
 def test_differential_against_real_mon(tmp_path: Path) -> None:
     port = free_port()
@@ -706,21 +735,9 @@ def test_differential_against_real_mon(tmp_path: Path) -> None:
     cf = tmp_path / "mon.cf"
     cf.write_text((HERE / "diff" / "mon.cf.in").read_text().replace("@TMP@", str(tmp_path))
                   .replace("@PORT@", str(port)))
-    for d in ("monstate", "pymonstate"):
-        (tmp_path / d).mkdir()
     backend = Backend(port)
     backend.up()
-    st = tmp_path / "monstate"
-    mon = subprocess.Popen([MON, "-c", str(cf), "-D", str(st), "-P", str(st / "pid"),
-                            "-p", str(free_port()), "-t", str(free_port())],
-                           env={**os.environ, "ALERT_LOG": str(tmp_path / "mon.log"),
-                                "MONITOR_LOG": str(tmp_path / "mon.monitor.log")},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    py = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cf)],
-                          env={**os.environ, "ALERT_LOG": str(tmp_path / "pymon.log"),
-                               "MONITOR_LOG": str(tmp_path / "pymon.monitor.log"),
-                               "STATE_DIRECTORY": str(tmp_path / "pymonstate")},
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    mon, py = side_by_side(tmp_path, cf, monitor_log=True)
     t0 = time.monotonic()
     try:
         # `interval 1s`: pymon checks every second; mon every ~3 s (its 1 s timer restarts
@@ -731,11 +748,7 @@ def test_differential_against_real_mon(tmp_path: Path) -> None:
             assert mon.poll() is None and py.poll() is None
         time.sleep(max(0.0, t0 + 39 - time.monotonic()))
     finally:
-        for p in (mon, py):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        mon_err = mon.communicate(timeout=20)[1].decode()
-        py_err = py.communicate(timeout=20)[1].decode()
+        mon_err, py_err = stop_both(mon, py)
         backend.down()
     got_mon, got_py = alerts(tmp_path / "mon.log"), alerts(tmp_path / "pymon.log")
     raw = {n: (tmp_path / f"{n}.log").read_text() if (tmp_path / f"{n}.log").exists() else "" for n in ("mon", "pymon")}
@@ -816,25 +829,11 @@ def test_http_differential_against_real_mon(tmp_path: Path) -> None:
     cf = tmp_path / "mon.cf"
     cf.write_text((HERE / "diff" / "http.cf.in").read_text().replace("@TMP@", str(tmp_path))
                   .replace("@HOST@", host).replace("@SLOWPORT@", str(slow)))
-    for d in ("monstate", "pymonstate"):
-        (tmp_path / d).mkdir()
-    st = tmp_path / "monstate"
-    mon = subprocess.Popen([MON, "-c", str(cf), "-L", str(st), "-D", str(st), "-P", str(st / "pid"),
-                            "-p", str(free_port()), "-t", str(free_port())],
-                           env={**os.environ, "ALERT_LOG": str(tmp_path / "mon.log")},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    py = subprocess.Popen([sys.executable, "-m", "pymon", "run", "-c", str(cf)],
-                          env={**os.environ, "ALERT_LOG": str(tmp_path / "pymon.log"),
-                               "STATE_DIRECTORY": str(tmp_path / "pymonstate")},
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    mon, py = side_by_side(tmp_path, cf, log_to_state=True)
     try:
         time.sleep(16)  # mon: 4-5 checks of each; its first after one interval
     finally:
-        for p in (mon, py):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        mon_err = mon.communicate(timeout=20)[1].decode()
-        py_err = py.communicate(timeout=20)[1].decode()
+        mon_err, py_err = stop_both(mon, py)
         for b in backends:
             b.close()
     got_mon, got_py = alerts(tmp_path / "mon.log"), alerts(tmp_path / "pymon.log")

@@ -5,6 +5,7 @@ restart, undrained; the pool's state in /status, `pymon status` and the metrics.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from apiclient import A, B, Running
@@ -41,8 +42,10 @@ def rows(p: Running) -> dict[str, dict]:
 def test_drain_refused_forced_timed_out_persisted_undrained(tmp_path: Path) -> None:
     p = start(tmp_path)
     try:
-        p.d.wait(lambda e: e["event"] == "ipvs.would_change" and B in e["op"])
         p.d.wait(lambda e: e["event"] == "daemon.started")
+        end = time.monotonic() + 15  # both pooled once each one's first check is in (not one round)
+        while {rows(p)[h].get("state") for h in (A, B)} != {"pooled"} and time.monotonic() < end:
+            time.sleep(0.1)
         r = rows(p)
         assert r[A]["state"] == r[B]["state"] == "pooled" and r[""]["pool"]["need"] == 2
         assert len(r[""]["fingerprint"]) == 8

@@ -5,5 +5,9 @@ they are not even collected unless PYMON_IN_VM=1 (set by tests/kernel/vm.py).
 """
 
 import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # vm.py, for the test files beside this one
 
 collect_ignore_glob = [] if os.environ.get("PYMON_IN_VM") == "1" else ["inside/*", "bgp/*"]

@@ -17,42 +17,18 @@ this test with the inside pytest output.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shlex
-import sys
-from pathlib import Path
 
 import pytest
+import vm  # tests/kernel/vm.py (tests/kernel/conftest.py puts it on the path)
 
 from pymon.ipvs.kernel import IPVSError, KernelIPVS
-
-_VM_PATH = Path(__file__).parent / "vm.py"
-_spec = importlib.util.spec_from_file_location("pymon_tests_kernel_vm", _VM_PATH)
-assert _spec and _spec.loader
-vm = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = vm
-_spec.loader.exec_module(vm)
 
 
 @pytest.mark.kernel
 def test_kernel_ipvs_inside_vm() -> None:
-    reason = vm.unavailable_reason()
-    if reason:
-        pytest.skip(f"cannot boot a VM for the kernel tests: {reason}")
     # one module or test of inside/ while working on it, e.g. tests/kernel/inside/test_pool.py
-    inside = os.environ.get("PYMON_KERNEL_INSIDE", "tests/kernel/inside/")
-    cmd = f'"$PYMON_PYTHON" -m pytest {shlex.quote(inside)} -q -p no:randomly -o addopts="" -rA'
-    res = vm.run_in_vm(cmd, timeout=1800)
-    report = (
-        f"$ {shlex.join(res.command)}\n[{res.seconds:.1f}s, exit {res.returncode}]\n"
-        f"--- inside output ---\n{res.output}"
-    )
-    if not res.ran:
-        pytest.fail(f"the VM did not run the tests:\n{report}\n--- vng ---\n{res.vng_output[-4000:]}")
-    print(report)
-    assert res.returncode == 0, report
-    assert " passed" in res.output, report
+    vm.pytest_in_vm(os.environ.get("PYMON_KERNEL_INSIDE", "tests/kernel/inside/"), 1800)
 
 
 @pytest.mark.skipif(os.path.exists("/proc/net/ip_vs"), reason="this kernel has IPVS")

@@ -139,6 +139,29 @@ def run_in_vm(command: str, *, timeout: float = 900, env: dict[str, str] | None 
         shutil.rmtree(rwdir, ignore_errors=True)
 
 
+def pytest_in_vm(inside: str, timeout: float, *args: str) -> None:
+    """Boot a VM and run pytest on `inside` (a folder of this repo) there, as one test on
+    the host: skipped, saying why, only when no VM can be booted here; failed with the
+    inside pytest output unless the tests inside ran and passed."""
+    import pytest  # only the kernel tests call this; the bench scripts load this module without it
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"cannot boot a VM for the kernel tests: {reason}")
+    extra = "".join(f" {shlex.quote(a)}" for a in args)
+    cmd = f'"$PYMON_PYTHON" -m pytest {shlex.quote(inside)} -q{extra} -p no:randomly -o addopts="" -rA'
+    res = run_in_vm(cmd, timeout=timeout)
+    report = (
+        f"$ {shlex.join(res.command)}\n[{res.seconds:.1f}s, exit {res.returncode}]\n"
+        f"--- inside output ---\n{res.output}"
+    )
+    if not res.ran:
+        pytest.fail(f"the VM did not run the tests:\n{report}\n--- vng ---\n{res.vng_output[-4000:]}")
+    print(report)
+    assert res.returncode == 0, report
+    assert " passed" in res.output, report
+
+
 if __name__ == "__main__":  # python3 tests/kernel/vm.py 'ipvsadm -Ln'
     res = run_in_vm(" ".join(sys.argv[1:]) or "uname -a")
     print(res.output, end="")

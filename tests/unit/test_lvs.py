@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from owner_harness import Log, owner
 
 from pymon.model.config import ConfigError, parse_config
 from pymon.ipvs.table import Dest, MemoryTable, Service, ServiceKey, diff, make_table
@@ -31,22 +32,6 @@ def config(extra: str = "") -> Any:
             real_servers: [10.0.0.1, 10.0.0.2, {address: 10.0.0.3, weight: 3}]
         """) + textwrap.indent(textwrap.dedent(extra), "    ")
     return parse_config(text, "t.yaml")
-
-
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        return lambda event, **kw: self.events.append((event, kw))
-
-    def is_enabled_for(self, level: int) -> bool:  # as the daemon's logger at --log-level debug
-        return True
-
-
-def owner(cfg: Any, table: MemoryTable, health: dict[str, bool | None]) -> LvsOwner:
-    return LvsOwner(cfg.ipvs, table, Log(), False, cfg.virtual_services,
-                    health=lambda watch, host: health.get(host))
 
 
 def dests(table: dict, key: ServiceKey = VIP) -> dict[str, int]:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from owner_harness import owner
 
 from pymon.ipvs.owner import LvsOwner, fingerprint
 from pymon.ipvs.policy import NO_OPERATOR, Operator
@@ -34,31 +35,22 @@ def config(extra: str = "", scheduler: str = "wlc") -> Any:
     return parse_config(text, "t.yaml")
 
 
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        return lambda event, **kw: self.events.append((event, kw))
-
-    def is_enabled_for(self, level: int) -> bool:  # as the daemon's logger at --log-level debug
-        return True
-
-    def named(self, prefix: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(e, kw) for e, kw in self.events if e.startswith(prefix)]
-
-
-def owner(cfg: Any, mem: MemoryTable, health: dict[str, bool | None], **kw: Any) -> LvsOwner:
-    return LvsOwner(cfg.ipvs, mem, Log(), False, list(cfg.virtual_services),
-                    health=lambda watch, host: health.get(host), **kw)
-
-
 async def weights(mem: MemoryTable) -> dict[str, int]:
     return {a: d.weight for (a, _), d in (await mem.read())[VIP][1].items()}
 
 
 def all_up() -> dict[str, bool | None]:
     return {h: True for h in HOSTS}
+
+
+async def operated(cfg: Any) -> tuple[MemoryTable, dict[str, Operator], LvsOwner]:
+    """A started owner, every server up, whose operator state per host is the dict returned
+    (empty: the test fills it in)."""
+    mem = MemoryTable()
+    ops: dict[str, Operator] = {}
+    o = owner(cfg, mem, all_up(), operator=lambda vs, rs: ops.get(rs.host, NO_OPERATOR))
+    await o.reconcile("start")
+    return mem, ops, o
 
 
 async def eight_down(extra: str = "min_pooled: 50%\n") -> tuple[Any, MemoryTable, dict[str, bool | None], LvsOwner]:
@@ -133,10 +125,7 @@ async def test_restart_adopts_the_kernel_without_flapping() -> None:
 
 async def test_operator_disable_is_refused_below_the_threshold_and_forced_through() -> None:
     cfg = config("min_pooled: 10\n")
-    mem = MemoryTable()
-    ops: dict[str, Operator] = {}
-    o = owner(cfg, mem, all_up(), operator=lambda vs, rs: ops.get(rs.host, NO_OPERATOR))
-    await o.reconcile("start")
+    mem, ops, o = await operated(cfg)
     ops["10.0.0.3"] = Operator(disabled=True)
     await o.reconcile("operator")
     assert len(await weights(mem)) == 10
@@ -150,10 +139,7 @@ async def test_operator_disable_is_refused_below_the_threshold_and_forced_throug
 
 async def test_drain_weight_zero_now_removed_when_idle() -> None:
     cfg = config()
-    mem = MemoryTable()
-    ops: dict[str, Operator] = {}
-    o = owner(cfg, mem, all_up(), operator=lambda vs, rs: ops.get(rs.host, NO_OPERATOR))
-    await o.reconcile("start")
+    mem, ops, o = await operated(cfg)
     key = ("10.0.0.4", 80)
 
     def conns(n: int) -> None:  # what the kernel's dump says of its active connections
@@ -256,10 +242,7 @@ async def test_the_owner_wakes_at_the_policys_next_change() -> None:
     import time
 
     cfg = config()
-    mem = MemoryTable()
-    ops: dict[str, Operator] = {}
-    o = owner(cfg, mem, all_up(), operator=lambda vs, rs: ops.get(rs.host, NO_OPERATOR))
-    await o.reconcile("start")
+    mem, ops, o = await operated(cfg)
     ops["10.0.0.4"] = Operator(drained=True, drain_deadline=time.time() + 0.3, drain_until_idle=False)
     await o.reconcile("drain")
     assert (await weights(mem))["10.0.0.4"] == 0

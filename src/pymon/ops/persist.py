@@ -162,6 +162,18 @@ class State:
         return st
 
 
+def move_aside(path: Path) -> str | None:
+    """Rename a state file that does not parse to NAME.corrupt-TIMESTAMP beside it, so the
+    daemon starts clean without losing it for a post-mortem (and the next save cannot
+    overwrite it); the new name, or None when it could not be moved."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        return None
+    return str(aside)
+
+
 def service_key(key: tuple[str, str]) -> str:
     return f"{key[0]}:{key[1]}"
 
@@ -282,12 +294,7 @@ class Store:
         try:
             return State.from_json(json.loads(raw))
         except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-            try:
-                os.replace(self.path, aside)
-                moved: str | None = str(aside)
-            except OSError:
-                moved = None
+            moved = move_aside(self.path)
             self.log.warning("state.corrupt", file=str(self.path), error=f"{type(e).__name__}: {e}"[:300], moved_to=moved,
                              action="starting clean")
             return State()

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
+from pymon.ops.persist import move_aside
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -104,14 +106,8 @@ class Vrrp:
             self.d.log.warning("vrrp.state_unreadable", file=str(self.path), error=str(e))
         except (ValueError, TypeError, AttributeError, RecursionError) as e:  # not a file we wrote: moved aside
             self.roles = {}
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-            try:
-                os.replace(self.path, aside)
-                moved: str | None = str(aside)
-            except OSError:
-                moved = None
-            self.d.log.warning("vrrp.state_corrupt", file=str(self.path),
-                               error=f"{type(e).__name__}: {e}"[:300], moved_to=moved, action="starting without roles")
+            self.d.log.warning("vrrp.state_corrupt", file=str(self.path), error=f"{type(e).__name__}: {e}"[:300],
+                               moved_to=move_aside(self.path), action="starting without roles")
         if self.roles:
             self.d.log.info("vrrp.restored", roles={k: r.state for k, r in self.roles.items()})
 

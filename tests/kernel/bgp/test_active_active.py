@@ -30,7 +30,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -39,12 +38,12 @@ import pytest
 from pyroute2 import IPRoute  # imported here, not in the first measurement: an import costs seconds under TCG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inside"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: apiclient
-from apiclient import call  # noqa: E402
 from ipvsadm_reader import sh  # noqa: E402
-from netns import CLONE_NEWNET, _libc  # noqa: E402
+from pymon_process import PymonProcess  # noqa: E402
+from topology import bridged_netns, dr_real_server, start_httpd  # noqa: E402
+from vip_client import Answer, VipClient, tally  # noqa: E402
+from waiting import wait_until as _wait_until  # noqa: E402
 
-PY = os.environ.get("PYMON_PYTHON", sys.executable)
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "etc" / "bgp"
 VIP = "10.40.100.100"
@@ -75,14 +74,12 @@ def next_hops() -> list[str]:
     return []
 
 
-def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.02) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if pred():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout}s: {what}; router next hops now {next_hops()}\n"
-                         + sh(f"ip -n r route show {VIP}", check=False))
+def router_state() -> str:
+    return f"router next hops now {next_hops()}\n" + sh(f"ip -n r route show {VIP}", check=False)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> float:
+    return _wait_until(pred, timeout, what, step=0.02, state=router_state)
 
 
 def hops(*names: str) -> Callable[[], bool]:
@@ -161,14 +158,12 @@ def router_conf() -> str:
     return fast(text)
 
 
-class Pymon:
+class Pymon(PymonProcess):
     def __init__(self, ns: str, root: Path):
-        self.ns = ns
-        self.dir = root / ns
-        self.dir.mkdir(exist_ok=True)
-        self.cfg = self.dir / "pymon.yaml"
-        self.cfg.write_text(textwrap.dedent(f"""\
-            globals: {{statedir: {self.dir}, mondir: {self.dir}, alertdir: {self.dir}}}
+        cfg = root / ns / "pymon.yaml"
+        cfg.parent.mkdir(exist_ok=True)
+        cfg.write_text(textwrap.dedent(f"""\
+            globals: {{statedir: {cfg.parent}, mondir: {cfg.parent}, alertdir: {cfg.parent}}}
             hostgroups: {{web: [{RS['rs1']}, {RS['rs2']}]}}
             watch:
               web:
@@ -188,97 +183,14 @@ class Pymon:
               graceful_shutdown: 2s
               alert: [log]
             """))
-        self.events: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "pymon", "run", "-c", str(self.cfg)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                self.events.append({"event": "raw", "line": line})
-
-    def wait_event(self, pred: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for e in list(self.events):
-                if pred(e):
-                    return e
-            if self.proc.poll() is not None:
-                raise AssertionError(f"pymon in {self.ns} exited: {self.events[-10:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"pymon in {self.ns}: no such event in {timeout}s: {self.events[-10:]}")
+        super().__init__(cfg, ns)
 
     def route_events(self) -> list[dict[str, Any]]:
         return [e for e in self.events if str(e.get("event", "")).startswith("route.")]
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
-
-class Client:
-    """A request to the VIP every 0.1 s from the client namespace, through the router: a
-    forked child of this interpreter (setns, no exec: a new process costs seconds under TCG)."""
-
-    def __init__(self, root: Path):
-        self.out = root / "client.jsonl"
-        self.stopfile = root / "client.stop"
-        self.pid = 0
-
-    def start(self) -> None:
-        self.out.write_text("")
-        self.stopfile.unlink(missing_ok=True)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                fd = os.open("/run/netns/client", os.O_RDONLY)
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    os._exit(3)
-                with open(self.out, "a") as f:
-                    while not self.stopfile.exists():
-                        t = time.time()
-                        f.write(json.dumps({"t": t, "who": self.get()}) + "\n")
-                        f.flush()
-                        time.sleep(max(0.0, 0.1 - (time.time() - t)))
-            finally:
-                os._exit(0)
-        self.pid = pid
-
-    @staticmethod
-    def get() -> str | None:
-        try:
-            with socket.create_connection((VIP, 80), timeout=1.0) as s:
-                s.settimeout(1.0)
-                s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
-                data = b""
-                while chunk := s.recv(4096):
-                    data += chunk
-            body = data.split(b"\r\n\r\n", 1)[1].decode().strip()
-            return body if body in RS else None
-        except (OSError, IndexError):
-            return None
-
-    def stop(self) -> list[dict[str, Any]]:
-        self.stopfile.write_text("")
-        os.waitpid(self.pid, 0)
-        self.pid = 0
-        return [json.loads(ln) for ln in self.out.read_text().splitlines() if ln.strip()]
-
-
-def report(what: str, res: list[dict[str, Any]], since: float, took: float | None = None) -> int:
-    after = [r for r in res if r["t"] >= since]
-    failed = [r for r in after if r["who"] is None]
-    who: dict[str, int] = {}
-    for r in after:
-        who[str(r["who"])] = who.get(str(r["who"]), 0) + 1
+def report(what: str, res: list[Answer], since: float, took: float | None = None) -> int:
+    after, failed, who = tally(res, since)
     detect = f"; router at one next hop after {took:.2f} s" if took is not None else ""
     log(f"RESULT {what}: {len(failed)} of {len(after)} requests failed{detect}; answers {who}")
     return len(failed)
@@ -290,14 +202,10 @@ class Site:
         self.pymon: dict[str, Pymon] = {}
         self.bird: dict[str, Bird] = {}
         self.httpd: dict[str, subprocess.Popen[bytes]] = {}
-        self.client = Client(root)
+        self.client = VipClient(root, VIP, RS)
 
     def start_rs(self, name: str) -> None:
-        www = self.root / name
-        www.mkdir(exist_ok=True)
-        (www / "index.html").write_text(f"{name}\n")
-        self.httpd[name] = subprocess.Popen(["ip", "netns", "exec", name, "busybox", "httpd", "-f", "-p", "80",
-                                             "-h", str(www)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.httpd[name] = start_httpd(name, self.root / name, f"{name}\n")
 
     def stop_rs(self, name: str) -> None:
         p = self.httpd.pop(name)
@@ -314,9 +222,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     sh("ip link add br0 type bridge && ip link set br0 up")
     on_br = {"r": ROUTER, **DIRECTORS, **RS}
     for ns, addr in on_br.items():
-        sh(f"ip netns add {ns} && ip link add v{ns} type veth peer name eth0 netns {ns} "
-           f"&& ip link set v{ns} master br0 up && ip -n {ns} addr add {addr}/24 dev eth0 "
-           f"&& ip -n {ns} link set eth0 up && ip -n {ns} link set lo up")
+        bridged_netns(ns, addr)
     sh("ip netns add client && ip link add eth1 netns r type veth peer name eth0 netns client "
        f"&& ip -n r addr add 10.41.0.1/24 dev eth1 && ip -n r link set eth1 up "
        f"&& ip -n client addr add {CLIENT}/24 dev eth0 && ip -n client link set eth0 up "
@@ -326,10 +232,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
        "net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0")
     for ns in DIRECTORS:  # the VIP local (IPVS takes it in LOCAL_IN); a flow moved here continues
         sh(f"ip -n {ns} addr add {VIP}/32 dev lo && ip netns exec {ns} sysctl -qw net.ipv4.vs.sloppy_tcp=1")
-    for name in RS:  # LVS-DR real servers: the VIP local, never answered for in ARP; replies via the router
-        sh(f"ip -n {name} addr add {VIP}/32 dev lo && ip -n {name} route add default via {ROUTER} "
-           f"&& ip netns exec {name} sh -c 'sysctl -qw net.ipv4.conf.all.arp_ignore=1 "
-           "net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2'")
+    for name in RS:  # LVS-DR real servers, replying via the router
+        dr_real_server(name, VIP)
+        sh(f"ip -n {name} route add default via {ROUTER}")
         s.start_rs(name)
     try:
         s.bird["r"] = Bird("r", root, router_conf())
@@ -339,14 +244,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             s.bird[ns] = Bird(ns, root, director_conf(DIRECTORS[ns]))
             s.bird[ns].start()
         for p in s.pymon.values():
-            p.wait_event(lambda e: e.get("event") == "daemon.ready", 300)
+            p.wait_event("daemon.ready", 300)
         log("both pymons ready")
         yield s
     finally:
         if s.client.pid:
             s.client.stop()
         for p in s.pymon.values():
-            p.stop()
+            p.stop(60)
         for b in s.bird.values():
             b.stop()
         for name in list(s.httpd):
@@ -390,40 +295,37 @@ def test_a_both_directors_announce_router_has_two_next_hops(site: Site) -> None:
     assert {r["who"] for r in res} == set(RS), res[-5:]  # mh-port: flows spread over both real servers
 
 
-def test_b_director_bird_killed_leaves_one_next_hop(site: Site) -> None:
+def d1_out_and_back(site: Site, what: str, cut: Callable[[], None], restore: Callable[[], None]) -> None:
+    """With the client running, `cut` takes d1 out: the router is down to d2's next hop
+    within 3.5 s and at most 10 requests fail. `restore` then brings d1 back whatever was
+    found (the later scenarios need it), and the router has two next hops again."""
     site.client.start()
     time.sleep(1)
     t, t0 = time.time(), time.monotonic()
-    site.bird["d1"].kill()
+    cut()
     try:
-        took = wait_until(hops("d2"), 10, "d1's next hop gone after its BIRD died")
+        took = wait_until(hops("d2"), 10, f"d1's next hop gone: {what}")
         time.sleep(2)
         res = site.client.stop()
-        failed = report("BIRD on d1 killed (SIGKILL)", res, t, took)
-        assert took < 3.5, took  # d1's kernel closes the session at once; BFD (1 s here) and hold (3 s) bound it
+        failed = report(what, res, t, took)
+        assert took < 3.5, took
         assert failed <= 10, failed
-    finally:  # the later scenarios need d1 back, whatever this one found
-        site.bird["d1"].start()
-    back = wait_until(hops("d1", "d2"), 30, "d1 back after its BIRD restarted")
-    log(f"d1's BIRD restarted: two next hops again after {back:.1f} s ({time.monotonic() - t0:.1f} s since the kill)")
+    finally:
+        restore()
+    back = wait_until(hops("d1", "d2"), 30, f"d1 back after: {what}")
+    log(f"d1 restored after {what}: two next hops again after {back:.1f} s ({time.monotonic() - t0:.1f} s since the cut)")
+
+
+def test_b_director_bird_killed_leaves_one_next_hop(site: Site) -> None:
+    # d1's kernel closes the session at once; BFD (1 s here) and hold (3 s) bound it
+    d1_out_and_back(site, "BIRD on d1 killed (SIGKILL)", site.bird["d1"].kill, site.bird["d1"].start)
 
 
 def test_c_director_link_cut_leaves_one_next_hop_by_bfd(site: Site) -> None:
-    site.client.start()
-    time.sleep(1)
-    t = time.time()
-    sh("ip link set vd1 down")  # the switch port: the router's own link stays up, only BFD can tell
-    try:
-        took = wait_until(hops("d2"), 10, "d1's next hop gone after its link was cut")
-        time.sleep(2)
-        res = site.client.stop()
-        failed = report("d1's link cut (switch port down)", res, t, took)
-        assert took < 3.5, took  # BFD 200 ms x 5 here; the hold time (3 s) is the fallback bound
-        assert failed <= 10, failed
-    finally:
-        sh("ip link set vd1 up")
-    back = wait_until(hops("d1", "d2"), 30, "d1 back after its link came back")
-    log(f"d1's link restored: two next hops again after {back:.1f} s")
+    # the switch port: the router's own link stays up, only BFD can tell (200 ms x 5
+    # here; the hold time, 3 s, is the fallback bound)
+    d1_out_and_back(site, "d1's link cut (switch port down)",
+                    lambda: sh("ip link set vd1 down"), lambda: sh("ip link set vd1 up"))
 
 
 def test_d_pool_below_quorum_withdraws_that_director_only(site: Site) -> None:
@@ -460,7 +362,7 @@ def test_d2_fingerprints_agree_after_different_histories(site: Site) -> None:
     assert changes["d1"] > changes["d2"], changes  # the histories did differ
     fps = {}
     for ns, p in site.pymon.items():
-        code, st = call(p.dir / "pymon.sock", "GET", "/status", token=(p.dir / "token").read_text().strip())
+        code, st = p.api("GET", "/status")
         assert code == 200, st
         fps[ns] = {s["virtual_service"]: s["fingerprint"] for s in st["ipvs"]["services"]}
     log(f"fingerprints after different histories: {fps} (ipvs.change lines: {changes})")
@@ -475,6 +377,7 @@ def test_e_graceful_stop_loses_no_request(site: Site) -> None:
     time.sleep(2)
     t = time.time()
     p = site.pymon["d1"]
+    assert p.proc is not None
     p.proc.send_signal(signal.SIGTERM)
     took = wait_until(hops("d2"), 10, "d1 drained (GRACEFUL_SHUTDOWN) out of the ECMP route")
     drain = site.bird["r"].birdc("show", "route", "all", f"{VIP}/32")

@@ -17,23 +17,38 @@ def sh(cmd: str, check: bool = True) -> str:
     return p.stdout
 
 
-def ipvsadm_services() -> list[str]:
-    """`ipvsadm -Ln` without its three header lines, trailing blanks stripped."""
-    lines = sh("ipvsadm -Ln").splitlines()
+def ipvsadm_services(ns: str | None = None) -> list[str]:
+    """`ipvsadm -Ln` (in network namespace `ns` if given) without its three header lines,
+    trailing blanks stripped."""
+    lines = sh(f"ip netns exec {ns} ipvsadm -Ln" if ns else "ipvsadm -Ln").splitlines()
     assert lines[0].startswith("IP Virtual Server version"), lines
     return [line.rstrip() for line in lines[3:]]
 
 
-def ipvsadm_blocks() -> dict[str, list[str]]:
+def ipvsadm_blocks(ns: str | None = None) -> dict[str, list[str]]:
     """`ipvsadm -Ln` as {service line: [its real server lines]}, order-free."""
     blocks: dict[str, list[str]] = {}
     current: list[str] = []
-    for line in ipvsadm_services():
+    for line in ipvsadm_services(ns):
         if line.startswith("  ->"):
             current.append(line)
         else:
             current = blocks.setdefault(line, [])
     return blocks
+
+
+def vip_block(vip: str, port: int = 80, ns: str | None = None) -> tuple[str, dict[str, list[str]]]:
+    """(service line, {real server address: [forward, weight, active, inactive]}) of the
+    service at vip:port in `ipvsadm -Ln`; ("", {}) when there is none."""
+    for line, dests in ipvsadm_blocks(ns).items():
+        if line.split()[1:2] == [f"{vip}:{port}"]:
+            return line, {f[1].rsplit(":", 1)[0]: f[2:] for f in (d.split() for d in dests)}
+    return "", {}
+
+
+def vip_weights(vip: str, port: int = 80, ns: str | None = None) -> dict[str, str]:
+    """{real server address: weight} of the service at vip:port in `ipvsadm -Ln`."""
+    return {addr: cols[1] for addr, cols in vip_block(vip, port, ns)[1].items()}
 
 
 def ipvsadm_saved() -> "Table":

@@ -17,6 +17,13 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def enter(ns: str) -> None:
+    """Move this process (a forked child) into netns `ns` (made with `ip netns add`)."""
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), f"setns({ns})")
+
+
 def run_in_netns(ns: str, fn: Callable[..., Any], *args: Any) -> Any:
     """fn(*args) in netns `ns` (made with `ip netns add`); re-raises its exception."""
     r, w = os.pipe()
@@ -24,9 +31,7 @@ def run_in_netns(ns: str, fn: Callable[..., Any], *args: Any) -> Any:
     if pid == 0:
         try:
             os.close(r)
-            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns({ns})")
+            enter(ns)
             try:
                 result: tuple[bool, Any] = (True, fn(*args))
             except BaseException as e:  # noqa: BLE001 - handed to the parent

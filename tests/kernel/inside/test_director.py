@@ -8,21 +8,20 @@ only, never with pymon's own view. One topology for the whole module:
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
-from ipvsadm_reader import sh
+from ipvsadm_reader import sh, vip_weights
+from pymon_process import PymonProcess
+from topology import connects, routed_netns, start_httpd
+from waiting import wait_until as _wait_until
 
-PY = os.environ.get("PYMON_PYTHON", sys.executable)
 VIP = "10.10.0.100"
 RS = {f"rs{i}": f"10.10.{i}.2" for i in (1, 2, 3)}
 SORRY = "10.10.9.9"
@@ -31,36 +30,21 @@ INTERVAL, TIMEOUT = 1.0, 1.0
 
 def dests() -> dict[str, str]:
     """{real server address: weight} for our VIP, read with ipvsadm -Ln."""
-    out: dict[str, str] = {}
-    ours = False
-    for line in sh("ipvsadm -Ln").splitlines()[3:]:
-        if not line.startswith("  ->"):
-            ours = f"{VIP}:80" in line
-        elif ours:
-            f = line.split()
-            out[f[1].rsplit(":", 1)[0]] = f[3]
-    return out
+    return vip_weights(VIP)
 
 
 class Backend:
     def __init__(self, name: str, addr: str, root: Path):
         self.name, self.addr = name, addr
         self.dir = root / name
-        self.dir.mkdir(exist_ok=True)
-        (self.dir / "index.html").write_text(f"{name}\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        # busybox httpd: a Python interpreter takes tens of seconds to start under TCG
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.name, "busybox", "httpd", "-f",
-                                      "-p", f"{self.addr}:80", "-h", str(self.dir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = start_httpd(self.name, self.dir, f"{self.name}\n", f"{self.addr}:80")
         for _ in range(200):
-            try:
-                socket.create_connection((self.addr, 80), timeout=0.5).close()
+            if connects(self.addr):
                 return
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.1)
         raise AssertionError(f"backend {self.name} did not start")
 
     def stop(self) -> None:
@@ -79,17 +63,10 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Bac
     root = tmp_path_factory.mktemp("www")
     backends = {}
     for i, (name, addr) in enumerate(RS.items(), start=1):
-        sh(f"ip netns add {name}")
-        sh(f"ip link add v{name} type veth peer name eth0 netns {name}")
-        sh(f"ip addr add 10.10.{i}.1/24 dev v{name} && ip link set v{name} up")
-        sh(f"ip -n {name} addr add {addr}/24 dev eth0 && ip -n {name} link set eth0 up "
-           f"&& ip -n {name} link set lo up && ip -n {name} route add default via 10.10.{i}.1")
+        routed_netns(name, f"10.10.{i}.1", addr, f"v{name}")
         backends[name] = Backend(name, addr, root)
         backends[name].start()
-    sh("ip netns add client && ip link add vclient type veth peer name eth0 netns client")
-    sh("ip addr add 10.20.0.1/24 dev vclient && ip link set vclient up")
-    sh("ip -n client addr add 10.20.0.2/24 dev eth0 && ip -n client link set eth0 up "
-       "&& ip -n client link set lo up && ip -n client route add default via 10.20.0.1")
+    routed_netns("client", "10.20.0.1", "10.20.0.2", "vclient")
     yield backends
     for b in backends.values():
         b.stop()
@@ -99,16 +76,13 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Bac
     sh("ipvsadm -C", check=False)
 
 
-class Pymon:
+class Pymon(PymonProcess):
     """One daemon for the module: Python starts slowly under TCG (about a minute), so
     the scenarios reconfigure it with SIGHUP rather than restarting it."""
 
     def __init__(self, tmp: Path):
-        self.cfg = tmp / "pymon.yaml"
-        self.tmp = tmp
-        self.proc: subprocess.Popen[str] | None = None
-        self.events: list[dict] = []
         self.current: tuple = ()
+        super().__init__(tmp / "pymon.yaml", args=("--log-level", "debug"), start=False)
         self.write()
 
     def write(self, forwarding: str = "dr", weights: dict[str, int] | None = None, quiescent: bool = False) -> bool:
@@ -117,7 +91,7 @@ class Pymon:
         new = (forwarding, tuple(sorted(weights.items())), quiescent)
         reals = "\n".join(f"      - {{address: {a}, weight: {weights.get(a, 1)}}}" for a in RS.values())
         self.cfg.write_text(textwrap.dedent(f"""\
-            globals: {{statedir: {self.tmp}, mondir: {self.tmp}, alertdir: {self.tmp}}}
+            globals: {{statedir: {self.dir}, mondir: {self.dir}, alertdir: {self.dir}}}
             hostgroups: {{web: [{", ".join(RS.values())}]}}
             watch:
               web:
@@ -137,34 +111,8 @@ class Pymon:
 
     def start(self) -> None:
         n = len(self.events)
-        self.proc = subprocess.Popen([PY, "-m", "pymon", "run", "-c", str(self.cfg), "--log-level", "debug"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        super().start()
         self.wait_event("daemon.started", 300, since=n)
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                self.events.append({"event": "raw", "line": line})
-
-    def wait_event(self, name: str, timeout: float, since: int = 0) -> dict:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for e in self.events[since:]:
-                if e.get("event") == name:
-                    return e
-            if self.proc and self.proc.poll() is not None:
-                raise AssertionError(f"pymon exited {self.proc.returncode}: {self.events[-10:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"no {name} within {timeout}s: {self.events[-10:]}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(120)
 
     def reconfigure(self, **kw: object) -> None:
         if self.write(**kw):  # type: ignore[arg-type]
@@ -174,13 +122,8 @@ class Pymon:
             self.wait_event("config.reloaded", 60, since=n)
 
 
-def wait_until(pred, timeout: float, step: float = 0.05) -> float:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if pred():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout}s; ipvsadm -Ln:\n{sh('ipvsadm -Ln')}")
+def wait_until(pred: Callable[[], bool], timeout: float) -> float:
+    return _wait_until(pred, timeout, step=0.05)
 
 
 ALL = {a: "1" for a in RS.values()}

@@ -23,20 +23,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from ipvsadm_reader import sh
-from netns import CLONE_NEWNET, _libc
+from ipvsadm_reader import sh, vip_weights
+from pymon_process import PymonProcess
+from topology import bridged_netns, connects, dr_real_server, start_httpd
+from vip_client import Answer, VipClient, tally
+from waiting import wait_until as _wait_until
 
-PY = os.environ.get("PYMON_PYTHON", sys.executable)
 REPO = Path(__file__).resolve().parents[3]
 HA = REPO / "etc" / "ha"
 VIP = "10.30.0.100"
@@ -48,52 +47,30 @@ ALL = {RS["rs1"], RS["rs2"]}
 
 def table(ns: str) -> set[str]:
     """Real servers of the VIP in namespace ns's IPVS table (ipvsadm -Ln)."""
-    out, ours = set(), False
-    for line in sh(f"ip netns exec {ns} ipvsadm -Ln").splitlines()[3:]:
-        if not line.startswith("  ->"):
-            ours = f"{VIP}:80" in line
-        elif ours:
-            out.add(line.split()[1].rsplit(":", 1)[0])
-    return out
+    return set(vip_weights(VIP, ns=ns))
 
 
 def has_vip(ns: str) -> bool:
     return f"{VIP}/" in sh(f"ip -n {ns} -4 addr show dev eth0")
 
 
-def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if pred():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout}s: {what}\n"
-                         + "\n".join(f"{ns}: vip={has_vip(ns)} table={sorted(table(ns))}" for ns in DIRECTORS))
+def directors_state() -> str:
+    return "\n" + "\n".join(f"{ns}: vip={has_vip(ns)} table={sorted(table(ns))}" for ns in DIRECTORS)
 
 
-def unix_call(sock: Path, token: str, path: str) -> Any:
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(10)
-    s.connect(str(sock))
-    s.sendall(f"GET {path} HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    s.close()
-    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> float:
+    return _wait_until(pred, timeout, what, state=directors_state)
 
 
 # -- the pieces -----------------------------------------------------------------------
 
 
-class Pymon:
+class Pymon(PymonProcess):
     def __init__(self, ns: str, root: Path):
-        self.ns = ns
-        self.dir = root / ns
-        self.dir.mkdir()
-        self.cfg = self.dir / "pymon.yaml"
-        self.cfg.write_text(textwrap.dedent(f"""\
-            globals: {{statedir: {self.dir}, mondir: {self.dir}, alertdir: {self.dir}}}
+        cfg = root / ns / "pymon.yaml"
+        cfg.parent.mkdir()
+        cfg.write_text(textwrap.dedent(f"""\
+            globals: {{statedir: {cfg.parent}, mondir: {cfg.parent}, alertdir: {cfg.parent}}}
             hostgroups: {{web: [{RS['rs1']}, {RS['rs2']}]}}
             watch:
               web:
@@ -107,44 +84,13 @@ class Pymon:
             ipvs: {{resync: 2s}}
             vrrp: {{alert: [log]}}
             """))
-        self.events: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "pymon", "run", "-c", str(self.cfg)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                self.events.append({"event": "raw", "line": line})
-
-    def wait_event(self, pred: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for e in list(self.events):
-                if pred(e):
-                    return e
-            if self.proc.poll() is not None:
-                raise AssertionError(f"pymon in {self.ns} exited: {self.events[-10:]}")
-            time.sleep(0.2)
-        raise AssertionError(f"pymon in {self.ns}: no such event in {timeout}s: {self.events[-10:]}")
+        super().__init__(cfg, ns)
 
     def vrrp(self) -> dict[str, Any]:
-        token = (self.dir / "token").read_text().strip()
-        return unix_call(self.dir / "pymon.sock", token, "/vrrp")
+        return self.api("GET", "/vrrp")[1]
 
     def role(self) -> str | None:
         return self.vrrp()["role"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 class Keepalived:
@@ -188,64 +134,9 @@ class Keepalived:
             self.kill(signal.SIGTERM)
 
 
-class Client:
-    """A request through the VIP every 0.1 s from the client namespace: a forked child
-    of this interpreter (setns, no exec: a new process costs seconds under TCG)."""
-
-    def __init__(self, root: Path):
-        self.out = root / "client.jsonl"
-        self.stopfile = root / "client.stop"
-        self.pid = 0
-
-    def start(self) -> None:
-        self.out.write_text("")
-        self.stopfile.unlink(missing_ok=True)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                fd = os.open("/run/netns/client", os.O_RDONLY)
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    os._exit(3)
-                with open(self.out, "a") as f:
-                    while not self.stopfile.exists():
-                        t = time.time()
-                        f.write(json.dumps({"t": t, "who": self.get()}) + "\n")
-                        f.flush()
-                        time.sleep(max(0.0, 0.1 - (time.time() - t)))
-            finally:
-                os._exit(0)
-        self.pid = pid
-
-    @staticmethod
-    def get() -> str | None:
-        try:
-            with socket.create_connection((VIP, 80), timeout=0.5) as s:
-                s.settimeout(1.0)
-                s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
-                data = b""
-                while chunk := s.recv(4096):
-                    data += chunk
-            body = data.split(b"\r\n\r\n", 1)[1].decode().strip()
-            return body if body in RS else None
-        except (OSError, IndexError):
-            return None
-
-    def results(self) -> list[dict[str, Any]]:
-        return [json.loads(ln) for ln in self.out.read_text().splitlines() if ln.strip()]
-
-    def stop(self) -> list[dict[str, Any]]:
-        self.stopfile.write_text("")
-        os.waitpid(self.pid, 0)
-        return self.results()
-
-
-def report(what: str, res: list[dict[str, Any]], since: float) -> int:
-    after = [r for r in res if r["t"] >= since]
-    failed = [r for r in after if r["who"] is None]
+def report(what: str, res: list[Answer], since: float) -> int:
+    after, failed, who = tally(res, since)
     span = (failed[-1]["t"] - failed[0]["t"] + 0.1) if failed else 0.0
-    who: dict[str, int] = {}
-    for r in after:
-        who[str(r["who"])] = who.get(str(r["who"]), 0) + 1
     print(f"\n[failover] {what}: {len(failed)} of {len(after)} requests failed "
           f"(failures spanning {span:.1f} s); answers: {who}")
     return len(failed)
@@ -260,15 +151,12 @@ class HAPair:
         self.pymon: dict[str, Pymon] = {}
         self.keepalived: dict[str, Keepalived] = {}
         self.httpd: dict[str, subprocess.Popen[bytes]] = {}
-        self.client = Client(root)
+        # the client's connect timeout is tight for a TCG guest: see settled()
+        self.client = VipClient(root, VIP, RS, connect_timeout=0.5)
 
     def start_rs(self, name: str) -> None:
-        www = self.root / name
-        www.mkdir(exist_ok=True)
-        (www / "index.html").write_text(f"{name}\n")
-        self.httpd[name] = subprocess.Popen(["ip", "netns", "exec", name, "busybox", "httpd", "-f", "-p", "80",
-                                             "-h", str(www)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: _connects(RS[name]), 30, f"{name} httpd up")
+        self.httpd[name] = start_httpd(name, self.root / name, f"{name}\n")
+        wait_until(lambda: connects(RS[name]), 30, f"{name} httpd up")
 
     def stop_rs(self, name: str) -> None:
         p = self.httpd.pop(name)
@@ -280,14 +168,6 @@ class HAPair:
         return holders[0] if len(holders) == 1 else None
 
 
-def _connects(addr: str) -> bool:
-    try:
-        socket.create_connection((addr, 80), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HAPair]:
     root = tmp_path_factory.mktemp("ha")
@@ -297,20 +177,16 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HAPair]:
     sh("ip link add br0 type bridge && ip link set br0 up && ip addr add 10.30.0.1/24 dev br0")
     addrs = {**{ns: a for ns, (a, _) in DIRECTORS.items()}, **RS, "client": CLIENT}
     for ns, addr in addrs.items():
-        sh(f"ip netns add {ns} && ip link add v{ns} type veth peer name eth0 netns {ns} "
-           f"&& ip link set v{ns} master br0 up && ip -n {ns} addr add {addr}/24 dev eth0 "
-           f"&& ip -n {ns} link set eth0 up && ip -n {ns} link set lo up")
-    for name in RS:  # LVS-DR real servers: the VIP local, never answered for in ARP
-        sh(f"ip -n {name} addr add {VIP}/32 dev lo && ip netns exec {name} sh -c "
-           "'sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 "
-           "net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2'")
+        bridged_netns(ns, addr)
+    for name in RS:
+        dr_real_server(name, VIP)
         pair.start_rs(name)
     try:
         t0 = time.monotonic()
         for ns in DIRECTORS:  # both pythons start in parallel (~25 s each under TCG)
             pair.pymon[ns] = Pymon(ns, root)
         for p in pair.pymon.values():
-            p.wait_event(lambda e: e.get("event") == "daemon.ready", 300)
+            p.wait_event("daemon.ready", 300, step=0.2)
         print(f"\n[failover] both pymons ready after {time.monotonic() - t0:.0f} s")
         # keepalived after pymon (the systemd ordering of etc/ha/*.service.d)
         for ns, (_, example) in DIRECTORS.items():
@@ -319,11 +195,11 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HAPair]:
         yield pair
     finally:
         if pair.client.pid:
-            pair.client.stopfile.write_text("")
+            pair.client.stop()
         for k in pair.keepalived.values():
             k.stop()
         for p in pair.pymon.values():
-            p.stop()
+            p.stop(60)
         for name in list(pair.httpd):
             pair.stop_rs(name)
         for ns, p in pair.pymon.items():

@@ -45,7 +45,10 @@ class Log:
     def _add(self, event: str, **kw: Any) -> None:
         self.events.append((time.monotonic(), event, kw))
 
-    info = warning = error = _add
+    debug = info = warning = error = _add
+
+    def is_enabled_for(self, level: int) -> bool:  # as the daemon at --log-level info
+        return level >= 20
 
 
 class TimedKernel(KernelIPVS):
@@ -114,7 +117,9 @@ async def test_dead_server_during_resync_is_one_health_change(clean_ipvs: None) 
             owner.poke()
             t0 = time.monotonic()
             n_events = len(log.events)
-            while not any(e == "ipvs.table" for _, e, _ in log.events[n_events:]):
+            # applied: the changes are logged (before the apply) and the owner let go of its lock
+            while (sum(1 for _, e, _ in log.events[n_events:] if e == "ipvs.change") < N_VIPS
+                   or owner.lock.locked()):
                 await asyncio.sleep(0.01)
                 assert time.monotonic() - t0 < 10, "no change applied"
             took = time.monotonic() - t0
@@ -124,7 +129,9 @@ async def test_dead_server_during_resync_is_one_health_change(clean_ipvs: None) 
             assert len(changes) == N_VIPS
             assert {kw["reason"] for kw in changes} == {"health"}
             print(f"{dead} {'up' if up else 'down'}: {N_VIPS} entries changed in {took:.2f}s")
-            assert took < 1.0
+            # the figure is the bench's (bench/ipvs_scale.py: 0.2-2 s under TCG, by host load);
+            # this bound fails when the change waits for a whole resync read or goes op by op
+            assert took < 3.0
         await asyncio.sleep(6.5)
     finally:
         task.cancel()

@@ -28,20 +28,13 @@ from pathlib import Path
 import pytest
 from ipvsadm_reader import sh
 from netns import run_in_netns
+from topology import routed_netns
 
 from pymon.ipvs.kernel import KernelIPVS
-from pymon.ipvs.table import Dest, Service, ServiceKey, diff, format_ipvsadm, make_table
+from pymon.ipvs.table import Dest, Service, ServiceKey, Table, diff, format_ipvsadm, make_table
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 VIP = "10.0.0.100"
-
-
-def _link(ns: str, host_ip: str, ns_ip: str, dev: str) -> None:
-    sh(f"ip netns add {ns}")
-    sh(f"ip link add {dev} type veth peer name eth0 netns {ns}")
-    sh(f"ip addr add {host_ip}/24 dev {dev} && ip link set {dev} up")
-    sh(f"ip -n {ns} addr add {ns_ip}/24 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up")
-    sh(f"ip -n {ns} route add default via {host_ip}")
 
 
 def _get(url: str) -> str:
@@ -68,9 +61,9 @@ def backends(tmp_path: Path, ip_vs_module: None):
         pytest.skip("busybox-static not installed")
     procs = []
     sh("sysctl -qw net.ipv4.ip_forward=1")
-    _link("client", "10.2.0.1", "10.2.0.2", "vc")
+    routed_netns("client", "10.2.0.1", "10.2.0.2", "vc")
     for i in (1, 2):
-        _link(f"be{i}", f"10.1.{i}.1", f"10.1.{i}.2", f"vb{i}")
+        routed_netns(f"be{i}", f"10.1.{i}.1", f"10.1.{i}.2", f"vb{i}")
         root = tmp_path / f"be{i}"
         root.mkdir()
         (root / "index.html").write_text(f"backend {i}\n")
@@ -95,18 +88,28 @@ def test_backends_in_netns_reachable(backends: None) -> None:
     assert _wait_http("http://10.1.2.2:8080/", ns="client") == "backend 2\n"
 
 
-async def test_nat_vip_spreads_over_netns_backends(backends: None) -> None:
+SVC = Service(ServiceKey("tcp", VIP, 80), scheduler="rr")
+
+
+def _nat_table(weight2: int = 1) -> Table:
+    """SVC over both backends by NAT, backend 2 at weight2."""
+    return make_table([(SVC, [Dest("10.1.1.2", 8080, "nat"), Dest("10.1.2.2", 8080, "nat", weight2)])])
+
+
+async def _serve_both(ipvs: KernelIPVS) -> None:
+    """Once both backends answer directly, the kernel's table holds SVC over both."""
     for i in (1, 2):
         _wait_http(f"http://10.1.{i}.2:8080/")
-    svc = Service(ServiceKey("tcp", VIP, 80), scheduler="rr")
-    wanted = make_table([(svc, [Dest("10.1.1.2", 8080, "nat"), Dest("10.1.2.2", 8080, "nat")])])
+    assert await ipvs.apply(diff(_nat_table(), await ipvs.read())) == []
+
+
+async def test_nat_vip_spreads_over_netns_backends(backends: None) -> None:
     async with KernelIPVS() as ipvs:
-        assert await ipvs.apply(diff(wanted, await ipvs.read())) == []
+        await _serve_both(ipvs)
         seen = Counter(_wait_http(f"http://{VIP}/", ns="client") for _ in range(6))
         assert seen == {"backend 1\n": 3, "backend 2\n": 3}
         # quiesce backend 2 (weight 0): every new connection goes to backend 1
-        quiesced = make_table([(svc, [Dest("10.1.1.2", 8080, "nat"), Dest("10.1.2.2", 8080, "nat", 0)])])
-        ops = diff(quiesced, await ipvs.read())
+        ops = diff(_nat_table(weight2=0), await ipvs.read())
         assert [op.action for op in ops] == ["edit"]
         assert await ipvs.apply(ops) == []
         seen = Counter(_wait_http(f"http://{VIP}/", ns="client") for _ in range(4))
@@ -116,12 +119,8 @@ async def test_nat_vip_spreads_over_netns_backends(backends: None) -> None:
 async def test_counters_equal_ipvsadm_stats(backends: None) -> None:
     """Per-real-server counters read in the table dump equal `ipvsadm -Ln --stats --exact`
     (connections, packets, bytes) and `ipvsadm -Ln` (active/inactive connections)."""
-    for i in (1, 2):
-        _wait_http(f"http://10.1.{i}.2:8080/")
-    svc = Service(ServiceKey("tcp", VIP, 80), scheduler="rr")
-    wanted = make_table([(svc, [Dest("10.1.1.2", 8080, "nat"), Dest("10.1.2.2", 8080, "nat")])])
     async with KernelIPVS() as ipvs:
-        assert await ipvs.apply(diff(wanted, await ipvs.read())) == []
+        await _serve_both(ipvs)
         for _ in range(5):
             _wait_http(f"http://{VIP}/", ns="client")
         # the kernel copies its per-CPU counters into what it reports every 2 s (the
@@ -129,7 +128,7 @@ async def test_counters_equal_ipvsadm_stats(backends: None) -> None:
         # the two readers once the counters have settled (no traffic since)
         for _attempt in range(10):
             actual = await ipvs.read()
-            if sum(d.stats.connections for d in actual[svc.key][1].values() if d.stats) < 5:
+            if sum(d.stats.connections for d in actual[SVC.key][1].values() if d.stats) < 5:
                 time.sleep(1)  # not published yet
                 continue
             stats_text, conns_text = sh("ipvsadm -Ln --stats --exact"), sh("ipvsadm -Ln")
@@ -143,8 +142,8 @@ async def test_counters_equal_ipvsadm_stats(backends: None) -> None:
     assert mine == [x.rstrip() for x in stats_text.splitlines()[1:]]
     assert [x.rstrip() for x in format_ipvsadm(actual).splitlines()[3:]] == \
         [x.rstrip() for x in conns_text.splitlines()[3:]]
-    d1 = actual[svc.key][1][("10.1.1.2", 8080)].stats
-    d2 = actual[svc.key][1][("10.1.2.2", 8080)].stats
+    d1 = actual[SVC.key][1][("10.1.1.2", 8080)].stats
+    d2 = actual[SVC.key][1][("10.1.2.2", 8080)].stats
     assert d1 is not None and d2 is not None
     # the kernel keeps a deleted real server's counters for a while and reuses them when it
     # is added again (the earlier tests used the same backends): at least these five

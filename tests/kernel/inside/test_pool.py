@@ -9,23 +9,19 @@ servers quiesced by default). Both watch the same ten busybox HTTP servers.
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
-from ipvsadm_reader import ipvsadm_blocks, sh
+from ipvsadm_reader import sh, vip_block
+from pymon_process import PymonProcess
+from topology import connects, routed_netns, start_httpd
+from waiting import wait_until
 
-PY = os.environ.get("PYMON_PYTHON", sys.executable)
 VIP1, VIP2 = "10.60.100.1", "10.60.100.2"
 RS = {f"rs{i}": f"10.60.0.{i}" for i in range(1, 11)}
 GET = ("exec 3<>/dev/tcp/{addr}/80 && printf 'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3 "
@@ -34,19 +30,8 @@ GET = ("exec 3<>/dev/tcp/{addr}/80 && printf 'GET / HTTP/1.0\\r\\nHost: x\\r\\n\
 
 def block(vip: str) -> tuple[str, dict[str, tuple[str, str]]]:
     """(service line, {real server address: (weight, active conns)}) of a VIP in `ipvsadm -Ln`."""
-    for line, dests in ipvsadm_blocks().items():
-        if f"{vip}:80" in line:
-            return line, {f[1].rsplit(":", 1)[0]: (f[3], f[4]) for f in (d.split() for d in dests)}
-    return "", {}
-
-
-def wait_until(pred, timeout: float, step: float = 0.1) -> float:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if pred():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout}s; ipvsadm -Ln:\n{sh('ipvsadm -Ln')}")
+    line, dests = vip_block(vip)
+    return line, {addr: (cols[1], cols[2]) for addr, cols in dests.items()}
 
 
 class Servers:
@@ -55,12 +40,7 @@ class Servers:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
-        d = self.root / name
-        d.mkdir(exist_ok=True)
-        (d / "index.html").write_text(f"{name}\n")
-        self.procs[name] = subprocess.Popen(["ip", "netns", "exec", "pool", "busybox", "httpd", "-f", "-p",
-                                             f"{RS[name]}:80", "-h", str(d)],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs[name] = start_httpd("pool", self.root / name, f"{name}\n", f"{RS[name]}:80")
 
     def stop(self, name: str) -> None:
         p = self.procs.pop(name)
@@ -73,21 +53,16 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     sh("modprobe ip_vs && sysctl -qw net.ipv4.ip_forward=1")
     sh(f"ip link add dpool type dummy && ip link set dpool up && ip addr add {VIP1}/32 dev dpool "
        f"&& ip addr add {VIP2}/32 dev dpool")
-    sh("ip netns add pool && ip link add vpool type veth peer name eth0 netns pool "
-       "&& ip addr add 10.60.0.254/24 dev vpool && ip link set vpool up "
-       "&& ip -n pool link set eth0 up && ip -n pool link set lo up")
-    for addr in RS.values():
+    first, *more = RS.values()
+    routed_netns("pool", "10.60.0.254", first, "vpool")
+    for addr in more:
         sh(f"ip -n pool addr add {addr}/24 dev eth0")
-    sh("ip -n pool route add default via 10.60.0.254")
-    sh("ip netns add pcli && ip link add vpcli type veth peer name eth0 netns pcli "
-       "&& ip addr add 10.70.0.1/24 dev vpcli && ip link set vpcli up "
-       "&& ip -n pcli addr add 10.70.0.2/24 dev eth0 && ip -n pcli link set eth0 up "
-       "&& ip -n pcli route add default via 10.70.0.1")
+    routed_netns("pcli", "10.70.0.1", "10.70.0.2", "vpcli")
     s = Servers(tmp_path_factory.mktemp("pool-www"))
     for name in RS:
         s.start(name)
     for addr in RS.values():
-        wait_until(lambda: _connects(addr), 20)
+        wait_until(lambda: connects(addr), 20)
     yield s
     for name in list(s.procs):
         s.stop(name)
@@ -95,62 +70,23 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     sh("ipvsadm -C", check=False)
 
 
-def _connects(addr: str) -> bool:
-    try:
-        socket.create_connection((addr, 80), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-class Pymon:
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        reals = ", ".join(RS.values())
-        self.cfg = tmp / "pymon.yaml"
-        self.cfg.write_text(textwrap.dedent(f"""\
-            globals: {{statedir: {tmp}, mondir: {tmp}, alertdir: {tmp}}}
-            hostgroups: {{web: [{reals}]}}
-            watch:
-              web:
-                http: {{monitor: {{name: http, port: 80}}, interval: 1s, timeout: 1s}}
-            ipvs: {{resync: 1s}}
-            virtual_services:
-              - {{vip: "{VIP1}:80", scheduler: wlc, forwarding: nat, min_pooled: 50%, watch: "web:http",
-                 real_servers: [{reals}]}}
-              - {{vip: "{VIP2}:80", scheduler: mh, scheduler_flags: [mh-fallback, mh-port], forwarding: nat,
-                 watch: "web:http", real_servers: [{reals}]}}
-            """))
-        self.events: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen([PY, "-m", "pymon", "run", "-c", str(self.cfg)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                self.events.append({"event": "raw", "line": line})
-
-    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        class Unix(http.client.HTTPConnection):
-            def connect(s) -> None:  # noqa: N805
-                s.sock = socket.socket(socket.AF_UNIX)
-                s.sock.connect(str(self.tmp / "pymon.sock"))
-
-        c = Unix("pymon", timeout=30)
-        token = (self.tmp / "token").read_text().strip()
-        c.request(method, path, body=json.dumps(body or {}),
-                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        r = c.getresponse()
-        return r.status, json.loads(r.read())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(120)
+def write_config(tmp: Path) -> Path:
+    reals = ", ".join(RS.values())
+    cfg = tmp / "pymon.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        globals: {{statedir: {tmp}, mondir: {tmp}, alertdir: {tmp}}}
+        hostgroups: {{web: [{reals}]}}
+        watch:
+          web:
+            http: {{monitor: {{name: http, port: 80}}, interval: 1s, timeout: 1s}}
+        ipvs: {{resync: 1s}}
+        virtual_services:
+          - {{vip: "{VIP1}:80", scheduler: wlc, forwarding: nat, min_pooled: 50%, watch: "web:http",
+             real_servers: [{reals}]}}
+          - {{vip: "{VIP2}:80", scheduler: mh, scheduler_flags: [mh-fallback, mh-port], forwarding: nat,
+             watch: "web:http", real_servers: [{reals}]}}
+        """))
+    return cfg
 
 
 def hits(vip: str, n: int) -> dict[str, int]:
@@ -164,9 +100,9 @@ def hits(vip: str, n: int) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def pymon(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pymon]:
+def pymon(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PymonProcess]:
     sh("ipvsadm -C")
-    p = Pymon(tmp_path_factory.mktemp("pool-pymon"))
+    p = PymonProcess(write_config(tmp_path_factory.mktemp("pool-pymon")))
     try:
         wait_until(lambda: all(w == ("1", "0") for w in block(VIP1)[1].values()) and len(block(VIP1)[1]) == 10,
                    300, step=0.5)
@@ -176,7 +112,7 @@ def pymon(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         print("\n".join(json.dumps(e) for e in p.events if e.get("event", "").startswith(("pool", "ipvs.rep", "raw"))))
 
 
-def test_min_pooled_keeps_half_and_mh_fallback_skips_quiesced(pymon: Pymon, servers: Servers,
+def test_min_pooled_keeps_half_and_mh_fallback_skips_quiesced(pymon: PymonProcess, servers: Servers,
                                                                dead_servers: list[str]) -> None:
     line, _ = block(VIP2)
     assert line.split()[2:] == ["mh", "(mh-fallback,mh-port)"], line
@@ -221,7 +157,7 @@ def dead_servers(servers: Servers) -> Iterator[list[str]]:
     wait_until(lambda: len(block(VIP1)[1]) == 10 and all(w == "1" for w, _ in block(VIP2)[1].values()), 60)
 
 
-def test_drain_waits_for_the_open_connection(pymon: Pymon) -> None:
+def test_drain_waits_for_the_open_connection(pymon: PymonProcess) -> None:
     # a client holds a connection open through the wlc VIP (request never finished)
     holder = subprocess.Popen(["ip", "netns", "exec", "pcli", "bash", "-c",
                                f"exec 3<>/dev/tcp/{VIP1}/80 && printf 'GET / HTTP/1.0\\r\\n' >&3 && sleep 60"])

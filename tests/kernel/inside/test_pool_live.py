@@ -10,22 +10,17 @@ network: DR destinations with documentation addresses are enough for the table.
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from ipvsadm_reader import sh
+from ipvsadm_reader import sh, vip_weights
+from pymon_process import PymonProcess
 
-PY = os.environ.get("PYMON_PYTHON", sys.executable)
 VIP = "10.40.0.100"
 PROBE = '''
 from pymon.plugin import monitor, Result
@@ -38,15 +33,7 @@ async def passes(target, params):
 
 def dests() -> dict[str, str]:
     """{real server address: weight} for our VIP, from ipvsadm -Ln."""
-    out: dict[str, str] = {}
-    ours = False
-    for line in sh("ipvsadm -Ln").splitlines()[3:]:
-        if not line.startswith("  ->"):
-            ours = f"{VIP}:80" in line
-        elif ours:
-            f = line.split()
-            out[f[1].rsplit(":", 1)[0]] = f[3]
-    return out
+    return vip_weights(VIP)
 
 
 def until(want: dict[str, str], timeout: float = 20) -> None:
@@ -56,59 +43,13 @@ def until(want: dict[str, str], timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("localhost", timeout=30)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
-
-
-class Daemon:
+class Daemon(PymonProcess):
     def __init__(self, tmp: Path):
-        self.tmp, self.cfg = tmp, tmp / "pymon.yaml"
-        self.events: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen([PY, "-m", "pymon", "run", "-c", str(self.cfg)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-        self.wait("daemon.started", 300)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                self.events.append({"event": "raw", "line": line})
-
-    def wait(self, name: str, timeout: float) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for e in self.events:
-                if e.get("event") == name:
-                    return e
-            assert self.proc.poll() is None, f"pymon exited: {self.events[-10:]}"
-            time.sleep(0.1)
-        raise AssertionError(f"no {name} within {timeout}s: {self.events[-10:]}")
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        token = (self.tmp / "token").read_text().strip()
-        conn = UnixHTTP(str(self.tmp / "pymon.sock"))
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = json.loads(resp.read())
-        conn.close()
-        return resp.status, data
+        super().__init__(tmp / "pymon.yaml")
+        self.wait_event("daemon.started", 300)
 
     def change(self, **body: Any) -> tuple[int, Any]:
-        return self.call("POST", "/pool/change", {"virtual_service": "www", **body})
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(120)
+        return self.api("POST", "/pool/change", {"virtual_service": "www", **body})
 
 
 def write(tmp: Path, agent_port: int, reals: str, hosts: str = "192.0.2.1, 192.0.2.2, 127.0.0.1") -> None:
@@ -178,11 +119,12 @@ def test_pool_api_restart_reload_and_agent_on_the_kernel(ip_vs_module: None, tmp
         # 192.0.2.9 stays removed (the config did not change it)
         write(tmp_path, agent.getsockname()[1], base.replace("weight: 3}", "weight: 5}, 192.0.2.3"),
               "192.0.2.1, 192.0.2.2, 192.0.2.3, 127.0.0.1")
+        assert d.proc is not None
         d.proc.send_signal(signal.SIGHUP)
         until({"192.0.2.1": "1", "192.0.2.2": "5", "192.0.2.3": "1"})
         dropped = {e["real_server"] for e in d.events if e.get("event") == "pool.override_dropped"}
         assert dropped == {"192.0.2.2:80", "192.0.2.3:80"}
-        code, body = d.call("GET", "/pool")
+        code, body = d.api("GET", "/pool")
         assert [o["address"] for o in body["overrides"]] == ["192.0.2.9:80"]
     finally:
         d.stop()

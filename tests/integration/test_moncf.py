@@ -660,8 +660,11 @@ def env_facts(env: dict[str, str], when: int | None, literal: bool) -> dict[str,
     for k, v in env.items():
         if k in ("MON_STATEDIR", "MON_CFBASEDIR"):
             out[k] = "a path"
-        elif k == "MON_FIRST_FAILURE" and v not in ("", "0"):
-            # pymon checks every second, mon every ~3: two failures can share a second in pymon
+        elif (k == "MON_FIRST_FAILURE" or k == "MON_LAST_FAILURE" and env.get("MON_ALERTTYPE") == "failure") \
+                and v not in ("", "0"):
+            # pymon checks every second, mon every ~3: two failures can share a second in pymon;
+            # a failure alert's -t is read just after the failure is recorded, in either daemon,
+            # so a second can turn between them
             out[k] = "set" if when is None else "at or before -t" if int(v) <= when else "after"
         elif k in TIMES and v not in ("", "0"):
             out[k] = "set" if when is None else "at -t" if int(v) == when else "before -t" if int(v) < when else "after"

@@ -257,3 +257,19 @@ async def test_the_owner_wakes_at_the_policys_next_change() -> None:
         assert [kw["detail"] for e, kw in o.log.named("pool.drained")] == ["deadline reached (removed)"]  # type: ignore[attr-defined]
     finally:
         task.cancel()
+
+
+async def test_quorum_counts_the_weight_an_agent_asked_for() -> None:
+    """An agent at 50 % halves what its server adds to the healthy weight quorum reads,
+    as it halves the weight the kernel gets."""
+    cfg = config(extra="weight: 4\nquorum: 30\n")
+    mem = MemoryTable()
+    health = {h: True for h in HOSTS}
+    factor: dict[str, float | None] = {h: None for h in HOSTS}
+    o = owner(cfg, mem, health, weight_of=lambda watch, host: factor[host])
+    await o.reconcile("start")
+    name = cfg.virtual_services[0].name
+    assert o.healthy[name] == 40
+    factor[HOSTS[0]] = 0.5
+    await o.reconcile("health")
+    assert o.healthy[name] == 38 and (await mem.read())[VIP][1][(HOSTS[0], 80)].weight == 2

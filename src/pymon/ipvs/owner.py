@@ -369,7 +369,11 @@ class LvsOwner:
         wake = policy.earliest(p.results.values())
         for vs in self.vss:
             r = p.results[vs.service.key]
-            self.healthy[vs.name] = r.counts.healthy_weight
+            dests = p.table[vs.service.key][1]
+            # quorum counts the weights the kernel gets (an agent's report scales the
+            # policy's), as keepalived counts the current weights
+            self.healthy[vs.name] = sum(dests[k].weight for k, d in r.decisions.items()
+                                        if d.state == "pooled" and k in dests)
             if r.counts.refusals:
                 self.refusals[vs.service.key] = self.refusals.get(vs.service.key, 0) + r.counts.refusals
             for e in r.events:

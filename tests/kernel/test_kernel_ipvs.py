@@ -27,8 +27,10 @@ from pymon.ipvs.kernel import IPVSError, KernelIPVS
 
 @pytest.mark.kernel
 def test_kernel_ipvs_inside_vm() -> None:
-    # one module or test of inside/ while working on it, e.g. tests/kernel/inside/test_pool.py
-    vm.pytest_in_vm(os.environ.get("PYMON_KERNEL_INSIDE", "tests/kernel/inside/"), 1800)
+    # some modules or tests of inside/ while working on them, space-separated, e.g.
+    # PYMON_KERNEL_INSIDE="tests/kernel/inside/test_pool.py tests/kernel/inside/test_director.py"
+    first, *more = os.environ.get("PYMON_KERNEL_INSIDE", "tests/kernel/inside/").split()
+    vm.pytest_in_vm(first, 1800, *more)
 
 
 @pytest.mark.skipif(os.path.exists("/proc/net/ip_vs"), reason="this kernel has IPVS")

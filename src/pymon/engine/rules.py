@@ -229,11 +229,13 @@ class ServiceState:
         return out
 
     def _native_output(self, failing: list[str]) -> str:
+        if not failing:
+            return ""
         lines = [" ".join(failing)]
         for h in failing:
             last = self.hosts[h].last_bad
             lines.append(f"{h}: {last.summary if last else 'down'}")
-        return "\n".join(lines) if failing else ""
+        return "\n".join(lines)
 
     def _upalert_output(self) -> str:
         return self.failure_output or self.last_output

@@ -189,7 +189,8 @@ class Scheduler:
 
     def _push(self, e: _Entry) -> None:
         heapq.heappush(self.heap, (e.due, next(self.seq), e))
-        self._arm()
+        if e.due < self.timer_at:  # else the timer armed already wakes no later than its slot: no call per check
+            self._arm()
 
     def _arm(self) -> None:
         if not self.heap:

@@ -194,13 +194,13 @@ class Control:
     def record(self, st: ServiceState, now: float, results: dict[str, Result], out: Changes, old_status: str,
                old_first: float, old_summary: str, counting: bool) -> None:
         """After the rules (runner.py): the downtime log, and whether to save soon."""
-        self.fresh.add(st.spec.key)
-        g, s = st.spec.key
+        key = st.spec.key
+        self.fresh.add(key)
         for ch in out.hosts:
             if ch.up and ch.was_up is False:
-                self._outage(g, s, ch.host, ch.since, now, (st.hosts[ch.host].last_bad or ch.result).summary)
+                self._outage(*key, ch.host, ch.since, now, (st.hosts[ch.host].last_bad or ch.result).summary)
         if old_status == "fail" and st.status == "ok":
-            self._outage(g, s, None, old_first, now, old_summary)
+            self._outage(*key, None, old_first, now, old_summary)
         if (old_status == st.status == "ok" and not out.hosts and not out.fires and not counting
                 and all(map(_OK, results.values()))):
             self.stale = True  # steady: only last-check times and the ok count moved (saved every STALE_SAVE_S)

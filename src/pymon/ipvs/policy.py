@@ -516,8 +516,17 @@ def decide(
 def _dec(p: Decision | None, state: State, weight: int | None, now: float, known: bool, *,
          cause: str = "", drain_deadline: float | None = None, drain_until_idle: bool = True,
          ramp_start: float | None = None, refused: bool = False) -> Decision:
-    """A decision; `since` moves only when the state changes, so repeated calls agree."""
-    since = p.since if (p is not None and p.state == state) else now
+    """A decision; `since` moves only when the state changes, so repeated calls agree.
+    An unchanged decision is the previous object itself (building one costs more than
+    comparing it, and most members of most calls do not change)."""
+    if p is not None and p.state == state:
+        if (p.weight == weight and p.cause == cause and p.drain_deadline == drain_deadline
+                and p.drain_until_idle == drain_until_idle and p.ramp_start == ramp_start and p.known == known
+                and p.refused == refused):
+            return p
+        since = p.since
+    else:
+        since = now
     return Decision(state, weight, since, cause, drain_deadline, drain_until_idle, ramp_start, known, refused)
 
 

@@ -82,6 +82,7 @@ class ServiceKey:
             if fam not in (4, 6):
                 raise ValueError(f"family must be 4 or 6, not {fam}")
             object.__setattr__(self, "family", fam)
+            object.__setattr__(self, "_hash", hash((None, None, None, self.fwmark, fam)))
             return
         if self.address is None or self.port is None:
             raise ValueError("a service needs an address and a port (or a fwmark)")
@@ -96,6 +97,11 @@ class ServiceKey:
         object.__setattr__(self, "protocol", proto)
         object.__setattr__(self, "address", addr)
         object.__setattr__(self, "family", fam)
+        object.__setattr__(self, "_hash", hash((proto, addr, self.port, None, fam)))
+
+    def __hash__(self) -> int:
+        # computed once: a reconcile looks services up by key some twenty times each
+        return self._hash  # type: ignore[attr-defined,no-any-return]
 
     def sort_key(self) -> tuple:
         """ipvsadm's order: fwmark 0 first, then family, protocol, address, port."""
@@ -240,8 +246,10 @@ class Dest:
         """The text form a Dest stores for `address`."""
         return _norm_addr(address)[0]
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, int]:
+        # cached (in the instance's __dict__, not a field): the owner asks every configured
+        # entry for its key several times per reconcile
         return (self.address, self.port)
 
     @property
@@ -338,14 +346,14 @@ def diff(wanted: Table, actual: Table, owned: Iterable[ServiceKey] = ()) -> list
                 ops.append(Op("add", wsvc, d))
             continue
         hsvc, hdests = have
-        if hsvc != wsvc:
+        if hsvc is not wsvc and hsvc != wsvc:
             ops.append(Op("edit", wsvc))
         adds, edits, dels = [], [], []
         for dk, d in wdests.items():
             h = hdests.get(dk)
             if h is None:
                 adds.append(Op("add", wsvc, d))
-            elif h != d:
+            elif h is not d and h != d:  # most entries are the very objects the last apply put there
                 edits.append(Op("edit", wsvc, d))
         for dk, h in hdests.items():
             if dk not in wdests:
@@ -451,10 +459,19 @@ def after(table: Table, ops: Iterable[Op]) -> Table:
     """The table once all `ops` succeeded on it (a new table; `table` is unchanged).
 
     What the kernel holds after an apply whose every op was acknowledged, so the
-    owner need not read it back.
+    owner need not read it back. A service no op touches keeps its entry (the same
+    object): the owner tells the services a change touched by identity, and copying
+    every entry would cost the whole table for a change to a few.
     """
-    out: Table = {k: (svc, dict(dests)) for k, (svc, dests) in table.items()}
+    out: Table = dict(table)
+    copied: set[ServiceKey] = set()
     for op in ops:
+        key = op.service.key
+        if key not in copied:
+            copied.add(key)
+            if key in out:
+                svc, dests = out[key]
+                out[key] = (svc, dict(dests))
         run_op(out, op)
     return out
 

@@ -261,8 +261,9 @@ class LvsOwner:
     frozen: Callable[[], bool] = lambda: False  # a director self-fault: the policy holds the pools
 
     def __post_init__(self) -> None:
-        # told the wanted table after each reconcile that read the kernel (ops/timeline.py)
-        self.observe: Callable[[Table, float], None] = lambda table, now: None
+        # told the wanted table after each reconcile that planned, and the services it can
+        # have changed (None: all) (ops/timeline.py)
+        self.observe: Callable[[Table, float, Iterable[ServiceKey] | None], None] = lambda table, now, changed: None
         self.overrides: dict[tuple[ServiceKey, tuple[str, int]], Override] = {}
         self.quorum: dict[str, bool] = {}
         self.wake = asyncio.Event()
@@ -296,7 +297,6 @@ class LvsOwner:
         self._sigs: dict[tuple[tuple[str, str], str], tuple[Any, ...]] = {}
         self._operators: list[tuple[Operator, ...]] = []
         self._planned_on: dict[ServiceKey, Any] = {}
-        self._overrides_seen: dict[tuple[ServiceKey, tuple[str, int]], Override] = {}
         self._due: dict[ServiceKey, float] = {}  # each service's next_change_at
         self._polled: set[ServiceKey] = set()  # services draining a member until idle: the counters decide
         # the kernel table could not be read: said once (ipvs.unavailable or ipvs.error),
@@ -346,14 +346,15 @@ class LvsOwner:
     def _select(self, actual: Table, now: float,
                 health: Mapping[tuple[str, str], Mapping[str, policy.Health]]
                 ) -> tuple[list[VirtualServiceSpec], bool]:
-        """The virtual services whose plan can differ from their last: every one when an
-        input of all changed (configuration, freeze, first round) or the last apply
-        failed (then it says True); else those with a host whose health or agent weight changed, an operator
-        state that changed, a kernel entry other than the one their last plan left, a
-        deadline due (drain, slow-start step), or a member draining until idle (the
-        kernel's counters decide). A host's health counts as its up/down and, when not
-        up, when it was last up (which failed member stays pooled); nothing else of it
-        reaches the policy."""
+        """The virtual services whose plan can differ from their last, and whether that is
+        all of them: every one when an input of all changed (configuration, freeze,
+        first round) or the last apply failed; else those with a host whose health or
+        agent weight changed, an operator state that changed, a kernel entry other than
+        the one their last plan left, a deadline due (drain, slow-start step), or a member
+        draining until idle (the kernel's counters decide). A host's health counts as its
+        up/down and, when not up, when it was last up (it ranks which failed member stays
+        pooled; `refused` may have seen it up in between); nothing else of it reaches the
+        policy."""
         ix = self._index()
         sigs = {(w, h): (x.up, None if x.up else x.last_up, self.weight_of(w, h))
                 for w, hs in health.items() for h, x in hs.items()}
@@ -437,20 +438,18 @@ class LvsOwner:
             p = self.plan(actual, now, vss=todo, health=health)
             self._take(todo, p, now, whole)
             wanted = apply_overrides(self.planned, actual, self.overrides, self.frozen())
-            # the kernel holds what the last reconcile left (a clean apply of the same
-            # overrides): only the services planned now can differ from it
-            if whole or actual is not self.last_actual or self.overrides != self._overrides_seen:
-                ops = diff(wanted, actual, self.owned)
-                self._overrides_seen = dict(self.overrides)
-            else:
-                ops = diff({k: wanted[k] for k in p.table}, actual)
+            # not read: the kernel holds what the last reconcile's clean apply left (an
+            # override comes with a reconcile of its own, which reads; a failed op makes
+            # the next plan whole), so only the services planned now can differ from it
+            changed = None if whole or actual is not self.last_actual else p.table.keys()
+            ops = diff(wanted, actual, self.owned) if changed is None else diff({k: wanted[k] for k in changed}, actual)
             # drift: what changed in the kernel since pymon last read it (someone ran
             # ipvsadm), as opposed to what health or the policy changed meanwhile
             drift = diff(self.last_actual, actual, self.owned) if self.last_actual and actual is not self.last_actual \
                 else []
             self.last_wanted, self.last_actual = wanted, actual
             self.planned_frozen = self.frozen()
-            self.observe(wanted, now)
+            self.observe(wanted, now, changed)
             for op in ops:
                 self.log.info("ipvs.would_change" if self.dry_run else "ipvs.change", op=str(op), reason=reason)
             errors = await self.backend.apply(ops) if ops else []

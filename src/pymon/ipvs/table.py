@@ -210,6 +210,9 @@ class Dest:
     upper_threshold: int = 0
     lower_threshold: int = 0
     stats: "Stats | None" = field(default=None, compare=False, repr=False)
+    # (address, port), set by the constructors: the owner asks each entry for it several
+    # times per reconcile, and a property built the tuple every time
+    key: tuple[str, int] = field(init=False, compare=False, repr=False)
 
     @property
     def active_conns(self) -> int | None:
@@ -219,6 +222,7 @@ class Dest:
     def __post_init__(self) -> None:
         addr, _ = _norm_addr(self.address)
         object.__setattr__(self, "address", addr)
+        object.__setattr__(self, "key", (addr, self.port))
         if self.forwarding not in FORWARDING_NAMES:
             raise ValueError(f"unknown forwarding {self.forwarding!r} (dr, nat or tun)")
         if not 0 <= self.port < 65536:
@@ -238,19 +242,14 @@ class Dest:
         per (service, real server); the checked constructor doubled its cost."""
         d = object.__new__(cls)
         d.__dict__.update(address=address, port=port, forwarding=forwarding, weight=weight,
-                          upper_threshold=upper_threshold, lower_threshold=lower_threshold, stats=stats)
+                          upper_threshold=upper_threshold, lower_threshold=lower_threshold, stats=stats,
+                          key=(address, port))
         return d
 
     @staticmethod
     def canonical(address: str) -> str:
         """The text form a Dest stores for `address`."""
         return _norm_addr(address)[0]
-
-    @functools.cached_property
-    def key(self) -> tuple[str, int]:
-        # cached (in the instance's __dict__, not a field): the owner asks every configured
-        # entry for its key several times per reconcile
-        return (self.address, self.port)
 
     @property
     def family(self) -> int:

@@ -517,7 +517,7 @@ class LvsOwner:
                 self._due.pop(key, None)
             else:
                 self._due[key] = r.next_change_at
-            if any(d.state == "draining" and d.drain_until_idle for d in r.decisions.values()):
+            if r.counts.draining and any(d.state == "draining" and d.drain_until_idle for d in r.decisions.values()):
                 self._polled.add(key)
             else:
                 self._polled.discard(key)

@@ -108,7 +108,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterable, Literal, Mapping, NamedTuple
+from typing import Literal, Mapping, NamedTuple
 
 Key = tuple[str, int]
 """A real server: (address, port), as `Dest.key`."""
@@ -611,15 +611,9 @@ def _out_step(spec: PoolSpec, m: Member, p: Decision, o: Operator, conns: int | 
     return d, None
 
 
-def earliest(results: Iterable[PoolResult]) -> float | None:
-    """The one wake-up the owner needs for several virtual services."""
-    times = [r.next_change_at for r in results if r.next_change_at is not None]
-    return min(times) if times else None
-
-
 __all__ = [
     "Counts", "Decision", "Event", "HASHING_SCHEDULERS", "Health", "IN_POOL", "Key", "MAX_STEPS",
     "MIN_STEP", "Member", "NO_OPERATOR", "OUT", "Operator", "PoolResult", "PoolSpec", "State",
-    "UNKNOWN", "decide", "earliest", "need_count", "parse_min_pooled", "quiesce_default",
+    "UNKNOWN", "decide", "need_count", "parse_min_pooled", "quiesce_default",
     "ramp_steps", "ramp_weight",
 ]

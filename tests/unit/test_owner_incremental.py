@@ -92,7 +92,8 @@ class World:
         actual = self.kernel.last_read if self.kernel.last_read is not None else before
         # the full plan, with what the owner used: its previous decisions, that table, these inputs
         self.planned, counted = 0, self.planned
-        full = plan(o.vss, o._health(self.now), actual, previous, self.now, operator=o.operator,
+        operators = {vs.service.key: [o.operator(vs, rs) for rs in vs.reals] for vs in o.vss}
+        full = plan(o.vss, o._health(self.now), actual, previous, self.now, operators=operators,
                     frozen=self.frozen, started_at=o.started_at, first_round=o._first_round(),
                     weight_of=o.weight_of)
         self.planned = counted
@@ -118,7 +119,8 @@ class World:
                for d in r.decisions.values()):
             wake.append(self.now + DRAIN_POLL_S)
         assert o.next_change_at == (min(wake) if wake else None), where
-        assert await self.kernel.read() == wanted and o.last_errors == [], where
+        kernel = await self.kernel.read()  # a service no longer configured is left there, as any not owned
+        assert {k: kernel[k] for k in wanted if k in kernel} == wanted and o.last_errors == [], where
         self.full_timeline.record(wanted, self.now)
         assert self.timeline.json() == self.full_timeline.json(), where
         for vs in o.vss:
@@ -134,7 +136,7 @@ class World:
         rng, o = self.rng, self.o
         self.now += rng.choice([0.0, 0.0, 0.5, 1.0, 2.5, 6.0])
         kind = rng.choices(["health", "operator", "weight", "deadline", "drift", "idle", "freeze", "override",
-                            "reload"], [40, 12, 8, 10, 5, 5, 3, 2, 2])[0]
+                            "reload"], [40, 12, 8, 10, 5, 5, 3, 2, 3])[0]
         reason = "health"
         if kind == "health":
             for _ in range(rng.choice([1, 1, 2, 3])):
@@ -174,11 +176,14 @@ class World:
             vs, rs = self.member()
             await o.set_override(vs.service, rs.dest, rng.random() < 0.5, rng.random() < 0.5)
             reason = "health"
-        else:  # a reload: one service's members or policy changed, the others as they were
+        else:  # a reload: one service's members or policy changed, or one service gone
             vss = list(o.vss)
             i = rng.randrange(len(vss))
-            vss[i] = replace(vss[i], reals=vss[i].reals[:-1] if len(vss[i].reals) > 2 else vss[i].reals,
-                             min_pooled=parse_min_pooled(rng.choice([None, 1, "50%"])))
+            if rng.random() < 0.3 and len(vss) > 30:
+                del vss[i]
+            else:
+                vss[i] = replace(vss[i], reals=vss[i].reals[:-1] if len(vss[i].reals) > 2 else vss[i].reals,
+                                 min_pooled=parse_min_pooled(rng.choice([None, 1, "50%"])))
             o.vss = vss
             reason = "reload"
         if kind == "override":  # set_override reconciled already; a poke after it must agree too

@@ -28,7 +28,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from pymon.ipvs import policy
 from pymon.ipvs.policy import Decision, Operator, PoolResult, PoolSpec
@@ -162,20 +162,23 @@ class Plan:
 
 def plan(vss: Iterable[VirtualServiceSpec], health: Mapping[tuple[str, str], Mapping[str, policy.Health]],
          actual: Table, previous: Mapping[ServiceKey, Mapping[tuple[str, int], Decision]], now: float, *,
-         operator: OperatorOf | None = None, frozen: bool = False, started_at: float = -math.inf,
+         operators: Mapping[ServiceKey, Sequence[Operator]] | None = None, frozen: bool = False,
+         started_at: float = -math.inf,
          first_round: float = 0.0, specs: Mapping[ServiceKey, PoolSpec] | None = None,
          weight_of: WeightOf = _no_report) -> Plan:
     """The table the kernel should hold: each virtual service's members as the policy
     decides (`unknown` keeps the kernel's entry, `removed` is absent), plus the sorry
-    server when nothing pooled is up. `health` is per watch, per host; `weight_of` scales
-    the weight of a server the policy pools (an agent's report)."""
+    server when nothing pooled is up. `health` is per watch, per host; `operators` per
+    service, the operator's state of each real server in configuration order (none: no
+    operator state); `weight_of` scales the weight of a server the policy pools (an
+    agent's report)."""
     table: Table = {}
     results: dict[ServiceKey, PoolResult] = {}
     for vs in vss:
         key = vs.service.key
         spec = (specs or {}).get(key) or pool_spec(vs)
         have = actual.get(key, (vs.service, {}))[1]
-        ops = {rs.dest.key: operator(vs, rs) for rs in vs.reals} if operator is not None else {}
+        ops = dict(zip([m.key for m in spec.members], operators[key])) if operators is not None else {}
         prev = previous.get(key) or {}
         if any(m.key not in prev for m in spec.members):
             prev = {**adopt(spec, have, now, ops), **prev}
@@ -295,7 +298,7 @@ class LvsOwner:
         self.planned: Table = {}
         self._global: tuple[Any, ...] = ()
         self._sigs: dict[tuple[tuple[str, str], str], tuple[Any, ...]] = {}
-        self._operators: list[tuple[Operator, ...]] = []
+        self._operators: dict[ServiceKey, tuple[Operator, ...]] = {}
         self._planned_on: dict[ServiceKey, Any] = {}
         self._due: dict[ServiceKey, float] = {}  # each service's next_change_at
         self._polled: set[ServiceKey] = set()  # services draining a member until idle: the counters decide
@@ -332,14 +335,17 @@ class LvsOwner:
     def _first_round(self) -> float:
         return (self.first_round_at - self.started_at) if self.first_round_at is not None else math.inf
 
-    def plan(self, actual: Table, now: float, operator: OperatorOf | None = None,
+    def _operators_of(self, operator: OperatorOf) -> dict[ServiceKey, tuple[Operator, ...]]:
+        """What `operator` says of each real server, per service (asked once per reconcile)."""
+        return {vs.service.key: tuple([operator(vs, rs) for rs in vs.reals]) for vs in self._index().vss}
+
+    def plan(self, actual: Table, now: float, operators: Mapping[ServiceKey, Sequence[Operator]],
              vss: list[VirtualServiceSpec] | None = None,
              health: Mapping[tuple[str, str], Mapping[str, policy.Health]] | None = None) -> Plan:
-        """The policy on the current inputs, for `vss` (default: every virtual service);
-        `operator` to ask "what if" (a drain that the threshold would refuse) without
-        changing anything."""
+        """The policy on the current inputs with `operators` (`_operators_of`), for `vss`
+        (default: every virtual service)."""
         return plan(self.vss if vss is None else vss, self._health(now) if health is None else health, actual,
-                    self.decisions, now, operator=operator or self.operator, frozen=self.frozen(),
+                    self.decisions, now, operators=operators, frozen=self.frozen(),
                     started_at=self.started_at, first_round=self._first_round(), specs=self._index().specs,
                     weight_of=self.weight_of)
 
@@ -358,8 +364,7 @@ class LvsOwner:
         ix = self._index()
         sigs = {(w, h): (x.up, None if x.up else x.last_up, self.weight_of(w, h))
                 for w, hs in health.items() for h, x in hs.items()}
-        operator = self.operator
-        operators = [tuple([operator(vs, rs) for rs in vs.reals]) for vs in ix.vss]
+        operators = self._operators_of(self.operator)
         glob = (ix.vss, self.frozen(), self._first_round())
         if not self._global or self._global[0] is not ix.vss or self._global[1:] != glob[1:]:
             chosen = set(range(len(ix.vss)))
@@ -374,7 +379,8 @@ class LvsOwner:
                     continue
                 key = vs.service.key
                 seen = seen_on.get(key, _UNPLANNED)
-                if seen is _UNPLANNED or operators[i] != seen_ops[i] or key in polled or due.get(key, math.inf) <= now:
+                if seen is _UNPLANNED or operators[key] != seen_ops[key] or key in polled \
+                        or due.get(key, math.inf) <= now:
                     chosen.add(i)
                     continue
                 have = actual.get(key)
@@ -391,7 +397,7 @@ class LvsOwner:
         """The `depool_refused` reasons an operator state would meet now, for the members
         `changed` selects: an API rejects the command with them instead of letting it
         stand (the policy would keep such a command waiting for the threshold)."""
-        res = self.plan(self.last_actual, time.time(), operator).results
+        res = self.plan(self.last_actual, time.time(), self._operators_of(operator)).results
         hosts = {(vs.name, rs.host) for vs in self.vss for rs in vs.reals if changed(vs, rs)}
         return [f"{e.vs} {e.host}: {e.detail}" for r in res.values() for e in r.events
                 if e.kind == "depool_refused" and (e.vs, e.host) in hosts]
@@ -435,7 +441,7 @@ class LvsOwner:
             now = time.time()
             health = self._health(now)
             todo, whole = self._select(actual, now, health)
-            p = self.plan(actual, now, vss=todo, health=health)
+            p = self.plan(actual, now, self._operators, vss=todo, health=health)
             self._take(todo, p, now, whole)
             wanted = apply_overrides(self.planned, actual, self.overrides, self.frozen())
             # not read: the kernel holds what the last reconcile's clean apply left (an

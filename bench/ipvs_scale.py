@@ -253,12 +253,14 @@ async def inside_main(a: argparse.Namespace) -> dict[str, Any]:
         owner.poke()
         t0 = time.monotonic()
         n = len(olog.events)
-        # applied: the changes are logged (before the apply) and the owner let go of its lock
-        while sum(1 for _, e, _ in olog.events[n:] if e == "ipvs.change") < a.vips or owner.lock.locked():
+        # applied: the apply that carries the changes returned (the kernel acknowledged
+        # them). Not "the owner let go of its lock": the resync the change cut short runs
+        # again right after, without a pause, and its read is no part of the change.
+        while not any(t > t0 and k >= a.vips for t, k in kernel.applied):
             await asyncio.sleep(0.005)
             if time.monotonic() - t0 > 60:
                 raise SystemExit(f"no change applied 60 s after the health change: {olog.events[n:][:5]}")
-        dead_times.append(time.monotonic() - t0)
+        dead_times.append(next(t for t, k in kernel.applied if t > t0 and k >= a.vips) - t0)
         changed = [kw for _, e, kw in olog.events[n:] if e == "ipvs.change"]
         assert len(changed) == a.vips and {kw["reason"] for kw in changed} == {"health"}, changed[:2]
     r["dead_server_s"] = dead_times
@@ -314,7 +316,8 @@ def decode_costs(k: Any) -> dict[str, float]:
 
 
 class TimedKernel:
-    """KernelIPVS noting when each read starts (defined lazily: pymon imports inside the VM)."""
+    """KernelIPVS noting when each read starts and each apply ends, with its number of
+    ops (defined lazily: pymon imports inside the VM)."""
 
     def __new__(cls) -> Any:
         from pymon.ipvs.kernel import KernelIPVS
@@ -323,12 +326,18 @@ class TimedKernel:
             def __init__(self) -> None:
                 super().__init__()
                 self.read_starts: list[float] = []
+                self.applied: list[tuple[float, int]] = []
                 self.reading = asyncio.Event()
 
             async def read(self) -> Any:
                 self.read_starts.append(time.monotonic())
                 self.reading.set()
                 return await super().read()
+
+            async def apply(self, ops: Any) -> list[str]:
+                errors = await super().apply(ops)
+                self.applied.append((time.monotonic(), len(ops)))
+                return errors
 
         return _Timed()
 

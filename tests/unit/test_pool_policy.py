@@ -20,7 +20,6 @@ from pymon.ipvs.policy import (
     PoolResult,
     PoolSpec,
     decide,
-    earliest,
     need_count,
     parse_min_pooled,
     quiesce_default,
@@ -414,12 +413,6 @@ def test_pooled_down_recovery_keeps_its_weight() -> None:
     assert r.wanted()[key(0)] == ("pooled_down", 100)
     r = decide(spec, all_up(spec, 2), now=2, previous=r.decisions)
     assert r.wanted()[key(0)] == ("pooled", 100) and r.next_change_at is None
-
-
-def test_earliest() -> None:
-    _, a = recovered(60)
-    b = decide(PoolSpec("b", members(1)), {}, now=0)
-    assert earliest([a, b]) == 106 and earliest([b]) is None
 
 
 # --- properties ------------------------------------------------------------------------------

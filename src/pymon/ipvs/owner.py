@@ -6,6 +6,13 @@ adopts what the kernel holds at start, reconciles on every health change, reload
 operator command and policy deadline, and re-reads the kernel every `resync` seconds to
 repair drift (someone ran `ipvsadm -C`).
 
+A reconcile plans only the virtual services whose inputs changed since their last plan
+(`LvsOwner._select`) and diffs only those when the kernel holds what the last reconcile
+left: a real server behind many VIPs costs its own services, not the whole table. Every
+other service keeps its last result: the policy is a fixed point until its
+`next_change_at`, so planning it again would give the same table, decisions and no
+events.
+
 Per virtual service the pool policy (policy.py, docs/pool-policy.md) decides each real
 server's state and weight; the owner keeps its decisions between calls (and across
 reloads: they are keyed by the service key and the real server's address and port).
@@ -21,7 +28,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from pymon.ipvs import policy
 from pymon.ipvs.policy import Decision, Operator, PoolResult, PoolSpec
@@ -126,6 +133,25 @@ def adopt(spec: PoolSpec, have: Mapping[tuple[str, int], Dest], now: float,
     return out
 
 
+class _Active(Mapping[tuple[str, int], "int | None"]):
+    """A service's active connections per real server, as the policy asks for them
+    (only for draining members), read off the kernel's entries when asked."""
+
+    __slots__ = ("have",)
+
+    def __init__(self, have: Mapping[tuple[str, int], Dest]) -> None:
+        self.have = have
+
+    def __getitem__(self, key: tuple[str, int]) -> int | None:
+        return self.have[key].active_conns
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self.have)
+
+    def __len__(self) -> int:
+        return len(self.have)
+
+
 @dataclass
 class Plan:
     """What one reconcile wants: the table, and the policy's result per virtual service."""
@@ -136,38 +162,40 @@ class Plan:
 
 def plan(vss: Iterable[VirtualServiceSpec], health: Mapping[tuple[str, str], Mapping[str, policy.Health]],
          actual: Table, previous: Mapping[ServiceKey, Mapping[tuple[str, int], Decision]], now: float, *,
-         operator: OperatorOf | None = None, frozen: bool = False, started_at: float = -math.inf,
+         operators: Mapping[ServiceKey, Sequence[Operator]] | None = None, frozen: bool = False,
+         started_at: float = -math.inf,
          first_round: float = 0.0, specs: Mapping[ServiceKey, PoolSpec] | None = None,
          weight_of: WeightOf = _no_report) -> Plan:
     """The table the kernel should hold: each virtual service's members as the policy
     decides (`unknown` keeps the kernel's entry, `removed` is absent), plus the sorry
-    server when nothing pooled is up. `health` is per watch, per host; `weight_of` scales
-    the weight of a server the policy pools (an agent's report)."""
+    server when nothing pooled is up. `health` is per watch, per host; `operators` per
+    service, the operator's state of each real server in configuration order (none: no
+    operator state); `weight_of` scales the weight of a server the policy pools (an
+    agent's report)."""
     table: Table = {}
     results: dict[ServiceKey, PoolResult] = {}
     for vs in vss:
         key = vs.service.key
         spec = (specs or {}).get(key) or pool_spec(vs)
         have = actual.get(key, (vs.service, {}))[1]
-        ops = {rs.dest.key: operator(vs, rs) for rs in vs.reals} if operator is not None else {}
-        prev = dict(previous.get(key) or {})
-        missing = [m for m in spec.members if m.key not in prev]
-        if missing:
-            prev.update({k: d for k, d in adopt(spec, have, now, ops).items() if k not in prev})
-        active = {k: d.active_conns for k, d in have.items()}
-        res = policy.decide(spec, health.get(vs.watch, {}), now=now, previous=prev, operator=ops, active=active,
-                            started_at=started_at, first_round=first_round, frozen=frozen)
+        ops = dict(zip([m.key for m in spec.members], operators[key])) if operators is not None else {}
+        prev = previous.get(key) or {}
+        if any(m.key not in prev for m in spec.members):
+            prev = {**adopt(spec, have, now, ops), **prev}
+        res = policy.decide(spec, health.get(vs.watch, {}), now=now, previous=prev, operator=ops,
+                            active=_Active(have), started_at=started_at, first_round=first_round, frozen=frozen)
         dests: dict[tuple[str, int], Dest] = {}
         for rs in vs.reals:
-            d = res.decisions[rs.dest.key]
+            dk = rs.dest.key
+            d = res.decisions[dk]
             if d.state == "removed":
                 continue
             if d.weight is None:  # unknown: the kernel's entry, if any, stays as it is
-                if rs.dest.key in have:
-                    dests[rs.dest.key] = have[rs.dest.key]
+                if dk in have:
+                    dests[dk] = have[dk]
             else:  # the configured entry itself when the weight is its own (a replace() validates again)
                 dest = rs.dest if d.weight == rs.dest.weight else replace(rs.dest, weight=d.weight)
-                dests[rs.dest.key] = weighted(dest, weight_of(vs.watch, rs.host) if d.weight else None)
+                dests[dk] = weighted(dest, weight_of(vs.watch, rs.host) if d.weight else None)
         # counts.sorry: nothing pooled is up; and no member's health is still unknown (one adopted
         # as absent may yet be up: a sorry server added at start would go again a check later)
         hs = health.get(vs.watch, {})
@@ -196,6 +224,32 @@ def quorum_step(has_quorum: bool, healthy: int, quorum: int, hysteresis: int) ->
     return healthy >= quorum + hysteresis
 
 
+@dataclass(frozen=True)
+class _Index:
+    """A configuration as the owner walks it: built again when `vss` changed."""
+
+    vss: tuple[VirtualServiceSpec, ...]
+    specs: dict[ServiceKey, PoolSpec]
+    hosts: dict[tuple[str, str], tuple[str, ...]]  # watch -> its hosts that real servers use
+    users: dict[tuple[tuple[str, str], str], list[int]]  # (watch, host) -> the vss (indexes) it drives
+
+    @classmethod
+    def of(cls, vss: tuple[VirtualServiceSpec, ...]) -> "_Index":
+        hosts: dict[tuple[str, str], dict[str, None]] = {}
+        users: dict[tuple[tuple[str, str], str], list[int]] = {}
+        for i, vs in enumerate(vss):
+            for rs in vs.reals:
+                hosts.setdefault(vs.watch, {})[rs.host] = None
+                u = users.setdefault((vs.watch, rs.host), [])
+                if not u or u[-1] != i:
+                    u.append(i)
+        return cls(vss, {vs.service.key: pool_spec(vs) for vs in vss},
+                   {w: tuple(hs) for w, hs in hosts.items()}, users)
+
+
+_UNPLANNED: Any = object()  # _planned_on's default: a service never planned (or after a failed apply)
+
+
 @dataclass
 class LvsOwner:
     opts: IpvsOptions
@@ -210,8 +264,9 @@ class LvsOwner:
     frozen: Callable[[], bool] = lambda: False  # a director self-fault: the policy holds the pools
 
     def __post_init__(self) -> None:
-        # told the wanted table after each reconcile that read the kernel (ops/timeline.py)
-        self.observe: Callable[[Table, float], None] = lambda table, now: None
+        # told the wanted table after each reconcile that planned, and the services it can
+        # have changed (None: all) (ops/timeline.py)
+        self.observe: Callable[[Table, float, Iterable[ServiceKey] | None], None] = lambda table, now, changed: None
         self.overrides: dict[tuple[ServiceKey, tuple[str, int]], Override] = {}
         self.quorum: dict[str, bool] = {}
         self.wake = asyncio.Event()
@@ -235,7 +290,18 @@ class LvsOwner:
         self.started_at = time.time()
         self.first_round_at: float | None = None  # slow start ramps only after the first round of checks
         self.last_up: dict[tuple[tuple[str, str], str], float] = {}  # when each host was last seen up
-        self._specs: tuple[list[VirtualServiceSpec], dict[ServiceKey, PoolSpec]] = ([], {})
+        self._ix = _Index.of(())
+        # what each service's last plan saw, to plan again only what changed (_select): the
+        # inputs of every service at once (configuration, freeze, first round), each host's
+        # health and agent weight, each service's operator states, and its kernel entry
+        # (as the apply after that plan left it); `planned` is the policy's table (no overrides)
+        self.planned: Table = {}
+        self._global: tuple[Any, ...] = ()
+        self._sigs: dict[tuple[tuple[str, str], str], tuple[Any, ...]] = {}
+        self._operators: dict[ServiceKey, tuple[Operator, ...]] = {}
+        self._planned_on: dict[ServiceKey, Any] = {}
+        self._due: dict[ServiceKey, float] = {}  # each service's next_change_at
+        self._polled: set[ServiceKey] = set()  # services draining a member until idle: the counters decide
         # the kernel table could not be read: said once (ipvs.unavailable or ipvs.error),
         # not on every resync and health change, until it can be read again (ipvs.recovered)
         self.read_error: str | None = getattr(self.backend, "unavailable", None)
@@ -247,39 +313,91 @@ class LvsOwner:
     def poke(self) -> None:
         self.wake.set()
 
-    def specs(self) -> dict[ServiceKey, PoolSpec]:
-        """The policy's specs, built again only when the configuration changed."""
-        if self._specs[0] is not self.vss:
-            self._specs = (self.vss, {vs.service.key: pool_spec(vs) for vs in self.vss})
-        return self._specs[1]
+    def _index(self) -> _Index:
+        """The policy's specs and the host index, built again only when the configuration changed."""
+        vss = tuple(self.vss)
+        if self._ix.vss != vss:  # element by element: identity first
+            self._ix = _Index.of(vss)
+        return self._ix
 
     def _health(self, now: float) -> dict[tuple[str, str], dict[str, policy.Health]]:
+        """Each watch's hosts (those real servers use), once each however many services share them."""
         out: dict[tuple[str, str], dict[str, policy.Health]] = {}
-        for vs in self.vss:
-            hs = out.setdefault(vs.watch, {})
-            for rs in vs.reals:
-                if rs.host in hs:
-                    continue
-                up = self.health(vs.watch, rs.host)
+        for watch, hosts in self._index().hosts.items():
+            hs = out[watch] = {}
+            for host in hosts:
+                up = self.health(watch, host)
                 if up:
-                    self.last_up[(vs.watch, rs.host)] = now
-                hs[rs.host] = policy.Health(up, now, self.last_up.get((vs.watch, rs.host)))
+                    self.last_up[(watch, host)] = now
+                hs[host] = policy.Health(up, now, self.last_up.get((watch, host)))
         return out
 
-    def plan(self, actual: Table, now: float, operator: OperatorOf | None = None) -> Plan:
-        """The policy on the current inputs; `operator` to ask "what if" (a drain that
-        the threshold would refuse) without changing anything."""
-        first = (self.first_round_at - self.started_at) if self.first_round_at is not None else math.inf
-        return plan(self.vss, self._health(now), actual, self.decisions, now, operator=operator or self.operator,
-                    frozen=self.frozen(), started_at=self.started_at, first_round=first, specs=self.specs(),
+    def _first_round(self) -> float:
+        return (self.first_round_at - self.started_at) if self.first_round_at is not None else math.inf
+
+    def _operators_of(self, operator: OperatorOf) -> dict[ServiceKey, tuple[Operator, ...]]:
+        """What `operator` says of each real server, per service (asked once per reconcile)."""
+        return {vs.service.key: tuple([operator(vs, rs) for rs in vs.reals]) for vs in self._index().vss}
+
+    def plan(self, actual: Table, now: float, operators: Mapping[ServiceKey, Sequence[Operator]],
+             vss: list[VirtualServiceSpec] | None = None,
+             health: Mapping[tuple[str, str], Mapping[str, policy.Health]] | None = None) -> Plan:
+        """The policy on the current inputs with `operators` (`_operators_of`), for `vss`
+        (default: every virtual service)."""
+        return plan(self.vss if vss is None else vss, self._health(now) if health is None else health, actual,
+                    self.decisions, now, operators=operators, frozen=self.frozen(),
+                    started_at=self.started_at, first_round=self._first_round(), specs=self._index().specs,
                     weight_of=self.weight_of)
+
+    def _select(self, actual: Table, now: float,
+                health: Mapping[tuple[str, str], Mapping[str, policy.Health]]
+                ) -> tuple[list[VirtualServiceSpec], bool]:
+        """The virtual services whose plan can differ from their last, and whether that is
+        all of them: every one when an input of all changed (configuration, freeze,
+        first round) or the last apply failed; else those with a host whose health or
+        agent weight changed, an operator state that changed, a kernel entry other than
+        the one their last plan left, a deadline due (drain, slow-start step), or a member
+        draining until idle (the kernel's counters decide). A host's health counts as its
+        up/down and, when not up, when it was last up (it ranks which failed member stays
+        pooled; `refused` may have seen it up in between); nothing else of it reaches the
+        policy."""
+        ix = self._index()
+        sigs = {(w, h): (x.up, None if x.up else x.last_up, self.weight_of(w, h))
+                for w, hs in health.items() for h, x in hs.items()}
+        operators = self._operators_of(self.operator)
+        glob = (ix.vss, self.frozen(), self._first_round())
+        if not self._global or self._global[0] is not ix.vss or self._global[1:] != glob[1:]:
+            chosen = set(range(len(ix.vss)))
+        else:
+            chosen = set()
+            for pair, sig in sigs.items():
+                if self._sigs.get(pair) != sig:
+                    chosen.update(ix.users.get(pair, ()))
+            seen_on, seen_ops, due, polled = self._planned_on, self._operators, self._due, self._polled
+            for i, vs in enumerate(ix.vss):
+                if i in chosen:
+                    continue
+                key = vs.service.key
+                seen = seen_on.get(key, _UNPLANNED)
+                if seen is _UNPLANNED or operators[key] != seen_ops[key] or key in polled \
+                        or due.get(key, math.inf) <= now:
+                    chosen.add(i)
+                    continue
+                have = actual.get(key)
+                if have is not seen:
+                    if have == seen:  # the same entry read again (counters take no part)
+                        seen_on[key] = have
+                    else:
+                        chosen.add(i)
+        self._global, self._sigs, self._operators = glob, sigs, operators
+        return [vs for i, vs in enumerate(ix.vss) if i in chosen], len(chosen) == len(ix.vss)
 
     def refused(self, operator: OperatorOf, changed: Callable[[VirtualServiceSpec, RealServerSpec], bool]
                 ) -> list[str]:
         """The `depool_refused` reasons an operator state would meet now, for the members
         `changed` selects: an API rejects the command with them instead of letting it
         stand (the policy would keep such a command waiting for the threshold)."""
-        res = self.plan(self.last_actual, time.time(), operator).results
+        res = self.plan(self.last_actual, time.time(), self._operators_of(operator)).results
         hosts = {(vs.name, rs.host) for vs in self.vss for rs in vs.reals if changed(vs, rs)}
         return [f"{e.vs} {e.host}: {e.detail}" for r in res.values() for e in r.events
                 if e.kind == "depool_refused" and (e.vs, e.host) in hosts]
@@ -313,19 +431,31 @@ class LvsOwner:
             if reason == "first round" and self.first_round_at is None:
                 self.first_round_at = time.time()
             if self._settled(reason, actual):
-                self.last_actual = actual  # the same table: only its counters are newer
+                # the same table: only its counters are newer; the services' entries are
+                # the ones their plans left, read again
+                for key, seen in self._planned_on.items():
+                    if seen is self.last_actual.get(key):
+                        self._planned_on[key] = actual.get(key)
+                self.last_actual = actual
                 return []
             now = time.time()
-            p = self.plan(actual, now)
-            self._take(p, now)
-            wanted = apply_overrides(p.table, actual, self.overrides, self.frozen())
-            ops = diff(wanted, actual, self.owned)
+            health = self._health(now)
+            todo, whole = self._select(actual, now, health)
+            p = self.plan(actual, now, self._operators, vss=todo, health=health)
+            self._take(todo, p, now, whole)
+            wanted = apply_overrides(self.planned, actual, self.overrides, self.frozen())
+            # not read: the kernel holds what the last reconcile's clean apply left (an
+            # override comes with a reconcile of its own, which reads; a failed op makes
+            # the next plan whole), so only the services planned now can differ from it
+            changed = None if whole or actual is not self.last_actual else p.table.keys()
+            ops = diff(wanted, actual, self.owned) if changed is None else diff({k: wanted[k] for k in changed}, actual)
             # drift: what changed in the kernel since pymon last read it (someone ran
             # ipvsadm), as opposed to what health or the policy changed meanwhile
-            drift = diff(self.last_actual, actual, self.owned) if self.last_actual else []
+            drift = diff(self.last_actual, actual, self.owned) if self.last_actual and actual is not self.last_actual \
+                else []
             self.last_wanted, self.last_actual = wanted, actual
             self.planned_frozen = self.frozen()
-            self.observe(wanted, now)
+            self.observe(wanted, now, changed)
             for op in ops:
                 self.log.info("ipvs.would_change" if self.dry_run else "ipvs.change", op=str(op), reason=reason)
             errors = await self.backend.apply(ops) if ops else []
@@ -342,12 +472,17 @@ class LvsOwner:
             if ops and drift:
                 self.log.warning("ipvs.repaired", changes=len(drift), reason=reason,
                                  note="the kernel table differed from what pymon set (drift)")
-            if errors:  # the kernel refused something: read back what it holds
+            if errors:  # the kernel refused something: read back what it holds, plan everything next time
                 back = await self._read_quiet()
                 self.last_actual, self.known = (back, True) if back is not None else (actual, False)
+                self._planned_on = {}
             else:  # every op acknowledged: the kernel holds exactly this
                 self.last_actual, self.known = after(actual, ops), True
-            self._quorum()
+                if whole:
+                    self._planned_on = {}
+                for key in p.table:
+                    self._planned_on[key] = self.last_actual.get(key)
+            self._quorum(todo)
             return ops
 
     def _settled(self, reason: str, actual: Table) -> bool:
@@ -360,16 +495,21 @@ class LvsOwner:
         return (reason == "resync" and self.known and not self.last_errors and actual == self.last_actual
                 and self.frozen() == self.planned_frozen)
 
-    def _take(self, p: Plan, now: float) -> None:
+    def _take(self, vss: list[VirtualServiceSpec], p: Plan, now: float, whole: bool) -> None:
         """Keep the policy's decisions for the next call, log its events (one line each:
-        the policy emits them on transitions only), and time the next wake-up."""
-        self.decisions = {k: r.decisions for k, r in p.results.items()}
-        self.results = p.results
-        self.healthy = {}
-        wake = policy.earliest(p.results.values())
-        for vs in self.vss:
-            r = p.results[vs.service.key]
-            dests = p.table[vs.service.key][1]
+        the policy emits them on transitions only), and time the next wake-up. `p` is
+        the plan of `vss`; the other services keep theirs (`whole`: there are none, and
+        services no longer configured are forgotten)."""
+        if whole:
+            self.planned, self.decisions, self.results, self.healthy = {}, {}, {}, {}
+            self._due, self._polled = {}, set()
+        self.planned = {**self.planned, **p.table}
+        for vs in vss:
+            key = vs.service.key
+            r = p.results[key]
+            self.decisions[key] = r.decisions
+            self.results[key] = r
+            dests = p.table[key][1]
             # quorum counts the weights the kernel gets (an agent's report scales the
             # policy's), as keepalived counts the current weights
             self.healthy[vs.name] = sum(dests[k].weight for k, d in r.decisions.items()
@@ -379,8 +519,17 @@ class LvsOwner:
             for e in r.events:
                 self.log.warning(f"pool.{e.kind}", virtual_service=e.vs, host=e.host, detail=e.detail,
                                  pooled=r.counts.pooled, pooled_down=r.counts.pooled_down, need=r.counts.need)
-            if any(d.state == "draining" and d.drain_until_idle for d in r.decisions.values()):
-                wake = min(wake if wake is not None else math.inf, now + DRAIN_POLL_S)
+            if r.next_change_at is None:
+                self._due.pop(key, None)
+            else:
+                self._due[key] = r.next_change_at
+            if r.counts.draining and any(d.state == "draining" and d.drain_until_idle for d in r.decisions.values()):
+                self._polled.add(key)
+            else:
+                self._polled.discard(key)
+        wake = min(self._due.values(), default=None)
+        if self._polled:
+            wake = min(wake if wake is not None else math.inf, now + DRAIN_POLL_S)
         self.next_change_at = wake
 
     async def _actual(self, reason: str) -> Table:
@@ -413,8 +562,9 @@ class LvsOwner:
         except IPVSError:
             return None
 
-    def _quorum(self) -> None:
-        for vs in self.vss:
+    def _quorum(self, vss: list[VirtualServiceSpec]) -> None:
+        """Quorum of the services just planned (no other's healthy weight changed)."""
+        for vs in vss:
             if not vs.quorum:
                 continue
             healthy = self.healthy.get(vs.name, 0)

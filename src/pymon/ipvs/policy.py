@@ -108,7 +108,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterable, Literal, Mapping, NamedTuple
+from typing import Literal, Mapping, NamedTuple
 
 Key = tuple[str, int]
 """A real server: (address, port), as `Dest.key`."""
@@ -516,8 +516,17 @@ def decide(
 def _dec(p: Decision | None, state: State, weight: int | None, now: float, known: bool, *,
          cause: str = "", drain_deadline: float | None = None, drain_until_idle: bool = True,
          ramp_start: float | None = None, refused: bool = False) -> Decision:
-    """A decision; `since` moves only when the state changes, so repeated calls agree."""
-    since = p.since if (p is not None and p.state == state) else now
+    """A decision; `since` moves only when the state changes, so repeated calls agree.
+    An unchanged decision is the previous object itself (building one costs more than
+    comparing it, and most members of most calls do not change)."""
+    if p is not None and p.state == state:
+        if (p.weight == weight and p.cause == cause and p.drain_deadline == drain_deadline
+                and p.drain_until_idle == drain_until_idle and p.ramp_start == ramp_start and p.known == known
+                and p.refused == refused):
+            return p
+        since = p.since
+    else:
+        since = now
     return Decision(state, weight, since, cause, drain_deadline, drain_until_idle, ramp_start, known, refused)
 
 
@@ -602,15 +611,9 @@ def _out_step(spec: PoolSpec, m: Member, p: Decision, o: Operator, conns: int | 
     return d, None
 
 
-def earliest(results: Iterable[PoolResult]) -> float | None:
-    """The one wake-up the owner needs for several virtual services."""
-    times = [r.next_change_at for r in results if r.next_change_at is not None]
-    return min(times) if times else None
-
-
 __all__ = [
     "Counts", "Decision", "Event", "HASHING_SCHEDULERS", "Health", "IN_POOL", "Key", "MAX_STEPS",
     "MIN_STEP", "Member", "NO_OPERATOR", "OUT", "Operator", "PoolResult", "PoolSpec", "State",
-    "UNKNOWN", "decide", "earliest", "need_count", "parse_min_pooled", "quiesce_default",
+    "UNKNOWN", "decide", "need_count", "parse_min_pooled", "quiesce_default",
     "ramp_steps", "ramp_weight",
 ]

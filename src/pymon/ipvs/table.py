@@ -82,6 +82,7 @@ class ServiceKey:
             if fam not in (4, 6):
                 raise ValueError(f"family must be 4 or 6, not {fam}")
             object.__setattr__(self, "family", fam)
+            object.__setattr__(self, "_hash", hash((None, None, None, self.fwmark, fam)))
             return
         if self.address is None or self.port is None:
             raise ValueError("a service needs an address and a port (or a fwmark)")
@@ -96,6 +97,11 @@ class ServiceKey:
         object.__setattr__(self, "protocol", proto)
         object.__setattr__(self, "address", addr)
         object.__setattr__(self, "family", fam)
+        object.__setattr__(self, "_hash", hash((proto, addr, self.port, None, fam)))
+
+    def __hash__(self) -> int:
+        # computed once: a reconcile looks services up by key some twenty times each
+        return self._hash  # type: ignore[attr-defined,no-any-return]
 
     def sort_key(self) -> tuple:
         """ipvsadm's order: fwmark 0 first, then family, protocol, address, port."""
@@ -204,6 +210,9 @@ class Dest:
     upper_threshold: int = 0
     lower_threshold: int = 0
     stats: "Stats | None" = field(default=None, compare=False, repr=False)
+    # (address, port), set by the constructors: the owner asks each entry for it several
+    # times per reconcile, and a property built the tuple every time
+    key: tuple[str, int] = field(init=False, compare=False, repr=False)
 
     @property
     def active_conns(self) -> int | None:
@@ -213,6 +222,7 @@ class Dest:
     def __post_init__(self) -> None:
         addr, _ = _norm_addr(self.address)
         object.__setattr__(self, "address", addr)
+        object.__setattr__(self, "key", (addr, self.port))
         if self.forwarding not in FORWARDING_NAMES:
             raise ValueError(f"unknown forwarding {self.forwarding!r} (dr, nat or tun)")
         if not 0 <= self.port < 65536:
@@ -232,17 +242,14 @@ class Dest:
         per (service, real server); the checked constructor doubled its cost."""
         d = object.__new__(cls)
         d.__dict__.update(address=address, port=port, forwarding=forwarding, weight=weight,
-                          upper_threshold=upper_threshold, lower_threshold=lower_threshold, stats=stats)
+                          upper_threshold=upper_threshold, lower_threshold=lower_threshold, stats=stats,
+                          key=(address, port))
         return d
 
     @staticmethod
     def canonical(address: str) -> str:
         """The text form a Dest stores for `address`."""
         return _norm_addr(address)[0]
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.address, self.port)
 
     @property
     def family(self) -> int:
@@ -338,14 +345,14 @@ def diff(wanted: Table, actual: Table, owned: Iterable[ServiceKey] = ()) -> list
                 ops.append(Op("add", wsvc, d))
             continue
         hsvc, hdests = have
-        if hsvc != wsvc:
+        if hsvc is not wsvc and hsvc != wsvc:
             ops.append(Op("edit", wsvc))
         adds, edits, dels = [], [], []
         for dk, d in wdests.items():
             h = hdests.get(dk)
             if h is None:
                 adds.append(Op("add", wsvc, d))
-            elif h != d:
+            elif h is not d and h != d:  # most entries are the very objects the last apply put there
                 edits.append(Op("edit", wsvc, d))
         for dk, h in hdests.items():
             if dk not in wdests:
@@ -451,10 +458,19 @@ def after(table: Table, ops: Iterable[Op]) -> Table:
     """The table once all `ops` succeeded on it (a new table; `table` is unchanged).
 
     What the kernel holds after an apply whose every op was acknowledged, so the
-    owner need not read it back.
+    owner need not read it back. A service no op touches keeps its entry (the same
+    object): the owner tells the services a change touched by identity, and copying
+    every entry would cost the whole table for a change to a few.
     """
-    out: Table = {k: (svc, dict(dests)) for k, (svc, dests) in table.items()}
+    out: Table = dict(table)
+    copied: set[ServiceKey] = set()
     for op in ops:
+        key = op.service.key
+        if key not in copied:
+            copied.add(key)
+            if key in out:
+                svc, dests = out[key]
+                out[key] = (svc, dict(dests))
         run_op(out, op)
     return out
 

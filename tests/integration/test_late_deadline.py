@@ -224,8 +224,9 @@ def _children(pid: int) -> list[int]:
 def test_a_stopped_daemon_or_worker_records_no_failure(tmp_path: Path, daemons: list[Daemon],
                                                        workers: int, stop_s: float) -> None:
     """The process that runs the exchanges is stopped (SIGSTOP) when the server accepts a
-    check's connection, for longer than the check's 1 s timeout, then continued: the
-    server answers at once, and no check fails. The daemon is stopped past its guard
+    check's connection, for longer than the check's 1 s timeout, then continued; the
+    server answers 0.2 s after it reads the request (so after the daemon has seen every
+    deadline of that check late), and no check fails. The daemon is stopped past its guard
     (timeout + 1 s) too; a worker is stopped for less: the guard, counted in the daemon,
     is what fails the checks of a worker that hangs."""
     stopped: list[float] = []
@@ -239,7 +240,7 @@ def test_a_stopped_daemon_or_worker_records_no_failure(tmp_path: Path, daemons: 
             os.kill(target[0], signal.SIGCONT)
             stopped.append(time.monotonic())
 
-    srv = Server(0.0, on_accept=stop_once)
+    srv = Server(0.2, on_accept=stop_once)
     cfg = tmp_path / "pymon.yaml"
     cfg.write_text(f"globals: {{statedir: {tmp_path}, mondir: {tmp_path}, alertdir: {tmp_path}, "
                    f"probe_workers: {workers}}}\n"

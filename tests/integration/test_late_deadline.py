@@ -207,6 +207,38 @@ def test_a_late_deadline_is_extended_once_by_the_lateness_at_most_the_timeout() 
         srv.close()
 
 
+async def test_a_worker_that_is_behind_gets_no_new_checks_for_a_while() -> None:
+    """A worker that read a batch more than BEHIND_S after the daemon sent it says so
+    with its outcomes: the checks started in the next BEHIND_S run in the daemon's loop
+    (one passes while the worker is stopped again), and after that the worker gets
+    checks again (one waits for the stopped worker)."""
+    srv = Server(0.0)
+    pool.configure(1, None)
+    try:
+        assert (await _check("http", srv.port, 5)).ok  # the worker started
+        pid = pool.POOL.places[0].proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        late = asyncio.create_task(_check("http", srv.port, 5))
+        await asyncio.sleep(0.3)  # its batch waits in the worker's socket
+        os.kill(pid, signal.SIGCONT)
+        assert (await late).ok
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            assert (await asyncio.wait_for(_check("http", srv.port, 5), 2)).ok  # in the loop
+            assert time.monotonic() - began < exchange.BEHIND_S
+            await asyncio.sleep(exchange.BEHIND_S)
+            waits = asyncio.create_task(_check("http", srv.port, 5))
+            await asyncio.sleep(0.3)
+            assert not waits.done()  # the worker's again
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert (await waits).ok
+    finally:
+        pool.configure(0, None)
+        srv.close()
+
+
 def test_the_worker_script_judges_lateness_as_the_daemon() -> None:
     """exchange.py runs as a stdlib-only script: its bound is a copy of the plugin's."""
     assert exchange.LATE_S == plugin.LATE_S

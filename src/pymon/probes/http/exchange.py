@@ -78,6 +78,12 @@ WORKER_NICE = 5
 # timeout is negative), sorted by their new deadline.
 LATE_S = 0.01
 _LATE = -1.0
+# A worker is behind when a batch of jobs waited in its socket longer than BEHIND_S before
+# it read it, or when it saw a deadline late: it says so with its next outcomes, and the
+# daemon then runs new checks in its own loop for BEHIND_S (`pool.Pool._flush`). A worker
+# short of CPU otherwise falls behind without bound: every check in flight for seconds, the
+# daemon's guard failing healthy servers, the backlog held in the daemon's memory.
+BEHIND_S = 0.1
 
 Outcome = tuple[str, Any, str, int, float]  # (kind, data, phase, bytes received, seconds)
 Addrs = list[tuple[int, tuple[Any, ...]]]  # [(family, sockaddr), ...] to try in turn
@@ -527,8 +533,11 @@ class _Frames:
 
 
 def worker(chan: socket.socket) -> None:
-    """Read job batches from `chan`, run them, write outcome batches back; exit at EOF."""
+    """Read job batches from `chan`, run them, write outcome batches back; exit at EOF.
+    A batch in is (the daemon's time.monotonic() when it sent it, jobs); one out is
+    (behind, outcomes): the clock is the machine's, so the wait is this process's."""
     results: list[tuple[int, Outcome]] = []
+    behind = False  # since the last outcomes went out (BEHIND_S)
     ex = Exchanger(lambda jid, out: results.append((jid, out)))
     chan.setblocking(False)
     cfd = chan.fileno()
@@ -554,21 +563,26 @@ def worker(chan: socket.socket) -> None:
                 return
             if not data:
                 return
-            for jobs in frames.feed(data):
+            for sent, jobs in frames.feed(data):
+                if now - sent > BEHIND_S:
+                    behind = True
                 for job in jobs:
                     ex.submit(job, now)
         ex.expire(now)
+        if _LATE in ex.deadlines:
+            behind = True
         if results and not first:
             first = now
         if results and now - first >= BATCH_S:
             first = 0.0
             chan.setblocking(True)
             try:
-                chan.sendall(_frame(results))
+                chan.sendall(_frame((behind, results)))
             except OSError:
                 return
             chan.setblocking(False)
             results.clear()
+            behind = False
 
 
 if __name__ == "__main__":

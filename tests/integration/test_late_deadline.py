@@ -209,9 +209,9 @@ def test_a_late_deadline_is_extended_once_by_the_lateness_at_most_the_timeout() 
 
 async def test_a_worker_that_is_behind_gets_no_new_checks_for_a_while() -> None:
     """A worker that read a batch more than BEHIND_S after the daemon sent it says so
-    with its outcomes: the checks started in the next BEHIND_S run in the daemon's loop
-    (one passes while the worker is stopped again), and after that the worker gets
-    checks again (one waits for the stopped worker)."""
+    with its outcomes: while it has checks in flight, the new ones run in the daemon's
+    loop (one passes while the worker is stopped again); once its outcomes say it is not
+    behind, it gets checks again (one waits for the stopped worker)."""
     srv = Server(0.0)
     pool.configure(1, None)
     try:
@@ -222,18 +222,27 @@ async def test_a_worker_that_is_behind_gets_no_new_checks_for_a_while() -> None:
         await asyncio.sleep(0.3)  # its batch waits in the worker's socket
         os.kill(pid, signal.SIGCONT)
         assert (await late).ok
+        busy = Server(None)  # a check in flight in the worker: it stays behind until it answers
+        pool.POOL.submit([([(socket.AF_INET, ("127.0.0.1", busy.port))], b"GET / HTTP/1.0\r\n\r\n")],
+                         (1.0, False, 65536, ((200, 399),), False, None), lambda i, out: None, time.monotonic())
+        await asyncio.sleep(0.05)
         os.kill(pid, signal.SIGSTOP)
         try:
             began = time.monotonic()
             assert (await asyncio.wait_for(_check("http", srv.port, 5), 2)).ok  # in the loop
-            assert time.monotonic() - began < exchange.BEHIND_S
-            await asyncio.sleep(exchange.BEHIND_S)
+            assert time.monotonic() - began < 0.5
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(1.5)  # the busy check timed out, on time: the worker is not behind
+        os.kill(pid, signal.SIGSTOP)
+        try:
             waits = asyncio.create_task(_check("http", srv.port, 5))
             await asyncio.sleep(0.3)
             assert not waits.done()  # the worker's again
         finally:
             os.kill(pid, signal.SIGCONT)
         assert (await waits).ok
+        busy.close()
     finally:
         pool.configure(0, None)
         srv.close()

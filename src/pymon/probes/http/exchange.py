@@ -80,9 +80,10 @@ LATE_S = 0.01
 _LATE = -1.0
 # A worker is behind when a batch of jobs waited in its socket longer than BEHIND_S before
 # it read it, or when it saw a deadline late: it says so with its next outcomes, and the
-# daemon then runs new checks in its own loop for BEHIND_S (`pool.Pool._flush`). A worker
-# short of CPU otherwise falls behind without bound: every check in flight for seconds, the
-# daemon's guard failing healthy servers, the backlog held in the daemon's memory.
+# daemon runs new checks in its own loop until the worker's outcomes say it is not, or it
+# has none in flight (`pool.Pool._flush`). A worker short of CPU otherwise falls behind
+# without bound: every check in flight for seconds, the daemon's guard failing healthy
+# servers, the backlog held in the daemon's memory.
 BEHIND_S = 0.1
 
 Outcome = tuple[str, Any, str, int, float]  # (kind, data, phase, bytes received, seconds)

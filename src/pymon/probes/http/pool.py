@@ -8,8 +8,9 @@ imports) and take the kernel's TCP work of the connections off the daemon's core
 leaving its loop the schedule and the state machine. Jobs and outcomes cross a
 socketpair in batches (one wake-up per BATCH_S). A worker that dies fails the checks it
 had in flight once ("lost") and is replaced. A worker that says it is behind (BEHIND_S)
-gets no new checks for BEHIND_S: they run in the daemon's loop, which then slips and
-skips checks as it does without workers, instead of piling them up in the worker.
+gets no new checks until it says it is not, or has none left: they run in the daemon's
+loop, which then slips and skips checks as it does without workers, instead of piling
+them up in the worker.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from typing import Any, Callable
 
 from . import exchange
-from .exchange import _RECV, BATCH_S, BEHIND_S, Addrs, Exchanger, How, Job, Outcome, _frame, _Frames
+from .exchange import _RECV, BATCH_S, Addrs, Exchanger, How, Job, Outcome, _frame, _Frames
 
 
 class _Local:
@@ -84,7 +85,7 @@ class _Worker:
         self.frames = _Frames()
         self.inflight: set[int] = set()
         self.out = bytearray()
-        self.behind_until = 0.0  # it said it was behind: no new jobs before this (monotonic)
+        self.behind = False  # what its last outcomes said (exchange.BEHIND_S)
         loop.add_reader(ours.fileno(), self._readable)
 
     def submit(self, jobs: list[Job], now: float) -> None:
@@ -125,9 +126,7 @@ class _Worker:
             data = b""
         if not data:
             return self._gone()
-        for behind, batch in self.frames.feed(data):
-            if behind:
-                self.behind_until = time.monotonic() + BEHIND_S
+        for self.behind, batch in self.frames.feed(data):
             it = iter(batch)
             while True:  # one try per batch: an outcome whose callback raises loses no other outcome
                 try:
@@ -232,7 +231,8 @@ class Pool:
         if not self.places:  # closed: every job in the batch has had its answer
             return
         now = time.monotonic()
-        places = [w for w in self.places if w.behind_until <= now]
+        # behind and still busy: a starved worker says nothing until it runs again
+        places = [w for w in self.places if not (w.behind and w.inflight)]
         n = len(places)
         if n == 0:
             if self.local is None:

@@ -73,6 +73,7 @@ import array
 import asyncio
 import gc
 import json
+import math
 import os
 import platform
 import resource
@@ -108,6 +109,39 @@ def pct(xs: list[float], p: float) -> float:
         return float("nan")
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+class LagHistogram:
+    """Start lags in bins 1 % wide from 10 µs: p50/p99 within 1 %, the max exact, and a
+    few KiB whatever the number of checks. An array of every lag (sized for the window
+    before it, so as not to grow the RSS it measures) held 8 bytes per check, and its
+    zero-filled construction twice that for a moment, at start with the first round in
+    flight: 21 MiB of the peak RSS counted as the daemon's at 10,000 services and 90 s."""
+
+    STEP = math.log(1.01)
+    BINS = 2000  # up to ~4,400 s
+
+    def __init__(self) -> None:
+        self.counts = array.array("q", bytes(8 * self.BINS))
+        self.n, self.max = 0, float("nan")
+
+    def add(self, lag: float) -> None:
+        i = 0 if lag <= 1e-5 else min(self.BINS - 1, int(math.log(lag / 1e-5) / self.STEP) + 1)
+        self.counts[i] += 1
+        self.n += 1
+        if not lag <= self.max:  # also the first (max is nan)
+            self.max = lag
+
+    def pct(self, p: float) -> float:
+        """The p-th percentile as `pct` ranks it, to the bin's upper bound."""
+        if not self.n:
+            return float("nan")
+        rank, seen = int(round(p / 100 * (self.n - 1))), 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen > rank:
+                return min(self.max, 1e-5 * math.exp(self.STEP * i))
+        return self.max
 
 
 def free_port() -> int:
@@ -270,11 +304,11 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
 
     log = logs.setup("json", "info", stream=open(os.devnull, "w"))
     loop = asyncio.get_running_loop()
-    # checks scheduled inside the measured window: start lags (in an array filled before the
-    # window: the recorder must not grow the RSS it measures), host checks done and failed
+    # checks scheduled inside the measured window: start lags (a histogram: the recorder must
+    # not add to the RSS it measures), host checks done and failed
     window = [float("inf"), float("inf")]
-    lags = array.array("d")
-    counts = [0, 0, 0]  # host checks done, failed; lags recorded
+    lags = LagHistogram()
+    counts = [0, 0]  # host checks done, failed
     orig = Runner.job
 
     class Finished:
@@ -291,11 +325,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         def __call__(self, interval: float) -> None:
             if window[0] <= self.due < window[1]:
                 st = self.runner.states[self.key]
-                if counts[2] < len(lags):
-                    lags[counts[2]] = self.lag
-                else:
-                    lags.append(self.lag)
-                counts[2] += 1
+                lags.add(self.lag)
                 counts[0] += len(st.hosts)
                 counts[1] += sum(1 for h in st.hosts.values() if h.last is not None and not h.last.ok)
             self.finish(interval)
@@ -339,7 +369,6 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     load_s = time.monotonic() - t_load
     t_started = time.monotonic()
     passes_on[0] = True  # from the first check on (loading the config is one long pass, before any)
-    lags = array.array("d", bytes(8 * int(len(d.runner.sched.entries) * (duration + 1) * 1.5)))  # 1 s interval; more append
     await asyncio.sleep(warmup)
     workers = [p.proc.pid for p in pool.POOL.places if hasattr(p, "proc")]  # probe_workers: CPU and RSS count
     rss: list[int] = []
@@ -374,8 +403,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     if prof:
         prof.stop()
     await asyncio.sleep(timeout + 0.5)  # checks due before t1 finish
-    done, failed, recorded = counts
-    del lags[recorded:]
+    done, failed = counts
     d.stopping.set()
     await asyncio.wait_for(task, 30)
     if prof and profile:
@@ -384,7 +412,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
         "window": [w0, w0 + duration], "duration": duration, "done": done, "failed": failed,
         "cpu_s": c1 - c0 + w_user + w_sys, "sys_s": ru1.ru_stime - ru0.ru_stime + w_sys,
         "workers": len(workers), "workers_cpu_s": w_user + w_sys, "nginx_cpu_s": ng1 - ng0,
-        "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags, default=float("nan")),
+        "lag_p50": lags.pct(50), "lag_p99": lags.pct(99), "lag_max": lags.max,
         "rss_start": rss[0], "rss_end": rss[-1], "rss_max_sampled": max(rss),
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 + w_hwm, "load_s": load_s,
         "loop": type(loop).__module__, "pass_max": passes[0], "pass_max_at": passes[1] - t_started if passes[1] else 0.0,

@@ -7,11 +7,57 @@ reacts to one event and must be idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, Awaitable, Callable, Literal
 
 Params = dict[str, Any]
+# A timer that fires more than LATE_S after it was due found the process late: not
+# scheduled (a starved CPU), stopped, or its loop held. The time it was late is not the
+# server's: a deadline seen that late is extended once by as much (at most its timeout)
+# before it fails a check (docs/failure-behaviour.md). `timeout_unless_late` does it for
+# an awaited probe; a callback probe with timers of its own should do the same.
+LATE_S = 0.01
+
+
+class timeout_unless_late:
+    """`asyncio.timeout(seconds + grace)`, except when the loop sees the deadline more
+    than LATE_S late: then, once, `min(late, seconds) + grace` more, since nothing tells
+    when in the window the process was not running. What had arrived by then is judged
+    either way: the cancel comes after the callbacks of the loop pass that saw the
+    deadline, so an answer the selector reported in that pass reaches the probe first.
+    `grace`: a guard around a probe's own deadline (engine/checks.py) stays behind it."""
+
+    __slots__ = ("seconds", "grace", "loop", "cm", "due", "handle", "extended")
+
+    def __init__(self, seconds: float, grace: float = 0.0):
+        self.seconds, self.grace = seconds, grace
+
+    async def __aenter__(self) -> "timeout_unless_late":
+        self.loop = loop = asyncio.get_running_loop()
+        self.cm = asyncio.timeout(None)
+        await self.cm.__aenter__()
+        self.due = loop.time() + self.seconds + self.grace
+        self.extended = False
+        self.handle = loop.call_at(self.due, self._fire)
+        return self
+
+    def _fire(self) -> None:
+        now = self.loop.time()
+        late = now - self.due
+        if not self.extended and late > LATE_S:
+            self.extended = True
+            self.due = now + min(late, self.seconds) + self.grace
+            self.handle = self.loop.call_at(self.due, self._fire)
+        else:
+            self.cm.reschedule(now)  # the cancel, after this pass's callbacks
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool | None:
+        self.handle.cancel()
+        return await self.cm.__aexit__(kind, exc, tb)
 
 
 @dataclass(frozen=True)

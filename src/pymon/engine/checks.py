@@ -4,7 +4,9 @@ legacy monitor script through mon's exec protocol."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
+from operator import attrgetter
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any, Callable, Coroutine
 
 from . import legacy
 from pymon.model.config import Config, ServiceSpec
-from pymon.plugin import Cancel, Monitor, Result
+from pymon.plugin import LATE_S, Cancel, Monitor, Result, timeout_unless_late
 from pymon.engine.plugin_loading import Plugins
 from pymon.engine.rules import ServiceState
 from .watchdog import CURRENT, Running, labelled
@@ -40,7 +42,8 @@ async def _guard(coro: object, timeout: float) -> object:
     on a busy loop (thousands of checks due at once) it would fail a healthy server for
     time the daemon spent elsewhere. It catches probes that ignore their timeout."""
     try:
-        async with asyncio.timeout(timeout + GUARD_GRACE_S):  # in this task: wait_for would start a task per probe
+        # in this task (wait_for would start a task per probe); seen late, it waits as the probe's own deadline does
+        async with timeout_unless_late(timeout, GUARD_GRACE_S):
             return await coro  # type: ignore[misc]
     except TimeoutError:
         return _timeout_result(timeout)
@@ -146,6 +149,10 @@ class _FirstAnswer:
             done(Check({h: res for h in self.hosts}))
 
 
+_LATE = -1.0  # the queue of checks given more time (no budget is negative)
+_DEADLINE = attrgetter("deadline")
+
+
 class Deadlines:
     """The guard of callback-form checks in flight: one loop timer for all of them. A
     budget's checks are queued in start order, which is deadline order; an answered check
@@ -172,6 +179,10 @@ class Deadlines:
         self.timer, self.timer_at = self.loop.call_at(at, self._expire), at
 
     def _expire(self) -> None:
+        """A check past its guard fails, unless the daemon saw the guard more than LATE_S
+        late (not scheduled, stopped, its loop held): then it gets, once, as long again
+        (at most its budget), in the queue `_LATE` sorted by the new deadline, so that the
+        probe's own deadline, extended the same way, comes first."""
         self.timer, self.timer_at = None, float("inf")
         now = self.loop.time()
         nxt = float("inf")
@@ -179,12 +190,24 @@ class Deadlines:
             q = self.queues[budget]
             while q and (q[0].calls or q[0].deadline <= now):
                 got = q.popleft()
-                if not got.calls:
+                if got.calls:
+                    continue
+                late = now - got.deadline
+                if budget != _LATE and late > LATE_S:
+                    got.deadline = now + min(late, budget) + GUARD_GRACE_S
+                    q2 = self.queues.get(_LATE)
+                    if q2 is None:
+                        q2 = self.queues[_LATE] = deque()
+                    bisect.insort(q2, got, key=_DEADLINE)
+                else:
                     got.expire()
             if q:
                 nxt = min(nxt, q[0].deadline)
             else:
                 del self.queues[budget]
+        late_q = self.queues.get(_LATE)
+        if late_q:
+            nxt = min(nxt, late_q[0].deadline)
         if nxt != float("inf"):
             self._arm(nxt)
 

@@ -26,7 +26,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from pymon.plugin import AgentReport, Params, Result, Target, monitor
+from pymon.plugin import AgentReport, Params, Result, Target, monitor, timeout_unless_late
 from pymon.probes._common import ParamReader, bad_params, describe, first_line, validator
 
 MAX_LINE = 1024
@@ -111,7 +111,8 @@ async def agent(target: Target, params: Params) -> Result:
         return bad_params(e)
     start = time.monotonic()
     try:
-        line = await asyncio.wait_for(_ask(target, cfg), cfg.timeout)
+        async with timeout_unless_late(cfg.timeout):
+            line = await _ask(target, cfg)
     except (OSError, asyncio.TimeoutError, UnicodeError) as e:
         why = describe(e, cfg.timeout, target.host)
         return Result(True, f"agent unreachable ({why}): weight and state unchanged",

@@ -30,7 +30,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from pymon.plugin import Params, Result, Target, monitor
+from pymon.plugin import Params, Result, Target, monitor, timeout_unless_late
 from pymon.probes._common import ParamReader, bad_params, validator, describe, fmt_s
 
 
@@ -136,7 +136,7 @@ async def _check_one(host: str, cfg: DnsParams) -> tuple[Result, dns.message.Mes
     start = time.monotonic()
     msg = None
     try:
-        async with asyncio.timeout(cfg.timeout):
+        async with timeout_unless_late(cfg.timeout):
             msg = await _query(host, cfg)
         result = _judge(msg, cfg)
     except (asyncio.TimeoutError, TimeoutError, dns.exception.Timeout):

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pymon.plugin import Params, Result, Target, monitor
+from pymon.plugin import Params, Result, Target, monitor, timeout_unless_late
 from pymon.probes._common import ParamError, ParamReader, bad_params, validator, describe, fmt_s
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2,
@@ -129,7 +129,7 @@ def _judge(path: str, st: os.statvfs_result, limits: tuple[Threshold, ...]) -> t
 
 
 async def _statvfs(path: str, timeout: float) -> os.statvfs_result:
-    async with asyncio.timeout(timeout):
+    async with timeout_unless_late(timeout):
         return await asyncio.to_thread(os.statvfs, path)
 
 

@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from pymon.plugin import Params, Result, Target, monitor
+from pymon.plugin import Params, Result, Target, monitor, timeout_unless_late
 from pymon.probes._common import ParamReader, bad_params, validator, describe, fmt_s, parse_opts, perl_regex
 
 IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
@@ -165,7 +165,7 @@ async def check(target: Target, cfg: TcpParams) -> Result:
     writer: asyncio.StreamWriter | None = None
     received = [0]
     try:
-        async with asyncio.timeout(cfg.timeout):
+        async with timeout_unless_late(cfg.timeout):
             reader, writer = await asyncio.open_connection(target.host, cfg.port)
             result = await _converse(reader, writer, cfg, received)
     except (asyncio.TimeoutError, TimeoutError):

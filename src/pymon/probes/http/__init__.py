@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
-from pymon.plugin import Cancel, Params, Result, ResultsDone, Target, monitor
+from pymon.plugin import Cancel, Params, Result, ResultsDone, Target, monitor, timeout_unless_late
 from pymon.probes.http import lean as _http10
 from pymon.probes.http.verdict import PARAM_VALIDATORS, HttpParams, judge, parse_cached  # noqa: F401 (PARAM_VALIDATORS: the probe module's contract)
 from pymon.probes._common import bad_params, describe, first_line, http_timeout_summary
@@ -104,6 +104,10 @@ def _ssl_context(verify: bool) -> ssl.SSLContext:
     ctx.sslobject_class = _CaptureSSLObject
     return ctx
 
+
+# aiohttp's own timer would cancel the request whenever the loop saw it late: the one
+# deadline is `timeout_unless_late`'s, around the whole request
+_NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None)
 
 # --- sessions: throwaway by default, shared per (loop, host, params) with keepalive ---
 
@@ -196,12 +200,12 @@ async def check(target: Target, cfg: HttpParams) -> Result:
     start = time.monotonic()
     detail = ""
     try:
-        async with asyncio.timeout(cfg.timeout):
+        async with timeout_unless_late(cfg.timeout):
             try:
                 async with session.request(
                     cfg.method, _url(target.host, cfg), headers=headers,
                     allow_redirects=cfg.redirects > 0, max_redirects=max(cfg.redirects, 1),
-                    timeout=aiohttp.ClientTimeout(total=cfg.timeout), **kwargs,
+                    timeout=_NO_CLIENT_TIMEOUT, **kwargs,
                 ) as resp:
                     progress.phase = "body"
                     progress.received = 0

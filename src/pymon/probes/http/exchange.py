@@ -29,6 +29,7 @@ An exchange ends in an `Outcome` (kind, data, phase, received, seconds it took);
 
 from __future__ import annotations
 
+import bisect
 import errno
 import functools
 import os
@@ -68,6 +69,22 @@ _PEEK = socket.MSG_PEEK
 # makes an answer a little later, a loop that waits starts every check late (10,000 real
 # servers on 2 cores beside nginx: start lag p99 85-230 ms at nice 0, 41-58 ms at 5).
 WORKER_NICE = 5
+# A deadline seen more than LATE_S after it was due found this process late (not scheduled,
+# stopped, its loop held): an exchange whose deadline it is gets, once, as long again as the
+# process was late (at most its timeout) before it fails, since nothing tells when in the
+# window the process was not running (the connect's answer unread, the request unsent). The
+# same bound as `pymon.plugin.LATE_S` (a test holds them equal): this file imports the
+# standard library only. Exchanges given more time wait in the deadlines' queue `_LATE` (no
+# timeout is negative), sorted by their new deadline.
+LATE_S = 0.01
+_LATE = -1.0
+# A worker is behind when a batch of jobs waited in its socket longer than BEHIND_S before
+# it read it, or when it saw a deadline late: it says so with its next outcomes, and the
+# daemon runs new checks in its own loop until the worker's outcomes say it is not, or it
+# has none in flight (`pool.Pool._flush`). A worker short of CPU otherwise falls behind
+# without bound: every check in flight for seconds, the daemon's guard failing healthy
+# servers, the backlog held in the daemon's memory.
+BEHIND_S = 0.1
 
 Outcome = tuple[str, Any, str, int, float]  # (kind, data, phase, bytes received, seconds)
 Addrs = list[tuple[int, tuple[Any, ...]]]  # [(family, sockaddr), ...] to try in turn
@@ -80,6 +97,10 @@ Job = tuple[int, Addrs, bytes, float, bool, int, tuple[tuple[int, int], ...], bo
 # at most this long after its last full handshake, so a replaced or expired certificate
 # is seen within it.
 RESUME_S = 60.0
+
+
+def _deadline(entry: tuple[float, "_Conn"]) -> float:
+    return entry[0]
 
 
 class _Conn:
@@ -223,18 +244,33 @@ class Exchanger:
         return at
 
     def expire(self, now: float) -> None:
+        """Each exchange past its deadline: first what its socket holds, as if epoll had
+        reported it both ways (an answer or a connect that came while nobody read it is
+        not the server's fault; a worker reads at most 1,023 events a pass); then, if this
+        process saw the deadline more than LATE_S late, more time once (LATE_S above);
+        else a timeout, in the phase the deadline found. Only exchanges past their
+        deadline pay for any of it."""
         self.now = now
-        for q in list(self.deadlines.values()):  # a `done` callback may start exchanges
+        for timeout, q in list(self.deadlines.items()):  # a `done` callback may start exchanges
             while q and q[0][0] <= now:
-                c = q.popleft()[1]
-                if c.phase in ("response", "body"):
-                    try:
-                        # an answer waiting unread is not the server's fault
-                        self._tls_look(c) if type(c) is _TlsConn else self._look(c)
-                    except Exception as e:
-                        self._failed(c, e)
-                if c.phase != "done":
-                    self._finish(c, ("timeout", b"", c.phase, self._received(c)))
+                at, c = q.popleft()
+                if c.phase == "done":
+                    continue
+                phase = c.phase
+                try:
+                    self.handle(c.fd, _IN | _OUT | _ERR)
+                except Exception as e:
+                    self._failed(c, e)
+                if c.phase == "done":
+                    continue
+                late = now - at
+                if timeout != _LATE and late > LATE_S:
+                    q2 = self.deadlines.get(_LATE)
+                    if q2 is None:
+                        q2 = self.deadlines[_LATE] = deque()
+                    bisect.insort(q2, (now + min(late, timeout), c), key=_deadline)
+                else:
+                    self._finish(c, ("timeout", b"", phase, self._received(c)))
 
     def _look(self, c: _Conn) -> None:
         """Read what has arrived, to the end: the epoll is edge-triggered. A read shorter
@@ -498,8 +534,11 @@ class _Frames:
 
 
 def worker(chan: socket.socket) -> None:
-    """Read job batches from `chan`, run them, write outcome batches back; exit at EOF."""
+    """Read job batches from `chan`, run them, write outcome batches back; exit at EOF.
+    A batch in is (the daemon's time.monotonic() when it sent it, jobs); one out is
+    (behind, outcomes): the clock is the machine's, so the wait is this process's."""
     results: list[tuple[int, Outcome]] = []
+    behind = False  # since the last outcomes went out (BEHIND_S)
     ex = Exchanger(lambda jid, out: results.append((jid, out)))
     chan.setblocking(False)
     cfd = chan.fileno()
@@ -525,21 +564,26 @@ def worker(chan: socket.socket) -> None:
                 return
             if not data:
                 return
-            for jobs in frames.feed(data):
+            for sent, jobs in frames.feed(data):
+                if now - sent > BEHIND_S:
+                    behind = True
                 for job in jobs:
                     ex.submit(job, now)
         ex.expire(now)
+        if ex.deadlines.get(_LATE):  # given more time: it saw a deadline late
+            behind = True
         if results and not first:
             first = now
         if results and now - first >= BATCH_S:
             first = 0.0
             chan.setblocking(True)
             try:
-                chan.sendall(_frame(results))
+                chan.sendall(_frame((behind, results)))
             except OSError:
                 return
             chan.setblocking(False)
             results.clear()
+            behind = False
 
 
 if __name__ == "__main__":

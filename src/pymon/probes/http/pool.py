@@ -7,7 +7,10 @@ only, no site, so each holds about 11 MiB instead of 22 with asyncio and the sit
 imports) and take the kernel's TCP work of the connections off the daemon's core,
 leaving its loop the schedule and the state machine. Jobs and outcomes cross a
 socketpair in batches (one wake-up per BATCH_S). A worker that dies fails the checks it
-had in flight once ("lost") and is replaced.
+had in flight once ("lost") and is replaced. A worker that says it is behind (BEHIND_S)
+gets no new checks until it says it is not, or has none left: they run in the daemon's
+loop, which then slips and skips checks as it does without workers, instead of piling
+them up in the worker.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
 from typing import Any, Callable
 
 from . import exchange
@@ -81,11 +85,12 @@ class _Worker:
         self.frames = _Frames()
         self.inflight: set[int] = set()
         self.out = bytearray()
+        self.behind = False  # what its last outcomes said (exchange.BEHIND_S)
         loop.add_reader(ours.fileno(), self._readable)
 
-    def submit(self, jobs: list[Job]) -> None:
+    def submit(self, jobs: list[Job], now: float) -> None:
         self.inflight.update(j[0] for j in jobs)
-        self._send(_frame(jobs))
+        self._send(_frame((now, jobs)))
 
     def _send(self, data: bytes) -> None:
         if self.out:
@@ -121,7 +126,7 @@ class _Worker:
             data = b""
         if not data:
             return self._gone()
-        for batch in self.frames.feed(data):
+        for self.behind, batch in self.frames.feed(data):
             it = iter(batch)
             while True:  # one try per batch: an outcome whose callback raises loses no other outcome
                 try:
@@ -177,6 +182,7 @@ class Pool:
         self.log = log
         self.loop: asyncio.AbstractEventLoop | None = None
         self.places: list[Any] = []
+        self.local: _Local | None = None  # where checks run while every worker is behind
         self.waiting: dict[int, tuple[Callable[[int, Outcome], None], int]] = {}  # id: (done, the batch's first id)
         self.next_id = 1
         self.batch: list[Job] = []
@@ -222,19 +228,28 @@ class Pool:
 
     def _flush(self) -> None:
         batch, self.batch = self.batch, []
-        n = len(self.places)
-        if n == 0:  # closed: every job in the batch has had its answer
+        if not self.places:  # closed: every job in the batch has had its answer
+            return
+        now = time.monotonic()
+        # behind and still busy: a starved worker says nothing until it runs again
+        places = [w for w in self.places if not (w.behind and w.inflight)]
+        n = len(places)
+        if n == 0:
+            if self.local is None:
+                assert self.loop is not None
+                self.local = _Local(self.loop, self._done)
+            self.local.submit(batch, now)
             return
         if n == 1:
-            self.places[0].submit(batch)
+            places[0].submit(batch, now)
             return
         parts: list[list[Job]] = [[] for _ in range(n)]
         for job in batch:
-            parts[self.turn].append(job)
+            parts[self.turn % n].append(job)
             self.turn = (self.turn + 1) % n
-        for place, part in zip(self.places, parts):
+        for place, part in zip(places, parts):
             if part:
-                place.submit(part)
+                place.submit(part, now)
 
     def _done(self, jid: int, out: Outcome) -> None:
         entry = self.waiting.pop(jid, None)
@@ -270,6 +285,9 @@ class Pool:
 
     def close(self) -> None:
         places, self.places, self.loop = self.places, [], None
+        if self.local is not None:
+            places.append(self.local)
+            self.local = None
         for p in places:
             p.close()
         waiting, self.waiting = self.waiting, {}

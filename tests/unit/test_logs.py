@@ -8,8 +8,18 @@ import socket
 from pathlib import Path
 
 import pytest
+import structlog
 
 from pymon import logs
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> object:
+    """`logs.setup` configures structlog for the process: these tests point it at streams
+    they close, so the configuration before each test comes back after it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def _journal_like(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[socket.socket, socket.socket]:

@@ -403,7 +403,7 @@ class PeriodSpec:
     no_comp_alerts: bool = False
 
 
-_SHARED_PARAMS: dict[str, dict[str, Any]] = {}
+_SHARED_PARAMS: dict[int, dict[str, Any]] = {}
 
 
 @dataclass(slots=True)
@@ -429,10 +429,16 @@ class ServiceSpec:
     _params: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
     _targets: tuple[tuple[str, ...], list[Target]] | None = field(default=None, init=False, repr=False,
                                                                   compare=False)
+    _key: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.group, self.name)
+        """(group, name): one tuple for the spec's life, so that the dicts and sets keyed by
+        it after a check (metrics, the save's dirty set) hold it, not a copy each."""
+        k = self._key
+        if k is None:
+            k = self._key = (self.group, self.name)
+        return k
 
     @property
     def probe_params(self) -> dict[str, Any]:
@@ -448,10 +454,18 @@ class ServiceSpec:
         params["timeout"] = self.timeout  # the check's one budget (`service`): the probe's bound and the guard's
         if self.monitor.args:
             params.setdefault("argv", list(self.monitor.args))
-        key = repr(params)  # a farm's services mostly share their params: one dict for all
+        # a farm's services mostly share their params: one dict for all. Held by the hash of
+        # their text, not the text (an int, where each watch with its own path would keep its
+        # ~100-byte text), so a hit is checked against the text again
+        text = repr(params)
+        key = hash(text)
+        found = _SHARED_PARAMS.get(key)
+        if found is not None:
+            return found if repr(found) == text else params
         if len(_SHARED_PARAMS) >= 65536:
             _SHARED_PARAMS.clear()
-        return _SHARED_PARAMS.setdefault(key, params)
+        _SHARED_PARAMS[key] = params
+        return params
 
     def targets(self, hosts: list[str]) -> list[Target]:
         """The probe's targets for these hosts, built again only when the hosts change

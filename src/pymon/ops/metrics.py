@@ -74,11 +74,14 @@ def _le(b: float) -> str:
     return repr(float(b))
 
 
-class _ServiceCounts:
-    __slots__ = ("duration", "results")
+class _ServiceCounts(_Hist):
+    """A service's check durations (the histogram itself, not an object holding one: one
+    object less per service) and its per-host results by outcome."""
+
+    __slots__ = ("results",)
 
     def __init__(self) -> None:
-        self.duration = _Hist(_BUCKETS)
+        super().__init__(_BUCKETS)
         self.results = [0] * len(_OUTCOMES)
 
 
@@ -112,7 +115,7 @@ class Metrics:
         if c is None:
             c = self.services[svc.key] = _ServiceCounts()
         if duration:
-            c.duration.observe(duration)
+            c.observe(duration)
             self.lag.observe(lag if lag > 0.0 else 0.0)
         counts = c.results
         for res in results.values():
@@ -135,7 +138,7 @@ class _CountsCollector(Collector):
         results = CounterMetricFamily("pymon_check_results", "Per-host check results by outcome",
                                       labels=["group", "service", "outcome"])
         for (g, s), c in sorted(self.m.services.items()):
-            duration.add_metric([g, s], c.duration.family_buckets(), c.duration.sum)
+            duration.add_metric([g, s], c.family_buckets(), c.sum)
             for name, n in zip(_OUTCOMES, c.results):
                 if n:
                     results.add_metric([g, s, name], float(n))

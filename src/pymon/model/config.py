@@ -404,6 +404,11 @@ class PeriodSpec:
 
 
 _SHARED_PARAMS: dict[int, dict[str, Any]] = {}
+# The empty exclude_hosts, depend and env of the services that give none: one each for
+# all (176 bytes a service otherwise); specs are not changed once built
+_NONE_EXCLUDED: list[str] = []
+_NO_DEPEND: list[tuple[str, str]] = []
+_NO_ENV: dict[str, str] = {}
 
 
 @dataclass(slots=True)
@@ -427,8 +432,10 @@ class ServiceSpec:
     passive: bool = False  # no monitor: results only come as traps
     periods: list[PeriodSpec] = field(default_factory=list)
     _params: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
-    _targets: tuple[tuple[str, ...], list[Target]] | None = field(default=None, init=False, repr=False,
-                                                                  compare=False)
+    # the probe's targets and the hosts they were built for: two fields, not a pair (one
+    # tuple less per service)
+    _targets: list[Target] | None = field(default=None, init=False, repr=False, compare=False)
+    _target_hosts: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
     _key: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -472,9 +479,10 @@ class ServiceSpec:
         (every check asks; probes must not change the list)."""
         key = tuple(hosts)
         hit = self._targets
-        if hit is None or hit[0] != key:
-            hit = self._targets = (key, [Target(h, self.group, self.name) for h in hosts])
-        return hit[1]
+        if hit is None or self._target_hosts != key:
+            hit = self._targets = [Target(h, self.group, self.name) for h in hosts]
+            self._target_hosts = key
+        return hit
 
 
 @dataclass(frozen=True)
@@ -737,6 +745,7 @@ class _Builder:
         self.problems: list[tuple[tuple[int, int], str]] = []
         self.warnings: list[str] = []
         self.base = Path(src.file).resolve().parent
+        self.durations: dict[float, float] = {}  # equal durations held once: 3 per watch
 
     def err(self, path: yamlsrc.Path, msg: str, key: bool = False) -> None:
         where = self.src.where(path, key=key)
@@ -746,10 +755,11 @@ class _Builder:
         if v is None:
             return default
         try:
-            return parse_duration(v)
+            d = parse_duration(v)
         except ValueError as e:
             self.err(path, str(e))
             return default
+        return self.durations.setdefault(d, d)
 
     def period(self, path: yamlsrc.Path, spec: str | None) -> Period | None:
         if spec is None or not str(spec).strip():
@@ -1047,12 +1057,12 @@ class _Builder:
             failure_interval=None if fi is None else self.duration(path + ("failure_interval",), fi, interval),
             timeout=timeout,
             randskew=self.duration(path + ("randskew",), raw.get("randskew"), 0.0),
-            exclude_hosts=list(raw.get("exclude_hosts", [])),
+            exclude_hosts=list(raw.get("exclude_hosts", [])) or _NONE_EXCLUDED,
             exclude_period=self.period(path + ("exclude_period",), raw.get("exclude_period")),
-            depend=[(g, s) for g, s in depend],
+            depend=[(g, s) for g, s in depend] or _NO_DEPEND,
             dep_behavior=raw.get("dep_behavior", dep_default),
             description=raw.get("description", ""),
-            env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
+            env={str(k): str(v) for k, v in (raw.get("env") or {}).items()} or _NO_ENV,
             fall=raw.get("fall", 1), rise=raw.get("rise", 1),
             traptimeout=(self.duration(path + ("traptimeout",), raw["traptimeout"], 0.0)
                          if "traptimeout" in raw else None),

@@ -108,6 +108,10 @@ class _Builder:
         # laughs") is an error and not gigabytes.
         self.built = 0
         self.sizes: dict[str, int] = {}
+        # equal strings and ints held once: a 10,000-watch file repeats its keys ("port",
+        # "path") and names ("http") in every watch, and the config is pickled to the daemon
+        # (forked.py), which keeps one object where the file had one per occurrence (2.6 MiB)
+        self.equal: dict[str | int, str | int] = {}
 
     def value(self, ev: yaml.Event, path: Path) -> Any:
         if self.marks is not None:
@@ -161,7 +165,9 @@ class _Builder:
             tag = _RESOLVER.resolve(yaml.ScalarNode, ev.value, ev.implicit)
         node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
         try:
-            return _CONSTRUCTOR.construct_object(node, deep=True)
+            value = _CONSTRUCTOR.construct_object(node, deep=True)
+            kind = type(value)
+            return self.equal.setdefault(value, value) if kind is str or kind is int else value
         except yaml.YAMLError:
             raise
         except Exception as e:  # noqa: BLE001 - PyYAML's constructors: `!!int x`, `!!timestamp x`...

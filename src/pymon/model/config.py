@@ -745,7 +745,6 @@ class _Builder:
         self.problems: list[tuple[tuple[int, int], str]] = []
         self.warnings: list[str] = []
         self.base = Path(src.file).resolve().parent
-        self.durations: dict[float, float] = {}  # equal durations held once: 3 per watch
 
     def err(self, path: yamlsrc.Path, msg: str, key: bool = False) -> None:
         where = self.src.where(path, key=key)
@@ -755,11 +754,10 @@ class _Builder:
         if v is None:
             return default
         try:
-            d = parse_duration(v)
+            return parse_duration(v)
         except ValueError as e:
             self.err(path, str(e))
             return default
-        return self.durations.setdefault(d, d)
 
     def period(self, path: yamlsrc.Path, spec: str | None) -> Period | None:
         if spec is None or not str(spec).strip():

@@ -60,7 +60,7 @@ class timeout_unless_late:
         return await self.cm.__aexit__(kind, exc, tb)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per host per service, kept for the spec's life
 class Target:
     host: str
     group: str

@@ -18,7 +18,7 @@ Status = Literal["untested", "ok", "fail"]
 AlertKind = Literal["alert", "upalert", "startupalert"]
 
 
-@dataclass
+@dataclass(slots=True)  # one per host per service: no per-instance dict
 class HostState:
     up: bool | None = None  # None until the first decisive result
     consec_fail: int = 0
@@ -56,7 +56,7 @@ class HostState:
         return flip
 
 
-@dataclass
+@dataclass(slots=True)
 class PeriodState:
     last_alert: float = 0.0
     alert_sent: int = 0
@@ -117,7 +117,7 @@ def summary_of(output: str) -> str:
     return "(NO SUMMARY)" if not line.strip() else line
 
 
-@dataclass
+@dataclass(slots=True)  # one per service: no per-instance dict
 class ServiceState:
     spec: ServiceSpec
     hosts: dict[str, HostState] = field(default_factory=dict)

@@ -40,7 +40,7 @@ from typing import Any, Awaitable, Coroutine, Generator, TypeVar
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per service's monitor (engine/checks.py)
 class Running:
     kind: str  # "monitor" or "alert"
     name: str

@@ -403,7 +403,12 @@ class PeriodSpec:
     no_comp_alerts: bool = False
 
 
-_SHARED_PARAMS: dict[str, dict[str, Any]] = {}
+_SHARED_PARAMS: dict[int, dict[str, Any]] = {}
+# The empty exclude_hosts, depend and env of the services that give none: one each for
+# all (176 bytes a service otherwise); specs are not changed once built
+_NONE_EXCLUDED: list[str] = []
+_NO_DEPEND: list[tuple[str, str]] = []
+_NO_ENV: dict[str, str] = {}
 
 
 @dataclass(slots=True)
@@ -427,12 +432,20 @@ class ServiceSpec:
     passive: bool = False  # no monitor: results only come as traps
     periods: list[PeriodSpec] = field(default_factory=list)
     _params: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
-    _targets: tuple[tuple[str, ...], list[Target]] | None = field(default=None, init=False, repr=False,
-                                                                  compare=False)
+    # the probe's targets and the hosts they were built for: two fields, not a pair (one
+    # tuple less per service)
+    _targets: list[Target] | None = field(default=None, init=False, repr=False, compare=False)
+    _target_hosts: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    _key: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.group, self.name)
+        """(group, name): one tuple for the spec's life, so that the dicts and sets keyed by
+        it after a check (metrics, the save's dirty set) hold it, not a copy each."""
+        k = self._key
+        if k is None:
+            k = self._key = (self.group, self.name)
+        return k
 
     @property
     def probe_params(self) -> dict[str, Any]:
@@ -448,19 +461,28 @@ class ServiceSpec:
         params["timeout"] = self.timeout  # the check's one budget (`service`): the probe's bound and the guard's
         if self.monitor.args:
             params.setdefault("argv", list(self.monitor.args))
-        key = repr(params)  # a farm's services mostly share their params: one dict for all
+        # a farm's services mostly share their params: one dict for all. Held by the hash of
+        # their text, not the text (an int, where each watch with its own path would keep its
+        # ~100-byte text), so a hit is checked against the text again
+        text = repr(params)
+        key = hash(text)
+        found = _SHARED_PARAMS.get(key)
+        if found is not None:
+            return found if repr(found) == text else params
         if len(_SHARED_PARAMS) >= 65536:
             _SHARED_PARAMS.clear()
-        return _SHARED_PARAMS.setdefault(key, params)
+        _SHARED_PARAMS[key] = params
+        return params
 
     def targets(self, hosts: list[str]) -> list[Target]:
         """The probe's targets for these hosts, built again only when the hosts change
         (every check asks; probes must not change the list)."""
         key = tuple(hosts)
         hit = self._targets
-        if hit is None or hit[0] != key:
-            hit = self._targets = (key, [Target(h, self.group, self.name) for h in hosts])
-        return hit[1]
+        if hit is None or self._target_hosts != key:
+            hit = self._targets = [Target(h, self.group, self.name) for h in hosts]
+            self._target_hosts = key
+        return hit
 
 
 @dataclass(frozen=True)
@@ -1033,12 +1055,12 @@ class _Builder:
             failure_interval=None if fi is None else self.duration(path + ("failure_interval",), fi, interval),
             timeout=timeout,
             randskew=self.duration(path + ("randskew",), raw.get("randskew"), 0.0),
-            exclude_hosts=list(raw.get("exclude_hosts", [])),
+            exclude_hosts=list(raw.get("exclude_hosts", [])) or _NONE_EXCLUDED,
             exclude_period=self.period(path + ("exclude_period",), raw.get("exclude_period")),
-            depend=[(g, s) for g, s in depend],
+            depend=[(g, s) for g, s in depend] or _NO_DEPEND,
             dep_behavior=raw.get("dep_behavior", dep_default),
             description=raw.get("description", ""),
-            env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
+            env={str(k): str(v) for k, v in (raw.get("env") or {}).items()} or _NO_ENV,
             fall=raw.get("fall", 1), rise=raw.get("rise", 1),
             traptimeout=(self.duration(path + ("traptimeout",), raw["traptimeout"], 0.0)
                          if "traptimeout" in raw else None),

@@ -108,6 +108,11 @@ class _Builder:
         # laughs") is an error and not gigabytes.
         self.built = 0
         self.sizes: dict[str, int] = {}
+        # equal strings held once: a 10,000-watch file repeats its keys ("port", "path") and
+        # names ("http") in every watch, and the config is pickled to the daemon (forked.py),
+        # which keeps one object where the file had one per occurrence (2.6 MiB). Not ints
+        # or floats: pickle writes each by value
+        self.strings: dict[str, str] = {}
 
     def value(self, ev: yaml.Event, path: Path) -> Any:
         if self.marks is not None:
@@ -161,7 +166,8 @@ class _Builder:
             tag = _RESOLVER.resolve(yaml.ScalarNode, ev.value, ev.implicit)
         node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
         try:
-            return _CONSTRUCTOR.construct_object(node, deep=True)
+            value = _CONSTRUCTOR.construct_object(node, deep=True)
+            return self.strings.setdefault(value, value) if type(value) is str else value
         except yaml.YAMLError:
             raise
         except Exception as e:  # noqa: BLE001 - PyYAML's constructors: `!!int x`, `!!timestamp x`...

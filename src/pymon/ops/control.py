@@ -416,13 +416,13 @@ class Control:
             st = self.d.states.get((g, s))
             if st is None or st.acked is None:
                 del self.state.acks[k]  # recovered (mon clears the ack) or removed
-        items = list(self.d.states.items())
+        states = list(self.d.states.values())  # not the items: a tuple each (0.6 MiB at 10,000)
 
         async def pieces() -> AsyncIterator[bytes]:
-            for i in range(0, len(items), SAVE_SLICE):
+            for i in range(0, len(states), SAVE_SLICE):
                 if i:
                     await asyncio.sleep(0)
-                yield persist.services_json(items[i:i + SAVE_SLICE])
+                yield persist.services_json([(st.spec.key, st) for st in states[i:i + SAVE_SLICE]])
 
         return persist.stream(self.state.to_json(), pieces())
 

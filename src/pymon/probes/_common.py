@@ -106,9 +106,11 @@ class ParamReader:
             return default
         if upper:
             value = value.upper()
-        if choices and value not in choices:
-            self.error(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
-            return default
+        if choices:
+            if value not in choices:
+                self.error(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
+                return default
+            return choices[choices.index(value)]  # the one string, not a copy per params
         return value
 
     def regex(self, key: str, default: str | None = None) -> re.Pattern[str] | None:

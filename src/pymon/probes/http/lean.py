@@ -155,7 +155,7 @@ def _literal(host: str, port: int) -> Addrs | None:
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             socket.inet_pton(fam, host)
-            found = [(fam, (host, port))]
+            found = [(fam, key)]  # the key is the address: one tuple for both
         except OSError:
             found = None
         if len(_LITERAL) >= 65536:

@@ -223,6 +223,8 @@ http {{
                 if t0 <= t < t1:
                     out.setdefault(addr, []).append(t)
                     self.reused += reused.strip() == "r"
+        for ts in out.values():  # nginx's workers write their lines in their own order
+            ts.sort()
         return out
 
 

@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
-from pymon.plugin import Cancel, Params, Result, ResultsDone, Target, monitor, timeout_unless_late
+from pymon.plugin import Params, Result, Target, monitor, timeout_unless_late
 from pymon.probes.http import lean as _http10
 from pymon.probes.http.verdict import PARAM_VALIDATORS, HttpParams, judge, parse_cached  # noqa: F401 (PARAM_VALIDATORS: the probe module's contract)
 from pymon.probes._common import bad_params, describe, first_line, http_timeout_summary
@@ -243,13 +243,7 @@ async def http_many(targets: list[Target], params: Params) -> dict[str, Result]:
     return {t.host: r for t, r in zip(targets, results)}
 
 
-def http_start(targets: list[Target], params: Params, done: ResultsDone) -> Cancel | None:
-    """The callback form for the lean path (plugin.Monitor.start); anything else is awaited."""
-    try:
-        cfg = parse_cached(params)
-    except ValueError:
-        return None  # the awaited form reports it
-    return _http10.start(targets, cfg, done) if _http10.eligible(cfg) else None
+http_start = _http10.start  # the callback form for the lean path (plugin.Monitor.start); anything else is awaited
 
 
 @monitor("http", many=http_many, start=http_start)

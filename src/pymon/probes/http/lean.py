@@ -20,9 +20,9 @@ import socket
 import time
 
 from pymon.probes.http import exchange, pool
-from pymon.plugin import Cancel, Result, ResultsDone, Target
+from pymon.plugin import Cancel, Params, Result, ResultsDone, Target
 from pymon.probes._common import describe, http_timeout_summary
-from pymon.probes.http.verdict import HttpParams, judge as _judge
+from pymon.probes.http.verdict import HttpParams, judge as _judge, parse_cached
 
 
 
@@ -62,23 +62,8 @@ class _BadResponse(Exception):
     pass
 
 
-_REQUESTS: dict[tuple[str, int], tuple["HttpParams", bytes]] = {}
-
-
 def _request(target: Target, cfg: "HttpParams") -> bytes:
-    """The request for a host, built once per host and params (every check asks)."""
-    key = (target.host, id(cfg))
-    hit = _REQUESTS.get(key)
-    if hit is not None and hit[0] is cfg:
-        return hit[1]
-    if len(_REQUESTS) >= 65536:
-        _REQUESTS.clear()
-    req = _build_request(target, cfg)
-    _REQUESTS[key] = (cfg, req)  # holding cfg keeps its id from being reused
-    return req
-
-
-def _build_request(target: Target, cfg: "HttpParams") -> bytes:
+    """A host's request: built once per plan (`_PLANS`), or per check of a host given by name."""
     host = cfg.host_header
     if host is None:
         host = f"[{target.host}]" if ":" in target.host else target.host
@@ -164,14 +149,44 @@ def _literal(host: str, port: int) -> Addrs | None:
     return found  # type: ignore[return-value]
 
 
-def start(targets: list[Target], cfg: "HttpParams", done: ResultsDone) -> Cancel | None:
+# A check's parsed params, exchanges (addresses, request) and verdict spec, planned once
+# per targets list and params dict: both are the service's own for its spec's life
+# (ServiceSpec.targets, .probe_params), so each check finds its plan by identity in one
+# lookup, where it went through ten calls and a cache for each part (docs/performance.md).
+# The params are None when the check is not the lean path's: other options, bad params,
+# or a host name to resolve first.
+_Plan = tuple[list[Target], Params, "HttpParams | None", tuple[tuple[Addrs, bytes], ...], exchange.How]
+_PLANS: dict[int, _Plan] = {}
+
+
+def start(targets: list[Target], params: Params, done: ResultsDone) -> Cancel | None:
     """The callback form (plugin.Monitor.start): the exchanges start now and `done`
-    gets the results in target order. None when a host is a name to resolve first:
-    the caller then awaits `check_many`, which resolves it."""
-    addrs = [_literal(t.host, cfg.port) for t in targets]
-    if None in addrs:
+    gets the results in target order. None when the params are not the lean path's
+    (`eligible`) or bad (the awaited form says how), or a host is a name to resolve
+    first: the caller then awaits the probe, which resolves it (`check_many`)."""
+    plan = _PLANS.get(id(targets))
+    if plan is None or plan[0] is not targets or plan[1] is not params:
+        plan = _plan(targets, params)
+    _, _, cfg, exchanges, how = plan
+    if cfg is None:
         return None
-    return _start(targets, addrs, cfg, done)  # type: ignore[arg-type]
+    return pool.POOL.submit(exchanges, how, _Results(targets, cfg, done), time.monotonic())
+
+
+def _plan(targets: list[Target], params: Params) -> _Plan:
+    try:
+        cfg: HttpParams | None = parse_cached(params)
+    except ValueError:
+        cfg = None
+    addrs = [None] if cfg is None or not eligible(cfg) else [_literal(t.host, cfg.port) for t in targets]
+    if None in addrs:
+        plan = (targets, params, None, (), None)
+    else:
+        plan = (targets, params, cfg, _exchanges(targets, addrs, cfg), _how(cfg, None))  # type: ignore[arg-type]
+    if len(_PLANS) >= 65536:
+        _PLANS.clear()
+    _PLANS[id(targets)] = plan  # holding targets keeps its id from being reused
+    return plan  # type: ignore[return-value]
 
 
 def _tls(cfg: "HttpParams", name: str | None) -> exchange.Tls:
@@ -185,27 +200,28 @@ def _tls(cfg: "HttpParams", name: str | None) -> exchange.Tls:
     return (cfg.verify, name, cfg.tls_resume)
 
 
-_HOWS: dict[tuple[int, str | None], tuple["HttpParams", exchange.How]] = {}
+_HOWS: dict[exchange.How, exchange.How] = {}
 
 
 def _how(cfg: "HttpParams", name: str | None) -> exchange.How:
-    """How the exchanges of a check are judged, built once per params (and server name)."""
-    key = (id(cfg), name)
-    hit = _HOWS.get(key)
-    if hit is not None and hit[0] is cfg:
-        return hit[1]
-    if len(_HOWS) >= 4096:
-        _HOWS.clear()
+    """How the exchanges of a check are judged: built once per plan (`_PLANS`), or per
+    check of a host given by name; equal ones held once (10,000 watches with their own
+    paths have one)."""
     how = (cfg.timeout, cfg.method != "HEAD" and cfg.body_regex is not None, cfg.max_body, cfg.status.ranges,
            bool(cfg.header), _tls(cfg, name))
-    _HOWS[key] = (cfg, how)  # holding cfg keeps its id from being reused
-    return how
+    if len(_HOWS) >= 4096:
+        _HOWS.clear()
+    return _HOWS.setdefault(how, how)
+
+
+def _exchanges(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams") -> tuple[tuple[Addrs, bytes], ...]:
+    return tuple((a, _request(t, cfg)) for t, a in zip(targets, addrs))  # a tuple: no list's spare room per plan
 
 
 def _start(targets: list[Target], addrs: list[Addrs], cfg: "HttpParams", done: ResultsDone,
            name: str | None = None) -> Cancel:
     how = _how(cfg, name)
-    return pool.POOL.submit([(a, _request(t, cfg)) for t, a in zip(targets, addrs)], how,
+    return pool.POOL.submit(_exchanges(targets, addrs, cfg), how,
                             _Results(targets, cfg, done), time.monotonic())
 
 

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from . import exchange
 from .exchange import _RECV, BATCH_S, Addrs, Exchanger, How, Job, Outcome, _frame, _Frames
@@ -197,7 +197,7 @@ class Pool:
         else:
             self.places = [_Worker(loop, self._done, self._lost, self._failed) for _ in range(self.workers)]
 
-    def submit(self, exchanges: list[tuple[Addrs, bytes]], how: How, done: Callable[[int, Outcome], None],
+    def submit(self, exchanges: Sequence[tuple[Addrs, bytes]], how: How, done: Callable[[int, Outcome], None],
                now: float) -> Callable[[], None]:
         """Start one exchange per (addresses, request), all judged alike (`how`: timeout s,
         want_body, max_body, accepted status ranges, want_head); `done(i, outcome)` is

@@ -26,6 +26,9 @@ from . import exchange
 from .exchange import _RECV, BATCH_S, Addrs, Exchanger, How, Job, Outcome, _frame, _Frames
 
 
+_NEVER = float("inf")
+
+
 class _Local:
     """An Exchanger in the daemon's loop: its epoll fd is one reader of the loop."""
 
@@ -37,9 +40,15 @@ class _Local:
         loop.add_reader(self.ex.ep.fileno(), self._ready)
 
     def submit(self, jobs: list[Job], now: float) -> None:
+        timeout = _NEVER
         for job in jobs:
             self.ex.submit(job, now)
-        self._arm()
+            if job[3] < timeout:
+                timeout = job[3]
+        # The timer is armed for no later than any deadline in flight (`_arm`): it stands
+        # when the new ones come no sooner, and no deadline queue is walked per check.
+        if self.timer is None or self.timer_at > now + timeout:
+            self._arm()
 
     def _ready(self) -> None:
         self.ex.ready()

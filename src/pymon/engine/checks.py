@@ -20,7 +20,7 @@ from pymon.engine.rules import ServiceState
 from .watchdog import CURRENT, Running, labelled
 
 
-@dataclass
+@dataclass(slots=True)  # one per check: no per-instance dict
 class Check:
     results: dict[str, Result]
     output: str | None = None  # legacy monitors only: their stdout

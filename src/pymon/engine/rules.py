@@ -92,7 +92,7 @@ class HostChange:
     since: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)  # one per check: no per-instance dict
 class Changes:
     """What one observation changed: host flips, service flip, alerts to fire."""
 
@@ -112,9 +112,12 @@ def mon_summary(output: str) -> str | None:
     return None if output == "" else output.split("\n", 1)[0]
 
 
+NO_SUMMARY = "(NO SUMMARY)"
+
+
 def summary_of(output: str) -> str:
     line = output.split("\n", 1)[0]
-    return "(NO SUMMARY)" if not line.strip() else line
+    return NO_SUMMARY if not line.strip() else line
 
 
 @dataclass(slots=True)  # one per service: no per-instance dict
@@ -180,9 +183,9 @@ class ServiceState:
         self.last_check = now
         failing = self.failing_hosts
         if output is None or (not failing) != (retval == 0):
-            output = self._native_output(failing)
+            output = self._native_output(failing) if failing else ""
         retval = (retval or 1) if failing else 0
-        summary = summary_of(output)
+        summary = summary_of(output) if output else NO_SUMMARY  # no calls for the usual native ok check
         detail = output.split("\n", 1)[1] if "\n" in output else ""
         self.last_output = output
         old = self.status
@@ -229,8 +232,7 @@ class ServiceState:
         return out
 
     def _native_output(self, failing: list[str]) -> str:
-        if not failing:
-            return ""
+        """mon's output of a failing native check: the failing hosts, then why each is down."""
         lines = [" ".join(failing)]
         for h in failing:
             last = self.hosts[h].last_bad

@@ -436,16 +436,13 @@ class ServiceSpec:
     # tuple less per service)
     _targets: list[Target] | None = field(default=None, init=False, repr=False, compare=False)
     _target_hosts: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
-    _key: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+    # (group, name): one tuple for the spec's life, so that the dicts and sets keyed by it
+    # after a check (metrics, the save's dirty set) hold it, not a copy each. A field, not a
+    # property: every check reads it twice, and a property is a call through C.
+    key: tuple[str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, str]:
-        """(group, name): one tuple for the spec's life, so that the dicts and sets keyed by
-        it after a check (metrics, the save's dirty set) hold it, not a copy each."""
-        k = self._key
-        if k is None:
-            k = self._key = (self.group, self.name)
-        return k
+    def __post_init__(self) -> None:
+        self.key = (self.group, self.name)
 
     @property
     def probe_params(self) -> dict[str, Any]:

@@ -236,9 +236,11 @@ def _per_host(mon: Monitor, hosts: list[str], results: list[object]) -> Check:
     if len(results) != len(hosts):
         bad = Result(False, f"probe error: {mon.name} gave {len(results)} results for {len(hosts)} hosts")
         return Check({h: bad for h in hosts})
-    return Check({h: r if isinstance(r, Result) else
-                  Result(False, f"probe error: {mon.name} returned {type(r).__name__}, not a Result")
-                  for h, r in zip(hosts, results)})
+    out = dict(zip(hosts, results))  # in C: a comprehension makes a function object per check
+    for h, r in out.items():
+        if not isinstance(r, Result):
+            out[h] = Result(False, f"probe error: {mon.name} returned {type(r).__name__}, not a Result")
+    return Check(out)  # type: ignore[arg-type]
 
 
 async def run_check(cfg: Config, plugins: Plugins, svc: ServiceSpec, st: ServiceState) -> Check:

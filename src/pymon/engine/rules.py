@@ -120,6 +120,18 @@ def summary_of(output: str) -> str:
     return NO_SUMMARY if not line.strip() else line
 
 
+def _down(hosts: dict[str, HostState]) -> list[str]:
+    """The hosts that are down, sorted. A loop, not a comprehension: every check asks, and
+    a comprehension makes a function object each time."""
+    down = []
+    for h, s in hosts.items():
+        if s.up is False:
+            down.append(h)
+    if len(down) > 1:
+        down.sort()
+    return down
+
+
 @dataclass(slots=True)  # one per service: no per-instance dict
 class ServiceState:
     spec: ServiceSpec
@@ -153,10 +165,7 @@ class ServiceState:
 
     @property
     def failing_hosts(self) -> list[str]:
-        down = [h for h, s in self.hosts.items() if s.up is False]
-        if len(down) > 1:
-            down.sort()
-        return down
+        return _down(self.hosts)
 
     # -- mon's entry points ------------------------------------------------
 
@@ -181,7 +190,7 @@ class ServiceState:
             if hs.observe(res.ok, now, self.spec.fall, self.spec.rise):
                 out.hosts.append(HostChange(host, res.ok, res, was_up, since))
         self.last_check = now
-        failing = self.failing_hosts
+        failing = _down(self.hosts)  # not the property: a property is a call through C
         if output is None or (not failing) != (retval == 0):
             output = self._native_output(failing) if failing else ""
         retval = (retval or 1) if failing else 0

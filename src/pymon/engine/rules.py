@@ -102,6 +102,11 @@ class Changes:
     agents: tuple[str, ...] = ()  # hosts whose agent report changed (a tuple: no list per check)
 
 
+# What an observation that changed nothing returns (most do): one object, not one per check.
+# Its readers never change it.
+UNCHANGED = Changes()
+
+
 # mon's values before any check: _last_failure and _last_success start at 0, the rest undefined
 MON_FRESH: dict[str, str | None] = {"MON_LAST_SUMMARY": None, "MON_LAST_OUTPUT": None, "MON_LAST_FAILURE": "0",
                                     "MON_FIRST_FAILURE": None, "MON_LAST_SUCCESS": "0"}
@@ -176,7 +181,9 @@ class ServiceState:
                 retval: int | None = None, dep_ok: bool = True) -> Changes:
         """One completed check. `output`/`retval` come from a legacy monitor; native
         probes leave them None and mon's summary (failing hosts) is built here."""
-        out = Changes()
+        flips: list[HostChange] = []
+        agents: tuple[str, ...] = ()
+        fires: list[Fire] = []
         for host, res in results.items():
             hs = self.hosts.get(host)
             if hs is None:
@@ -185,10 +192,10 @@ class ServiceState:
             if not res.ok:
                 hs.last_bad = res
             if res.agent is not None and hs.report(res.agent):
-                out.agents += (host,)
+                agents += (host,)
             was_up, since = hs.up, hs.since
             if hs.observe(res.ok, now, self.spec.fall, self.spec.rise):
-                out.hosts.append(HostChange(host, res.ok, res, was_up, since))
+                flips.append(HostChange(host, res.ok, res, was_up, since))
         self.last_check = now
         failing = _down(self.hosts)  # not the property: a property is a call through C
         if output is None or (not failing) != (retval == 0):
@@ -215,7 +222,7 @@ class ServiceState:
             if self.spec.dep_behavior == "a" and self.spec.depend and not dep_ok:
                 pass  # mon: alerts suppressed while a dependency fails
             else:
-                out.fires = self._do_alert("alert", output, retval, now)
+                fires = self._do_alert("alert", output, retval, now)
             self.failure_output = output
             mon["MON_LAST_OUTPUT"] = output
         else:
@@ -223,7 +230,7 @@ class ServiceState:
             if old == "fail" and self._has_upalert():
                 # mon calls the upalert before it forgets the outage: its times, its last
                 # output and summary, and the last success from before it
-                out.fires = self._do_alert("upalert", self._upalert_output(), 0, now)
+                fires = self._do_alert("upalert", self._upalert_output(), 0, now)
             mon.update(MON_FIRST_FAILURE="0", MON_LAST_FAILURE="0", MON_LAST_SUCCESS=str(int(now)),
                        MON_LAST_OUTPUT=output, MON_LAST_SUMMARY=mon_summary(output))
             self.acked = None
@@ -237,8 +244,10 @@ class ServiceState:
                 ps.first_fail_time = 0.0
                 ps.alert_sent = 0
             self.last_success = now
-        out.status_changed = old != self.status
-        return out
+        changed = old != self.status
+        if flips or changed or fires or agents:
+            return Changes(flips, changed, fires, agents)
+        return UNCHANGED
 
     def _native_output(self, failing: list[str]) -> str:
         """mon's output of a failing native check: the failing hosts, then why each is down."""

@@ -99,6 +99,8 @@ class Control:
         # the last config load (the start's counts), and when one last succeeded (metrics.py)
         self.reload_ok, self.reload_success_at = True, self.started_at
         self.vrrp = Vrrp(daemon)  # keepalived's role, reported through the API (vrrp.py)
+        # a service's spec without its disabled hosts, by service: (spec, hosts left out, trimmed)
+        self.trimmed: dict[tuple[str, str], tuple[ServiceSpec, tuple[str, ...], ServiceSpec]] = {}
 
     # -- lifecycle hooks (called by the wiring) -------------------------------------
 
@@ -169,12 +171,21 @@ class Control:
         if not self.state.disabled["host"]:
             return svc
         assert self.d.cfg is not None
-        off = [h for h in self.d.cfg.hosts(svc) if self.state.is_disabled("host", h)]
+        hosts = self.d.cfg.hosts(svc)
+        off = tuple(h for h in hosts if self.state.is_disabled("host", h))
         if not off:
             return svc
-        if len(off) == len(self.d.cfg.hosts(svc)):
+        if len(off) == len(hosts):
             return None
-        return replace(svc, exclude_hosts=list(svc.exclude_hosts) + off)
+        # the same trimmed spec for as long as the same hosts are disabled: its targets and
+        # params stay the same objects, which the probes' per-service caches go by
+        # (`probes/http/lean._PLANS`); a spec per check made a cache entry per check
+        hit = self.trimmed.get(svc.key)
+        if hit is not None and hit[0] is svc and hit[1] == off:
+            return hit[2]
+        trimmed = replace(svc, exclude_hosts=list(svc.exclude_hosts) + list(off))
+        self.trimmed[svc.key] = (svc, off, trimmed)
+        return trimmed
 
     def idle(self, st: ServiceState, now: float) -> None:
         """A check with nothing to probe; a trap-only service's silence check."""

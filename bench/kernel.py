@@ -880,16 +880,18 @@ def tls_report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str
         rates = ", ".join(f"{r['daemon']} {r['servers'] / r['interval']:.1f}/s" for r in ok)
         notes = [f"- Why the intervals are stretched: under TCG one TLS check costs tens of ms of emulated CPU on "
                  f"each side (the elliptic-curve arithmetic of every handshake is emulated), so {n:,} checks a "
-                 f"second would need tens of vCPUs where the guest has {info['cpus']}; the rates here ({rates}) "
-                 f"leave the guest room (`of schedule` shows a saturated row)."]
+                 f"second would need tens of vCPUs where the guest has {info['cpus']}; the rates here: {rates} "
+                 f"(`of schedule` shows a row the guest could not keep up with)."]
         if mix and mix.get("handshakes"):
             f = mix["resumed"] / mix["handshakes"]
             resume_s = load("src/pymon/probes/http/exchange.py").RESUME_S
             k = resume_s // mix["interval"]  # resumed checks after each full handshake
             notes.append(f"- pymon resumes a real server's session for {resume_s:g} s after its last full handshake "
-                         f"(`exchange.RESUME_S`), so its resumed row checks every {mix['interval']:g} s: {k:.0f} resumed "
-                         f"check(s) of a server after each full handshake, {k / (k + 1):.0%} resumed (nginx counted "
-                         f"{f:.0%}). keepalived's `SSL_GET` never resumes.")
+                         f"(`exchange.RESUME_S`), so its resumed row checks every {mix['interval']:g} s: after each full "
+                         f"handshake {'the next check' if k == 1 else f'the next {k:.0f} checks'} of a server "
+                         f"resume{'s' if k == 1 else ''}, {k / (k + 1):.0%} of them over whole cycles (nginx counted {f:.0%}); to resume more, an interval below "
+                         f"{resume_s / 2:g} s, {n / (resume_s / 2):.0f} checks a second and more. keepalived's `SSL_GET` "
+                         f"never resumes.")
             if full and f > 0:
                 alone_us = (mix["us_per_check"] - (1 - f) * full["us_per_check"]) / f
                 ka = by.get("keepalived", {}).get("us_per_check")

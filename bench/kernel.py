@@ -710,10 +710,12 @@ def inside(a: argparse.Namespace) -> int:
                 log(f"side by side: FAILED: {e}")
                 side = [{"daemon": d.name, "checker": d.checker, "servers": n, "error": str(e)[:2000]} for d in ds]
         backends = every[:a.servers]  # one after the other: each daemon with the same real servers
-        for name in names:
+        for i, name in enumerate(names):
             bs = backends[: a.mon_servers] if name == "mon" else backends
-            (tmp / name).mkdir()
-            d = make(name, tmp / name, bs)
+            (tmp / f"{i}{name}").mkdir()
+            d = make(name, tmp / f"{i}{name}", bs)
+            if name in names[:i]:  # measured again (--tls: keepalived, before and after pymon)
+                d.name += " (again)"
             try:
                 results.append(measure(d, a, rng))
             except Exception as e:  # noqa: BLE001 - one daemon failing must not lose the others
@@ -820,11 +822,12 @@ def ms(x: float) -> str:
     return f"{x * 1000:,.0f}"
 
 
-def ratio(rs: list[dict[str, Any]], daemon: str) -> float | None:
-    """daemon's CPU per check ÷ keepalived's, in one set of results."""
-    by = {r["daemon"]: r for r in rs}
-    mine, ka = by.get(daemon, {}).get("us_per_check"), by.get("keepalived", {}).get("us_per_check")
-    return mine / ka if mine and ka else None
+def ratio(rs: list[dict[str, Any]], r: dict[str, Any]) -> float | None:
+    """A row's CPU per check ÷ keepalived's in one set of results (the mean of its windows when
+    it was measured before and after the others)."""
+    ka = [x["us_per_check"] for x in rs if x["daemon"].startswith("keepalived") and x.get("us_per_check")]
+    mine = r.get("us_per_check")
+    return mine / (sum(ka) / len(ka)) if mine and ka else None
 
 
 def cpu_table(rs: list[dict[str, Any]], intervals: bool = False) -> list[str]:
@@ -837,7 +840,7 @@ def cpu_table(rs: list[dict[str, Any]], intervals: bool = False) -> list[str]:
         if "error" in r:
             out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']:,} |{each} failed: {r['error'][:120]} | | | | |")
             continue
-        x = ratio(rs, r["daemon"])
+        x = ratio(rs, r)
         out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']:,} |{each} {r['checks']:,} in {r['window_s']:.0f} s "
                    f"| {r['checks_per_s'] * r.get('interval', INTERVAL) / r['servers']:.0%} | {r['cpu_s']:.2f} "
                    f"({r['sys_s'] / (r['cpu_s'] or 1):.0%}) | {r['us_per_check']:,.0f} | {'' if x is None else f'{x:.2f}'} |")
@@ -877,7 +880,7 @@ def tls_report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str
     if not side:
         by = {r["daemon"]: r for r in ok}
         mix, full = by.get("pymon (resumed)"), by.get("pymon (full handshakes)")
-        rates = ", ".join(f"{r['daemon']} {r['servers'] / r['interval']:.1f}/s" for r in ok)
+        rates = ", ".join(f"{r['daemon']} {r['servers'] / r['interval']:.1f}/s" for r in ok if "(again)" not in r["daemon"])
         notes = [f"- Why the intervals are stretched: under TCG one TLS check costs tens of ms of emulated CPU on "
                  f"each side (the elliptic-curve arithmetic of every handshake is emulated), so {n:,} checks a "
                  f"second would need tens of vCPUs where the guest has {info['cpus']}; the rates here: {rates} "
@@ -894,11 +897,17 @@ def tls_report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str
                          f"never resumes.")
             if full and f > 0:
                 alone_us = (mix["us_per_check"] - (1 - f) * full["us_per_check"]) / f
-                ka = by.get("keepalived", {}).get("us_per_check")
+                x = ratio(ok, {"daemon": "", "us_per_check": alone_us})
                 notes.append(f"- A resumed check alone, from the two pymon rows (µs of the resumed row minus its "
                              f"full-handshake share at the full row's cost, over the resumed share): about "
-                             f"{alone_us:,.0f} µs" + (f", {alone_us / ka:.2f}× keepalived's full handshake" if ka else "")
-                             + " (an estimate: the two rows ran at different rates).")
+                             f"{alone_us:,.0f} µs" + (f", {x:.2f}× keepalived's full handshake" if x else "")
+                             + " (an estimate: the two rows ran at different rates, in different windows).")
+        kas = [r for r in ok if r["daemon"].startswith("keepalived")]
+        if len(kas) > 1:
+            notes.append(f"- keepalived measured first and last: {kas[0]['us_per_check']:,.0f} and "
+                         f"{kas[-1]['us_per_check']:,.0f} µs per check ({kas[-1]['us_per_check'] / kas[0]['us_per_check'] - 1:+.0%}), "
+                         f"the same work measured twice: the spread from window to window under emulation; the "
+                         f"ratios are against the mean of the two.")
         starts = ", ".join(f"{r['daemon']} {r['start_s']:.0f} s" for r in ok if "start_s" in r)
         loads = ", ".join(f"{r['daemon']} {r['load']:.1f}" for r in ok if "load" in r)
         notes.append(f"- Table complete after start (pymon: its first checks are spread over one interval): {starts}; "
@@ -958,7 +967,7 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
                    f"{'> timeout' if missed else ms(p95)} | {ms(max(det)) if det else ''} | {meets} | "
                    f"{ms(pct(rec, 50))} / {ms(pct(rec, 95))} | {len(r.get('false_downs', []))} |")
     said = [f"{r['daemon']}: **{x:.2f}** {how}" for how, rs in (("side by side", side), ("one after the other", results))
-            for r in rs if r["daemon"].startswith("pymon") and (x := ratio(rs, r["daemon"])) is not None]
+            for r in rs if r["daemon"].startswith("pymon") and (x := ratio(rs, r)) is not None]
     if said:
         out += ["", f"pymon / keepalived CPU per check (target ≤ 1.0): {'; '.join(said)}."]
     out += ["", "Notes:", ""]
@@ -1016,7 +1025,8 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=30.0, help="CPU window, seconds (default 30)")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds after the table is complete (default 10)")
     ap.add_argument("--daemons", help="which, in order (default keepalived,mon,pymon; --tls: keepalived,pymon,"
-                                      "pymon-full, pymon-full being pymon without session resumption)")
+                                      "pymon-full, pymon-full being pymon without session resumption, and each "
+                                      "alone: keepalived again at the end, the ratios against its mean)")
     ap.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=True,
                     help="first measure keepalived's and pymon's CPU per check at once, in one window (default on); "
                          "--tls --no-side-by-side: each daemon alone, one after the other")
@@ -1046,7 +1056,8 @@ def main() -> int:
         TLS, PORT = True, 443
     INTERVAL = a.interval
     a.resumed_interval = a.resumed_interval or a.interval
-    a.daemons = a.daemons or ("keepalived,pymon,pymon-full" if a.tls else "keepalived,mon,pymon")
+    a.daemons = a.daemons or ("keepalived,mon,pymon" if not a.tls else "keepalived,pymon,pymon-full" + (
+        "" if a.side_by_side else ",keepalived"))
     a.mon_servers = min(a.mon_servers, a.servers)
     if a.inside:
         return inside(a)

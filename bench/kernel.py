@@ -107,6 +107,7 @@ NS = "rs"
 INTERVAL = 1.0  # pymon interval / keepalived delay_loop / mon interval (--interval)
 TIMEOUT = 1.0  # pymon timeout / keepalived connect_timeout / http.monitor -t
 POLL = 0.01
+OUT_POLL = 5.0  # the CPU window reads the table this often for real servers out of it (a read of 1,000: ~20 ms under TCG)
 MON = "/usr/sbin/mon"
 HTTP_MONITOR = "/usr/lib/mon/mon.d/http.monitor"
 KEEPALIVED = "/usr/sbin/keepalived"
@@ -560,19 +561,26 @@ def window_s(ds: list[Daemon], a: argparse.Namespace) -> float:
 
 
 def cpu_window(ds: list[Daemon], rs: list[dict[str, Any]], window: float) -> None:
-    """CPU per check of each daemon over the same window (--tls: and nginx's handshakes in it)."""
+    """CPU per check of each daemon over the same window (--tls: and nginx's handshakes in it),
+    and the real servers seen out of its table in the window (every real server is up)."""
     pids = [d.pids() for d in ds]
+    out: list[set[str]] = [set() for _ in ds]
     t0, w0, c0, n0 = time.time(), time.monotonic(), [proc_cpu(p) for p in pids], [syn_count(d.counter) for d in ds]
-    time.sleep(window)
+    while (left := w0 + window - time.monotonic()) > 0:
+        time.sleep(min(OUT_POLL, left))
+        for d, o in zip(ds, out):
+            w = d.weights()
+            o.update(b.key for b in d.backends if w.get(b.key, 0) == 0)
     t1, w1, c1, n1 = time.time(), time.monotonic(), [proc_cpu(p) for p in pids], [syn_count(d.counter) for d in ds]
-    for d, r, a0, a1, m0, m1 in zip(ds, rs, c0, c1, n0, n1):
+    for d, r, a0, a1, m0, m1, o in zip(ds, rs, c0, c1, n0, n1, out):
         d.alive()
         r.update(window_start=w0, window_s=w1 - w0, cpu_s=sum(a1) - sum(a0), sys_s=a1[1] - a0[1], checks=m1 - m0,
-                 load=os.getloadavg()[0])
+                 load=os.getloadavg()[0], out=len(o))
         r["checks_per_s"] = r["checks"] / r["window_s"]
         r["us_per_check"] = r["cpu_s"] / max(r["checks"], 1) * 1e6
         log(f"{d.name}: {r['checks']} checks in {r['window_s']:.1f} s ({r['checks_per_s']:.1f}/s, expected "
-            f"{len(d.backends) / d.interval:.1f}/s), CPU {r['cpu_s']:.2f} s = {r['us_per_check']:.0f} µs/check")
+            f"{len(d.backends) / d.interval:.1f}/s), CPU {r['cpu_s']:.2f} s = {r['us_per_check']:.0f} µs/check, "
+            f"{r['out']} real servers seen out of the table")
     if TLS:
         time.sleep(1.5)  # nginx's log flush
         for d, r in zip(ds, rs):
@@ -851,10 +859,10 @@ def tls_report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str
     info, side = data["info"], data["side"]
     rs = side or data["results"]
     rows = cpu_table(rs, intervals=True)
-    rows[0] += " TLS handshakes resumed (nginx) |"
-    rows[1] += "---:|"
+    rows[0] += " TLS handshakes resumed (nginx) | real servers out of the table |"
+    rows[1] += "---:|---:|"
     for i, r in enumerate(rs, 2):
-        rows[i] += f" {r['resumed']:,} of {r['handshakes']:,} |" if "handshakes" in r else " |"
+        rows[i] += (f" {r['resumed']:,} of {r['handshakes']:,} | {r['out']} |" if "handshakes" in r else " | |")
     host_load = info["host_load"]
     ok = [r for r in rs if "error" not in r]
     n = rs[0]["servers"]
@@ -875,7 +883,8 @@ def tls_report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str
         f"`randstart`, keepalived's default `warmup`), timeout {TIMEOUT:g} s, `retry 0` / `fall: 1`; no certificate "
         f"check on either side (keepalived's SSL_GET has none; pymon `verify: false`). CPU from /proc/PID/stat over "
         f"a window of whole intervals (`--window` rounded up), after the table was complete and `--warmup`; checks "
-        f"counted by nftables (SYNs to port {PORT}), handshakes and resumptions by nginx, both in the window.", "",
+        f"counted by nftables (SYNs to port {PORT}), handshakes and resumptions by nginx, both in the window; real "
+        f"servers out of the table: seen out of it (failed, all being up) in reads every {OUT_POLL:g} s in the window.", "",
         *rows, ""]
     if not side:
         by = {r["daemon"]: r for r in ok}

@@ -52,15 +52,15 @@ certificate here (keepalived's SSL_GET does not; pymon `verify: false`).
 
 Many TLS real servers under TCG, where a handshake costs tens of ms of emulated CPU:
 
-    python3 bench/kernel.py --tls --no-side-by-side --servers 1000 --vs-servers 5 \
-        --interval 120 --resumed-interval 50 --window 200
+    python3 bench/kernel.py --tls --no-side-by-side --servers 1000 \
+        --interval 120 --resumed-interval 50 --window 200 --timeout 2700
 
 `--interval` stretches every daemon's schedule (the timeouts stay 1 s) so that the guest
 keeps up; pymon resumes a session only for `exchange.RESUME_S` after its full handshake,
-so its resumed row gets `--resumed-interval`, below that. `--vs-servers` splits the real
-servers into virtual services of that many: pymon checks a watch's hosts together, and
-one watch of 1,000 would be a burst of 1,000 handshakes per interval. The CPU window is
-`--window` rounded up to whole intervals.
+so its resumed row gets `--resumed-interval`, below that. Alone, keepalived runs first and
+last (the ratios are against its mean). `--vs-servers` splits the real servers into
+virtual services of that many (pymon: a hostgroup and watch each; a watch checks its hosts
+together). The CPU window is `--window` rounded up to whole cycles.
 
 Everything inside is bounded by `--timeout` (default 25 min for the whole VM).
 """
@@ -107,7 +107,7 @@ NS = "rs"
 INTERVAL = 1.0  # pymon interval / keepalived delay_loop / mon interval (--interval)
 TIMEOUT = 1.0  # pymon timeout / keepalived connect_timeout / http.monitor -t
 POLL = 0.01
-OUT_POLL = 5.0  # the CPU window reads the table this often for real servers out of it (a read of 1,000: ~20 ms under TCG)
+OUT_POLL = 5.0  # the CPU window reads the table this often for real servers out of it (each read is guest CPU too)
 MON = "/usr/sbin/mon"
 HTTP_MONITOR = "/usr/lib/mon/mon.d/http.monitor"
 KEEPALIVED = "/usr/sbin/keepalived"
@@ -867,9 +867,13 @@ def tls_report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str
     ok = [r for r in rs if "error" not in r]
     n = rs[0]["servers"]
     services = max((r.get("services", 1) for r in rs), default=1)
+    # keepalived runs a checker per real server, its first checks spread over delay_loop (`warmup`); pymon
+    # checks a watch's hosts together, its watches' first checks spread over `randstart`
     split = (f"in {services} virtual services of {-(-n // services)} (pymon: one hostgroup and watch per virtual "
-             f"service, as a watch checks its hosts together; keepalived: the same virtual servers, a checker per real "
-             f"server)" if services > 1 else "in one virtual service")
+             f"service, the watches' checks spread over the interval; keepalived: the same virtual servers, a "
+             f"checker per real server, spread over the interval)" if services > 1 else
+             "in one virtual service (pymon: one hostgroup and watch, checked together once an interval; keepalived: "
+             "a checker per real server, spread over the interval)")
     out = [
         TLS_ALONE_SECTION.format(servers=n) if not side else TLS_SECTION, "", f"    {command}", "",
         f"One qemu boot (TCG: every instruction emulated; ratios, not absolute figures, carry over), kernel "
@@ -879,8 +883,7 @@ def tls_report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str
         (f"Side by side over one window, each daemon with its own {n:,} real servers {split}" if side else
          f"Each daemon alone, one after the other, with the same {n:,} real servers {split}") +
         f": one nginx in the namespace serving TLS 1.3 on port {PORT} of every address (self-signed P-256 "
-        f"certificate, session tickets); check interval per row (first checks spread over one interval: pymon "
-        f"`randstart`, keepalived's default `warmup`), timeout {TIMEOUT:g} s, `retry 0` / `fall: 1`; no certificate "
+        f"certificate, session tickets); check interval per row, timeout {TIMEOUT:g} s, `retry 0` / `fall: 1`; no certificate "
         f"check on either side (keepalived's SSL_GET has none; pymon `verify: false`). CPU from /proc/PID/stat over "
         f"a window of whole intervals (`--window` rounded up), after the table was complete and `--warmup`; checks "
         f"counted by nftables (SYNs to port {PORT}), handshakes and resumptions by nginx, both in the window; real "
@@ -919,7 +922,7 @@ def tls_report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str
                          f"ratios are against the mean of the two.")
         starts = ", ".join(f"{r['daemon']} {r['start_s']:.0f} s" for r in ok if "start_s" in r)
         loads = ", ".join(f"{r['daemon']} {r['load']:.1f}" for r in ok if "load" in r)
-        notes.append(f"- Table complete after start (pymon: its first checks are spread over one interval): {starts}; "
+        notes.append(f"- Table complete after start (pymon: after its first checks, within one interval): {starts}; "
                      f"then `--warmup` {a.warmup:g} s. Guest 1-minute load average after each window: {loads}.")
         out += ["Notes:", "", *notes, ""]
     return "\n".join(out)
@@ -1044,7 +1047,8 @@ def main() -> int:
                          "delay_loop, mon interval; default 1); the timeouts stay 1 s")
     ap.add_argument("--resumed-interval", type=float,
                     help="--tls: pymon with session resumption checks this often instead (default --interval); it "
-                         "resumes a session for 60 s after its full handshake, so it needs an interval below that")
+                         "resumes a session for exchange.RESUME_S after its full handshake, so it needs an "
+                         "interval below that")
     ap.add_argument("--vs-servers", type=int, default=0,
                     help="real servers per virtual service (default: all in one); pymon gets one hostgroup and watch "
                          "per virtual service, and a watch checks its hosts together")
@@ -1056,7 +1060,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=1500.0, help="for the whole VM run, seconds (default 1500)")
     ap.add_argument("--write", metavar="FILE", help=f"replace the '{SECTION}' section of FILE with the tables "
-                                                    f"(--tls: '{TLS_SECTION}'; alone: '{TLS_ALONE_SECTION}')")
+                                                    f"(--tls: '{TLS_SECTION}', or with --no-side-by-side the HTTPS "
+                                                    f"section for N real servers)")
     ap.add_argument("--tls", action="store_true",
                     help="HTTPS: keepalived SSL_GET vs pymon with and without TLS session resumption, CPU per check only")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)

@@ -7,7 +7,7 @@ This host's kernel has no ip_vs, so the script boots ONE throw-away VM with Debi
 kernel (tests/kernel/vm.py: virtme-ng, TCG) and runs itself inside it (`--inside`) as
 root. The topology inside:
 
-    director (root ns: VIP 10.10.0.100 on dummy0, 10.10.1.1 on a veth)
+    director (root ns: VIP 10.10.0.100 on dummy0, 10.10.1.1/16 on a veth)
         └── netns "rs": N real servers 10.10.1.10.. , one `busybox httpd` per address
 
 Three daemons, one after the other, each owning the IPVS service VIP:80 (DR, wlc) with
@@ -40,13 +40,27 @@ Measured for each, inside the same boot:
    from /proc/net/ip_vs every 10 ms in-process; `--trials` times, at random phases.
    Recovery: httpd restarted and answering -> entry back with its weight.
 
-`--tls`: HTTPS instead, CPU per check only (side by side, no detection trials): one
-nginx in the namespace serving TLS 1.3 (self-signed P-256 certificate, session tickets)
-on port 443 of every real server's address; keepalived `SSL_GET` beside pymon's `http`
-with `scheme: https` twice, once with `tls_resume: true` (its default) and once with
-false, each with its own N real servers; nginx logs whether each handshake resumed a
-session (`$ssl_session_reused`), counted per daemon. Neither checks the certificate here
-(keepalived's SSL_GET does not; pymon `verify: false`). Section "Kernel: HTTPS".
+`--tls`: HTTPS instead, CPU per check only (no detection trials): one nginx in the
+namespace serving TLS 1.3 (self-signed P-256 certificate, session tickets) on port 443 of
+every real server's address; keepalived `SSL_GET` beside pymon's `http` with `scheme:
+https` twice, once with `tls_resume: true` and once with false ("pymon-full"), side by
+side with their own N real servers each (section "Kernel: HTTPS"), or with
+`--no-side-by-side` each alone, one after the other, on the same N (section "Kernel:
+HTTPS at N real servers"); nginx logs whether each handshake resumed a session
+(`$ssl_session_reused`), counted per daemon over the CPU window. Neither checks the
+certificate here (keepalived's SSL_GET does not; pymon `verify: false`).
+
+Many TLS real servers under TCG, where a handshake costs tens of ms of emulated CPU:
+
+    python3 bench/kernel.py --tls --no-side-by-side --servers 1000 \
+        --interval 120 --resumed-interval 50 --window 200 --timeout 2700
+
+`--interval` stretches every daemon's schedule (the timeouts stay 1 s) so that the guest
+keeps up; pymon resumes a session only for `exchange.RESUME_S` after its full handshake,
+so its resumed row gets `--resumed-interval`, below that. Alone, keepalived runs first and
+last (the ratios are against its mean). `--vs-servers` splits the real servers into
+virtual services of that many (pymon: a hostgroup and watch each; a watch checks its hosts
+together). The CPU window is `--window` rounded up to whole cycles.
 
 Everything inside is bounded by `--timeout` (default 25 min for the whole VM).
 """
@@ -74,22 +88,26 @@ from results import write_section  # bench/results.py (scripts run from bench/)
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Kernel: pymon vs keepalived vs mon"
 TLS_SECTION = "## Kernel: HTTPS, pymon vs keepalived"
+TLS_ALONE_SECTION = "## Kernel: HTTPS at {servers:,} real servers, pymon vs keepalived"  # each daemon alone
 MARK = "KERNEL-BENCH-RESULT "
 
 VIP, PORT = "10.10.0.100", 80
 TLS = False  # --tls: PORT is 443 and one nginx serves HTTPS on every real server's address
 
 
-def side_vip(k: int) -> str:
-    """The k-th daemon's service in the side-by-side window (VIP, then 10.10.0.101, ...)."""
-    return f"10.10.0.{100 + k}"
+def side_vip(k: int, j: int = 0) -> str:
+    """The k-th daemon's j-th service: the first on VIP, 10.10.0.101, ... (one per daemon in
+    the side-by-side window); with `--vs-servers`, the next ones on 10.11.0.1, ... (daemon 0),
+    10.12.0.1, ... (daemon 1)."""
+    return f"10.10.0.{100 + k}" if j == 0 else f"10.{11 + k}.{j // 256}.{j % 256}"
 
-NET = "10.10.1"  # director .1, real servers .10 ...
+
+NET = "10.10.0.0/16"  # director 10.10.1.1 on the veth, real servers 10.10.1.10 ... (past .255: 10.10.2.0 ...)
 NS = "rs"
-INTERVAL = 1.0  # pymon interval / keepalived delay_loop / mon interval
+INTERVAL = 1.0  # pymon interval / keepalived delay_loop / mon interval (--interval)
 TIMEOUT = 1.0  # pymon timeout / keepalived connect_timeout / http.monitor -t
-BOUND = INTERVAL + TIMEOUT + 0.05
 POLL = 0.01
+OUT_POLL = 5.0  # the CPU window reads the table this often for real servers out of it (each read is guest CPU too)
 MON = "/usr/sbin/mon"
 HTTP_MONITOR = "/usr/lib/mon/mon.d/http.monitor"
 KEEPALIVED = "/usr/sbin/keepalived"
@@ -121,22 +139,23 @@ def sh(cmd: str, check: bool = True, input: str | None = None) -> str:
 
 
 def rs_addr(i: int) -> str:
-    return f"{NET}.{10 + i}"
+    n = 256 + 10 + i
+    return f"10.10.{n // 256}.{n % 256}"
 
 
 def hexaddr(addr: str, port: int) -> str:
     return f"{socket.inet_aton(addr).hex().upper()}:{port:04X}"
 
 
-def ipvs_weights(vip: str = VIP) -> dict[str, int]:
-    """{real server 'HEXIP:HEXPORT': weight} of the virtual service vip:80, from /proc/net/ip_vs."""
-    want = f"TCP  {hexaddr(vip, PORT)}"
+def ipvs_weights(vips: list[str]) -> dict[str, int]:
+    """{real server 'HEXIP:HEXPORT': weight} of the virtual services vip:PORT, from /proc/net/ip_vs."""
+    want = {f"TCP  {hexaddr(vip, PORT)}" for vip in vips}
     out: dict[str, int] = {}
     ours = False
     with open("/proc/net/ip_vs") as f:
         for line in f.read().splitlines()[3:]:
             if not line.startswith("  ->"):
-                ours = line.startswith(want)
+                ours = line[:18] in want
             elif ours:
                 fields = line.split()
                 out[fields[1]] = int(fields[3])
@@ -210,24 +229,26 @@ class Backend:
         return time.monotonic()
 
 
-def topology(n: int, root: Path, sets: int = 1) -> list[Backend]:
-    """`sets` x n real servers and as many VIPs; SYNs are counted for all (`syns`) and per
-    set of n (`syns0`, ...)."""
+def topology(n: int, root: Path, sets: int = 1, services: int = 1) -> list[Backend]:
+    """`sets` x n real servers and `sets` x `services` VIPs; SYNs are counted for all (`syns`)
+    and per set of n (`syns0`, ...)."""
     global _libc
     import ctypes
 
     _libc = ctypes.CDLL(None, use_errno=True)
     sh("modprobe ip_vs")
     sh("ipvsadm -C")
-    sh("ip link add dummy0 type dummy && ip link set dummy0 up && "
-       + " && ".join(f"ip addr add {side_vip(k)}/32 dev dummy0" for k in range(sets)))
+    vips = "".join(f"addr add {side_vip(k, j)}/32 dev dummy0\n" for k in range(sets) for j in range(services))
+    sh("ip link add dummy0 type dummy && ip link set dummy0 up")
+    sh("ip -batch -", input=vips)
     sh(f"ip netns add {NS} && ip link add vrs type veth peer name eth0 netns {NS}")
-    sh(f"ip addr add {NET}.1/24 dev vrs && ip link set vrs up")
-    addrs = "".join(f"addr add {rs_addr(i)}/24 dev eth0\n" for i in range(n * sets))
+    prefix = NET.split("/")[1]
+    sh(f"ip addr add 10.10.1.1/{prefix} dev vrs && ip link set vrs up")
+    addrs = "".join(f"addr add {rs_addr(i)}/{prefix} dev eth0\n" for i in range(n * sets))
     sh(f"ip -n {NS} -batch -", input=addrs + "link set eth0 up\nlink set lo up\n")
     # every check opens one TCP connection: count the SYNs the director sends to the real servers
     syn = f"tcp dport {PORT} tcp flags & (syn | ack) == syn"
-    counters, rules = ["counter syns { }"], [f"ip daddr {NET}.0/24 {syn} counter name syns"]
+    counters, rules = ["counter syns { }"], [f"ip daddr {NET} {syn} counter name syns"]
     for k in range(sets):
         counters.append(f"counter syns{k} {{ }}")
         rules.append(f"ip daddr {{ {', '.join(rs_addr(i) for i in range(k * n, (k + 1) * n))} }} {syn} "
@@ -267,7 +288,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    log_format bench '$server_addr $ssl_session_reused';
+    log_format bench '$msec $server_addr $ssl_session_reused';
     access_log {TLS_LOG} bench buffer=64k flush=1s;
     keepalive_timeout 0;
     client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
@@ -285,26 +306,39 @@ http {{
         raise RuntimeError(f"nginx did not answer on {backends[0].addr}:{PORT}: {(d / 'error.log').read_text()}")
 
 
-def tls_resumed(backends: list[Backend]) -> tuple[int, int]:
-    """(handshakes, of them resumed) logged by nginx for these real servers so far."""
+def tls_resumed(backends: list[Backend], t0: float, t1: float) -> tuple[int, int]:
+    """(handshakes, of them resumed) logged by nginx for these real servers between the wall
+    times t0 and t1 (nginx logs when the request ends: ms after the SYN the window counted)."""
     addrs, total, reused = {b.addr for b in backends}, 0, 0
     if TLS_LOG.exists():
         for line in TLS_LOG.read_text().splitlines():
-            addr, _, r = line.partition(" ")
-            if addr in addrs:
+            t, addr, r = line.split(" ")
+            if addr in addrs and t0 <= float(t) < t1:
                 total += 1
                 reused += r == "r"
     return total, reused
 
 
 class Daemon:
+    """One daemon with its real servers, split into virtual services of `per_vs` (the k-th
+    daemon's VIPs: `side_vip(k, j)`), checked every `interval`."""
     slug = name = checker = ""
     proc: subprocess.Popen[bytes] | None = None
 
-    def __init__(self, tmp: Path, backends: list[Backend], vip: str = VIP, counter: str = "syns", k: int = 0):
-        self.tmp, self.backends, self.vip, self.counter = tmp / f"{self.slug}{k or ''}", backends, vip, counter
+    def __init__(self, tmp: Path, backends: list[Backend], k: int = 0, counter: str = "syns", per_vs: int = 0,
+                 interval: float = 0.0):
+        self.tmp, self.backends, self.counter = tmp / f"{self.slug}{k or ''}", backends, counter
+        per_vs = per_vs or len(backends)
+        self.services = [(side_vip(k, j), backends[i:i + per_vs]) for j, i in enumerate(range(0, len(backends), per_vs))]
+        self.vips = [vip for vip, _ in self.services]
+        self.interval = interval or INTERVAL
+        self.cycle = self.interval  # the schedule's period: the CPU window is whole cycles
         self.tmp.mkdir()
         self.logf = self.tmp / "log"
+
+    def weights(self) -> dict[str, int]:
+        """{real server key: weight} over the daemon's virtual services, from the kernel."""
+        return ipvs_weights(self.vips)
 
     def start(self) -> None: ...
 
@@ -321,7 +355,12 @@ class Daemon:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
-        sh(f"ipvsadm -D -t {self.vip}:{PORT}", check=False)  # what the daemon left behind (another may run)
+        # what the daemon left behind (another may run)
+        left = {line.split()[1] for line in Path("/proc/net/ip_vs").read_text().splitlines()[3:]
+                if not line.startswith("  ->")}
+        gone = "".join(f"-D -t {vip}:{PORT}\n" for vip in self.vips if hexaddr(vip, PORT) in left)
+        if gone:
+            sh("ipvsadm -R", input=gone, check=False)
 
     def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(argv, stdout=open(self.logf, "wb"), stderr=subprocess.STDOUT,
@@ -347,34 +386,34 @@ class Pymon(Daemon):
     resume = True  # --tls: tls_resume
 
     def start(self) -> None:
-        hosts = ", ".join(b.addr for b in self.backends)
-        reals = "\n".join(f"      - {b.addr}" for b in self.backends)
-        cfg = self.tmp / "pymon.yaml"
+        # one hostgroup and watch per virtual service: a watch checks its hosts together
         tls = f", scheme: https, verify: false, tls_resume: {str(self.resume).lower()}" if TLS else ""
+        groups, watches, services = [], [], []
+        for j, (vip, bs) in enumerate(self.services):
+            g = f"web{j or ''}"
+            groups.append(f"  {g}: [{', '.join(b.addr for b in bs)}]")
+            watches.append(f"  {g}: {{http: {{monitor: {{name: http, port: {PORT}, path: /{tls}}}, "
+                           f"interval: {self.interval:g}s, timeout: {TIMEOUT:g}s, fall: 1, rise: 1}}}}")
+            services.append(f"  - {{vip: '{vip}:{PORT}', scheduler: wlc, forwarding: dr, watch: '{g}:http', "
+                            f"real_servers: [{', '.join(b.addr for b in bs)}]}}")
+        cfg = self.tmp / "pymon.yaml"
         cfg.write_text(f"""\
-globals: {{statedir: {self.tmp}, mondir: {self.tmp}, alertdir: {self.tmp}, randstart: {INTERVAL}s}}
-hostgroups: {{web: [{hosts}]}}
+globals: {{statedir: {self.tmp}, mondir: {self.tmp}, alertdir: {self.tmp}, randstart: {self.interval:g}s}}
+hostgroups:
+{chr(10).join(groups)}
 watch:
-  web:
-    http:
-      monitor: {{name: http, port: {PORT}, path: /{tls}}}
-      interval: {INTERVAL}s
-      timeout: {TIMEOUT}s
-      fall: 1
-      rise: 1
+{chr(10).join(watches)}
 virtual_services:
-  - vip: {self.vip}:{PORT}
-    scheduler: wlc
-    forwarding: dr
-    watch: web:http
-    real_servers:
-{reals}
+{chr(10).join(services)}
 """)
         # `tls_resume` is refused on Pythons whose ssl module leaks every session it hands out
         # (Debian's 3.11): lifted for this bench, which measures its CPU
         lift = "from pymon.probes.http import verdict; verdict.SESSION_LEAKS = False; " if TLS and self.resume else ""
+        # debug: `breakdown` reads the detection latency's parts from the log; --tls measures
+        # CPU only, where a log line per check would count in it
         self.spawn([self.python, "-c", f"import sys; {lift}from pymon.cli import main; sys.exit(main(sys.argv[1:]))",
-                    "run", "-c", str(cfg), "--log-level", "debug"], env={"PYTHONPATH": str(ROOT / "src")})
+                    "run", "-c", str(cfg), "--log-level", "info" if TLS else "debug"],
+                   env={"PYTHONPATH": str(ROOT / "src")})
 
     def breakdown(self, kills: list[tuple[str, float]], window_start: float, window: float) -> dict[str, Any]:
         """From pymon's own log: when it saw each failure (host.state down) and changed the table
@@ -411,7 +450,8 @@ class Keepalived(Daemon):
     slug, name, checker = "keepalived", "keepalived", "`HTTP_GET`"
 
     def start(self) -> None:
-        reals = "".join(f"""
+        def reals(bs: list[Backend]) -> str:
+            return "".join(f"""
     real_server {b.addr} {PORT} {{
         weight 1
         {"SSL_GET" if TLS else "HTTP_GET"} {{
@@ -421,22 +461,19 @@ class Keepalived(Daemon):
             }}
             connect_timeout {TIMEOUT:g}
             retry 0
-            delay_before_retry {INTERVAL:g}
+            delay_before_retry {self.interval:g}
         }}
-    }}""" for b in self.backends)
+    }}""" for b in bs)
         cfg = self.tmp / "keepalived.conf"
-        cfg.write_text(f"""\
-global_defs {{
-    router_id kbench
-}}
-virtual_server {self.vip} {PORT} {{
-    delay_loop {INTERVAL:g}
+        cfg.write_text("global_defs {\n    router_id kbench\n}\n" + "".join(f"""\
+virtual_server {vip} {PORT} {{
+    delay_loop {self.interval:g}
     lb_algo wlc
     lb_kind DR
     protocol TCP
-{reals}
+{reals(bs)}
 }}
-""")
+""" for vip, bs in self.services))
         self.pidf, self.cpidf = self.tmp / "keepalived.pid", self.tmp / "checkers.pid"
         self.spawn([KEEPALIVED, "-n", "-l", "-C", "-f", str(cfg), "-p", str(self.pidf), "-c", str(self.cpidf),
                     "-r", str(self.tmp / "vrrp.pid")])
@@ -450,20 +487,20 @@ class Mon(Daemon):
     slug, name, checker = "mon", "mon + lvs.alert", "`http.monitor`"
 
     def start(self) -> None:
-        # the init script's part: the virtual service and its real servers, before mon starts
-        vs = f"{self.vip}:{PORT}"
-        rules = [f"-A -t {vs} -s wlc"] + [f"-a -t {vs} -r {b.addr}:{PORT} -g -w 1" for b in self.backends]
-        sh("ipvsadm -R", input="\n".join(rules) + "\n")
+        # the init script's part: the virtual services and their real servers, before mon starts
+        rules = [f"-A -t {vip}:{PORT} -s wlc\n" + "".join(f"-a -t {vip}:{PORT} -r {b.addr}:{PORT} -g -w 1\n" for b in bs)
+                 for vip, bs in self.services]
+        sh("ipvsadm -R", input="".join(rules))
         alertdir = self.tmp / "alert.d"
         alertdir.mkdir()
         shutil.copy(LVS_ALERT, alertdir / "lvs.alert")
         lines = [f"mondir = {Path(HTTP_MONITOR).parent}", f"alertdir = {alertdir}", "dtlogging = no",
-                 f"randstart = {round(INTERVAL)}s", ""]
+                 f"randstart = {round(self.interval)}s", ""]
         for b in self.backends:
             lines += [f"hostgroup rs{b.i} {b.addr}", ""]
-        for b in self.backends:
-            args = f"-P tcp -V {self.vip}:{PORT} -R {b.addr}:{PORT} -W 1 -F dr"
-            lines += [f"watch rs{b.i}", "    service http", f"        interval {round(INTERVAL)}s",
+        for vip, b in ((vip, b) for vip, bs in self.services for b in bs):
+            args = f"-P tcp -V {vip}:{PORT} -R {b.addr}:{PORT} -W 1 -F dr"
+            lines += [f"watch rs{b.i}", "    service http", f"        interval {round(self.interval)}s",
                       f"        monitor http.monitor -p {PORT} -t {round(TIMEOUT)}",
                       "        period wd {Sun-Sat}", f"            alert lvs.alert {args}",
                       f"            upalert lvs.alert {args}", ""]
@@ -488,38 +525,67 @@ def wait_until(pred: Callable[[], bool], timeout: float, step: float = POLL) -> 
 
 def started(d: Daemon, a: argparse.Namespace) -> dict[str, Any]:
     """Start the daemon and wait until its table is complete."""
-    r: dict[str, Any] = {"daemon": d.name, "checker": d.checker, "servers": len(d.backends)}
+    r: dict[str, Any] = {"daemon": d.name, "checker": d.checker, "servers": len(d.backends),
+                         "services": len(d.services), "interval": d.interval}
     t0 = time.monotonic()
     d.start()
     keys = {b.key for b in d.backends}
+    said = [t0]
+
+    def missing() -> int:
+        w = d.weights()
+        return sum(w.get(k, 0) == 0 for k in keys)
 
     def all_in() -> bool:
         d.alive()
-        w = ipvs_weights(d.vip)
-        return all(w.get(k, 0) > 0 for k in keys)
+        left = missing()
+        if left and time.monotonic() - said[0] > 30:  # a start with 1,000 TLS real servers takes minutes
+            said[0] = time.monotonic()
+            log(f"{d.name}: {len(keys) - left} of {len(keys)} real servers in the table after {said[0] - t0:.0f} s")
+        return not left
 
-    took = wait_until(all_in, a.start_timeout, step=0.2)
+    took = wait_until(all_in, a.start_timeout, step=0.2 if len(keys) <= 100 else 1.0)
     if took is None:
-        raise RuntimeError(f"{d.name}: table not complete after {a.start_timeout} s: {ipvs_weights(d.vip)}\n{d.tail()}")
+        raise RuntimeError(f"{d.name}: table not complete after {a.start_timeout} s: {missing()} of {len(keys)} real "
+                           f"servers missing\n{d.tail()}")
     r["start_s"] = time.monotonic() - t0
     log(f"{d.name}: all {len(keys)} real servers in the table {r['start_s']:.1f} s after start")
     return r
 
 
+def window_s(ds: list[Daemon], a: argparse.Namespace) -> float:
+    """`--window` rounded up to whole cycles (the longest of `ds`): every real server is checked
+    as often in it, whatever its phase, and does as many full and resumed TLS handshakes."""
+    step = max(d.cycle for d in ds)
+    return -(-a.window // step) * step
+
+
 def cpu_window(ds: list[Daemon], rs: list[dict[str, Any]], window: float) -> None:
-    """CPU per check of each daemon over the same window."""
+    """CPU per check of each daemon over the same window (--tls: and nginx's handshakes in it),
+    and the real servers seen out of its table in the window (every real server is up)."""
     pids = [d.pids() for d in ds]
-    w0, c0, n0 = time.monotonic(), [proc_cpu(p) for p in pids], [syn_count(d.counter) for d in ds]
-    time.sleep(window)
-    w1, c1, n1 = time.monotonic(), [proc_cpu(p) for p in pids], [syn_count(d.counter) for d in ds]
-    for d, r, a0, a1, m0, m1 in zip(ds, rs, c0, c1, n0, n1):
+    out: list[set[str]] = [set() for _ in ds]
+    t0, w0, c0, n0 = time.time(), time.monotonic(), [proc_cpu(p) for p in pids], [syn_count(d.counter) for d in ds]
+    while (left := w0 + window - time.monotonic()) > 0:
+        time.sleep(min(OUT_POLL, left))
+        for d, o in zip(ds, out):
+            w = d.weights()
+            o.update(b.key for b in d.backends if w.get(b.key, 0) == 0)
+    t1, w1, c1, n1 = time.time(), time.monotonic(), [proc_cpu(p) for p in pids], [syn_count(d.counter) for d in ds]
+    for d, r, a0, a1, m0, m1, o in zip(ds, rs, c0, c1, n0, n1, out):
         d.alive()
         r.update(window_start=w0, window_s=w1 - w0, cpu_s=sum(a1) - sum(a0), sys_s=a1[1] - a0[1], checks=m1 - m0,
-                 load=os.getloadavg()[0])
+                 load=os.getloadavg()[0], out=len(o))
         r["checks_per_s"] = r["checks"] / r["window_s"]
         r["us_per_check"] = r["cpu_s"] / max(r["checks"], 1) * 1e6
         log(f"{d.name}: {r['checks']} checks in {r['window_s']:.1f} s ({r['checks_per_s']:.1f}/s, expected "
-            f"{len(d.backends) / INTERVAL:.0f}/s), CPU {r['cpu_s']:.2f} s = {r['us_per_check']:.0f} µs/check")
+            f"{len(d.backends) / d.interval:.1f}/s), CPU {r['cpu_s']:.2f} s = {r['us_per_check']:.0f} µs/check, "
+            f"{r['out']} real servers seen out of the table")
+    if TLS:
+        time.sleep(1.5)  # nginx's log flush
+        for d, r in zip(ds, rs):
+            r["handshakes"], r["resumed"] = tls_resumed(d.backends, t0, t1)
+            log(f"{d.name}: nginx logged {r['handshakes']} handshakes in the window, {r['resumed']} resumed")
 
 
 def side_by_side(ds: list[Daemon], a: argparse.Namespace) -> list[dict[str, Any]]:
@@ -531,7 +597,7 @@ def side_by_side(ds: list[Daemon], a: argparse.Namespace) -> list[dict[str, Any]
             rs.append(started(d, a))
         log(f"side by side: warm-up {a.warmup:g} s")
         time.sleep(a.warmup)
-        cpu_window(ds, rs, a.window)
+        cpu_window(ds, rs, window_s(ds, a))
     finally:
         for d in ds:
             d.stop()
@@ -544,7 +610,10 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
     time.sleep(a.warmup)
     d.alive()
     # 1. CPU per check
-    cpu_window([d], [r], a.window)
+    cpu_window([d], [r], window_s([d], a))
+    if TLS:  # CPU per check only
+        d.stop()
+        return r
     # 2. detection latency
     det: list[float | None] = []
     rec: list[float | None] = []
@@ -552,20 +621,20 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
     false_downs: list[list[str]] = []
     for t in range(a.trials):
         b = d.backends[(t * 7) % len(d.backends)]
-        time.sleep(rng.uniform(0, INTERVAL))  # a random phase against the check schedule
+        time.sleep(rng.uniform(0, d.interval))  # a random phase against the check schedule
         # every real server is up: an entry missing now is a false down (a check that failed
         # against a healthy server); wait for it to come back so that the trial is clean
-        missing = [x.addr for x in d.backends if ipvs_weights(d.vip).get(x.key, 0) == 0]
+        missing = [x.addr for x in d.backends if d.weights().get(x.key, 0) == 0]
         if missing and (not rec or rec[-1] is not None):
             false_downs.append(missing)
             log(f"{d.name}: FALSE DOWN before trial {t + 1}: {missing} missing from the table, all are up")
-            wait_until(lambda: all(ipvs_weights(d.vip).get(x.key, 0) > 0 for x in d.backends), a.trial_timeout)
+            wait_until(lambda: all(d.weights().get(x.key, 0) > 0 for x in d.backends), a.trial_timeout)
         b.kill()  # returns once it is reaped: connections are refused from here on
         kills.append((b.addr, time.time()))
-        lat = wait_until(lambda: ipvs_weights(d.vip).get(b.key, 0) == 0, a.trial_timeout)
+        lat = wait_until(lambda: d.weights().get(b.key, 0) == 0, a.trial_timeout)
         det.append(lat)
         up_at = b.start()
-        back = wait_until(lambda: ipvs_weights(d.vip).get(b.key, 0) > 0, a.trial_timeout)
+        back = wait_until(lambda: d.weights().get(b.key, 0) > 0, a.trial_timeout)
         if back is not None:
             back = time.monotonic() - up_at
         rec.append(back)
@@ -603,12 +672,18 @@ def inside(a: argparse.Namespace) -> int:
         labels = {py: f"{py}, {labels[py]}" for py in pythons}
     info["pythons"] = labels
 
-    def make(name: str, tmp: Path, bs: list[Backend], vip: str = VIP, counter: str = "syns", k: int = 0,
+    resume_s = load("src/pymon/probes/http/exchange.py").RESUME_S
+
+    def make(name: str, tmp: Path, bs: list[Backend], k: int = 0, counter: str = "syns",
              py: str = pythons[0]) -> Daemon:
         resume = not name.endswith("-full")
-        d = {"keepalived": Keepalived, "mon": Mon, "pymon": Pymon}[name.removesuffix("-full")](tmp, bs, vip, counter, k)
+        cls = {"keepalived": Keepalived, "mon": Mon, "pymon": Pymon}[name.removesuffix("-full")]
+        interval = a.resumed_interval if TLS and cls is Pymon and resume else a.interval
+        d = cls(tmp, bs, k, counter, a.vs_servers, interval)
         if isinstance(d, Pymon):
             d.python, d.resume = py, resume
+            if TLS and resume and interval <= resume_s:  # a full handshake, then the checks that resume it
+                d.cycle = (resume_s // interval + 1) * interval
             if len(pythons) > 1:
                 d.name = f"pymon ({labels[py]})"
             if TLS:
@@ -617,36 +692,38 @@ def inside(a: argparse.Namespace) -> int:
             d.checker = "`SSL_GET`"
         return d
 
-    # side by side: keepalived and one pymon per interpreter (--tls: pymon with and without resumption)
-    pair = ([("keepalived", pythons[0])] if "keepalived" in names else []) + (
-        [("pymon", py) for py in pythons] if "pymon" in names else [])
+    # side by side: keepalived and one pymon per interpreter; --tls: the daemons named, side by
+    # side or one after the other
     if TLS:
-        pair, names = [("keepalived", pythons[0]), ("pymon", pythons[0]), ("pymon-full", pythons[0])], []
-    pair = pair if a.side_by_side and len(pair) > 1 else []
-    every = topology(a.servers, tmp / "www", sets=max(1, len(pair)))
+        pair, names = ([(name, pythons[0]) for name in names], []) if a.side_by_side else ([], names)
+    else:
+        pair = ([("keepalived", pythons[0])] if "keepalived" in names else []) + (
+            [("pymon", py) for py in pythons] if "pymon" in names else [])
+        pair = pair if a.side_by_side and len(pair) > 1 else []
+    services = -(-a.servers // (a.vs_servers or a.servers))
+    every = topology(a.servers, tmp / "www", sets=max(1, len(pair)), services=services)
     log(f"topology: VIP {VIP}:{PORT}, {len(every)} real servers ({'one nginx, TLS' if TLS else 'busybox httpd'}) "
-        f"in netns {NS}")
+        f"in netns {NS}, {services} virtual service(s) per daemon")
     results: list[dict[str, Any]] = []
     side: list[dict[str, Any]] = []
     try:
         if pair:
             (tmp / "side").mkdir()
             n = a.servers
-            ds = [make(name, tmp / "side", every[k * n:(k + 1) * n], side_vip(k), f"syns{k}", k, py)
+            ds = [make(name, tmp / "side", every[k * n:(k + 1) * n], k, f"syns{k}", py)
                   for k, (name, py) in enumerate(pair)]
             try:
                 side = side_by_side(ds, a)
-                if TLS:
-                    time.sleep(1.5)  # nginx's log flush
-                    for d, r in zip(ds, side):
-                        r["handshakes"], r["resumed"] = tls_resumed(d.backends)
             except Exception as e:  # noqa: BLE001 - the runs one after the other still count
                 log(f"side by side: FAILED: {e}")
                 side = [{"daemon": d.name, "checker": d.checker, "servers": n, "error": str(e)[:2000]} for d in ds]
         backends = every[:a.servers]  # one after the other: each daemon with the same real servers
-        for name in names:
+        for i, name in enumerate(names):
             bs = backends[: a.mon_servers] if name == "mon" else backends
-            d = make(name, tmp, bs)
+            (tmp / f"{i}{name}").mkdir()
+            d = make(name, tmp / f"{i}{name}", bs)
+            if name in names[:i]:  # measured again (--tls: keepalived, before and after pymon)
+                d.name += " (again)"
             try:
                 results.append(measure(d, a, rng))
             except Exception as e:  # noqa: BLE001 - one daemon failing must not lose the others
@@ -664,21 +741,23 @@ def inside(a: argparse.Namespace) -> int:
 # -- on the host --------------------------------------------------------------------------
 
 
-def load_vm() -> Any:
+def load(relpath: str) -> Any:
+    """A module of this tree by its path (tests/kernel/vm.py; pymon's exchange.py, stdlib only),
+    whatever pymon the host's Python would import."""
     import importlib.util
 
-    path = ROOT / "tests" / "kernel" / "vm.py"
-    spec = importlib.util.spec_from_file_location("pymon_tests_kernel_vm", path)
+    spec = importlib.util.spec_from_file_location("kbench_" + relpath.replace("/", "_").removesuffix(".py"),
+                                                  ROOT / relpath)
     assert spec and spec.loader
-    vm = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = vm
-    spec.loader.exec_module(vm)
-    return vm
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_vm(command: str, timeout: float) -> tuple[int, str]:
     """tests/kernel/vm.py's boot, with the guest's output streamed here as it comes."""
-    vm = load_vm()
+    vm = load("tests/kernel/vm.py")
     reason = vm.unavailable_reason()
     if reason:
         raise SystemExit(f"cannot boot a VM here: {reason}")
@@ -751,52 +830,107 @@ def ms(x: float) -> str:
     return f"{x * 1000:,.0f}"
 
 
-def ratio(rs: list[dict[str, Any]], daemon: str) -> float | None:
-    """daemon's CPU per check ÷ keepalived's, in one set of results."""
-    by = {r["daemon"]: r for r in rs}
-    mine, ka = by.get(daemon, {}).get("us_per_check"), by.get("keepalived", {}).get("us_per_check")
-    return mine / ka if mine and ka else None
+def ratio(rs: list[dict[str, Any]], r: dict[str, Any]) -> float | None:
+    """A row's CPU per check ÷ keepalived's in one set of results (the mean of its windows when
+    it was measured before and after the others)."""
+    ka = [x["us_per_check"] for x in rs if x["daemon"].startswith("keepalived") and x.get("us_per_check")]
+    mine = r.get("us_per_check")
+    return mine / (sum(ka) / len(ka)) if mine and ka else None
 
 
-def cpu_table(rs: list[dict[str, Any]]) -> list[str]:
-    out = ["| daemon | checker | real servers | checks in window (nft SYNs) | of schedule | CPU s (sys) | µs CPU / check "
-           "| ÷ keepalived |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+def cpu_table(rs: list[dict[str, Any]], intervals: bool = False) -> list[str]:
+    """The CPU-per-check rows; `intervals`: with each row's check interval (they may differ)."""
+    iv = " interval |" if intervals else ""
+    out = [f"| daemon | checker | real servers |{iv} checks in window (nft SYNs) | of schedule | CPU s (sys) "
+           "| µs CPU / check | ÷ keepalived |", "|---|---|---:|" + ("---:|" if intervals else "") + "---:|---:|---:|---:|---:|"]
     for r in rs:
+        each = f" {r.get('interval', INTERVAL):g} s |" if intervals else ""
         if "error" in r:
-            out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']} | failed: {r['error'][:120]} | | | | |")
+            out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']:,} |{each} failed: {r['error'][:120]} | | | | |")
             continue
-        x = ratio(rs, r["daemon"])
-        out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']} | {r['checks']:,} in {r['window_s']:.0f} s "
-                   f"| {r['checks_per_s'] * INTERVAL / r['servers']:.0%} | {r['cpu_s']:.2f} "
+        x = ratio(rs, r)
+        out.append(f"| {r['daemon']} | {r['checker']} | {r['servers']:,} |{each} {r['checks']:,} in {r['window_s']:.0f} s "
+                   f"| {r['checks_per_s'] * r.get('interval', INTERVAL) / r['servers']:.0%} | {r['cpu_s']:.2f} "
                    f"({r['sys_s'] / (r['cpu_s'] or 1):.0%}) | {r['us_per_check']:,.0f} | {'' if x is None else f'{x:.2f}'} |")
     return out
 
 
-def tls_report(data: dict[str, Any], command: str) -> str:
+def tls_report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
     info, side = data["info"], data["side"]
-    rows = cpu_table(side)
-    rows[0] += " TLS sessions resumed (nginx) |"
-    rows[1] += "---:|"
-    for i, r in enumerate(side, 2):
-        if "handshakes" in r:
-            rows[i] += f" {r['resumed']:,} of {r['handshakes']:,} |"
-    load = info["host_load"]
-    return "\n".join([
-        TLS_SECTION, "", f"    {command}", "",
+    rs = side or data["results"]
+    rows = cpu_table(rs, intervals=True)
+    rows[0] += " TLS handshakes resumed (nginx) | real servers out of the table |"
+    rows[1] += "---:|---:|"
+    for i, r in enumerate(rs, 2):
+        rows[i] += (f" {r['resumed']:,} of {r['handshakes']:,} | {r['out']} |" if "handshakes" in r else " | |")
+    host_load = info["host_load"]
+    ok = [r for r in rs if "error" not in r]
+    n = rs[0]["servers"]
+    services = max((r.get("services", 1) for r in rs), default=1)
+    # keepalived runs a checker per real server, its first checks spread over delay_loop (`warmup`); pymon
+    # checks a watch's hosts together, its watches' first checks spread over `randstart`
+    split = (f"in {services} virtual services of {-(-n // services)} (pymon: one hostgroup and watch per virtual "
+             f"service, the watches' checks spread over the interval; keepalived: the same virtual servers, a "
+             f"checker per real server, spread over the interval)" if services > 1 else
+             "in one virtual service (pymon: one hostgroup and watch, checked together once an interval; keepalived: "
+             "a checker per real server, spread over the interval)")
+    out = [
+        TLS_ALONE_SECTION.format(servers=n) if not side else TLS_SECTION, "", f"    {command}", "",
         f"One qemu boot (TCG: every instruction emulated; ratios, not absolute figures, carry over), kernel "
         f"{info['kernel']}, {info['cpus']} vCPUs, clocksource {info['clocksource']}; {info['date']}; pymon at "
         f"{info['pymon']} on Python {info['python']}, {info['keepalived']}. Host 1-minute load average "
-        f"{load[0]:.1f} before the boot, {load[1]:.1f} after it.", "",
-        f"Side by side over one window, each daemon with its own service and {side[0]['servers']} real servers: one "
-        f"nginx in the namespace serving TLS 1.3 on port {PORT} of every address (self-signed P-256 certificate, "
-        f"session tickets), check every {INTERVAL:g} s, timeout {TIMEOUT:g} s, `retry 0` / `fall: 1`; no certificate "
-        f"check on either side (keepalived's SSL_GET has none; pymon `verify: false`). Checks counted by nftables "
-        f"(SYNs to port {PORT}); CPU from /proc/PID/stat.", "",
-        *rows, ""])
+        f"{host_load[0]:.1f} before the boot, {host_load[1]:.1f} after it.", "",
+        (f"Side by side over one window, each daemon with its own {n:,} real servers {split}" if side else
+         f"Each daemon alone, one after the other, with the same {n:,} real servers {split}") +
+        f": one nginx in the namespace serving TLS 1.3 on port {PORT} of every address (self-signed P-256 "
+        f"certificate, session tickets); check interval per row, timeout {TIMEOUT:g} s, `retry 0` / `fall: 1`; no certificate "
+        f"check on either side (keepalived's SSL_GET has none; pymon `verify: false`). CPU from /proc/PID/stat over "
+        f"a window of whole intervals (`--window` rounded up), after the table was complete and `--warmup`; checks "
+        f"counted by nftables (SYNs to port {PORT}), handshakes and resumptions by nginx, both in the window; real "
+        f"servers out of the table: seen out of it (failed, all being up) in reads every {OUT_POLL:g} s in the window.", "",
+        *rows, ""]
+    if not side:
+        by = {r["daemon"]: r for r in ok}
+        mix, full = by.get("pymon (resumed)"), by.get("pymon (full handshakes)")
+        rates = ", ".join(f"{r['daemon']} {r['servers'] / r['interval']:.1f}/s" for r in ok if "(again)" not in r["daemon"])
+        notes = [f"- Why the intervals are stretched: under TCG one TLS check costs tens of ms of emulated CPU on "
+                 f"each side (the elliptic-curve arithmetic of every handshake is emulated), so {n:,} checks a "
+                 f"second would need tens of vCPUs where the guest has {info['cpus']}; the rates here: {rates} "
+                 f"(`of schedule` shows a row the guest could not keep up with)."]
+        if mix and mix.get("handshakes"):
+            f = mix["resumed"] / mix["handshakes"]
+            resume_s = load("src/pymon/probes/http/exchange.py").RESUME_S
+            k = resume_s // mix["interval"]  # resumed checks after each full handshake
+            notes.append(f"- pymon resumes a real server's session for {resume_s:g} s after its last full handshake "
+                         f"(`exchange.RESUME_S`), so its resumed row checks every {mix['interval']:g} s: after each full "
+                         f"handshake {'the next check' if k == 1 else f'the next {k:.0f} checks'} of a server "
+                         f"resume{'s' if k == 1 else ''}, {k / (k + 1):.0%} of them over whole cycles (nginx counted {f:.0%}); to resume more, an interval below "
+                         f"{resume_s / 2:g} s, {n / (resume_s / 2):.0f} checks a second and more. keepalived's `SSL_GET` "
+                         f"never resumes.")
+            if full and f > 0:
+                alone_us = (mix["us_per_check"] - (1 - f) * full["us_per_check"]) / f
+                x = ratio(ok, {"daemon": "", "us_per_check": alone_us})
+                notes.append(f"- A resumed check alone, from the two pymon rows (µs of the resumed row minus its "
+                             f"full-handshake share at the full row's cost, over the resumed share): about "
+                             f"{alone_us:,.0f} µs" + (f", {x:.2f}× keepalived's full handshake" if x else "")
+                             + " (an estimate: the two rows ran at different rates, in different windows).")
+        kas = [r for r in ok if r["daemon"].startswith("keepalived")]
+        if len(kas) > 1:
+            notes.append(f"- keepalived measured first and last: {kas[0]['us_per_check']:,.0f} and "
+                         f"{kas[-1]['us_per_check']:,.0f} µs per check ({kas[-1]['us_per_check'] / kas[0]['us_per_check'] - 1:+.0%}), "
+                         f"the same work measured twice: the spread from window to window under emulation; the "
+                         f"ratios are against the mean of the two.")
+        starts = ", ".join(f"{r['daemon']} {r['start_s']:.0f} s" for r in ok if "start_s" in r)
+        loads = ", ".join(f"{r['daemon']} {r['load']:.1f}" for r in ok if "load" in r)
+        notes.append(f"- Table complete after start (pymon: after its first checks, within one interval): {starts}; "
+                     f"then `--warmup` {a.warmup:g} s. Guest 1-minute load average after each window: {loads}.")
+        out += ["Notes:", "", *notes, ""]
+    return "\n".join(out)
 
 
 def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
     info, results = data["info"], data["results"]
+    bound = INTERVAL + TIMEOUT + 0.05  # detection: the wait for the next check, its timeout, 50 ms to act
     by = {r["daemon"]: r for r in results}
     pm = next((r for r in results if r["daemon"].startswith("pymon")), {})
     pythons = list((info.get("pythons") or {}).values())
@@ -829,7 +963,7 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
             ""]
     out += cpu_table(results)
     out += ["", f"**Detection latency** (httpd killed → entry gone from `/proc/net/ip_vs`, polled every "
-            f"{POLL * 1000:.0f} ms; bound = interval + timeout + 50 ms = {ms(BOUND)} ms)", ""]
+            f"{POLL * 1000:.0f} ms; bound = interval + timeout + 50 ms = {ms(bound)} ms)", ""]
     out.append("| daemon | trials | detected | median ms | p95 ms | max ms | p95 ≤ bound | recovery median / p95 ms "
                "| false downs |")
     out.append("|---|---:|---:|---:|---:|---:|---|---:|---:|")
@@ -840,12 +974,12 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
         rec = [x for x in r["recover"] if x is not None]
         missed = len(r["detect"]) - len(det)
         p95 = pct(det, 95) if not missed else float("inf")
-        meets = "yes" if p95 <= BOUND else "**no**"
+        meets = "yes" if p95 <= bound else "**no**"
         out.append(f"| {r['daemon']} | {len(r['detect'])} | {len(det)} | {ms(pct(det, 50))} | "
                    f"{'> timeout' if missed else ms(p95)} | {ms(max(det)) if det else ''} | {meets} | "
                    f"{ms(pct(rec, 50))} / {ms(pct(rec, 95))} | {len(r.get('false_downs', []))} |")
     said = [f"{r['daemon']}: **{x:.2f}** {how}" for how, rs in (("side by side", side), ("one after the other", results))
-            for r in rs if r["daemon"].startswith("pymon") and (x := ratio(rs, r["daemon"])) is not None]
+            for r in rs if r["daemon"].startswith("pymon") and (x := ratio(rs, r)) is not None]
     if said:
         out += ["", f"pymon / keepalived CPU per check (target ≤ 1.0): {'; '.join(said)}."]
     out += ["", "Notes:", ""]
@@ -894,6 +1028,7 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
 
 
 def main() -> int:
+    global TLS, PORT, INTERVAL
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--servers", type=int, default=20, help="real servers (default 20)")
     ap.add_argument("--mon-servers", type=int, default=2,
@@ -901,9 +1036,22 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=20, help="detection trials per daemon (default 20)")
     ap.add_argument("--window", type=float, default=30.0, help="CPU window, seconds (default 30)")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds after the table is complete (default 10)")
-    ap.add_argument("--daemons", default="keepalived,mon,pymon", help="which, in order (default keepalived,mon,pymon)")
+    ap.add_argument("--daemons", help="which, in order (default keepalived,mon,pymon; --tls: keepalived,pymon,"
+                                      "pymon-full, pymon-full being pymon without session resumption, and each "
+                                      "alone: keepalived again at the end, the ratios against its mean)")
     ap.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=True,
-                    help="first measure keepalived's and pymon's CPU per check at once, in one window (default on)")
+                    help="first measure keepalived's and pymon's CPU per check at once, in one window (default on); "
+                         "--tls --no-side-by-side: each daemon alone, one after the other")
+    ap.add_argument("--interval", type=float, default=INTERVAL,
+                    help="check interval, seconds, of every daemon (pymon interval and randstart, keepalived "
+                         "delay_loop, mon interval; default 1); the timeouts stay 1 s")
+    ap.add_argument("--resumed-interval", type=float,
+                    help="--tls: pymon with session resumption checks this often instead (default --interval); it "
+                         "resumes a session for exchange.RESUME_S after its full handshake, so it needs an "
+                         "interval below that")
+    ap.add_argument("--vs-servers", type=int, default=0,
+                    help="real servers per virtual service (default: all in one); pymon gets one hostgroup and watch "
+                         "per virtual service, and a watch checks its hosts together")
     ap.add_argument("--pythons", default="",
                     help="comma-separated interpreters to run pymon on, each with pymon importable (default: the one "
                          "running this script); side by side, each runs its own pymon beside keepalived")
@@ -911,22 +1059,28 @@ def main() -> int:
     ap.add_argument("--trial-timeout", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=1500.0, help="for the whole VM run, seconds (default 1500)")
-    ap.add_argument("--write", metavar="FILE", help=f"replace the '{SECTION}' section of FILE with the tables")
+    ap.add_argument("--write", metavar="FILE", help=f"replace the '{SECTION}' section of FILE with the tables "
+                                                    f"(--tls: '{TLS_SECTION}', or with --no-side-by-side the HTTPS "
+                                                    f"section for N real servers)")
     ap.add_argument("--tls", action="store_true",
-                    help="HTTPS: keepalived SSL_GET vs pymon with and without TLS session resumption, side by side only")
+                    help="HTTPS: keepalived SSL_GET vs pymon with and without TLS session resumption, CPU per check only")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    global TLS, PORT
     if a.tls:
         TLS, PORT = True, 443
+    INTERVAL = a.interval
+    a.resumed_interval = a.resumed_interval or a.interval
+    a.daemons = a.daemons or ("keepalived,mon,pymon" if not a.tls else "keepalived,pymon,pymon-full" + (
+        "" if a.side_by_side else ",keepalived"))
     a.mon_servers = min(a.mon_servers, a.servers)
     if a.inside:
         return inside(a)
     args = ["--servers", str(a.servers), "--mon-servers", str(a.mon_servers), "--trials", str(a.trials),
             "--window", f"{a.window:g}", "--warmup", f"{a.warmup:g}", "--daemons", a.daemons,
             "--start-timeout", f"{a.start_timeout:g}", "--trial-timeout", f"{a.trial_timeout:g}", "--seed", str(a.seed),
-            "--side-by-side" if a.side_by_side else "--no-side-by-side"] + (["--pythons", a.pythons] if a.pythons else []) + (
-        ["--tls"] if a.tls else [])
+            "--side-by-side" if a.side_by_side else "--no-side-by-side", "--interval", f"{a.interval:g}",
+            "--resumed-interval", f"{a.resumed_interval:g}", "--vs-servers", str(a.vs_servers)] + (
+        ["--pythons", a.pythons] if a.pythons else []) + (["--tls"] if a.tls else [])
     inner = '"$PYMON_PYTHON" bench/kernel.py --inside ' + shlex.join(args)
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     rc, text = run_vm(inner, a.timeout)
@@ -939,8 +1093,8 @@ def main() -> int:
     command = "python3 bench/kernel.py " + " ".join(sys.argv[1:])
     data["info"]["pymon"] = pymon_version()
     data["info"]["host_load"] = [load0, os.getloadavg()[0]]
-    body = tls_report(data, command.strip()) if TLS else report(data, a, command.strip())
-    section = TLS_SECTION if TLS else SECTION
+    body = tls_report(data, a, command.strip()) if TLS else report(data, a, command.strip())
+    section = body.split("\n", 1)[0]
     print()
     print(body)
     if a.write:

@@ -826,6 +826,12 @@ def pymon_version() -> str:
     return f"{head}" + (" + uncommitted changes in src/pymon" if dirty else "")
 
 
+def starts_and_loads(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """Per daemon: seconds until its table was complete, and the guest's load after its window."""
+    return (", ".join(f"{r['daemon']} {r['start_s']:.0f} s" for r in rows if "start_s" in r),
+            ", ".join(f"{r['daemon']} {r['load']:.1f}" for r in rows if "load" in r))
+
+
 def ms(x: float) -> str:
     return f"{x * 1000:,.0f}"
 
@@ -920,8 +926,7 @@ def tls_report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str
                          f"{kas[-1]['us_per_check']:,.0f} µs per check ({kas[-1]['us_per_check'] / kas[0]['us_per_check'] - 1:+.0%}), "
                          f"the same work measured twice: the spread from window to window under emulation; the "
                          f"ratios are against the mean of the two.")
-        starts = ", ".join(f"{r['daemon']} {r['start_s']:.0f} s" for r in ok if "start_s" in r)
-        loads = ", ".join(f"{r['daemon']} {r['load']:.1f}" for r in ok if "load" in r)
+        starts, loads = starts_and_loads(ok)
         notes.append(f"- Table complete after start (pymon: after its first checks, within one interval): {starts}; "
                      f"then `--warmup` {a.warmup:g} s. Guest 1-minute load average after each window: {loads}.")
         out += ["Notes:", "", *notes, ""]
@@ -1019,8 +1024,7 @@ def report(data: dict[str, Any], a: argparse.Namespace, command: str) -> str:
                    f"failure known {ms(pct(pm['noticed'], 50))} ms median after the kill ({ms(pct(pm['noticed'], 95))} "
                    f"p95), table change logged {ms(pct(pm['changed'], 50))} ms median ({ms(pct(pm['changed'], 95))} "
                    f"p95){check}.")
-    starts = ", ".join(f"{r['daemon']} {r['start_s']:.0f} s" for r in results if "start_s" in r)
-    loads = ", ".join(f"{r['daemon']} {r['load']:.1f}" for r in results if "load" in r)
+    starts, loads = starts_and_loads(results)
     out.append(f"- Table complete after start: {starts} (a Python start costs about a minute under TCG); "
                f"then `--warmup` {a.warmup:g} s before the window. Guest 1-minute load average after each "
                f"window: {loads}.")

@@ -234,6 +234,37 @@ async def test_a_script_whose_child_leaves_its_session_leaks_nothing(tmp_path: P
     assert not alive, "the escaped children live on"
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_alert_script_that_exits_before_reading_its_input_is_reported(
+        tmp_path: Path, loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mon hands an alert its summary on stdin; a script that crashes before pymon gets
+    to write it still has its end reported (on uvloop the write to the closed pipe
+    raised, and the alert was never logged). The loop is held between the spawn and the
+    write until the script has gone, as a busy loop holds it."""
+    from pymon.engine import legacy
+
+    gone = tmp_path / "gone"
+    crash = _script(tmp_path / "crash.alert", f"#!/bin/sh\necho about to crash\ntouch {gone}\nkill -SEGV $$\n")
+    spawn = asyncio.create_subprocess_exec
+
+    async def spawn_then_wait(*args: Any, **kw: Any) -> asyncio.subprocess.Process:
+        proc = await spawn(*args, **kw)
+        while not gone.exists():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # the loop sees the exit and the pipes close
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", spawn_then_wait)
+    run = legacy.run([str(crash)], {}, 5, stdin="host down\n" * 100)
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is in the test extra; not installed here")
+        r = uvloop.run(run)
+    else:
+        r = asyncio.run(run)
+    assert (r.retval, r.output, r.error) == (-11, "about to crash\n", "")
+    assert legacy.exit_text(r.retval) == "killed by signal 11 (SIGSEGV)"
+
+
 # -- config files ----------------------------------------------------------------------------
 
 

@@ -70,14 +70,16 @@ async def run(argv: list[str], env: dict[str, str], timeout: float, stdin: str |
         return Run(127, "", time.monotonic() - start, error=f"cannot run {argv[0]}: {e.strerror}")
     try:
         out = await asyncio.wait_for(_talk(proc, stdin), timeout)
-    except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+    except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001 - the script never outlives its run
         _killpg(proc)
         _kill_escaped(proc)
         await proc.wait()
         _close(proc)
         if isinstance(e, asyncio.CancelledError):
             raise
-        return Run(124, "", time.monotonic() - start, timed_out=True)
+        if isinstance(e, asyncio.TimeoutError):
+            return Run(124, "", time.monotonic() - start, timed_out=True)
+        return Run(127, "", time.monotonic() - start, error=f"talking to {argv[0]}: {type(e).__name__}: {e}")
     rc = await proc.wait()
     _killpg(proc)  # children left behind by the script die with it
     _close(proc)
@@ -163,7 +165,9 @@ def _kill_escaped(proc: asyncio.subprocess.Process) -> None:
 
 async def _talk(proc: asyncio.subprocess.Process, stdin: str | None) -> bytes:
     assert proc.stdout is not None
-    if stdin is not None and proc.stdin is not None:
+    # a script that exits without reading its input: asyncio then raises on drain, uvloop
+    # has already closed the transport (and would raise RuntimeError on the write)
+    if stdin is not None and proc.stdin is not None and not proc.stdin.is_closing():
         try:
             proc.stdin.write(stdin.encode())
             await proc.stdin.drain()

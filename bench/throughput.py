@@ -341,7 +341,7 @@ async def child_main(cfg: str, out: str, warmup: float, duration: float, timeout
     waiting = Watchdog._waiting
 
     def timed_waiting(self: Watchdog) -> None:
-        busy = time.monotonic() - self._pass[1]
+        busy = time.monotonic() - self._pass[1] - self._slack  # on uvloop a pass is a heartbeat's period
         if busy >= STALL_S and passes_on[0]:
             passes[2] += 1
             if busy > passes[0]:

@@ -71,28 +71,27 @@ def _run(a: argparse.Namespace) -> int:
 
 
 def run_loop(coro: Any) -> Any:
-    """asyncio.run; on uvloop with PYMON_LOOP=uvloop when it is installed (`pip install
-    'pymon[fast]'`): far less start lag at thousands of checks a second (docs/performance.md).
-    Opt-in: a hung legacy alert script is not handled as on asyncio yet
-    (tests/integration/test_faults_daemon.py fails on uvloop)."""
+    """The daemon's loop: asyncio's, or uvloop's with PYMON_LOOP=uvloop when it is
+    installed (`pip install 'pymon[fast]'`): less CPU and start lag at thousands of
+    checks a second (docs/performance.md). Either way with a bounded shutdown."""
+    loop = None
     if os.environ.get("PYMON_LOOP", "asyncio") == "uvloop":
         try:
             import uvloop
         except ImportError:
             pass
         else:
-            return uvloop.run(coro)
-    return _run_bounded(coro)
+            loop = uvloop.new_event_loop()
+    return _run_bounded(coro, loop or asyncio.new_event_loop())
 
 
 SHUTDOWN_WAIT_S = 5.0  # tasks left at the end (a plugin that ignores cancellation) are waited for this long
 
 
-def _run_bounded(coro: Any) -> Any:
-    """asyncio.run, except that the tasks still pending at the end are cancelled and
-    waited for SHUTDOWN_WAIT_S, not forever: asyncio.run's own wait never ends for a
-    task that swallows its cancellation, and SIGTERM would hang."""
-    loop = asyncio.new_event_loop()
+def _run_bounded(coro: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    """asyncio.run on `loop`, except that the tasks still pending at the end are
+    cancelled and waited for SHUTDOWN_WAIT_S, not forever: asyncio.run's own wait never
+    ends for a task that swallows its cancellation, and SIGTERM would hang."""
     asyncio.set_event_loop(loop)
     try:
         return loop.run_until_complete(coro)

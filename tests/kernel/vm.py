@@ -149,7 +149,8 @@ def pytest_in_vm(inside: str, timeout: float, *args: str) -> None:
     if reason:
         pytest.skip(f"cannot boot a VM for the kernel tests: {reason}")
     extra = "".join(f" {shlex.quote(a)}" for a in args)
-    cmd = f'"$PYMON_PYTHON" -m pytest {shlex.quote(inside)} -q{extra} -p no:randomly -o addopts="" -rA'
+    # COLUMNS: the summary's FAILED lines keep their reasons (pytest cuts them to the width)
+    cmd = f'COLUMNS=300 "$PYMON_PYTHON" -m pytest {shlex.quote(inside)} -q{extra} -p no:randomly -o addopts="" -rA'
     res = run_in_vm(cmd, timeout=timeout)
     report = (
         f"$ {shlex.join(res.command)}\n[{res.seconds:.1f}s, exit {res.returncode}]\n"
@@ -158,6 +159,10 @@ def pytest_in_vm(inside: str, timeout: float, *args: str) -> None:
     if not res.ran:
         pytest.fail(f"the VM did not run the tests:\n{report}\n--- vng ---\n{res.vng_output[-4000:]}")
     print(report)
+    # the reasons once more, last in the log: a log cut in the middle still shows them
+    reasons = [ln for ln in res.output.splitlines() if ln.startswith(("FAILED ", "ERROR "))]
+    if reasons:
+        print("--- inside failures ---\n" + "\n".join(reasons))
     assert res.returncode == 0, report
     assert " passed" in res.output, report
 

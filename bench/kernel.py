@@ -340,6 +340,11 @@ class Daemon:
         """{real server key: weight} over the daemon's virtual services, from the kernel."""
         return ipvs_weights(self.vips)
 
+    def out_of_table(self) -> list[Backend]:
+        """Its real servers not in the table with a weight, from one read of the kernel's."""
+        w = self.weights()
+        return [b for b in self.backends if w.get(b.key, 0) == 0]
+
     def start(self) -> None: ...
 
     def pids(self) -> list[int]:
@@ -529,27 +534,23 @@ def started(d: Daemon, a: argparse.Namespace) -> dict[str, Any]:
                          "services": len(d.services), "interval": d.interval}
     t0 = time.monotonic()
     d.start()
-    keys = {b.key for b in d.backends}
+    n = len(d.backends)
     said = [t0]
-
-    def missing() -> int:
-        w = d.weights()
-        return sum(w.get(k, 0) == 0 for k in keys)
 
     def all_in() -> bool:
         d.alive()
-        left = missing()
+        left = len(d.out_of_table())
         if left and time.monotonic() - said[0] > 30:  # a start with 1,000 TLS real servers takes minutes
             said[0] = time.monotonic()
-            log(f"{d.name}: {len(keys) - left} of {len(keys)} real servers in the table after {said[0] - t0:.0f} s")
+            log(f"{d.name}: {n - left} of {n} real servers in the table after {said[0] - t0:.0f} s")
         return not left
 
-    took = wait_until(all_in, a.start_timeout, step=0.2 if len(keys) <= 100 else 1.0)
+    took = wait_until(all_in, a.start_timeout, step=0.2 if n <= 100 else 1.0)
     if took is None:
-        raise RuntimeError(f"{d.name}: table not complete after {a.start_timeout} s: {missing()} of {len(keys)} real "
+        raise RuntimeError(f"{d.name}: table not complete after {a.start_timeout} s: {len(d.out_of_table())} of {n} real "
                            f"servers missing\n{d.tail()}")
     r["start_s"] = time.monotonic() - t0
-    log(f"{d.name}: all {len(keys)} real servers in the table {r['start_s']:.1f} s after start")
+    log(f"{d.name}: all {n} real servers in the table {r['start_s']:.1f} s after start")
     return r
 
 
@@ -569,8 +570,7 @@ def cpu_window(ds: list[Daemon], rs: list[dict[str, Any]], window: float) -> Non
     while (left := w0 + window - time.monotonic()) > 0:
         time.sleep(min(OUT_POLL, left))
         for d, o in zip(ds, out):
-            w = d.weights()
-            o.update(b.key for b in d.backends if w.get(b.key, 0) == 0)
+            o.update(b.key for b in d.out_of_table())
     t1, w1, c1, n1 = time.time(), time.monotonic(), [proc_cpu(p) for p in pids], [syn_count(d.counter) for d in ds]
     for d, r, a0, a1, m0, m1, o in zip(ds, rs, c0, c1, n0, n1, out):
         d.alive()
@@ -624,11 +624,11 @@ def measure(d: Daemon, a: argparse.Namespace, rng: random.Random) -> dict[str, A
         time.sleep(rng.uniform(0, d.interval))  # a random phase against the check schedule
         # every real server is up: an entry missing now is a false down (a check that failed
         # against a healthy server); wait for it to come back so that the trial is clean
-        missing = [x.addr for x in d.backends if d.weights().get(x.key, 0) == 0]
+        missing = [x.addr for x in d.out_of_table()]
         if missing and (not rec or rec[-1] is not None):
             false_downs.append(missing)
             log(f"{d.name}: FALSE DOWN before trial {t + 1}: {missing} missing from the table, all are up")
-            wait_until(lambda: all(d.weights().get(x.key, 0) > 0 for x in d.backends), a.trial_timeout)
+            wait_until(lambda: not d.out_of_table(), a.trial_timeout)
         b.kill()  # returns once it is reaped: connections are refused from here on
         kills.append((b.addr, time.time()))
         lat = wait_until(lambda: d.weights().get(b.key, 0) == 0, a.trial_timeout)

@@ -141,7 +141,8 @@ def daemon(topology: dict[str, Backend], tmp_path_factory: pytest.TempPathFactor
     p.start()
     yield p
     p.stop()
-    print("\n".join(json.dumps(e) for e in p.events if e.get("event", "").startswith(("ipvs", "raw", "config"))))
+    print("\n".join(json.dumps(e) for e in p.events if e.get("event", "").startswith(("ipvs", "raw", "config", "host.state",
+                                                                                         "pool", "director"))))
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ The same scenarios run against the real kernel in tests/kernel/inside/."""
 from __future__ import annotations
 
 import asyncio
+import random
 import textwrap
 from dataclasses import replace
 from typing import Any
@@ -186,6 +187,53 @@ async def test_a_health_change_during_a_resync_is_logged_as_health_not_drift() -
     assert not [e for e, _ in events if e == "ipvs.repaired"]
     assert [kw["reason"] for e, kw in events if e == "ipvs.change"][-1] == "health"
     assert not o.wake.is_set()  # handled: no second reconcile for the same change
+
+
+async def test_a_health_change_whose_wake_a_resync_took_is_still_applied() -> None:
+    """The run loop clears the wake before each reconcile. When a resync falls due in the
+    same loop pass as a health change's poke, or right after a resync that a health
+    change cut short, the reconcile it runs is a resync that finds the kernel as pymon
+    left it: it must still plan the health change, not skip it as settled."""
+    mem = MemoryTable()
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(config(), mem, health)
+    await o.reconcile("start")
+    assert await o.reconcile("resync") == []
+    health["10.0.0.2"] = False
+    o.poke()
+    o.wake.clear()  # what run() does before it calls reconcile
+    ops = await o.reconcile("resync")
+    assert [str(op) for op in ops] == ["del dest TCP 10.0.0.100:80 -> 10.0.0.2:80"]
+    assert dests(await mem.read()) == {"10.0.0.1": 1, "10.0.0.3": 3}
+    assert [kw["reason"] for e, kw in o.log.events if e == "ipvs.change"][-1] == "health"  # type: ignore[attr-defined]
+    assert await o.reconcile("resync") == []  # and only once
+
+
+async def test_health_changes_reach_the_table_whenever_they_land_against_resyncs() -> None:
+    """The run loop with a short resync and health changes poked at random moments
+    (some in the same loop pass as a resync deadline): after each, the table follows."""
+    cfg = config()
+    cfg.ipvs.resync = 0.003
+    mem = MemoryTable()
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(cfg, mem, health)
+    await o.reconcile("start")
+    task = asyncio.create_task(o.run())
+    loop = asyncio.get_running_loop()
+    rng = random.Random(7)
+    try:
+        for i in range(300):
+            health["10.0.0.2"] = i % 2 == 1
+            delay = rng.choice([0.0, 0.001, 0.002, 0.003])
+            loop.call_later(delay, o.poke)
+            want = {"10.0.0.1": 1, "10.0.0.3": 3} | ({"10.0.0.2": 1} if health["10.0.0.2"] else {})
+            for _ in range(100):
+                await asyncio.sleep(0.002)
+                if dests(await mem.read()) == want:
+                    break
+            assert dests(await mem.read()) == want, f"change {i} never reached the table"
+    finally:
+        task.cancel()
 
 
 async def test_resyncs_start_one_period_apart_whatever_they_take() -> None:

@@ -270,6 +270,11 @@ class LvsOwner:
         self.overrides: dict[tuple[ServiceKey, tuple[str, int]], Override] = {}
         self.quorum: dict[str, bool] = {}
         self.wake = asyncio.Event()
+        # pokes counted, and the count the last plan's health read saw: a poke whose wake
+        # was cleared by a reconcile that did not plan (run() clears the wake before every
+        # reconcile) still makes the next resync plan (_settled)
+        self.pokes = 0
+        self.planned_pokes = 0
         self.lock = asyncio.Lock()
         self.last_wanted: Table = {}
         self.last_actual: Table = {}
@@ -311,6 +316,7 @@ class LvsOwner:
         return {vs.service.key for vs in self.vss} | {k for k, _ in self.overrides}
 
     def poke(self) -> None:
+        self.pokes += 1
         self.wake.set()
 
     def _index(self) -> _Index:
@@ -424,8 +430,9 @@ class LvsOwner:
             if self.read_error is not None:
                 self.log.info("ipvs.recovered", reason=reason, was=self.read_error)
                 self.read_error = None
-            if reason == "resync" and self.wake.is_set():
-                # health changed while the kernel was read: what this applies is that change, not drift
+            if reason == "resync" and self.pokes != self.planned_pokes:
+                # health changed since the last plan (while the kernel was read, or its wake
+                # was taken by this resync): what this applies is that change, not drift
                 reason = "health"
                 self.wake.clear()
             if reason == "first round" and self.first_round_at is None:
@@ -439,6 +446,7 @@ class LvsOwner:
                 self.last_actual = actual
                 return []
             now = time.time()
+            self.planned_pokes = self.pokes  # no await until the health is read
             health = self._health(now)
             todo, whole = self._select(actual, now, health)
             p = self.plan(actual, now, self._operators, vss=todo, health=health)
@@ -489,7 +497,8 @@ class LvsOwner:
         """A resync that finds the kernel exactly as the last reconcile left it, with no
         failed op to retry and the freeze as it was, would plan the same table again:
         every input that can change between resyncs (health, operator commands, reloads,
-        the policy's own deadlines, the self-check) wakes the owner with its own reason.
+        the policy's own deadlines, the self-check) wakes the owner with its own reason
+        (a poke not yet planned turns a resync into the health change it is: reconcile).
         Skipping the plan and the diff keeps a resync at the cost of its read
         (docs/performance.md, IPVS at scale)."""
         return (reason == "resync" and self.known and not self.last_errors and actual == self.last_actual

@@ -254,8 +254,7 @@ class Daemon:
         if self.lvs is None and self.uses_lvs(cfg, found):
             await self.start_lvs()
         elif self.lvs is not None:
-            self.lvs.vss = list(cfg.virtual_services)
-            await self.lvs.reconcile("reload")
+            await self.lvs.reconcile("reload", list(cfg.virtual_services))
         if cfg.routing is not None and self.routes is None:
             await self.start_routes()
         elif self.routes is not None and cfg.routing is None:

@@ -236,6 +236,38 @@ async def test_health_changes_reach_the_table_whenever_they_land_against_resyncs
         task.cancel()
 
 
+async def test_a_reload_behind_a_health_change_is_logged_as_the_reload() -> None:
+    """A SIGHUP while a resync reads the kernel and a health change waits its turn: the
+    health change is planned on the configuration it came under, the reload's change is
+    applied and logged as the reload's, each once."""
+    mem = MemoryTable()
+    health: dict[str, bool | None] = {"10.0.0.1": True, "10.0.0.2": True, "10.0.0.3": True}
+    o = owner(config(), mem, health)
+    await o.reconcile("start")
+    inner, gate = mem.read, asyncio.Event()
+
+    async def slow() -> Any:
+        await gate.wait()
+        return await inner()
+
+    mem.read = slow  # type: ignore[method-assign]
+    resync = asyncio.create_task(o.reconcile("resync"))
+    await asyncio.sleep(0)  # the resync holds the lock and waits for its read
+    health["10.0.0.1"] = False
+    change = asyncio.create_task(o.reconcile("health"))
+    vs = o.vss[0]
+    heavier = [replace(vs, reals=[replace(rs, dest=replace(rs.dest, weight=5)) if rs.host == "10.0.0.2" else rs
+                                  for rs in vs.reals])]
+    reload = asyncio.create_task(o.reconcile("reload", heavier))
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(resync, change, reload)
+    assert [(kw["op"], kw["reason"]) for e, kw in o.log.events if e == "ipvs.change"][-2:] == [  # type: ignore[attr-defined]
+        ("del dest TCP 10.0.0.100:80 -> 10.0.0.1:80", "health"),
+        ("edit dest TCP 10.0.0.100:80 -> 10.0.0.2:80 Route weight 5", "reload")]
+    assert dests(await inner()) == {"10.0.0.2": 5, "10.0.0.3": 3}
+
+
 async def test_resyncs_start_one_period_apart_whatever_they_take() -> None:
     """The period is start to start: a slow read (0.2 s of 0.5 s) does not stretch it,
     and a health change between resyncs does not move them."""

@@ -408,14 +408,18 @@ class LvsOwner:
         return [f"{e.vs} {e.host}: {e.detail}" for r in res.values() for e in r.events
                 if e.kind == "depool_refused" and (e.vs, e.host) in hosts]
 
-    async def reconcile(self, reason: str) -> list[Op]:
+    async def reconcile(self, reason: str, vss: list[VirtualServiceSpec] | None = None) -> list[Op]:
         """Read the kernel, let the policy decide, apply the difference, log it.
 
         A health change does not read: the kernel holds what the last read or clean
         apply left (`last_actual`), so it costs only its own ops; drift is the
-        resync's to find.
+        resync's to find. `vss`: a reload's virtual services, taken once the lock is
+        held, so a reconcile already running (a resync's read) ends on the configuration
+        it began with and the reload's changes are logged as the reload's.
         """
         async with self.lock:
+            if vss is not None:
+                self.vss = vss
             try:
                 actual = await self._actual(reason)
             except IPVSError as e:

@@ -271,8 +271,8 @@ class LvsOwner:
         self.quorum: dict[str, bool] = {}
         self.wake = asyncio.Event()
         # pokes counted, and the count the last plan's health read saw: a poke whose wake
-        # was cleared by a reconcile that did not plan (run() clears the wake before every
-        # reconcile) still makes the next resync plan (_settled)
+        # run() cleared before a resync (it clears the wake before every reconcile) still
+        # makes that resync plan, as the health change it is (reconcile)
         self.pokes = 0
         self.planned_pokes = 0
         self.lock = asyncio.Lock()

@@ -173,7 +173,8 @@ def test_idle_api_connections_cannot_exhaust_the_daemons_fds(tmp_path: Path, dae
         s.sendall(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         s.settimeout(5)
         assert s.recv(100).startswith(b"HTTP/1.0 200")
-    assert not [e for e in d.events if e.get("event") == "host.state" and e.get("state") == "down"]
+    downs = [e for e in d.events if e.get("event") == "host.state" and e.get("state") == "down"]
+    assert not downs, [(e["summary"], e["timestamp"]) for e in downs]
     assert d.stop() == 0
     err = d.proc.stderr.read() if d.proc.stderr else ""
     assert "Traceback" not in err and "Too many open files" not in err, err[-2000:]

@@ -75,3 +75,15 @@ def tally(res: list[Answer], since: float) -> tuple[list[Answer], list[Answer], 
     for r in after:
         who[str(r["who"])] = who.get(str(r["who"]), 0) + 1
     return after, [r for r in after if r["who"] is None], who
+
+
+def settled(res: list[Answer], live: set[str]) -> None:
+    """The client's last 2 s (steady, or settled after a switch): the answers come from
+    exactly the live real servers (none from a dead one); two lost requests (None) are
+    tolerated, since the client's 0.5 s connect timeout is tight for a TCG guest on a
+    busy host (one CI run lost 2 of 11 after a failover fail-back while both tables
+    held rs2 alone, unchanged, for 5 s)."""
+    tail = [r["who"] for r in res if r["t"] > time.time() - 2]
+    answers = [w for w in tail if w is not None]
+    assert len(answers) >= 5 and set(answers) == live, tail
+    assert len(tail) - len(answers) <= 2, tail

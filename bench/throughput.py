@@ -2,7 +2,8 @@
 """Throughput and schedule fidelity: N HTTP real servers at a 1 s interval, pymon vs mon.
 
     python3 bench/throughput.py [-n 100,1000,10000] [--duration 30] [--mon-n 100]
-                                [--loop asyncio|uvloop] [--probe-workers 0,2] [--floor] [--tls]
+                                [--loop asyncio|uvloop] [--probe-workers 0,2] [--floor [--repeat K]] [--tls]
+                                [--python PATH,...]
                                 [--maxprocs N] [--burner K] [--own-path] [--nice N,...]
                                 [--src LABEL=DIR[@NICE],...] [--port P] [--section TITLE]
                                 [--write bench/RESULTS.md]
@@ -48,6 +49,13 @@ Measured over a window of `--duration` seconds that starts after `--warmup` seco
   (bench/floor.c, built with `cc` at the start: connect, send, read the head, close;
   nothing else): what any checker pays, mostly the kernel's TCP work, to compare
   pymon's cost and nginx's with.
+- `--repeat K` (with `--floor`): K rounds per N, each the C client then every pymon run,
+  and a table of each pymon run's CPU per check over the C client's of the same round,
+  round by round and the median. The C client's own figure moves by a third from one
+  run to the next on this VM; a single pair per sitting put that drift into the ratio.
+- `--python PATH,...`: run the daemon on each interpreter in turn (each must import
+  pymon's dependencies, e.g. the install's venv, /opt/pymon/bin/python on Debian's
+  `python3`); the default is the interpreter running the bench.
 - `--tls`: HTTPS instead (nginx `listen ... ssl`, a self-signed P-256 certificate, TLS 1.3,
   session tickets); pymon `scheme: https, verify: false` (as the C client and keepalived's
   SSL_GET: no certificate check) once with `tls_resume: true` and once with false (each
@@ -71,6 +79,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import functools
 import gc
 import json
 import math
@@ -81,6 +90,7 @@ import shutil
 import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -447,13 +457,13 @@ def unit_nice() -> int:
 
 
 def run_pymon(tmp: Path, nginx: Nginx, n: int, a: argparse.Namespace, loop: str, workers: int,
-              src: str, nice: int, resume: bool | None = None) -> dict[str, Any]:
+              src: str, nice: int, resume: bool | None = None, python: str = sys.executable) -> dict[str, Any]:
     tls = "" if resume is None else f", scheme: https, verify: false, tls_resume: {str(resume).lower()}"
     cfg = pymon_config(tmp, n, a.interval, a.timeout, a.randstart, a.per_watch, workers, a.maxprocs, a.own_path,
                        tls)
     shutil.rmtree(tmp / "state", ignore_errors=True)  # each daemon starts clean
     out = tmp / "pymon.json"
-    cmd = [sys.executable, __file__, "--child", str(cfg), str(out), str(a.warmup), str(a.duration),
+    cmd = [python, __file__, "--child", str(cfg), str(out), str(a.warmup), str(a.duration),
            "--loop", loop, "--timeout", str(a.timeout), "--nginx-pgid", str(nginx.proc.pid),  # type: ignore[union-attr]
            "--child-src", src, "--child-nice", str(nice)] + (["--profile", a.profile + f".{n}.txt"] if a.profile else [])
     load = os.getloadavg()[0]
@@ -571,8 +581,7 @@ def table(rows: list[tuple[int, str, dict[str, Any]]], tls: bool = False) -> str
                if "lag_p50" in r else "n/a")
         ratio = ""
         if tls and who.startswith("pymon"):  # against the C client with the same handshakes
-            c = next((c for (cn, cw), c in by_n.items() if cn == n and cw.startswith("C client")
-                      and c["handshakes"] == r["handshakes"]), None)
+            c = _floor_of(rows, n, r)
             ratio = f"{r['cpu_per_1000'] / c['cpu_per_1000']:.2f}×" if c else ""
         if who == "mon":
             ratio = " / ".join(f"{r['cpu_per_1000'] / p['cpu_per_1000']:.0f}×" for (pn, pw), p in by_n.items()
@@ -596,6 +605,70 @@ def table(rows: list[tuple[int, str, dict[str, Any]]], tls: bool = False) -> str
     return "\n".join(out)
 
 
+def _floor_of(rows: list[tuple[int, str, dict[str, Any]]], n: int, r: dict[str, Any]) -> dict[str, Any] | None:
+    """The C client's row that `r` (a pymon row) is measured against: same N, same
+    handshakes, same round (`--repeat`)."""
+    return next((c for cn, cw, c in rows if cn == n and cw.startswith("C client")
+                 and c["handshakes"] == r["handshakes"] and c.get("round") == r.get("round")), None)
+
+
+def floor_summary(rows: list[tuple[int, str, dict[str, Any]]]) -> str:
+    """Each daemon's CPU per check against the C client's of the same round, per round and
+    the median: rounds alternate the two, so a load that drifts over a sitting moves both
+    sides of a ratio, where one pair per sitting left the ratio to whatever drifted
+    between its two runs."""
+    out = ["| N | daemon | C client ms / check | daemon ms / check | ÷ C client, each round | median ÷ C client "
+           "| median daemon ms / check |", "|---:|---|---|---|---|---:|---:|"]
+    by_who: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    for n, who, r in rows:
+        c = _floor_of(rows, n, r) if who.startswith("pymon") else None
+        if c is not None:
+            by_who.setdefault((n, who), []).append((c["cpu_per_1000"], r["cpu_per_1000"]))
+    for (n, who), pairs in by_who.items():
+        ratio, ms = statistics.median(p / c for c, p in pairs), statistics.median(p for _, p in pairs)
+        out.append(f"| {n:,} | {who} | {', '.join(f'{c:.3f}' for c, _ in pairs)} "
+                   f"| {', '.join(f'{p:.3f}' for _, p in pairs)} | {', '.join(f'{p / c:.2f}×' for c, p in pairs)} "
+                   f"| **{ratio:.2f}×** | **{ms:.3f}** |")
+    return "\n".join(out)
+
+
+@functools.lru_cache
+def interpreter(python: str) -> str:
+    """Which Python a path runs, for the rows: version and installation (a venv's base)."""
+    return subprocess.run([python, "-c", "import platform, sys; print('Python', platform.python_version(), 'from', "
+                           "sys.base_prefix)"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def run_round(tmp: Path, nginx: Nginx, exe: Path | None, n: int, a: argparse.Namespace,
+              modes: list[tuple[int, bool | None, str]], rnd: int, rows: list[tuple[int, str, dict[str, Any]]]) -> None:
+    """One round at N real servers: the C client (with --floor), then every pymon run
+    the options ask for (loops, workers, nice values, source trees, TLS modes)."""
+    if exe is not None:
+        for tls, _, how in modes:
+            with Burner(a.burner):
+                rows.append((n, f"C client{f', {how}' if how else ''}",
+                             run_floor(exe, nginx, n, a, tls) | {"handshakes": how, "round": rnd}))
+            print(table(rows[-1:], a.tls).splitlines()[-1], flush=True)
+    pythons = a.python.split(",") if a.python else [sys.executable]
+    for loop, python in ((lp, py) for lp in a.loop.split(",") for py in pythons):
+        for workers in (int(w) for w in a.probe_workers.split(",")):
+            for nice_all in (int(x) for x in a.nice.split(",")):
+                for label, src in (x.partition("=")[::2] for x in a.src.split(",")):
+                    src, at, own_nice = src.partition("@")
+                    nice = int(own_nice) if at else nice_all
+                    if at and nice_all != int(a.nice.split(",")[0]):
+                        continue  # a tree with its own nice runs once
+                    for _, resume, how in modes:
+                        who = (f"pymon{f' {label}' if label else ''} ({loop}"
+                               f"{f', {interpreter(python)}' if a.python else ''}"
+                               f"{f', {workers} workers' if workers else ''}, nice {nice}"
+                               f"{f', {how}' if how else ''})")
+                        with Burner(a.burner):
+                            rows.append((n, who, run_pymon(tmp, nginx, n, a, loop, workers, str(Path(src).resolve()),
+                                                           nice, resume, python) | {"handshakes": how, "round": rnd}))
+                        print(table(rows[-1:], a.tls).splitlines()[-1], flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", default="100,1000", help="comma-separated numbers of real servers (default 100,1000)")
@@ -606,6 +679,9 @@ def main() -> int:
     ap.add_argument("--randstart", type=float, default=1.0,
                     help="globals.randstart (both daemons): spreads the first runs (default 1 s = the interval)")
     ap.add_argument("--mon-n", type=int, default=100, help="run mon too for N up to this (default 100; 0: never; not with --tls)")
+    ap.add_argument("--python", help="pymon: interpreters to run the daemon on, each in turn (comma-separated; "
+                    "each must import pymon's dependencies, e.g. the install's venv /opt/pymon/bin/python; "
+                    "default: this one)")
     ap.add_argument("--loop", default="asyncio", help="asyncio, uvloop, or both: asyncio,uvloop (default asyncio)")
     ap.add_argument("--per-watch", type=int, default=1,
                     help="pymon: real servers per hostgroup/watch (default 1, as mon's one watch per server; "
@@ -618,6 +694,9 @@ def main() -> int:
                          "a comma-separated list runs each")
     ap.add_argument("--floor", action="store_true",
                     help="also run the C client (bench/floor.c): the same requests from a minimal epoll loop, nothing else")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="with --floor: K rounds per N, each the C client then every pymon run, and a table of "
+                         "each round's ratio and the median (default 1)")
     ap.add_argument("--tls", action="store_true",
                     help="HTTPS: pymon with and without TLS session resumption (and the C client both ways with --floor)")
     ap.add_argument("--profile", metavar="PREFIX", help="pyinstrument the child's window to PREFIX.N.txt")
@@ -665,48 +744,34 @@ def main() -> int:
             nginx = Nginx(tmp, n, a.nginx_workers, a.tls)
             nginx.start()
             try:
-                if a.floor:
-                    exe = build_floor(tmp)
-                    for tls, _, how in modes:
-                        with Burner(a.burner):
-                            rows.append((n, f"C client{f', {how}' if how else ''}",
-                                         run_floor(exe, nginx, n, a, tls) | {"handshakes": how}))
-                        print(table(rows[-1:], a.tls).splitlines()[-1], flush=True)
-                for loop in a.loop.split(","):
-                    for workers in (int(w) for w in a.probe_workers.split(",")):
-                        for nice_all in (int(x) for x in a.nice.split(",")):
-                            for label, src in (x.partition("=")[::2] for x in a.src.split(",")):
-                                src, at, own_nice = src.partition("@")
-                                nice = int(own_nice) if at else nice_all
-                                if at and nice_all != int(a.nice.split(",")[0]):
-                                    continue  # a tree with its own nice runs once
-                                for _, resume, how in modes:
-                                    who = (f"pymon{f' {label}' if label else ''} ({loop}"
-                                           f"{f', {workers} workers' if workers else ''}, nice {nice}"
-                                           f"{f', {how}' if how else ''})")
-                                    with Burner(a.burner):
-                                        rows.append((n, who, run_pymon(tmp, nginx, n, a, loop, workers,
-                                                                       str(Path(src).resolve()), nice, resume)
-                                                     | {"handshakes": how}))
-                                    print(table(rows[-1:], a.tls).splitlines()[-1], flush=True)
+                exe = build_floor(tmp) if a.floor else None
+                for rnd in range(a.repeat if a.floor else 1):
+                    run_round(tmp, nginx, exe, n, a, modes, rnd, rows)
                 if n <= a.mon_n and os.path.exists(MON) and not a.tls:  # http.monitor has no HTTPS
                     rows.append((n, "mon", run_mon(tmp, nginx, n, a)))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
             finally:
                 nginx.stop()
     print(table(rows, a.tls))
+    summary = floor_summary(rows) if a.floor else ""
+    if summary:
+        print(summary)
     if a.write:
         section = a.section or SECTION + (": HTTPS" if a.tls else "")
-        cmd = "python3 bench/throughput.py " + shlex.join(x for x in sys.argv[1:] if x)
+        py = "python3" if shutil.which("python3") == sys.executable else sys.executable  # e.g. the install's venv
+        cmd = f"{py} bench/throughput.py " + shlex.join(x for x in sys.argv[1:] if x)
         cpu = platform.processor() or platform.machine()
         body = (f"## {section}\n\n    {cmd}\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), "
-                f"Python {platform.python_version()}; {a.duration:g} s measured per run after "
+                f"{interpreter(sys.executable)}{' (the daemon: as its rows say)' if a.python else ''}; "
+                f"{a.duration:g} s measured per run after "
                 f"{a.warmup:g} s warm-up; {a.per_watch} real server(s) per watch, interval {a.interval:g} s, timeout "
                 f"{a.timeout:g} s{', each its own URL path' if a.own_path else ''}; nginx ({a.nginx_workers} workers, "
                 f"keep-alive off) on the same 2 cores"
                 f"{f'; {a.burner} CPU burner(s) at nice 0 running during every run (the C client too)' if a.burner else ''}. "
                 f"`load avg`: 1-minute load average when the run started (other jobs share this machine).\n\n"
-                f"{table(rows, a.tls)}\n")
+                f"{table(rows, a.tls)}\n"
+                + (f"\nAgainst the C client, round by round{f' ({a.repeat} rounds, alternating)' if a.repeat > 1 else ''}:"
+                   f"\n\n{summary}\n" if summary else ""))
         write_section(Path(a.write), f"## {section}", body)
     return 0
 

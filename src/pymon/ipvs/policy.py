@@ -97,7 +97,8 @@ change rewrites the kernel entry, and under `mh` (and `sh`) rebuilds the lookup 
 remaps flows, so steps must be few and coarse; ten steps are close enough to linear to
 protect a cold server. No ramp at daemon start: not on the first call for a member, not
 for a member whose first known health is up, and not before `started_at + first_round`.
-A pooled_down member that recovers keeps its weight (it never stopped receiving traffic).
+A pooled_down member that recovers keeps its weight (it never stopped receiving traffic);
+one that fails mid-ramp is kept at the ramp's step, never at its target.
 
 Cost: O(members) per virtual service, plus sorting the members that want to leave when
 the threshold has to choose among them.
@@ -537,9 +538,15 @@ def _kept(spec: PoolSpec, m: Member, p: Decision | None, h: Health, o: Operator,
            f"would leave {pooled_after - 1} pooled, min_pooled {spec.min_pooled_text}")
     ramp_start = p.ramp_start if p is not None else None
     if h.up is False:
-        # at its weight: the target, or the step a ramp had reached (which then pauses)
-        weight = p.weight if (p is not None and p.weight is not None and p.state in ("pooled", "pooled_down")) \
-            else m.weight
+        # at its weight: the target, or the step a ramp had reached (which then pauses); one
+        # that was unknown mid-ramp (no weight of its own) at the ramp's step by now, never
+        # the full target: a failed server is not given more traffic than it had
+        if p is not None and p.weight is not None and p.state in ("pooled", "pooled_down"):
+            weight = p.weight
+        elif ramp_start is not None:
+            weight, _ = ramp_weight(ramp_start, spec.slowstart, m.weight, now)
+        else:
+            weight = m.weight
         d = _dec(p, "pooled_down", weight, now, known, cause="failed", ramp_start=ramp_start, refused=True)
         new = p is None or p.state != "pooled_down"
         return d, Event("pooled_down", spec.name, m.host, f"failed, kept pooled: {why}") if new else None

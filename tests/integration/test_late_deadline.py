@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -108,6 +108,14 @@ def path(request: pytest.FixtureRequest, pki: dict[str, Any], monkeypatch: pytes
     pool.configure(0, None)
     probe._ssl_context.cache_clear()
     exchange.tls_context.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+async def _sessions_closed() -> AsyncIterator[None]:
+    """The aiohttp path's keep-alive sessions end with the test's loop, as the daemon's
+    end with its shutdown."""
+    yield
+    await probe.close_sessions()
 
 
 def _server(kind: str, pki: dict[str, Any], delay: float | None, full: bool = False) -> Server:

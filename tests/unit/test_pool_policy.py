@@ -415,7 +415,6 @@ def test_pooled_down_recovery_keeps_its_weight() -> None:
     assert r.wanted()[key(0)] == ("pooled", 100) and r.next_change_at is None
 
 
-
 def test_a_server_that_fails_mid_ramp_after_an_unknown_round_keeps_the_ramps_weight() -> None:
     """Ramping back in, then unknown for a round (no weight of its own), then failed and
     kept by min_pooled: it stays at the step its ramp has reached, not at its full weight,
@@ -429,6 +428,7 @@ def test_a_server_that_fails_mid_ramp_after_an_unknown_round_keeps_the_ramps_wei
     assert r.wanted()[key(0)] == ("pooled_down", 10)  # the ramp's step at 108, not 100
     r = decide(spec, all_up(spec, 109), now=109, previous=r.decisions, started_at=0, frozen=True)
     assert r.wanted()[key(0)] == ("pooled", 10)
+
 
 # --- properties ------------------------------------------------------------------------------
 
